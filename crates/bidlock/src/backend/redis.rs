@@ -1,0 +1,474 @@
+//! The Redis store: one lock key per posting holding the holder id with a `PX` ttl —
+//! the layout of the original Python system and of redis-py's `Lock`, so all of them
+//! exclude each other — and one Lua script per multi-step change.
+//!
+//! ## Behavior
+//!
+//! - Commands go over one multiplexed [`ConnectionManager`]: many tasks share one TCP
+//!   connection; a dropped connection fails the commands in flight (they return
+//!   [`Error::Redis`], counted in `redis_errors`, never "acquired") and is re-established
+//!   in the background.
+//! - Scripts run by `EVALSHA` and are loaded again on `NOSCRIPT`, so a Redis restart or a
+//!   `SCRIPT FLUSH` costs one extra round trip, nothing else.
+//! - One pub/sub connection per manager listens on the release channel and wakes the
+//!   local waiters of the released key. While it reconnects, waiters fall back to polling
+//!   with backoff; when it is back, every waiting key is re-checked.
+//! - Leases are extended by a watchdog per guard (see the manager); this store only
+//!   runs the holder-checked extend script.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+use redis::{Client, ErrorKind, RedisError, Script};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::memory::ms;
+use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use crate::backoff::{Backoff, RetryPolicy};
+use crate::config::RedisTarget;
+use crate::error::Error;
+use crate::key::{KeySpace, LockKey};
+use crate::lease::{Holder, Lease};
+use crate::metrics::Metrics;
+use crate::waiters::WaitQueues;
+
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/extend.lua")));
+static COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/complete.lua")));
+static FORCE_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/force_release.lua")));
+static CLEANUP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cleanup.lua")));
+static STATUS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/status.lua")));
+static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/list.lua")));
+
+const SCAN_BATCH: usize = 500;
+
+/// Connection settings for one Redis server.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    /// Whether to run a release subscriber (Redlock runs one per node too).
+    pub(crate) subscribe: bool,
+}
+
+pub(crate) struct RedisStore {
+    conn: ConnectionManager,
+    target: RedisTarget,
+    keys: KeySpace,
+    fence_key: String,
+    channel: String,
+    metrics: Arc<Metrics>,
+    subscriber: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(s) = &self.subscriber {
+            s.abort();
+        }
+    }
+}
+
+/// Describes a connect error for an operator, without secrets.
+fn describe(e: &RedisError) -> String {
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => {
+            "authentication failed (check the password and user)".to_owned()
+        }
+        _ if e.is_connection_refusal() => format!("connection refused ({e})"),
+        _ if e.is_timeout() => "timed out".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+impl RedisStore {
+    /// Connects (bounded by the connect timeout), checks the server answers, and starts
+    /// the release subscriber.
+    pub(crate) async fn connect(
+        target: RedisTarget,
+        keys: KeySpace,
+        settings: &RedisSettings,
+        queues: Arc<WaitQueues>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisStore, Error> {
+        let unavailable = |reason: String| Error::Unavailable {
+            url: target.redacted().to_owned(),
+            reason,
+        };
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
+        let info = target.info.clone().set_tcp_settings(
+            TcpSettings::default()
+                .set_nodelay(true)
+                .set_keepalive(keepalive),
+        );
+        let client = Client::open(info).map_err(|e| unavailable(describe(&e)))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = tokio::time::timeout(
+            settings.connect_timeout + Duration::from_millis(100),
+            ConnectionManager::new_with_config(client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| unavailable(format!("no answer within {:?}", settings.connect_timeout)))?
+        .map_err(|e| unavailable(describe(&e)))?;
+        let channel = keys.release_channel();
+        let subscriber = if settings.subscribe {
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let task = tokio::spawn(run_subscriber(
+                client,
+                channel.clone(),
+                keys.clone(),
+                queues,
+                settings.connect_timeout,
+                target.redacted().to_owned(),
+                ready_tx,
+            ));
+            // Waiting for the first subscription closes the window in which an early
+            // waiter could miss a release; if it takes too long, polling covers it.
+            if tokio::time::timeout(settings.connect_timeout, ready_rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!(target: "bidlock::redis", url = target.redacted(), "release subscriber not ready; waiters will poll until it is");
+            }
+            Some(task)
+        } else {
+            None
+        };
+        Ok(RedisStore {
+            conn,
+            fence_key: keys.fence_key(),
+            channel,
+            keys,
+            target,
+            metrics,
+            subscriber,
+        })
+    }
+
+    pub(crate) fn location(&self) -> &str {
+        self.target.redacted()
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
+        Metrics::incr(&self.metrics.redis_errors);
+        if e.code() == Some("WRONGTYPE") {
+            return Error::WrongType {
+                key: key.to_owned(),
+                found: "non-string value".to_owned(),
+            };
+        }
+        tracing::debug!(target: "bidlock::redis", op, key, error = %e, "redis command failed");
+        Error::Redis {
+            op,
+            url: self.target.redacted().to_owned(),
+            source: e,
+        }
+    }
+
+    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        let lock = self.keys.lock_key(req.key);
+        let done = self.keys.done_key(req.key);
+        let mut inv = ACQUIRE.prepare_invoke();
+        inv.key(&lock)
+            .key(&self.fence_key)
+            .key(&done)
+            .arg(req.holder().as_str())
+            .arg(ms(req.ttl).max(1))
+            .arg(if req.check_done { "1" } else { "0" });
+        let (code, n, text): (i64, i64, Vec<u8>) = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("acquire", &lock, e))?;
+        match code {
+            1 => Ok(Attempt::Acquired(u64::try_from(n).unwrap_or(0))),
+            0 => Ok(Attempt::Held {
+                holder: Some(String::from_utf8_lossy(&text).into_owned()),
+                ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
+            }),
+            2 => Ok(Attempt::Done),
+            _ => {
+                Metrics::incr(&self.metrics.redis_errors);
+                Err(Error::WrongType {
+                    key: lock,
+                    found: String::from_utf8_lossy(&text).into_owned(),
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(&lock).arg(holder.as_str()).arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("release", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let mut inv = EXTEND.prepare_invoke();
+        inv.key(&lock).arg(holder.as_str()).arg(ms(ttl).max(1));
+        let n: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("extend", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(lease.key());
+        let done = self.keys.done_key(lease.key());
+        let record = format!("{} {}", lease.fencing_token(), lease.holder());
+        let mut inv = COMPLETE.prepare_invoke();
+        inv.key(&lock)
+            .key(&done)
+            .arg(lease.holder().as_str())
+            .arg(record)
+            .arg(ms(retention).max(1))
+            .arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("complete", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let mut inv = FORCE_RELEASE.prepare_invoke();
+        inv.key(&lock).arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("force_release", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+        let done = self.keys.done_key(key);
+        let n: i64 = redis::cmd("DEL")
+            .arg(&done)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("clear_done", &done, e))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+        let lock = self.keys.lock_key(key);
+        let done = self.keys.done_key(key);
+        let mut inv = STATUS.prepare_invoke();
+        inv.key(&lock).key(&done);
+        let (kind, holder, pttl, record, done_pttl): (String, Vec<u8>, i64, Vec<u8>, i64) = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("status", &lock, e))?;
+        if kind != "string" && kind != "none" {
+            return Err(Error::WrongType {
+                key: lock,
+                found: kind,
+            });
+        }
+        let held = kind == "string";
+        let has_done = !record.is_empty();
+        Ok(LockStatus {
+            redis_key: lock,
+            holder: held.then(|| String::from_utf8_lossy(&holder).into_owned()),
+            ttl_left_ms: if held { u64::try_from(pttl).ok() } else { None },
+            done: has_done.then(|| String::from_utf8_lossy(&record).into_owned()),
+            done_ttl_left_ms: if has_done {
+                u64::try_from(done_pttl).ok()
+            } else {
+                None
+            },
+        })
+    }
+
+    async fn scan_batches(
+        &self,
+        pattern: &str,
+        mut each: impl AsyncFnMut(Vec<String>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| self.err("scan", pattern, e))?;
+            if !batch.is_empty() {
+                each(batch).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+        let pattern = self.keys.scan_pattern(marketplace);
+        let mut out = Vec::new();
+        self.scan_batches(&pattern, async |batch: Vec<String>| {
+            let mut inv = LIST.prepare_invoke();
+            for k in &batch {
+                inv.key(k);
+            }
+            let flat: Vec<redis::Value> = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| self.err("list", &pattern, e))?;
+            for (k, chunk) in batch.iter().zip(flat.chunks(3)) {
+                let [kind, holder, pttl] = chunk else {
+                    continue;
+                };
+                let kind: String = redis::from_redis_value_ref(kind).unwrap_or_default();
+                if kind != "string" {
+                    continue;
+                }
+                let Some(parsed) = self.keys.parse_lock_key(k) else {
+                    continue;
+                };
+                let holder: Vec<u8> = redis::from_redis_value_ref(holder).unwrap_or_default();
+                let pttl: i64 = redis::from_redis_value_ref(pttl).unwrap_or(-2);
+                if pttl == -2 {
+                    continue;
+                }
+                out.push(LockInfo {
+                    redis_key: k.clone(),
+                    marketplace: parsed.marketplace().to_owned(),
+                    posting: parsed.posting().to_owned(),
+                    holder: String::from_utf8_lossy(&holder).into_owned(),
+                    ttl_left_ms: u64::try_from(pttl).ok(),
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        out.sort_by(|a, b| a.redis_key.cmp(&b.redis_key));
+        Ok(out)
+    }
+
+    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+        let pattern = self.keys.scan_pattern(None);
+        let mut removed = 0u64;
+        self.scan_batches(&pattern, async |batch: Vec<String>| {
+            let mut inv = CLEANUP.prepare_invoke();
+            for k in &batch {
+                inv.key(k);
+            }
+            inv.arg(&self.channel);
+            let n: u64 = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| self.err("cleanup", &pattern, e))?;
+            removed += n;
+            Ok(())
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.err("ping", "", e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Some(s) = &self.subscriber {
+            s.abort();
+        }
+    }
+}
+
+/// Listens for release messages and wakes local waiters; reconnects with backoff.
+async fn run_subscriber(
+    client: Client,
+    channel: String,
+    keys: KeySpace,
+    queues: Arc<WaitQueues>,
+    connect_timeout: Duration,
+    url: String,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let policy = RetryPolicy::new(Duration::from_millis(100), 2.0, Duration::from_secs(2));
+    let mut backoff = Backoff::new(policy);
+    loop {
+        let connected = tokio::time::timeout(connect_timeout, async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, RedisError>(ps)
+        })
+        .await;
+        match connected {
+            Ok(Ok(ps)) => {
+                tracing::debug!(target: "bidlock::redis", url, channel, "release subscriber connected");
+                backoff = Backoff::new(policy);
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                // Releases may have happened while we were away.
+                queues.signal_all();
+                let mut stream = ps.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        if let Some(key) = keys.parse_lock_key(&payload) {
+                            queues.signal(&key);
+                        }
+                    }
+                }
+                tracing::debug!(target: "bidlock::redis", url, "release subscriber disconnected; waiters poll until it is back");
+                queues.signal_all();
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(target: "bidlock::redis", url, error = %e, "release subscriber could not connect");
+            }
+            Err(_) => {
+                tracing::debug!(target: "bidlock::redis", url, "release subscriber connect timed out");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

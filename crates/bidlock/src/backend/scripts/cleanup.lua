@@ -1,0 +1,11 @@
+-- Delete a batch of lock keys found by SCAN (only strings: never another type), and
+-- wake their waiters. KEYS: the lock keys; ARGV[1] release channel. Returns the count.
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('TYPE', k)['ok'] == 'string' then
+    redis.call('DEL', k)
+    redis.call('PUBLISH', ARGV[1], k)
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,191 @@
+//! The one error type of the library, with the predicates callers branch on.
+
+use std::time::Duration;
+
+use crate::key::InvalidKey;
+
+/// Everything that can go wrong in bidlock.
+///
+/// Branch on the predicates ([`Error::is_timeout`], [`Error::is_already_done`],
+/// [`Error::is_lost`], [`Error::is_retryable`], [`Error::is_invalid_input`]) rather than on
+/// variants: new variants may be added.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A marketplace or posting id was rejected; nothing was sent to the backend.
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
+
+    /// The configuration (environment, URL, builder values) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// The lock stayed held by someone else until the wait ran out.
+    #[error("lock {key} not acquired within {waited:?}{}", holder_suffix(.holder))]
+    NotAcquired {
+        /// The Redis key of the lock.
+        key: String,
+        /// How long the caller waited.
+        waited: Duration,
+        /// The holder seen on the last try, when the backend told it.
+        holder: Option<String>,
+    },
+
+    /// The posting was already handled (a completion record exists); the lock was not taken.
+    #[error("posting {key} was already handled (completion record present)")]
+    AlreadyDone {
+        /// The Redis key of the lock.
+        key: String,
+    },
+
+    /// The lock was no longer held by this holder when it tried to act on it
+    /// (it expired, was released by force, or was taken by another holder).
+    #[error("lock {key} was lost: {reason}")]
+    LockLost {
+        /// The Redis key of the lock.
+        key: String,
+        /// What was observed.
+        reason: String,
+    },
+
+    /// The key exists in Redis but is not a lock (another data type); nothing was changed.
+    #[error("key {key} holds a Redis {found}, not a lock; refusing to touch it")]
+    WrongType {
+        /// The Redis key.
+        key: String,
+        /// The Redis type found there.
+        found: String,
+    },
+
+    /// The backend could not be reached or refused us (connect, auth, TLS).
+    #[error("lock backend {url} is unavailable: {reason}")]
+    Unavailable {
+        /// The backend's URL with any password hidden.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A command failed while talking to Redis (I/O, timeout, server error).
+    #[error("redis {op} failed on {url}: {source}")]
+    Redis {
+        /// The operation that failed (`acquire`, `release`, ...).
+        op: &'static str,
+        /// The backend's URL with any password hidden.
+        url: String,
+        /// The client error.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// Too few Redlock nodes answered for a majority.
+    #[error("no quorum for {op}: {ok} of {total} nodes succeeded, {needed} needed")]
+    NoQuorum {
+        /// The operation.
+        op: &'static str,
+        /// Nodes that succeeded.
+        ok: usize,
+        /// Nodes needed.
+        needed: usize,
+        /// Nodes configured.
+        total: usize,
+    },
+
+    /// The manager was closed; it takes no new work.
+    #[error("the lock manager is closed")]
+    Closed,
+}
+
+fn holder_suffix(holder: &Option<String>) -> String {
+    match holder {
+        Some(h) => format!(" (held by {h})"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// The lock was not acquired before the wait ran out (contention, not failure).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::NotAcquired { .. })
+    }
+
+    /// The posting already has a completion record.
+    pub fn is_already_done(&self) -> bool {
+        matches!(self, Error::AlreadyDone { .. })
+    }
+
+    /// The lock was lost while held.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Error::LockLost { .. })
+    }
+
+    /// Trying again later may succeed (backend unreachable, I/O error, timeout, no quorum,
+    /// contention).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::NotAcquired { .. } | Error::Unavailable { .. } | Error::NoQuorum { .. } => true,
+            Error::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_unrecoverable_error()
+            }
+            _ => false,
+        }
+    }
+
+    /// The caller passed something invalid (a key or configuration); fix the input.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidKey(_) | Error::Config(_))
+    }
+
+    /// The backend failed or could not be reached (as opposed to contention or bad input).
+    pub fn is_backend(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Redis { .. } | Error::NoQuorum { .. }
+        )
+    }
+}
+
+/// An invalid configuration value. Every variant names where the value came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable had a value that does not parse.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: String,
+        /// Its value (passwords are never echoed: they cannot be invalid).
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// An environment variable is not valid Unicode.
+    #[error("environment variable {var} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable's name.
+        var: String,
+    },
+    /// A Redis URL does not parse. The URL is shown with its password hidden.
+    #[error("invalid Redis URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A builder value is out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidValue {
+        /// Which setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// `Backend::Redis` was asked for but no Redis address is configured.
+    #[error("backend redis requested but no Redis address is configured")]
+    NoRedisConfigured,
+}

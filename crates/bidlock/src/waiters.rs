@@ -1,0 +1,198 @@
+//! Local wait queues: one FIFO of waiting acquirers per key, woken one at a time by
+//! release signals (pub/sub in Redis, direct calls in memory).
+//!
+//! Only the waiter at the front of a key's queue tries the backend, so a release costs
+//! one try, not one per waiter, and a task that releases and asks again queues behind
+//! those already waiting instead of barging back in. A waiter that leaves without the
+//! lock (done, timed out, cancelled) passes its signal on, so no release is swallowed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::key::LockKey;
+
+#[derive(Debug, Default)]
+struct Slot {
+    signalled: AtomicBool,
+    notify: Notify,
+}
+
+impl Slot {
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// All local waiters of one manager, by key.
+#[derive(Debug, Default)]
+pub(crate) struct WaitQueues {
+    map: Mutex<HashMap<LockKey, VecDeque<Arc<Slot>>>>,
+}
+
+impl WaitQueues {
+    fn map(&self) -> MutexGuard<'_, HashMap<LockKey, VecDeque<Arc<Slot>>>> {
+        // The critical sections below cannot panic, so poisoning cannot hide a broken
+        // invariant; recover the map rather than failing every later acquire.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the key's queue. Registering before the first try means a release landing
+    /// between a failed try and the wait still wakes us.
+    pub(crate) fn enqueue(self: &Arc<Self>, key: &LockKey) -> Ticket {
+        let slot = Arc::new(Slot::default());
+        let mut map = self.map();
+        let queue = map.entry(key.clone()).or_default();
+        queue.push_back(slot.clone());
+        Ticket {
+            queues: self.clone(),
+            key: key.clone(),
+            slot,
+            left: false,
+        }
+    }
+
+    /// A release of `key` happened: wake the waiter at the front of its queue.
+    pub(crate) fn signal(&self, key: &LockKey) {
+        if let Some(front) = self.map().get(key).and_then(|q| q.front()) {
+            front.signal();
+        }
+    }
+
+    /// Wake the front waiter of every key (signals may have been missed, e.g. while the
+    /// subscriber was reconnecting, or everything was released at once).
+    pub(crate) fn signal_all(&self) {
+        for q in self.map().values() {
+            if let Some(front) = q.front() {
+                front.signal();
+            }
+        }
+    }
+
+    /// Whether anyone in this process waits for `key`.
+    #[cfg(test)]
+    pub(crate) fn has_waiters(&self, key: &LockKey) -> bool {
+        self.map().get(key).is_some_and(|q| !q.is_empty())
+    }
+
+    /// How many keys have waiters (for tests and memory accounting).
+    #[cfg(test)]
+    pub(crate) fn keys_waited(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// One waiter's place in a queue. Dropping it leaves the queue.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    queues: Arc<WaitQueues>,
+    key: LockKey,
+    slot: Arc<Slot>,
+    left: bool,
+}
+
+impl Ticket {
+    /// Whether this waiter is first in line.
+    pub(crate) fn is_front(&self) -> bool {
+        self.queues
+            .map()
+            .get(&self.key)
+            .and_then(|q| q.front())
+            .is_some_and(|f| Arc::ptr_eq(f, &self.slot))
+    }
+
+    /// Consumes a pending signal, if any.
+    pub(crate) fn take_signal(&self) -> bool {
+        self.slot.signalled.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits until signalled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a signal that arrives while not polled stays pending in the slot.
+    pub(crate) async fn signalled(&self) {
+        loop {
+            if self.take_signal() {
+                return;
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+
+    /// Leaves the queue. With `pass_on`, the next waiter is woken (we leave without the
+    /// lock after a release, so someone else should look).
+    pub(crate) fn leave(mut self, pass_on: bool) {
+        self.remove(pass_on);
+    }
+
+    fn remove(&mut self, pass_on: bool) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let mut map = self.queues.map();
+        let Some(queue) = map.get_mut(&self.key) else {
+            return;
+        };
+        let was_front = queue.front().is_some_and(|f| Arc::ptr_eq(f, &self.slot));
+        queue.retain(|s| !Arc::ptr_eq(s, &self.slot));
+        let pending = self.slot.signalled.load(Ordering::Acquire);
+        match queue.front() {
+            Some(next) if was_front && (pass_on || pending) => next.signal(),
+            Some(_) => {}
+            None => {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Cancelled mid-wait or mid-try: we cannot know whether a signal was meant for us,
+        // so the next waiter looks (one spare try at most).
+        self.remove(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> LockKey {
+        LockKey::new("m", "p").unwrap()
+    }
+
+    #[tokio::test]
+    async fn fifo_and_pass_on() {
+        let q = Arc::new(WaitQueues::default());
+        let a = q.enqueue(&key());
+        let b = q.enqueue(&key());
+        assert!(a.is_front() && !b.is_front());
+        q.signal(&key());
+        a.signalled().await;
+        assert!(!b.take_signal());
+        // a leaves without the lock after its signal: b is woken.
+        a.leave(true);
+        assert!(b.is_front());
+        b.signalled().await;
+        drop(b);
+        assert_eq!(q.keys_waited(), 0);
+    }
+
+    #[tokio::test]
+    async fn leaving_with_the_lock_wakes_nobody() {
+        let q = Arc::new(WaitQueues::default());
+        let a = q.enqueue(&key());
+        let b = q.enqueue(&key());
+        a.leave(false);
+        assert!(!b.take_signal());
+        assert!(q.has_waiters(&key()));
+        q.signal_all();
+        assert!(b.take_signal());
+    }
+}
