@@ -104,7 +104,10 @@ impl RedisServer {
         }
         if let Some((user, pw)) = &self.opts.acl_user {
             cmd.arg("--user")
-                .arg(format!("{user} on >{pw} ~* &* +@all"));
+                .arg(user)
+                .arg("on")
+                .arg(format!(">{pw}"))
+                .args(["~*", "&*", "+@all"]);
         }
         for (k, v) in &self.opts.extra {
             cmd.arg(format!("--{k}")).arg(v);

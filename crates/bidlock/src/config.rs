@@ -601,7 +601,11 @@ impl ConfigBuilder {
             None => KeySpace::new(DEFAULT_PREFIX).unwrap_or_default(),
         };
         let retry = self.retry.unwrap_or(d.retry);
-        if retry.initial.is_zero() || retry.max < retry.initial || !(retry.factor >= 1.0) {
+        if retry.initial.is_zero()
+            || retry.max < retry.initial
+            || retry.factor.is_nan()
+            || retry.factor < 1.0
+        {
             return Err(ConfigError::InvalidValue {
                 field: "retry",
                 reason: "need initial > 0, max >= initial and factor >= 1".to_owned(),

@@ -153,7 +153,7 @@ impl Inner {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let inner = self.clone();
-                let _ = handle.spawn(async move {
+                handle.spawn(async move {
                     match inner.store.release(&key, &holder).await {
                         Ok(true) => Metrics::incr(&inner.metrics.releases),
                         Ok(false) => {}

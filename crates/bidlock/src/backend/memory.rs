@@ -378,3 +378,67 @@ impl MemoryStore {
 pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn put(store: &MemoryStore, metrics: &Arc<Metrics>, posting: String, ttl: Duration) {
+        let key = LockKey::new("m", posting).unwrap();
+        let lease = Lease::new(key.clone(), Holder::new("h"), metrics.clone());
+        let req = AcquireRequest {
+            key: &key,
+            lease: &lease,
+            ttl,
+            renew: false,
+            check_done: false,
+        };
+        assert!(matches!(store.try_acquire_sync(&req), Attempt::Acquired(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_swept_so_memory_stays_bounded() {
+        let store = MemoryStore::new(KeySpace::default(), Arc::new(WaitQueues::default()));
+        let metrics = Arc::new(Metrics::default());
+        for i in 0..200_000 {
+            put(
+                &store,
+                &metrics,
+                format!("old{i}"),
+                Duration::from_millis(10),
+            );
+        }
+        assert_eq!(store.stored(), 200_000);
+        let peak: usize = store.shards().map(|s| s.locks.capacity()).sum();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // New traffic sweeps each shard it touches.
+        for i in 0..(SHARDS * 2 * SWEEP_AFTER_INSERTS as usize) {
+            put(&store, &metrics, format!("new{i}"), Duration::from_secs(60));
+        }
+        assert!(
+            store.stored() <= SHARDS * 2 * SWEEP_AFTER_INSERTS as usize,
+            "{}",
+            store.stored()
+        );
+        let after: usize = store.shards().map(|s| s.locks.capacity()).sum();
+        assert!(after < peak / 3, "capacity {after} vs peak {peak}");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        store.sweep_all();
+        assert_eq!(store.stored(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_living_renewing_guard_outlives_its_ttl() {
+        let m = crate::BidLockManager::memory();
+        let k = LockKey::new("m", "p").unwrap();
+        let opts = crate::AcquireOptions::new().ttl(Duration::from_secs(1));
+        let g = m.acquire(&k, &opts).await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(m.try_acquire(&k, &opts).await.unwrap_err().is_timeout());
+        assert!(!g.is_lost());
+        drop(g);
+        let g2 = m.try_acquire(&k, &opts).await.unwrap();
+        assert!(!g2.is_lost());
+    }
+}

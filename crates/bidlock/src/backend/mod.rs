@@ -74,6 +74,8 @@ impl AcquireRequest<'_> {
 }
 
 /// The backends, dispatched statically: no boxed futures on the hot path.
+// One per manager: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Store {
     Memory(memory::MemoryStore),

@@ -94,6 +94,9 @@ fn describe(e: &RedisError) -> String {
         ErrorKind::AuthenticationFailed => {
             "authentication failed (check the password and user)".to_owned()
         }
+        _ if e.to_string().contains("NOAUTH") => {
+            "authentication required: the server has a password and none was given".to_owned()
+        }
         _ if e.is_connection_refusal() => format!("connection refused ({e})"),
         _ if e.is_timeout() => "timed out".to_owned(),
         _ => e.to_string(),
@@ -136,6 +139,13 @@ impl RedisStore {
         .await
         .map_err(|_| unavailable(format!("no answer within {:?}", settings.connect_timeout)))?
         .map_err(|e| unavailable(describe(&e)))?;
+        // The handshake succeeds without credentials on a server that requires them;
+        // ask once so a missing password is a clear error now, not on the first acquire.
+        let mut probe = conn.clone();
+        let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut probe).await;
+        if let Err(e) = pong {
+            return Err(unavailable(describe(&e)));
+        }
         let channel = keys.release_channel();
         let subscriber = if settings.subscribe {
             let (ready_tx, ready_rx) = oneshot::channel();
