@@ -418,6 +418,19 @@ impl ConfigBuilder {
         }
         let username = get("REDIS_USERNAME");
         let password = get("REDIS_PASSWORD");
+        // Every variable that is set is checked, even when another one takes precedence:
+        // a malformed value is a misconfiguration to report, not to skip.
+        let port = match get("REDIS_PORT") {
+            Some(p) => Some(
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| invalid("REDIS_PORT", &p, "expected a port number 1-65535"))?,
+            ),
+            None => None,
+        };
+        let db = parse_db(get("REDIS_DB"), &invalid)?;
         if let Some(urls) = get("REDIS_URLS") {
             for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
                 let t = RedisTarget::from_url(url)
@@ -428,38 +441,12 @@ impl ConfigBuilder {
             let t = RedisTarget::from_url(&url)
                 .map_err(|e| invalid("REDIS_URL", &url, &e.to_string()))?;
             b.redis_targets.push(t);
-        } else if let Some(host) = get("REDIS_HOST") {
-            let port = match get("REDIS_PORT") {
-                Some(p) => p
-                    .trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| invalid("REDIS_PORT", &p, "expected a port number 1-65535"))?,
-                None => 6379,
-            };
-            let db = parse_db(get("REDIS_DB"), &invalid)?;
-            let t = RedisTarget::from_parts(host.trim(), port, db, None, None)
+        } else if get("REDIS_HOST").is_some() || port.is_some() || get("REDIS_DB").is_some() {
+            // REDIS_PORT / REDIS_DB without REDIS_HOST still point at a local Redis.
+            let host = get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+            let t = RedisTarget::from_parts(host.trim(), port.unwrap_or(6379), db, None, None)
                 .map_err(|e| invalid("REDIS_HOST", &host, &e.to_string()))?;
             b.redis_targets.push(t);
-        } else {
-            // REDIS_PORT / REDIS_DB without REDIS_HOST still point at a local Redis.
-            if get("REDIS_PORT").is_some() || get("REDIS_DB").is_some() {
-                let port = match get("REDIS_PORT") {
-                    Some(p) => p
-                        .trim()
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|&p| p != 0)
-                        .ok_or_else(|| {
-                            invalid("REDIS_PORT", &p, "expected a port number 1-65535")
-                        })?,
-                    None => 6379,
-                };
-                let db = parse_db(get("REDIS_DB"), &invalid)?;
-                let t = RedisTarget::from_parts("127.0.0.1", port, db, None, None)?;
-                b.redis_targets.push(t);
-            }
         }
         b.default_username = username;
         b.default_password = password;

@@ -4,7 +4,7 @@
 //! posting: one lock per `(marketplace_id, posting_id)`, held in Redis (shared by the
 //! fleet) or in process memory (the fallback when no Redis is configured).
 //!
-//! ```
+//! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), bidlock::Error> {
 //! use std::time::Duration;
 //! use bidlock::{AcquireOptions, LockKey};
@@ -29,7 +29,6 @@
 //!     Err(e) => return Err(e),
 //! }
 //! println!("{:?}", manager.metrics());
-//! # manager.cleanup_all().await?; let _ = manager.clear_done(&key).await;
 //! # Ok(()) }
 //! ```
 //!

@@ -97,7 +97,7 @@ fn describe(e: &RedisError) -> String {
         _ if e.to_string().contains("NOAUTH") => {
             "authentication required: the server has a password and none was given".to_owned()
         }
-        _ if e.is_connection_refusal() => format!("connection refused ({e})"),
+        _ if e.is_connection_refusal() => "connection refused".to_owned(),
         _ if e.is_timeout() => "timed out".to_owned(),
         _ => e.to_string(),
     }

@@ -1,0 +1,176 @@
+//! Operator commands: locks, status, release, cleanup, health, metrics.
+
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, LockKey};
+use serde_json::json;
+
+use crate::exit::{self, CliError};
+use crate::output::{human_ms, print, print_json, table};
+use crate::{lock_key, Global, MetricsFormat};
+
+pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
+    if let Some(m) = marketplace {
+        // Validate before connecting: bad input touches nothing.
+        LockKey::new(m, "x").map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
+    }
+    let m = g.manager(true).await?;
+    let locks = m.locks(marketplace).await?;
+    if g.json {
+        print_json(
+            &json!({ "backend": m.backend().to_string(), "count": locks.len(), "locks": locks }),
+        );
+    } else if locks.is_empty() {
+        print("no locks held\n");
+    } else {
+        let rows: Vec<Vec<String>> = locks
+            .iter()
+            .map(|l| {
+                vec![
+                    l.redis_key.clone(),
+                    l.holder.clone(),
+                    human_ms(l.ttl_left_ms),
+                ]
+            })
+            .collect();
+        print(&table(&["KEY", "HOLDER", "TTL"], &rows));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn status(g: &Global, marketplace: &str, posting: &str) -> Result<u8, CliError> {
+    let key = lock_key(marketplace, posting)?;
+    let m = g.manager(true).await?;
+    let st = m.status(&key).await?;
+    let held = st.holder.is_some();
+    if g.json {
+        print_json(&json!({ "held": held, "status": st }));
+    } else {
+        let mut s = format!("key      {}\n", st.redis_key);
+        match &st.holder {
+            Some(h) => s.push_str(&format!(
+                "holder   {h}\nttl      {}\n",
+                human_ms(st.ttl_left_ms)
+            )),
+            None => s.push_str("holder   - (free)\n"),
+        }
+        match &st.done {
+            Some(d) => s.push_str(&format!(
+                "done     {d} (kept {})\n",
+                human_ms(st.done_ttl_left_ms)
+            )),
+            None => s.push_str("done     -\n"),
+        }
+        print(&s);
+    }
+    Ok(if held { exit::OK } else { exit::FAILURE })
+}
+
+pub(crate) async fn release(
+    g: &Global,
+    marketplace: &str,
+    posting: &str,
+    holder: Option<&str>,
+    force: bool,
+) -> Result<u8, CliError> {
+    let key = lock_key(marketplace, posting)?;
+    if let Some(h) = holder {
+        if h.is_empty() {
+            return Err(CliError::usage("--holder must not be empty"));
+        }
+    }
+    let m = g.manager(true).await?;
+    let released = match (holder, force) {
+        (_, true) => m.force_release(&key).await?,
+        (Some(h), false) => m.release(&key, &h.into()).await?,
+        (None, false) => return Err(CliError::usage("give --holder ID or --force")),
+    };
+    if g.json {
+        print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }));
+    } else if released {
+        print(&format!("released {}\n", m.config().keys().lock_key(&key)));
+    } else {
+        print(&format!(
+            "not released: {} is not held{}\n",
+            m.config().keys().lock_key(&key),
+            if force { "" } else { " by that holder" }
+        ));
+    }
+    Ok(if released { exit::OK } else { exit::FAILURE })
+}
+
+pub(crate) async fn cleanup(g: &Global, yes: bool) -> Result<u8, CliError> {
+    if !yes {
+        return Err(CliError::usage(
+            "cleanup removes every lock of the prefix, including locks held right now; add --yes to confirm",
+        ));
+    }
+    let m = g.manager(true).await?;
+    let n = m.cleanup_all().await?;
+    if g.json {
+        print_json(&json!({ "removed": n, "prefix": m.config().keys().prefix() }));
+    } else {
+        print(&format!(
+            "removed {n} locks with prefix {}\n",
+            m.config().keys().prefix()
+        ));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
+    let m = g.manager(true).await?;
+    match m.ping().await {
+        Ok(rtt) => {
+            if g.json {
+                print_json(
+                    &json!({ "ok": true, "backend": m.backend().to_string(), "location": m.location(), "latency_ms": rtt.as_secs_f64() * 1000.0 }),
+                );
+            } else {
+                print(&format!(
+                    "ok {} latency {:.2} ms\n",
+                    m.location(),
+                    rtt.as_secs_f64() * 1000.0
+                ));
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            if g.json {
+                print_json(
+                    &json!({ "ok": false, "location": m.location(), "error": e.to_string() }),
+                );
+            }
+            Err(CliError::new(exit::UNAVAILABLE, e.to_string()))
+        }
+    }
+}
+
+/// Acquire, contend, release and complete a few locks in a marketplace of its own, then
+/// report the manager's metrics: a quick proof that the backend works end to end.
+pub(crate) async fn metrics(g: &Global, format: MetricsFormat) -> Result<u8, CliError> {
+    let m = g.manager(false).await?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    for i in 0..8 {
+        let key = LockKey::new("bidlock-selfcheck", format!("{run}-{i}"))?;
+        let guard = m
+            .acquire(&key, &AcquireOptions::new().ttl(Duration::from_secs(10)))
+            .await?;
+        let contender = m.try_acquire(&key, &AcquireOptions::new()).await;
+        debug_assert!(contender.is_err());
+        if i % 2 == 0 {
+            guard.release().await?;
+        } else {
+            guard.complete().await?;
+            let _ = m.clear_done(&key).await;
+        }
+    }
+    let snapshot = m.metrics();
+    match format {
+        MetricsFormat::Json => {
+            print_json(&json!({ "backend": m.backend().to_string(), "metrics": snapshot }))
+        }
+        MetricsFormat::Prometheus => print(&snapshot.to_prometheus(&m.backend().to_string(), &[])),
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,173 @@
+//! `bidlock run`: hold a posting's lock, with renewal, while a command runs.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use bidlock::AcquireOptions;
+use clap::Args;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::exit::{self, CliError};
+use crate::{lock_key, Global};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Marketplace id ([A-Za-z0-9_.-]{1,64}).
+    marketplace: String,
+    /// Posting id (1-512 bytes, no control characters).
+    posting: String,
+    /// Seconds to wait for the lock; 0 tries once.
+    #[arg(long, default_value = "0", value_parser = crate::seconds, value_name = "S")]
+    wait: Duration,
+    /// Lock ttl in seconds (renewed every ttl/3 while the command runs).
+    #[arg(long, value_parser = crate::seconds, value_name = "S")]
+    ttl: Option<Duration>,
+    /// Holder id to store (default: generated, host:pid:random:n).
+    #[arg(long, value_name = "ID")]
+    holder: Option<String>,
+    /// Record completion when the command exits 0; later runs exit 76 at once.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between SIGTERM and SIGKILL when the lock is lost.
+    #[arg(long, default_value = "10", value_parser = crate::seconds, value_name = "S")]
+    grace: Duration,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(exit::FAILURE),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(exit::FAILURE),
+        _ => exit::FAILURE,
+    }
+}
+
+/// Signals the command's whole process group: what it started in the background stops
+/// with it.
+fn send(pid: Option<u32>, sig: Signal) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = kill(Pid::from_raw(-pid), sig);
+    }
+}
+
+pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
+    let key = lock_key(&args.marketplace, &args.posting)?;
+    if let Some(ttl) = args.ttl {
+        if ttl < Duration::from_millis(10) {
+            return Err(CliError::usage("--ttl must be at least 0.01 seconds"));
+        }
+    }
+    if args.holder.as_deref() == Some("") {
+        return Err(CliError::usage("--holder must not be empty"));
+    }
+    let m = g.manager(true).await?;
+    let mut opts = AcquireOptions::new()
+        .timeout(args.wait)
+        .check_done(args.once);
+    if let Some(ttl) = args.ttl {
+        opts = opts.ttl(ttl);
+    }
+    if let Some(h) = &args.holder {
+        opts = opts.holder(h.as_str());
+    }
+    let guard = match m.acquire(&key, &opts).await {
+        Ok(guard) => guard,
+        Err(e) if e.is_timeout() => {
+            eprintln!("bidlock: {e}");
+            return Ok(exit::NOT_ACQUIRED);
+        }
+        Err(e) if e.is_already_done() => {
+            eprintln!("bidlock: {e}");
+            return Ok(exit::ALREADY_DONE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let redis_key = m.config().keys().lock_key(&key);
+    let spawned = tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("BIDLOCK_KEY", &redis_key)
+        .env("BIDLOCK_HOLDER", guard.holder().as_str())
+        .env("BIDLOCK_FENCE", guard.fencing_token().to_string())
+        .env("BIDLOCK_MARKETPLACE", key.marketplace())
+        .env("BIDLOCK_POSTING", key.posting())
+        // Its own process group, so that a lost lock stops everything it started.
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = guard.release().await;
+            return Err(CliError::new(
+                exit::CANNOT_EXECUTE,
+                format!("cannot run {:?}: {e}", args.command[0]),
+            ));
+        }
+    };
+    let pid = child.id();
+    let (mut sigint, mut sigterm) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            return Err(CliError::new(
+                exit::FAILURE,
+                "cannot install signal handlers",
+            ))
+        }
+    };
+    let lost = guard.lost();
+    tokio::pin!(lost);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = &mut lost => {
+                eprintln!(
+                    "bidlock: lock {redis_key} lost ({}); stopping the command",
+                    guard.lease().lost_reason().unwrap_or("unknown")
+                );
+                send(pid, Signal::SIGTERM);
+                if tokio::time::timeout(args.grace, child.wait()).await.is_err() {
+                    send(pid, Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+                drop(guard);
+                return Ok(exit::LOCK_LOST);
+            }
+            _ = sigint.recv() => send(pid, Signal::SIGINT),
+            _ = sigterm.recv() => send(pid, Signal::SIGTERM),
+        }
+    };
+    let code = match status {
+        Ok(s) => exit_code(s),
+        Err(e) => {
+            eprintln!("bidlock: waiting for the command failed: {e}");
+            exit::FAILURE
+        }
+    };
+    if args.once && code == 0 {
+        match guard.complete().await {
+            Ok(()) => {}
+            Err(e) if e.is_lost() => {
+                eprintln!("bidlock: {e}; completion not recorded");
+                return Ok(exit::LOCK_LOST);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        match guard.release().await {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("bidlock: lock {redis_key} was lost before the command finished");
+                return Ok(exit::LOCK_LOST);
+            }
+            Err(e) => eprintln!("bidlock: release failed ({e}); the lock expires after its ttl"),
+        }
+    }
+    Ok(code)
+}

@@ -1,0 +1,267 @@
+//! The `bidlock` command: operators and shell scripts use bid locks through it. It holds
+//! no lock logic of its own; every command goes through the `bidlock` library.
+
+#![forbid(unsafe_code)]
+
+pub mod exit;
+pub mod output;
+
+mod commands;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bidlock::{Backend, BidLockManager, ConfigBuilder, LockKey};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::CliError;
+
+/// Fleet-wide bid locks: one lock per (marketplace, posting) in Redis.
+///
+/// Configuration comes from the environment (REDIS_URL, or REDIS_HOST / REDIS_PORT /
+/// REDIS_DB / REDIS_PASSWORD / REDIS_USERNAME; USE_REDIS_LOCKS; BID_LOCK_TTL;
+/// BID_LOCK_PREFIX); flags override it.
+#[derive(Debug, Parser)]
+#[command(name = "bidlock", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 negative answer (free, not held, duplicate); \
+2 bad usage or input; 69 backend unavailable; 75 not acquired in time; 76 already done; \
+77 lock lost while the command ran.";
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Redis URL (repeat for Redlock over several masters); default: the environment.
+    #[arg(long = "redis-url", global = true, value_name = "URL")]
+    redis_url: Vec<String>,
+    /// Which backend: auto (Redis if reachable), redis, or memory (this process only).
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendArg>,
+    /// Key prefix (default bid_lock).
+    #[arg(long, global = true)]
+    prefix: Option<String>,
+    /// Print data as one JSON document.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log more (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Redis,
+    Memory,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Hold a posting's lock while a command runs (flock(1) for the whole fleet).
+    #[command(
+        after_help = "Example (cron):\n  bidlock run upwork job_123 --wait 0 -- ./place_bid.sh\n\n\
+The command gets BIDLOCK_KEY, BIDLOCK_HOLDER, BIDLOCK_FENCE (fencing token), \
+BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. Exit: the command's code; 75 not acquired; \
+76 already done (--once); 77 lock lost while it ran (it got SIGTERM, then SIGKILL)."
+    )]
+    Run(commands::run::RunArgs),
+    /// List held locks: key, holder, ttl left.
+    #[command(after_help = "Example:\n  bidlock locks --marketplace upwork --json")]
+    Locks {
+        /// Only this marketplace.
+        #[arg(long)]
+        marketplace: Option<String>,
+    },
+    /// Show a posting's lock and completion record (exit 0 held, 1 free).
+    #[command(after_help = "Example:\n  bidlock status upwork job_123")]
+    Status {
+        /// Marketplace id.
+        marketplace: String,
+        /// Posting id.
+        posting: String,
+    },
+    /// Release a lock: holder-checked, or by force (exit 0 released, 1 not held).
+    #[command(
+        after_help = "Examples:\n  bidlock release upwork job_123 --holder instance-1\n  bidlock release upwork job_123 --force"
+    )]
+    Release {
+        /// Marketplace id.
+        marketplace: String,
+        /// Posting id.
+        posting: String,
+        /// Release only if this holder has it.
+        #[arg(long, required_unless_present = "force", conflicts_with = "force")]
+        holder: Option<String>,
+        /// Release whoever holds it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove every lock of the prefix (completion records stay).
+    #[command(after_help = "Example:\n  bidlock cleanup --yes")]
+    Cleanup {
+        /// Confirm: without it nothing is removed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Ping the backend and print the latency (exit 0 ok, 69 unavailable).
+    #[command(after_help = "Example (readiness probe):\n  bidlock health")]
+    Health,
+    /// Run a short self-check on the backend and print its metrics.
+    #[command(after_help = "Example:\n  bidlock metrics --format prometheus")]
+    Metrics {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = MetricsFormat::Json)]
+        format: MetricsFormat,
+    },
+    /// The demo workload: agents race for postings; duplicates must be 0.
+    #[command(after_help = "Example:\n  bidlock simulate --agents 32 --postings 10000")]
+    Simulate(commands::simulate::SimulateArgs),
+    /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  bidlock completions bash > /etc/bash_completion.d/bidlock"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MetricsFormat {
+    Json,
+    Prometheus,
+}
+
+/// Parses `--wait 2.5` style durations: seconds, decimals allowed, not negative.
+pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
+    bidlock::parse_seconds(s)
+}
+
+/// A validated key from two arguments (exit 2 on bad input, before any I/O).
+pub(crate) fn lock_key(marketplace: &str, posting: &str) -> Result<LockKey, CliError> {
+    LockKey::new(marketplace, posting).map_err(|e| CliError::usage(format!("invalid key: {e}")))
+}
+
+impl Global {
+    fn config(&self, shared: bool) -> Result<ConfigBuilder, CliError> {
+        let mut b = ConfigBuilder::from_env()?;
+        if !self.redis_url.is_empty() {
+            b = b.redis_urls(self.redis_url.clone());
+        }
+        if let Some(p) = &self.prefix {
+            b = b.prefix(p.clone());
+        }
+        let env_backend = std::env::var("USE_REDIS_LOCKS")
+            .ok()
+            .and_then(|v| v.parse::<Backend>().ok());
+        let backend = match self.backend {
+            Some(BackendArg::Memory) => Backend::Memory,
+            Some(BackendArg::Redis) => Backend::Redis,
+            Some(BackendArg::Auto) => Backend::Auto,
+            None => env_backend.unwrap_or(Backend::Auto),
+        };
+        // Commands about the fleet's locks are meaningless on a private in-process
+        // store: they need Redis unless memory was asked for on purpose.
+        let backend = if shared && backend == Backend::Auto {
+            Backend::Redis
+        } else {
+            backend
+        };
+        Ok(b.backend(backend))
+    }
+
+    async fn manager(&self, shared: bool) -> Result<BidLockManager, CliError> {
+        let config = self.config(shared)?.build()?;
+        BidLockManager::new(config).await.map_err(|e| {
+            let code = if e.is_invalid_input() {
+                exit::USAGE
+            } else {
+                exit::UNAVAILABLE
+            };
+            CliError::new(code, e.to_string())
+        })
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "bidlock=debug,bidlock_cli=debug,warn",
+        _ => "bidlock=trace,bidlock_cli=trace,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Parses the arguments, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ => exit::USAGE,
+            });
+        }
+    };
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bidlock: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("bidlock: {e}");
+            ExitCode::from(e.process_exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Run(args) => commands::run::run(g, args).await,
+        Command::Locks { marketplace } => commands::admin::locks(g, marketplace.as_deref()).await,
+        Command::Status {
+            marketplace,
+            posting,
+        } => commands::admin::status(g, &marketplace, &posting).await,
+        Command::Release {
+            marketplace,
+            posting,
+            holder,
+            force,
+        } => commands::admin::release(g, &marketplace, &posting, holder.as_deref(), force).await,
+        Command::Cleanup { yes } => commands::admin::cleanup(g, yes).await,
+        Command::Health => commands::admin::health(g).await,
+        Command::Metrics { format } => commands::admin::metrics(g, format).await,
+        Command::Simulate(args) => commands::simulate::simulate(g, args).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "bidlock", &mut buf);
+            output::print(&String::from_utf8_lossy(&buf));
+            Ok(exit::OK)
+        }
+    }
+}
