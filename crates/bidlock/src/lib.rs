@@ -75,3 +75,8 @@ pub use key::{
 pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, AcquireOptions, BidLockManager, DEFAULT_WAIT};
 pub use metrics::{Histogram, MetricsSnapshot};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
