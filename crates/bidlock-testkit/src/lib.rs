@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod proxy;
+mod tls;
+
+pub use proxy::{Fault, FaultProxy};
+pub use tls::{self_signed, TlsFiles};
+
 /// Options for a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -27,6 +33,8 @@ pub struct ServerOptions {
     pub aof: bool,
     /// Extra `--name value` arguments.
     pub extra: Vec<(String, String)>,
+    /// Serve TLS only (the plain port is closed), with a self-signed certificate.
+    pub tls: bool,
 }
 
 /// A running `redis-server` on 127.0.0.1.
@@ -80,9 +88,28 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(redis_server_bin());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        if self.opts.tls {
+            let files = if self.ca_cert().exists() {
+                TlsFiles {
+                    cert: self.ca_cert(),
+                    key: self.dir.path().join("redis.key"),
+                }
+            } else {
+                self_signed(self.dir.path())
+            };
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&files.cert)
+                .arg("--tls-key-file")
+                .arg(&files.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&files.cert)
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -144,7 +171,7 @@ impl RedisServer {
                     ));
                 }
             }
-            if self.ping_raw() {
+            if self.ping_raw() || (self.opts.tls && self.port_open()) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -153,6 +180,11 @@ impl RedisServer {
             "redis-server did not answer PING in 10 s\n{}",
             self.log()
         ))
+    }
+
+    fn port_open(&self) -> bool {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
     }
 
     /// Sends a raw PING (any reply — PONG or NOAUTH — means it is up).
@@ -177,7 +209,8 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT/0` (without credentials).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.opts.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The URL with the server's password (and ACL user, when set).
@@ -194,6 +227,11 @@ impl RedisServer {
         self.dir.path()
     }
 
+    /// The self-signed certificate of a TLS server (its own CA).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("redis.crt")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
     }
@@ -205,8 +243,19 @@ impl RedisServer {
 
     /// A synchronous client connection (authenticated as the URL says).
     pub fn client(&self) -> redis::Connection {
-        let client = redis::Client::open(self.url_with_auth())
-            .unwrap_or_else(|e| panic!("client for {}: {e}", self.url()));
+        let url = self.url_with_auth();
+        let client = if self.opts.tls {
+            // Trust the test's own self-signed certificate.
+            let ca = std::fs::read(self.ca_cert()).unwrap_or_else(|e| panic!("read CA: {e}"));
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            };
+            redis::Client::build_with_tls(url, certs)
+        } else {
+            redis::Client::open(url)
+        }
+        .unwrap_or_else(|e| panic!("client for {}: {e}", self.url()));
         client
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect {}: {e}\n{}", self.url(), self.log()))

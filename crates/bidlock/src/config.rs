@@ -223,6 +223,7 @@ pub struct Config {
     pub(crate) done_retention: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) drift_factor: f64,
+    pub(crate) tls_ca_cert: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -239,6 +240,7 @@ impl Default for Config {
             done_retention: DEFAULT_DONE_RETENTION,
             retry: RetryPolicy::default(),
             drift_factor: 0.01,
+            tls_ca_cert: None,
         }
     }
 }
@@ -338,6 +340,7 @@ pub struct ConfigBuilder {
     done_retention: Option<Duration>,
     retry: Option<RetryPolicy>,
     drift_factor: Option<f64>,
+    tls_ca_cert_file: Option<std::path::PathBuf>,
 }
 
 /// The environment variables read by [`ConfigBuilder::from_env`].
@@ -352,6 +355,7 @@ pub const ENV_VARS: &[&str] = &[
     "REDIS_PASSWORD",
     "BID_LOCK_TTL",
     "BID_LOCK_PREFIX",
+    "REDIS_TLS_CA_CERT",
 ];
 
 impl ConfigBuilder {
@@ -366,6 +370,7 @@ impl ConfigBuilder {
     /// | `REDIS_USERNAME`, `REDIS_PASSWORD` | credentials (applied to a URL without its own) |
     /// | `BID_LOCK_TTL` | default lock ttl in seconds (decimals allowed), > 0 |
     /// | `BID_LOCK_PREFIX` | key prefix, default `bid_lock` |
+    /// | `REDIS_TLS_CA_CERT` | PEM file of the CA that signed the server's certificate (`rediss://`) |
     ///
     /// Empty values count as unset. Later builder calls override what the environment set.
     ///
@@ -459,6 +464,13 @@ impl ConfigBuilder {
                 invalid("BID_LOCK_TTL", &v, "expected seconds > 0 (at most 30 days)")
             })?);
         }
+        if let Some(v) = get("REDIS_TLS_CA_CERT") {
+            let path = std::path::PathBuf::from(v.trim());
+            if !path.is_file() {
+                return Err(invalid("REDIS_TLS_CA_CERT", &v, "no such file"));
+            }
+            b.tls_ca_cert_file = Some(path);
+        }
         if let Some(v) = get("BID_LOCK_PREFIX") {
             KeySpace::new(v.trim()).map_err(|e| invalid("BID_LOCK_PREFIX", &v, &e.to_string()))?;
             b.prefix = Some(v.trim().to_owned());
@@ -539,6 +551,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Trust this CA (a PEM file) for `rediss://` servers instead of the system's
+    /// roots: for a Redis with a certificate from a private CA.
+    pub fn tls_ca_cert_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_cert_file = Some(path.into());
+        self
+    }
+
     /// Checks every value and builds the configuration.
     ///
     /// # Errors
@@ -605,7 +624,15 @@ impl ConfigBuilder {
                 reason: "must be in [0, 0.5)".to_owned(),
             });
         }
+        let tls_ca_cert = match &self.tls_ca_cert_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
+                field: "tls CA certificate",
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
         Ok(Config {
+            tls_ca_cert,
             backend: self.backend.unwrap_or(d.backend),
             redis,
             ttl,

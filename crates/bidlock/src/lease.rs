@@ -170,6 +170,14 @@ impl Lease {
         self.0.lost.clone().cancelled_owned()
     }
 
+    /// Until when the lease is confirmed valid: the start of the last successful acquire
+    /// or extension plus the ttl (measured before the request was sent, so it is never
+    /// later than the expiry in Redis). `None` while the store keeps it valid for as long
+    /// as the guard lives (memory with renewal).
+    pub fn expires_at(&self) -> Option<std::time::Instant> {
+        self.deadline().map(Instant::into_std)
+    }
+
     /// Why the lease was lost, once it was.
     pub fn lost_reason(&self) -> Option<&str> {
         self.0.reason.get().map(String::as_str)

@@ -413,7 +413,14 @@ impl BidLockManager {
                 let tried_at = Instant::now();
                 let in_flight = ReleaseOnDrop::new(inner, key, lease.holder());
                 let attempt = inner.store.try_acquire(&req).await;
-                in_flight.disarm();
+                // On an error the outcome is unknown: the script may still run (a reply
+                // lost or late). Leaving the guard armed releases this holder's lock in
+                // the background, so no orphan blocks the posting for a whole ttl.
+                if attempt.is_ok() {
+                    in_flight.disarm();
+                } else {
+                    drop(in_flight);
+                }
                 match attempt {
                     Ok(Attempt::Acquired(token)) => {
                         if let Some(t) = ticket {
@@ -783,6 +790,7 @@ async fn connect_redis(
         connect_timeout,
         response_timeout: config.response_timeout,
         subscribe: true,
+        tls_ca_cert: config.tls_ca_cert.clone(),
     };
     Ok(Store::Redis(
         RedisStore::connect(

@@ -59,6 +59,8 @@ pub(crate) struct RedisSettings {
     pub(crate) response_timeout: Duration,
     /// Whether to run a release subscriber (Redlock runs one per node too).
     pub(crate) subscribe: bool,
+    /// A PEM CA to trust for TLS.
+    pub(crate) tls_ca_cert: Option<Vec<u8>>,
 }
 
 pub(crate) struct RedisStore {
@@ -117,6 +119,11 @@ impl RedisStore {
             url: target.redacted().to_owned(),
             reason,
         };
+        if target.is_tls() {
+            // rustls needs one process-wide crypto provider; keep the application's if it
+            // installed one, else use ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let keepalive = TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
             .with_interval(Duration::from_secs(10));
@@ -125,7 +132,17 @@ impl RedisStore {
                 .set_nodelay(true)
                 .set_keepalive(keepalive),
         );
-        let client = Client::open(info).map_err(|e| unavailable(describe(&e)))?;
+        let client = match (&settings.tls_ca_cert, target.is_tls()) {
+            (Some(ca), true) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            _ => Client::open(info),
+        }
+        .map_err(|e| unavailable(describe(&e)))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout))

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod checker;
+
 use std::time::Duration;
 
 use bidlock::{Backend, BidLockManager, Config, ConfigBuilder, RetryPolicy};
