@@ -23,12 +23,15 @@ pub enum Fault {
     Refuse,
 }
 
+/// Live connections: the task pumping both directions, and its half-close trigger.
+type Connections = Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>>;
+
 /// A proxy on 127.0.0.1 forwarding to `127.0.0.1:upstream`.
 #[derive(Debug)]
 pub struct FaultProxy {
     port: u16,
     fault: watch::Sender<Fault>,
-    conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>>,
+    conns: Connections,
     accept: JoinHandle<()>,
 }
 
@@ -40,7 +43,7 @@ impl FaultProxy {
             .unwrap_or_else(|e| panic!("proxy bind: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let (fault, rx) = watch::channel(Fault::None);
-        let conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>> = Arc::default();
+        let conns: Connections = Arc::default();
         let conns2 = conns.clone();
         let accept = tokio::spawn(async move {
             loop {
