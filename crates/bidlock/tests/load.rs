@@ -1,0 +1,414 @@
+//! Load, soak and security against one real redis-server. Sizes are bounded for CI;
+//! scripts/reliability.sh --long runs the full profile (BIDLOCK_LOAD_POSTINGS,
+//! BIDLOCK_SOAK_SECS).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, Histogram, LockKey};
+use bidlock_testkit::{RedisServer, ServerOptions};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn manager(url: &str) -> BidLockManager {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(url)
+        .build()
+        .unwrap();
+    BidLockManager::new(cfg).await.unwrap()
+}
+
+fn write_report(name: &str, doc: serde_json::Value) {
+    let dir = std::env::var("BIDLOCK_REPORT_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/reliability").to_owned()
+    });
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(format!("{dir}/{name}.json"), format!("{doc:#}\n"));
+    eprintln!("{name}: {doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_instances_race_for_postings() {
+    let postings = env_num("BIDLOCK_LOAD_POSTINGS", 1500) as u32;
+    let server = RedisServer::start();
+    let mut managers = Vec::new();
+    for _ in 0..16 {
+        managers.push(manager(&server.url()).await);
+    }
+    let bids = Arc::new(Mutex::new(HashMap::<u32, u64>::new()));
+    let duplicates = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let rss = Arc::new(Mutex::new(vec![(0.0f64, rss_kib())]));
+    let start = Instant::now();
+    let sampler = {
+        let rss = rss.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                rss.lock()
+                    .unwrap()
+                    .push((start.elapsed().as_secs_f64(), rss_kib()));
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for m in managers.iter().cloned() {
+        let (bids, duplicates, errors) = (bids.clone(), duplicates.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            for p in 0..postings {
+                let key = LockKey::new("load", p.to_string()).unwrap();
+                let r = m
+                    .bid_once(
+                        &key,
+                        &AcquireOptions::new().timeout(Duration::from_secs(30)),
+                        |lease| {
+                            let (bids, duplicates) = (bids.clone(), duplicates.clone());
+                            async move {
+                                if bids
+                                    .lock()
+                                    .unwrap()
+                                    .insert(p, lease.fencing_token().get())
+                                    .is_some()
+                                {
+                                    duplicates.fetch_add(1, Relaxed);
+                                }
+                                Ok::<_, ()>(())
+                            }
+                        },
+                    )
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if e.is_already_done() => {}
+                    Err(_) => {
+                        errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }));
+        // Bounded: the CI profile finishes in seconds; nothing loops unboundedly.
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(600), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    sampler.abort();
+    let mut attempts = 0;
+    let mut p50 = 0;
+    let mut p99 = 0;
+    for m in &managers {
+        let s = m.metrics();
+        attempts += s.lock_attempts;
+        p50 = p50.max(s.wait_p50_us);
+        p99 = p99.max(s.wait_p99_us);
+    }
+    let dbsize: u64 = server.cmd(&["DBSIZE"]);
+    let lock_keys: Vec<String> = server.cmd(&["KEYS", "bid_lock:*"]);
+    let rss = rss.lock().unwrap().clone();
+    write_report(
+        "load-16x",
+        serde_json::json!({
+            "instances": 16,
+            "postings": postings,
+            "bids": bids.lock().unwrap().len(),
+            "duplicates": duplicates.load(Relaxed),
+            "errors": errors.load(Relaxed),
+            "elapsed_s": elapsed,
+            "postings_per_sec": postings as f64 / elapsed,
+            "acquires_per_sec": attempts as f64 / elapsed,
+            "wait_p50_us_worst_instance": p50,
+            "wait_p99_us_worst_instance": p99,
+            "client_rss_kib_start": rss.first().map(|r| r.1),
+            "client_rss_kib_end": rss.last().map(|r| r.1),
+            "redis_keys_after": dbsize,
+            "lock_keys_after": lock_keys.len(),
+        }),
+    );
+    assert_eq!(duplicates.load(Relaxed), 0);
+    assert_eq!(errors.load(Relaxed), 0);
+    assert_eq!(bids.lock().unwrap().len(), postings as usize);
+    // Nothing leaked: one completion record per posting plus the fencing counter.
+    assert!(lock_keys.is_empty(), "{lock_keys:?}");
+    assert_eq!(dbsize, u64::from(postings) + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_key_soak_with_64_waiters() {
+    let secs = env_num("BIDLOCK_SOAK_SECS", 4);
+    let server = RedisServer::start();
+    let mut managers = Vec::new();
+    for _ in 0..4 {
+        managers.push(manager(&server.url()).await);
+    }
+    let last_release = Arc::new(Mutex::new(None::<(Instant, usize)>));
+    let gaps = Arc::new(Histogram::new());
+    let sections = Arc::new(AtomicU64::new(0));
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let inside = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    // Warm up, then measure memory while the run goes on.
+    let rss_start = rss_kib();
+    let mut tasks = Vec::new();
+    for w in 0..64usize {
+        let m = managers[w % 4].clone();
+        let (last_release, gaps, sections, overlaps, inside, errors) = (
+            last_release.clone(),
+            gaps.clone(),
+            sections.clone(),
+            overlaps.clone(),
+            inside.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let key = LockKey::new("soak", "hot").unwrap();
+            while Instant::now() < deadline {
+                match m
+                    .acquire(
+                        &key,
+                        &AcquireOptions::new().timeout(Duration::from_secs(10)),
+                    )
+                    .await
+                {
+                    Ok(g) => {
+                        let now = Instant::now();
+                        if let Some((t, who)) = *last_release.lock().unwrap() {
+                            if who != w {
+                                gaps.record(now.duration_since(t));
+                            }
+                        }
+                        if inside.fetch_add(1, Relaxed) != 0 {
+                            overlaps.fetch_add(1, Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        inside.fetch_sub(1, Relaxed);
+                        sections.fetch_add(1, Relaxed);
+                        *last_release.lock().unwrap() = Some((Instant::now(), w));
+                        if g.release().await.is_err() {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60 + secs), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let rss_end = rss_kib();
+    let n = sections.load(Relaxed);
+    let keys: u64 = server.cmd(&["DBSIZE"]);
+    write_report(
+        "soak-hot-key-64",
+        serde_json::json!({
+            "waiters": 64,
+            "seconds": secs,
+            "sections": n,
+            "sections_per_sec": n as f64 / secs as f64,
+            "handover_gap_p50_us": gaps.quantile_us(0.5),
+            "handover_gap_p99_us": gaps.quantile_us(0.99),
+            "overlaps": overlaps.load(Relaxed),
+            "errors": errors.load(Relaxed),
+            "client_rss_kib_start": rss_start,
+            "client_rss_kib_end": rss_end,
+            "redis_keys_after": keys,
+        }),
+    );
+    assert_eq!(overlaps.load(Relaxed), 0);
+    assert_eq!(errors.load(Relaxed), 0);
+    assert!(n > 100, "{n}");
+    // Only the fencing counter remains.
+    assert_eq!(keys, 1);
+    assert!(
+        rss_end < rss_start + 64 * 1024,
+        "client memory grew from {rss_start} to {rss_end} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_extend_refuse_a_guessed_holder() {
+    let server = RedisServer::start();
+    let owner = manager(&server.url()).await;
+    let attacker = manager(&server.url()).await;
+    let key = LockKey::new("sec", "p").unwrap();
+    let g = owner.acquire(&key, &AcquireOptions::new()).await.unwrap();
+    let real = g.holder().as_str().to_owned();
+    // Guesses sharing the visible parts (host:pid) but not the random part.
+    let parts: Vec<&str> = real.split(':').collect();
+    let mut guesses = vec![
+        "".to_owned(),
+        "*".to_owned(),
+        format!("{}:{}", parts[0], parts[1]),
+        format!("{}:{}:00000000:0", parts[0], parts[1]),
+        real.to_uppercase(),
+        format!("{real} "),
+    ];
+    guesses.retain(|h| h != &real);
+    for h in &guesses {
+        assert!(
+            !attacker.release(&key, &h.as_str().into()).await.unwrap(),
+            "released with {h:?}"
+        );
+        // The extend script, run by another client with the guess.
+        let n: i64 = server.cmd(&[
+            "EVAL",
+            include_str!("../src/backend/scripts/extend.lua"),
+            "1",
+            "bid_lock:sec:p",
+            h,
+            "1",
+        ]);
+        assert_eq!(n, 0, "extended with {h:?}");
+    }
+    let pttl: i64 = server.cmd(&["PTTL", "bid_lock:sec:p"]);
+    assert!(pttl > 200_000, "ttl was shortened: {pttl}");
+    assert!(!g.is_lost());
+    assert!(g.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_ids_are_stored_verbatim_or_refused() {
+    let server = RedisServer::start();
+    let m = manager(&server.url()).await;
+    let hostile = [
+        "*",
+        "?",
+        "[a-z]",
+        "bid_lock",
+        "bid_lock:upwork:x",
+        "\u{202e}evil",
+        "日本語",
+        "a b",
+        "\\",
+        "%s%n",
+        &"x".repeat(512),
+    ];
+    let mut guards = Vec::new();
+    for p in hostile {
+        let k = LockKey::new("upwork", p).unwrap();
+        guards.push(
+            m.acquire(&k, &AcquireOptions::new().no_wait())
+                .await
+                .unwrap(),
+        );
+    }
+    // Each is its own lock; glob characters in postings match nothing extra.
+    let listed = m.locks(Some("upwork")).await.unwrap();
+    assert_eq!(listed.len(), hostile.len());
+    for p in hostile {
+        let st = m.status(&LockKey::new("upwork", p).unwrap()).await.unwrap();
+        assert!(st.holder.is_some(), "{p:?}");
+    }
+    for (m_id, p) in [
+        ("up work", "p"),
+        ("u*", "p"),
+        ("", "p"),
+        ("m", "a\nb"),
+        ("m", "\u{0}"),
+        ("m", ""),
+    ] {
+        assert!(LockKey::new(m_id, p).is_err(), "{m_id:?} {p:?}");
+    }
+    assert!(LockKey::new("m", "x".repeat(513)).is_err());
+    assert!(LockKey::new("m".repeat(65), "p").is_err());
+    drop(guards);
+}
+
+#[test]
+fn passwords_never_reach_logs_errors_or_debug() {
+    let server = RedisServer::start_with(ServerOptions {
+        password: Some("pa55-secret-word".into()),
+        ..Default::default()
+    });
+    let good = format!("redis://:pa55-secret-word@127.0.0.1:{}/0", server.port());
+    let bad = format!("redis://:wrong-secret-word@127.0.0.1:{}/0", server.port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Capture everything the library logs at the most verbose level.
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buf = buf.clone();
+        move || LogWriter(buf.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(writer)
+        .finish();
+    let text = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let mut seen = String::new();
+            let m = manager(&good).await;
+            let g = m
+                .acquire(&LockKey::new("sec", "pw").unwrap(), &AcquireOptions::new())
+                .await
+                .unwrap();
+            seen.push_str(&format!("{m:?} {:?} {g:?}", m.config()));
+            g.release().await.unwrap();
+            let cfg = Config::builder()
+                .backend(Backend::Redis)
+                .redis_url(&bad)
+                .build()
+                .unwrap();
+            let e = BidLockManager::new(cfg).await.unwrap_err();
+            seen.push_str(&format!("{e} {e:?}"));
+            let cfg = Config::builder()
+                .backend(Backend::Auto)
+                .redis_url(&bad)
+                .build()
+                .unwrap();
+            let m2 = BidLockManager::new(cfg).await.unwrap();
+            seen.push_str(&format!("{m2:?}"));
+            seen
+        })
+    });
+    let logs = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    let all = format!("{text}\n{logs}");
+    assert!(
+        logs.contains("bid lock manager ready"),
+        "logs were not captured"
+    );
+    assert!(all.contains(":***@"), "{all}");
+    assert!(!all.contains("pa55-secret-word"), "{all}");
+    assert!(!all.contains("wrong-secret-word"), "{all}");
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
