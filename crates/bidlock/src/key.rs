@@ -168,6 +168,7 @@ impl fmt::Display for LockKey {
 /// | completion record | `bid_done:{marketplace}:{posting}` |
 /// | fencing counter | `bid_lock_fence` (one per prefix, outside `bid_lock:*`) |
 /// | release channel | `bid_lock_released` (payload: the lock key) |
+/// | wait marker | `bid_lock_wait:{marketplace}:{posting}` (short-lived: someone waits) |
 ///
 /// A prefix ending in `_lock` has its completion records under the same name ending in
 /// `_done` (`bid_lock` → `bid_done`, `staging_bid_lock` → `staging_bid_done`); any other
@@ -223,6 +224,12 @@ impl KeySpace {
     /// The completion record's Redis key.
     pub fn done_key(&self, key: &LockKey) -> String {
         format!("{}:{}:{}", self.done_prefix, key.marketplace, key.posting)
+    }
+
+    /// The wait marker's Redis key: set by a try that found the lock held, so that the
+    /// release publishes; without waiters, releases publish nothing.
+    pub fn wait_key(&self, key: &LockKey) -> String {
+        format!("{}_wait:{}:{}", self.prefix, key.marketplace, key.posting)
     }
 
     /// The fencing counter's Redis key.

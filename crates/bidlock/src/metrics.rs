@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) locks_lost: AtomicU64,
     pub(crate) already_done: AtomicU64,
     pub(crate) completions: AtomicU64,
+    pub(crate) backend_calls: AtomicU64,
     pub(crate) wait_time: Histogram,
 }
 
@@ -40,6 +41,7 @@ impl Metrics {
             locks_lost: self.locks_lost.load(Relaxed),
             already_done: self.already_done.load(Relaxed),
             completions: self.completions.load(Relaxed),
+            backend_calls: self.backend_calls.load(Relaxed),
             wait_count: self.wait_time.count(),
             wait_p50_us: self.wait_time.quantile_us(0.50),
             wait_p99_us: self.wait_time.quantile_us(0.99),
@@ -81,6 +83,8 @@ pub struct MetricsSnapshot {
     pub already_done: u64,
     /// Completion records written.
     pub completions: u64,
+    /// Requests sent to Redis (each script run, SCAN or PING is one round trip).
+    pub backend_calls: u64,
     /// Acquires whose wait time is in the histogram.
     pub wait_count: u64,
     /// Median wait before the lock was acquired, in microseconds.
@@ -102,7 +106,7 @@ impl MetricsSnapshot {
             let _ = write!(lbl, ",{}=\"{}\"", k, escape_label(v));
         }
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             ("lock_attempts", "Calls to acquire.", self.lock_attempts),
             (
                 "lock_successes",
@@ -149,6 +153,11 @@ impl MetricsSnapshot {
                 "completions",
                 "Completion records written.",
                 self.completions,
+            ),
+            (
+                "backend_calls",
+                "Requests sent to Redis.",
+                self.backend_calls,
             ),
         ];
         for (name, help, value) in counters {
@@ -321,6 +330,6 @@ mod tests {
         assert!(text.contains(
             "bidlock_lock_attempts_total{backend=\"memory\",marketplace=\"up\\\"work\"} 3"
         ));
-        assert_eq!(text.matches("# TYPE").count(), 12);
+        assert_eq!(text.matches("# TYPE").count(), 13);
     }
 }

@@ -460,7 +460,9 @@ async fn cleanup_touches_only_its_own_prefix() {
             "bid_lock_fence_backup",
             "bid_lockx:a:b",
             "other:upwork:1",
-            "staging_lock:upwork:1"
+            "staging_lock:upwork:1",
+            // The staging acquire found the foreign lock held: its expiring wait marker.
+            "staging_lock_wait:upwork:1"
         ]
     );
 }

@@ -202,6 +202,11 @@ impl RedisStore {
         self.target.redacted()
     }
 
+    fn call(&self) -> ConnectionManager {
+        Metrics::incr(&self.metrics.backend_calls);
+        self.conn.clone()
+    }
+
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
         Metrics::incr(&self.metrics.redis_errors);
         if e.code() == Some("WRONGTYPE") {
@@ -221,15 +226,17 @@ impl RedisStore {
     pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
         let lock = self.keys.lock_key(req.key);
         let done = self.keys.done_key(req.key);
+        let wait = self.keys.wait_key(req.key);
         let mut inv = ACQUIRE.prepare_invoke();
         inv.key(&lock)
             .key(&self.fence_key)
             .key(&done)
+            .key(&wait)
             .arg(req.holder().as_str())
             .arg(ms(req.ttl).max(1))
             .arg(if req.check_done { "1" } else { "0" });
         let (code, n, text): (i64, i64, Vec<u8>) = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("acquire", &lock, e))?;
         match code {
@@ -252,9 +259,12 @@ impl RedisStore {
     pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
         let lock = self.keys.lock_key(key);
         let mut inv = RELEASE.prepare_invoke();
-        inv.key(&lock).arg(holder.as_str()).arg(&self.channel);
+        inv.key(&lock)
+            .key(self.keys.wait_key(key))
+            .arg(holder.as_str())
+            .arg(&self.channel);
         let n: i64 = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("release", &lock, e))?;
         Ok(n == 1)
@@ -270,7 +280,7 @@ impl RedisStore {
         let mut inv = EXTEND.prepare_invoke();
         inv.key(&lock).arg(holder.as_str()).arg(ms(ttl).max(1));
         let n: i64 = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("extend", &lock, e))?;
         Ok(n == 1)
@@ -283,12 +293,13 @@ impl RedisStore {
         let mut inv = COMPLETE.prepare_invoke();
         inv.key(&lock)
             .key(&done)
+            .key(self.keys.wait_key(lease.key()))
             .arg(lease.holder().as_str())
             .arg(record)
             .arg(ms(retention).max(1))
             .arg(&self.channel);
         let n: i64 = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("complete", &lock, e))?;
         Ok(n == 1)
@@ -297,9 +308,11 @@ impl RedisStore {
     pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let lock = self.keys.lock_key(key);
         let mut inv = FORCE_RELEASE.prepare_invoke();
-        inv.key(&lock).arg(&self.channel);
+        inv.key(&lock)
+            .key(self.keys.wait_key(key))
+            .arg(&self.channel);
         let n: i64 = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("force_release", &lock, e))?;
         Ok(n == 1)
@@ -309,7 +322,7 @@ impl RedisStore {
         let done = self.keys.done_key(key);
         let n: i64 = redis::cmd("DEL")
             .arg(&done)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.call())
             .await
             .map_err(|e| self.err("clear_done", &done, e))?;
         Ok(n == 1)
@@ -321,7 +334,7 @@ impl RedisStore {
         let mut inv = STATUS.prepare_invoke();
         inv.key(&lock).key(&done);
         let (kind, holder, pttl, record, done_pttl): (String, Vec<u8>, i64, Vec<u8>, i64) = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("status", &lock, e))?;
         if kind != "string" && kind != "none" {
@@ -358,7 +371,7 @@ impl RedisStore {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_BATCH)
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.call())
                 .await
                 .map_err(|e| self.err("scan", pattern, e))?;
             if !batch.is_empty() {
@@ -380,7 +393,7 @@ impl RedisStore {
                 inv.key(k);
             }
             let flat: Vec<redis::Value> = inv
-                .invoke_async(&mut self.conn.clone())
+                .invoke_async(&mut self.call())
                 .await
                 .map_err(|e| self.err("list", &pattern, e))?;
             for (k, chunk) in batch.iter().zip(flat.chunks(3)) {
@@ -424,7 +437,7 @@ impl RedisStore {
             }
             inv.arg(&self.channel);
             let n: u64 = inv
-                .invoke_async(&mut self.conn.clone())
+                .invoke_async(&mut self.call())
                 .await
                 .map_err(|e| self.err("cleanup", &pattern, e))?;
             removed += n;
@@ -436,7 +449,7 @@ impl RedisStore {
 
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.call())
             .await
             .map_err(|e| self.err("ping", "", e))?;
         Ok(())

@@ -1,5 +1,5 @@
 -- Take a lock: SET NX PX + a fencing token, in one round trip.
--- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] completion record
+-- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] completion record, KEYS[4] wait marker
 -- ARGV[1] holder id, ARGV[2] ttl in ms, ARGV[3] '1' to refuse when a completion record exists
 -- Returns {1, token, ''} taken; {0, pttl, holder} held by another;
 --         {2, 0, ''} already done; {3, 0, type} the key is not a string.
@@ -20,4 +20,10 @@ local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'string' then
   return {3, 0, kind}
 end
-return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1]) or ''}
+-- Someone waits: mark it, atomically with this failed try, so the release publishes.
+-- The marker outlives the lock (a release or expiry after it is never missed).
+local pttl = redis.call('PTTL', KEYS[1])
+local keep = 60000
+if pttl > 0 then keep = pttl + 5000 end
+redis.call('SET', KEYS[4], '1', 'PX', keep)
+return {0, pttl, redis.call('GET', KEYS[1]) or ''}

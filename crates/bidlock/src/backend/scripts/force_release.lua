@@ -1,5 +1,5 @@
 -- Delete a lock whoever holds it (operators), and wake waiters. Refuses other types.
--- KEYS[1] lock key; ARGV[1] release channel
+-- KEYS[1] lock key, KEYS[2] wait marker; ARGV[1] release channel
 -- Returns 1 deleted, 0 absent, or an error for a key that is not a lock.
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then
@@ -8,6 +8,6 @@ end
 if kind ~= 'string' then
   return redis.error_reply('WRONGTYPE key holds a ' .. kind .. ', not a lock')
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[1], KEYS[1])
 return 1
