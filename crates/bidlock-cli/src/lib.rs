@@ -121,6 +121,11 @@ BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. Exit: the command's code; 75 not acquir
     /// The demo workload: agents race for postings; duplicates must be 0.
     #[command(after_help = "Example:\n  bidlock simulate --agents 32 --postings 10000")]
     Simulate(commands::simulate::SimulateArgs),
+    /// Benchmark workloads (one JSON line each; Redis runs include a raw redis-rs baseline).
+    #[command(
+        after_help = "Examples:\n  bidlock bench uncontended --workers 32 --duration 5 --backend redis\n  bidlock bench hot-key --workers 8 --hold-us 1000 --backend redis\n  bidlock bench footprint --locks 200000 --backend memory"
+    )]
+    Bench(commands::bench::BenchArgs),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  bidlock completions bash > /etc/bash_completion.d/bidlock"
@@ -256,6 +261,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Health => commands::admin::health(g).await,
         Command::Metrics { format } => commands::admin::metrics(g, format).await,
         Command::Simulate(args) => commands::simulate::simulate(g, args).await,
+        Command::Bench(args) => commands::bench::bench(g, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

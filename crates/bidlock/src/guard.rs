@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::Error;
@@ -29,7 +28,7 @@ use crate::metrics::Metrics;
 pub struct LockGuard {
     inner: Arc<Inner>,
     lease: Lease,
-    watchdog: Option<JoinHandle<()>>,
+    kept: bool,
     done: bool,
 }
 
@@ -75,11 +74,11 @@ impl Drop for ReleaseOnDrop {
 }
 
 impl LockGuard {
-    pub(crate) fn new(inner: Arc<Inner>, lease: Lease, watchdog: Option<JoinHandle<()>>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, lease: Lease, kept: bool) -> Self {
         LockGuard {
             inner,
             lease,
-            watchdog,
+            kept,
             done: false,
         }
     }
@@ -158,8 +157,10 @@ impl LockGuard {
     }
 
     fn stop_watchdog(&mut self) {
-        if let Some(w) = self.watchdog.take() {
-            w.abort();
+        if std::mem::take(&mut self.kept) {
+            self.inner.keeper.unregister(&self.lease);
+        } else {
+            self.lease.set_released();
         }
     }
 

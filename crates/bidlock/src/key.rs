@@ -28,8 +28,10 @@ pub const DEFAULT_PREFIX: &str = "bid_lock";
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockKey {
-    marketplace: Box<str>,
-    posting: Box<str>,
+    // `marketplace:posting` in one shared allocation: clones are a reference-count bump.
+    // Unambiguous because a marketplace id never contains `:`.
+    joined: std::sync::Arc<str>,
+    split: u8,
 }
 
 /// Why a marketplace or posting id was rejected.
@@ -129,32 +131,42 @@ impl LockKey {
         let (m, p) = (marketplace.as_ref(), posting.as_ref());
         validate_marketplace(m)?;
         validate_posting(p)?;
+        let mut joined = String::with_capacity(m.len() + 1 + p.len());
+        joined.push_str(m);
+        joined.push(':');
+        joined.push_str(p);
         Ok(LockKey {
-            marketplace: m.into(),
-            posting: p.into(),
+            joined: joined.into(),
+            // Validated above: at most 64 bytes.
+            split: u8::try_from(m.len()).unwrap_or(u8::MAX),
         })
     }
 
     /// The marketplace id.
     pub fn marketplace(&self) -> &str {
-        &self.marketplace
+        &self.joined[..usize::from(self.split)]
     }
 
     /// The posting id.
     pub fn posting(&self) -> &str {
-        &self.posting
+        &self.joined[usize::from(self.split) + 1..]
+    }
+
+    /// `marketplace:posting`: the lock key without its prefix.
+    pub fn as_str(&self) -> &str {
+        &self.joined
     }
 }
 
 impl fmt::Debug for LockKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LockKey({:?}, {:?})", self.marketplace, self.posting)
+        write!(f, "LockKey({:?}, {:?})", self.marketplace(), self.posting())
     }
 }
 
 impl fmt::Display for LockKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.marketplace, self.posting)
+        f.write_str(&self.joined)
     }
 }
 
@@ -218,18 +230,18 @@ impl KeySpace {
 
     /// The lock's Redis key.
     pub fn lock_key(&self, key: &LockKey) -> String {
-        format!("{}:{}:{}", self.prefix, key.marketplace, key.posting)
+        format!("{}:{}", self.prefix, key.joined)
     }
 
     /// The completion record's Redis key.
     pub fn done_key(&self, key: &LockKey) -> String {
-        format!("{}:{}:{}", self.done_prefix, key.marketplace, key.posting)
+        format!("{}:{}", self.done_prefix, key.joined)
     }
 
     /// The wait marker's Redis key: set by a try that found the lock held, so that the
     /// release publishes; without waiters, releases publish nothing.
     pub fn wait_key(&self, key: &LockKey) -> String {
-        format!("{}_wait:{}:{}", self.prefix, key.marketplace, key.posting)
+        format!("{}_wait:{}", self.prefix, key.joined)
     }
 
     /// The fencing counter's Redis key.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::key::LockKey;
 use crate::metrics::Metrics;
@@ -92,8 +92,11 @@ pub(crate) struct LeaseShared {
     pub(crate) token: AtomicU64,
     ttl_ms: AtomicU64,
     renew: std::sync::atomic::AtomicBool,
-    lost: CancellationToken,
-    reason: OnceLock<String>,
+    keeper_id: AtomicU64,
+    released: std::sync::atomic::AtomicBool,
+    lost: std::sync::atomic::AtomicBool,
+    lost_notify: Notify,
+    reason: OnceLock<&'static str>,
     /// Microseconds after `base()` until which the lease is known valid; FOREVER while a
     /// store renews it implicitly.
     valid_until: AtomicU64,
@@ -124,7 +127,10 @@ impl Lease {
             token: AtomicU64::new(0),
             ttl_ms: AtomicU64::new(0),
             renew: std::sync::atomic::AtomicBool::new(true),
-            lost: CancellationToken::new(),
+            keeper_id: AtomicU64::new(0),
+            released: std::sync::atomic::AtomicBool::new(false),
+            lost: std::sync::atomic::AtomicBool::new(false),
+            lost_notify: Notify::new(),
             reason: OnceLock::new(),
             valid_until: AtomicU64::new(FOREVER),
             metrics,
@@ -153,7 +159,7 @@ impl Lease {
     /// Whether the lock may no longer be held: it was found gone or taken, or the lease
     /// ran past its last confirmed extension. On doubt this is `true`.
     pub fn is_lost(&self) -> bool {
-        if self.0.lost.is_cancelled() {
+        if self.is_cancelled() {
             return true;
         }
         let until = self.0.valid_until.load(Ordering::Acquire);
@@ -167,7 +173,19 @@ impl Lease {
     ///
     /// Cancel safe; it only observes.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.0.lost.clone().cancelled_owned()
+        let shared = self.0.clone();
+        async move {
+            loop {
+                let notified = shared.lost_notify.notified();
+                tokio::pin!(notified);
+                // Register before checking, so a loss in between is not missed.
+                notified.as_mut().enable();
+                if shared.lost.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        }
     }
 
     /// Until when the lease is confirmed valid: the start of the last successful acquire
@@ -180,17 +198,16 @@ impl Lease {
 
     /// Why the lease was lost, once it was.
     pub fn lost_reason(&self) -> Option<&str> {
-        self.0.reason.get().map(String::as_str)
+        self.0.reason.get().copied()
     }
 
     /// Marks the lease lost (once; later calls keep the first reason).
-    pub(crate) fn mark_lost(&self, reason: impl Into<String>) {
-        if self.0.lost.is_cancelled() {
+    pub(crate) fn mark_lost(&self, reason: &'static str) {
+        let _ = self.0.reason.set(reason);
+        if self.0.lost.swap(true, Ordering::AcqRel) {
             return;
         }
-        let reason = reason.into();
-        let _ = self.0.reason.set(reason.clone());
-        self.0.lost.cancel();
+        self.0.lost_notify.notify_waiters();
         Metrics::incr(&self.0.metrics.locks_lost);
         tracing::warn!(target: "bidlock::lease", key = %self.0.key, holder = %self.0.holder, %reason, "lock lost");
     }
@@ -229,8 +246,26 @@ impl Lease {
         self.0.renew.load(Ordering::Acquire)
     }
 
+    pub(crate) fn keeper_id(&self) -> u64 {
+        self.0.keeper_id.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_keeper_id(&self, id: u64) {
+        self.0.keeper_id.store(id, Ordering::Release);
+    }
+
+    /// The guard let go of the lock (released, completed or dropped): no more renewals,
+    /// and a failure seen after this is not a loss.
+    pub(crate) fn set_released(&self) {
+        self.0.released.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.0.released.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.0.lost.is_cancelled()
+        self.0.lost.load(Ordering::Acquire)
     }
 }
 

@@ -55,6 +55,7 @@ mod backoff;
 mod config;
 mod error;
 mod guard;
+mod keeper;
 mod key;
 mod lease;
 mod manager;

@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::config::{Backend, Config};
 use crate::error::{ConfigError, Error};
 use crate::guard::{LockGuard, ReleaseOnDrop};
+use crate::keeper::LeaseKeeper;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -133,7 +134,15 @@ pub(crate) struct Inner {
     backend: Backend,
     closed: AtomicBool,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) keeper: Arc<LeaseKeeper>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Let the keeper task notice that the manager is gone.
+        self.keeper.poke();
+    }
 }
 
 impl Inner {
@@ -284,20 +293,28 @@ impl BidLockManager {
             }
         };
         tracing::info!(target: "bidlock::manager", backend = store.name(), location = %store.location(), "bid lock manager ready");
-        Ok(BidLockManager {
-            inner: Arc::new(Inner {
-                store,
-                config,
-                metrics,
-                queues,
-                holder_base: holder_base(),
-                seq: AtomicU64::new(0),
-                backend,
-                closed: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
-        })
+        let needs_keeper = !store.renews_implicitly();
+        let inner = Arc::new(Inner {
+            store,
+            config,
+            metrics,
+            queues,
+            holder_base: holder_base(),
+            seq: AtomicU64::new(0),
+            backend,
+            closed: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            keeper: Arc::default(),
+        });
+        if needs_keeper {
+            inner.tasks.spawn(crate::keeper::run(
+                Arc::downgrade(&inner),
+                inner.keeper.clone(),
+                inner.shutdown.clone(),
+            ));
+        }
+        Ok(BidLockManager { inner })
     }
 
     /// A manager on the in-memory backend with default settings (tests, examples).
@@ -319,6 +336,7 @@ impl BidLockManager {
                 closed: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                keeper: Arc::default(),
             }),
         }
     }
@@ -340,8 +358,13 @@ impl BidLockManager {
 
     /// A fresh holder id: `host:pid:random:sequence`, unique per call.
     pub fn new_holder(&self) -> Holder {
+        use std::fmt::Write as _;
         let n = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-        Holder::from(format!("{}:{n}", self.inner.holder_base))
+        let base = &self.inner.holder_base;
+        let mut id = String::with_capacity(base.len() + 21);
+        id.push_str(base);
+        let _ = write!(id, ":{n}");
+        Holder::from(id.as_str())
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -386,20 +409,22 @@ impl BidLockManager {
     pub async fn acquire(&self, key: &LockKey, opts: &AcquireOptions) -> Result<LockGuard, Error> {
         self.check_open()?;
         let ttl = check_ttl(opts.ttl.unwrap_or(self.inner.config.ttl))?;
+        let start = Instant::now();
         let inner = &self.inner;
         Metrics::incr(&inner.metrics.lock_attempts);
         let holder = opts.holder.clone().unwrap_or_else(|| self.new_holder());
         let lease = Lease::new(key.clone(), holder, inner.metrics.clone());
         lease.set_ttl(ttl);
         lease.set_renews(opts.renew);
-        let req = AcquireRequest {
+        let mut req = AcquireRequest {
             key,
             lease: &lease,
             ttl,
             renew: opts.renew,
             check_done: opts.check_done,
+            waiters_behind: false,
+            now: start,
         };
-        let start = Instant::now();
         let deadline = start + opts.timeout;
         // Join the queue before the first try (a release between a failed try and the
         // wait then still wakes us); when others already wait, queue behind them.
@@ -407,19 +432,27 @@ impl BidLockManager {
         let mut may_try = ticket.as_ref().is_none_or(|t| t.is_front());
         let mut backoff = Backoff::new(inner.config.retry);
         let mut last_holder = None;
+        let mut first = true;
         loop {
             let mut hint = None;
             if may_try {
-                let tried_at = Instant::now();
-                let in_flight = ReleaseOnDrop::new(inner, key, lease.holder());
+                req.waiters_behind = ticket.as_ref().is_some_and(|t| t.has_company());
+                let tried_at = if first { start } else { Instant::now() };
+                first = false;
+                req.now = tried_at;
+                // A remote try can be cancelled or fail with an unknown outcome (a reply
+                // lost or late: the script may still run). Leaving this armed releases
+                // this holder's lock in the background, so no orphan blocks the posting
+                // for a whole ttl. A memory try is synchronous: nothing to cover.
+                let in_flight = inner
+                    .store
+                    .is_remote()
+                    .then(|| ReleaseOnDrop::new(inner, key, lease.holder()));
                 let attempt = inner.store.try_acquire(&req).await;
-                // On an error the outcome is unknown: the script may still run (a reply
-                // lost or late). Leaving the guard armed releases this holder's lock in
-                // the background, so no orphan blocks the posting for a whole ttl.
                 if attempt.is_ok() {
-                    in_flight.disarm();
-                } else {
-                    drop(in_flight);
+                    if let Some(g) = in_flight {
+                        g.disarm();
+                    }
                 }
                 match attempt {
                     Ok(Attempt::Acquired(token)) => {
@@ -493,27 +526,28 @@ impl BidLockManager {
     ) -> LockGuard {
         let inner = &self.inner;
         Metrics::incr(&inner.metrics.lock_successes);
-        inner.metrics.wait_time.record(start.elapsed());
+        let waited = if start == tried_at {
+            Duration::ZERO
+        } else {
+            start.elapsed()
+        };
+        inner.metrics.wait_time.record(waited);
         tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), token = %lease.fencing_token(), "acquired");
-        let watchdog = if inner.store.renews_implicitly() {
+        let kept = if inner.store.renews_implicitly() {
             if renew {
                 lease.valid_while_alive();
             } else {
                 lease.valid_until(tried_at + ttl);
             }
-            None
+            false
         } else {
             // The lock's ttl started after we sent the try: counting from the send is
             // the safe side.
             lease.valid_until(tried_at + ttl);
-            Some(inner.tasks.spawn(watchdog(
-                inner.clone(),
-                lease.clone(),
-                tried_at,
-                inner.shutdown.clone(),
-            )))
+            inner.keeper.register(&lease, tried_at);
+            true
         };
-        LockGuard::new(inner.clone(), lease, watchdog)
+        LockGuard::new(inner.clone(), lease, kept)
     }
 
     /// Tries once to take the lock, without waiting.
@@ -802,77 +836,4 @@ async fn connect_redis(
         )
         .await?,
     ))
-}
-
-/// Keeps a lease alive while its guard lives: extends every ttl/3; marks it lost when
-/// the lock is found gone or taken, or when no extension succeeded before it ran out.
-async fn watchdog(
-    inner: Arc<Inner>,
-    lease: Lease,
-    mut confirmed_at: Instant,
-    shutdown: CancellationToken,
-) {
-    let mut retry_at: Option<Instant> = None;
-    loop {
-        let ttl = lease.ttl();
-        let Some(deadline) = lease.deadline() else {
-            return;
-        };
-        let next = if !lease.renews() {
-            deadline
-        } else {
-            retry_at.unwrap_or(confirmed_at + ttl / 3)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.min(deadline)) => {}
-            _ = lease.lost() => return,
-            _ = shutdown.cancelled() => {
-                let _ = inner.release_held(&lease).await;
-                lease.mark_lost("the manager was closed");
-                return;
-            }
-        }
-        let now = Instant::now();
-        if !lease.renews() {
-            // A manual extend may have moved the deadline while we slept.
-            if lease.deadline().is_some_and(|d| now >= d) {
-                lease.mark_lost("ttl ran out without renewal");
-                return;
-            }
-            continue;
-        }
-        if now >= deadline {
-            lease.mark_lost("no renewal succeeded before the lease ran out");
-            return;
-        }
-        match tokio::time::timeout(
-            deadline - now,
-            inner.store.extend(lease.key(), lease.holder(), ttl),
-        )
-        .await
-        {
-            Ok(Ok(true)) => {
-                Metrics::incr(&inner.metrics.extensions);
-                confirmed_at = now;
-                retry_at = None;
-                lease.valid_until(now + ttl);
-                tracing::trace!(target: "bidlock::lease", key = %lease.key(), "renewed");
-            }
-            Ok(Ok(false)) => {
-                lease.mark_lost("lock was gone or held by another holder when renewing");
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(target: "bidlock::lease", key = %lease.key(), error = %e, "renewal failed; retrying until the lease runs out");
-                retry_at = Some(
-                    Instant::now()
-                        + (ttl / 10).clamp(Duration::from_millis(5), Duration::from_millis(500)),
-                );
-            }
-            Err(_) => {
-                lease.mark_lost("no renewal succeeded before the lease ran out");
-                return;
-            }
-        }
-    }
 }

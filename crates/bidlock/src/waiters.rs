@@ -7,7 +7,7 @@
 //! lock (done, timed out, cancelled) passes its signal on, so no release is swallowed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -31,6 +31,11 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueues {
     map: Mutex<HashMap<LockKey, VecDeque<Arc<Slot>>>>,
+    /// How many waiters are queued, all keys together: releases skip the lock when none.
+    waiting: AtomicUsize,
+    /// Release messages of our own releases still to come back from Redis, by key: the
+    /// waiters were woken already, so the echo must not wake the next one for nothing.
+    echoes: Mutex<HashMap<LockKey, u32>>,
 }
 
 impl WaitQueues {
@@ -47,6 +52,7 @@ impl WaitQueues {
         let mut map = self.map();
         let queue = map.entry(key.clone()).or_default();
         queue.push_back(slot.clone());
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         Ticket {
             queues: self.clone(),
             key: key.clone(),
@@ -57,9 +63,55 @@ impl WaitQueues {
 
     /// A release of `key` happened: wake the waiter at the front of its queue.
     pub(crate) fn signal(&self, key: &LockKey) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
         if let Some(front) = self.map().get(key).and_then(|q| q.front()) {
             front.signal();
         }
+    }
+
+    /// This process released `key` and Redis published it: wake the local front waiter
+    /// now, and expect the message back.
+    pub(crate) fn signal_local_release(&self, key: &LockKey) {
+        let woke = match self.map().get(key).and_then(|q| q.front()) {
+            Some(front) => {
+                front.signal();
+                true
+            }
+            None => false,
+        };
+        if woke {
+            *self
+                .echoes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.clone())
+                .or_default() += 1;
+        }
+    }
+
+    /// A release message arrived from Redis.
+    pub(crate) fn signal_remote_release(&self, key: &LockKey) {
+        {
+            let mut echoes = self.echoes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = echoes.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    echoes.remove(key);
+                }
+                return;
+            }
+        }
+        self.signal(key);
+    }
+
+    /// The subscriber reconnected: expected echoes may never come.
+    pub(crate) fn forget_echoes(&self) {
+        self.echoes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Wake the front waiter of every key (signals may have been missed, e.g. while the
@@ -104,6 +156,14 @@ impl Ticket {
             .is_some_and(|f| Arc::ptr_eq(f, &self.slot))
     }
 
+    /// Whether other waiters are queued behind this one.
+    pub(crate) fn has_company(&self) -> bool {
+        self.queues
+            .map()
+            .get(&self.key)
+            .is_some_and(|q| q.len() > 1)
+    }
+
     /// Consumes a pending signal, if any.
     pub(crate) fn take_signal(&self) -> bool {
         self.slot.signalled.swap(false, Ordering::AcqRel)
@@ -139,7 +199,11 @@ impl Ticket {
             return;
         };
         let was_front = queue.front().is_some_and(|f| Arc::ptr_eq(f, &self.slot));
+        let before = queue.len();
         queue.retain(|s| !Arc::ptr_eq(s, &self.slot));
+        if queue.len() < before {
+            self.queues.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
         let pending = self.slot.signalled.load(Ordering::Acquire);
         match queue.front() {
             Some(next) if was_front && (pass_on || pending) => next.signal(),

@@ -1,5 +1,6 @@
 //! One module per command family.
 
 pub(crate) mod admin;
+pub(crate) mod bench;
 pub(crate) mod run;
 pub(crate) mod simulate;

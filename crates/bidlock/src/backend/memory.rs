@@ -3,7 +3,9 @@
 //! fencing tokens, completion records, and instant wake-up of waiters.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,7 +51,7 @@ impl Entry {
         false
     }
 
-    fn lose(&self, reason: &str) {
+    fn lose(&self, reason: &'static str) {
         if let Some(l) = self.lease.upgrade() {
             Lease(l).mark_lost(reason);
         }
@@ -68,8 +70,8 @@ struct Done {
 
 #[derive(Debug, Default)]
 struct Shard {
-    locks: HashMap<LockKey, Entry>,
-    done: HashMap<LockKey, Done>,
+    locks: HashMap<LockKey, Entry, RandomState>,
+    done: HashMap<LockKey, Done, RandomState>,
     inserts: u32,
     last_sweep: Option<Instant>,
 }
@@ -149,7 +151,7 @@ impl MemoryStore {
     pub(crate) fn new(keys: KeySpace, queues: Arc<WaitQueues>) -> MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             fence: AtomicU64::new(clock_seed()),
             keys,
             queues,
@@ -173,7 +175,7 @@ impl MemoryStore {
     }
 
     fn try_acquire_sync(&self, req: &AcquireRequest<'_>) -> Attempt {
-        let now = Instant::now();
+        let now = req.now;
         let mut shard = self.shard(req.key);
         if req.check_done && shard.done_live(req.key, now) {
             return Attempt::Done;
@@ -393,6 +395,8 @@ mod tests {
             ttl,
             renew: false,
             check_done: false,
+            waiters_behind: false,
+            now: Instant::now(),
         };
         assert!(matches!(store.try_acquire_sync(&req), Attempt::Acquired(_)));
     }

@@ -65,6 +65,10 @@ pub(crate) struct AcquireRequest<'a> {
     pub(crate) ttl: Duration,
     pub(crate) renew: bool,
     pub(crate) check_done: bool,
+    /// Local waiters are queued behind this acquirer: its release must wake them.
+    pub(crate) waiters_behind: bool,
+    /// When the try is made (one clock read per try).
+    pub(crate) now: tokio::time::Instant,
 }
 
 impl AcquireRequest<'_> {
@@ -105,6 +109,11 @@ impl Store {
             Store::Memory(_) => "memory".to_owned(),
             Store::Redis(s) => s.location().to_owned(),
         }
+    }
+
+    /// Whether operations leave the process (and can fail or be cancelled half-way).
+    pub(crate) fn is_remote(&self) -> bool {
+        !matches!(self, Store::Memory(_))
     }
 
     /// Whether a held lease stays valid for as long as its guard lives without a

@@ -70,6 +70,7 @@ pub(crate) struct RedisStore {
     fence_key: String,
     channel: String,
     metrics: Arc<Metrics>,
+    queues: Arc<WaitQueues>,
     subscriber: Option<JoinHandle<()>>,
 }
 
@@ -170,7 +171,7 @@ impl RedisStore {
                 client,
                 channel.clone(),
                 keys.clone(),
-                queues,
+                queues.clone(),
                 settings.connect_timeout,
                 target.redacted().to_owned(),
                 ready_tx,
@@ -194,6 +195,7 @@ impl RedisStore {
             keys,
             target,
             metrics,
+            queues,
             subscriber,
         })
     }
@@ -234,7 +236,8 @@ impl RedisStore {
             .key(&wait)
             .arg(req.holder().as_str())
             .arg(ms(req.ttl).max(1))
-            .arg(if req.check_done { "1" } else { "0" });
+            .arg(if req.check_done { "1" } else { "0" })
+            .arg(if req.waiters_behind { "1" } else { "0" });
         let (code, n, text): (i64, i64, Vec<u8>) = inv
             .invoke_async(&mut self.call())
             .await
@@ -267,7 +270,12 @@ impl RedisStore {
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("release", &lock, e))?;
-        Ok(n == 1)
+        if n == 2 {
+            // Waiters in this process need not wait for the message to come back from
+            // Redis: wake them now, and let the echo pass when it arrives.
+            self.queues.signal_local_release(key);
+        }
+        Ok(n >= 1)
     }
 
     pub(crate) async fn extend(
@@ -278,7 +286,10 @@ impl RedisStore {
     ) -> Result<bool, Error> {
         let lock = self.keys.lock_key(key);
         let mut inv = EXTEND.prepare_invoke();
-        inv.key(&lock).arg(holder.as_str()).arg(ms(ttl).max(1));
+        inv.key(&lock)
+            .key(self.keys.wait_key(key))
+            .arg(holder.as_str())
+            .arg(ms(ttl).max(1));
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
@@ -489,13 +500,15 @@ async fn run_subscriber(
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
-                // Releases may have happened while we were away.
+                // Releases may have happened while we were away; echoes of our own
+                // releases may have been lost with the old connection.
+                queues.forget_echoes();
                 queues.signal_all();
                 let mut stream = ps.into_on_message();
                 while let Some(msg) = stream.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
                         if let Some(key) = keys.parse_lock_key(&payload) {
-                            queues.signal(&key);
+                            queues.signal_remote_release(&key);
                         }
                     }
                 }

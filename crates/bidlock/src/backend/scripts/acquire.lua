@@ -1,6 +1,7 @@
 -- Take a lock: SET NX PX + a fencing token, in one round trip.
 -- KEYS[1] lock key, KEYS[2] fencing counter, KEYS[3] completion record, KEYS[4] wait marker
--- ARGV[1] holder id, ARGV[2] ttl in ms, ARGV[3] '1' to refuse when a completion record exists
+-- ARGV[1] holder id, ARGV[2] ttl in ms, ARGV[3] '1' to refuse when a completion record exists,
+-- ARGV[4] '1' when the caller has waiters queued behind it (their release must publish)
 -- Returns {1, token, ''} taken; {0, pttl, holder} held by another;
 --         {2, 0, ''} already done; {3, 0, type} the key is not a string.
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -13,6 +14,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     -- server clock in microseconds so tokens stay above those issued before.
     local t = redis.call('TIME')
     token = redis.call('INCRBY', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  end
+  if ARGV[4] == '1' then
+    redis.call('SET', KEYS[4], '1', 'PX', tonumber(ARGV[2]) + 5000)
   end
   return {1, token, ''}
 end
