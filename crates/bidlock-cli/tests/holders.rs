@@ -103,7 +103,7 @@ fn a_holder_paused_past_its_ttl_is_told_lost_and_its_late_bid_is_fenced_off() {
         "echo A-start $BIDLOCK_FENCE >> {0}; sleep 2; echo A-late $BIDLOCK_FENCE >> {0}",
         ledger.display()
     );
-    let mut a = bidlock(
+    let a = bidlock(
         &s,
         &[
             "run", "upwork", "paused", "--ttl", "1", "--grace", "1", "--", "sh", "-c", &a_script,

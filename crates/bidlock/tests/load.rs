@@ -73,7 +73,8 @@ async fn sixteen_instances_race_for_postings() {
         })
     };
     let mut tasks = Vec::new();
-    for m in managers.iter().cloned() {
+    for m in &managers {
+        let m = m.clone();
         let (bids, duplicates, errors) = (bids.clone(), duplicates.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             for p in 0..postings {
