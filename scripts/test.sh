@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what is missing first (redis-server, which
-# the integration tests start on free loopback ports), so it works on a fresh machine.
+# the integration tests start on free loopback ports; promtool, which checks the
+# Prometheus output), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need_install+=(prometheus)
 if [ ${#need_install[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   echo "installing: ${need_install[*]}" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_install[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_install[@]}" >/dev/null
 fi
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc "$@"
+export BIDLOCK_REQUIRE_PROMTOOL=1
+
+cargo test --workspace --all-targets --all-features "$@"
+cargo test --workspace --doc --all-features "$@"
+
+# Deployment files cannot run here (no Docker engine, no cluster): lint them.
+scripts/lint-deploy.sh
+
+# The example agent fleet, for a bounded time, against a real Redis: 0 duplicate bids.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize yes --logfile "$dir/redis.log"
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+REDIS_URL="redis://127.0.0.1:$port/0" USE_REDIS_LOCKS=true \
+  cargo run -q -p bidlock --example agent -- --instances 3 --tasks 4 --seconds 5

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::key::LockKey;
 use crate::lease::{FencingToken, Holder, Lease};
 use crate::manager::Inner;
-use crate::metrics::Metrics;
+use crate::metrics::Counter;
 
 /// A held lock.
 ///
@@ -132,7 +132,9 @@ impl LockGuard {
             .extend(self.key(), self.holder(), ttl)
             .await?;
         if ok {
-            Metrics::incr(&self.inner.metrics.extensions);
+            self.inner
+                .metrics
+                .count(Counter::Extensions, Some(self.key().marketplace()));
             self.lease.set_ttl(ttl);
             if !self.inner.store.renews_implicitly() || !self.lease.renews() {
                 self.lease.valid_until(start + ttl);
@@ -177,10 +179,12 @@ impl LockGuard {
     ///
     /// A backend error when Redis cannot be reached; the lock then expires after its ttl.
     pub async fn release(mut self) -> Result<bool, Error> {
+        use tracing::Instrument as _;
         self.stop_watchdog();
         self.done = true;
+        let span = tracing::debug_span!(target: "bidlock::guard", "release", key = %self.key(), holder = %self.holder(), token = self.fencing_token().get());
         let on_drop = ReleaseOnDrop::new(&self.inner, self.key(), self.holder());
-        let result = self.inner.release_held(&self.lease).await;
+        let result = self.inner.release_held(&self.lease).instrument(span).await;
         on_drop.disarm();
         result
     }
@@ -203,7 +207,9 @@ impl LockGuard {
         let retention = self.inner.config.done_retention;
         let ok = self.inner.store.complete(&self.lease, retention).await?;
         if ok {
-            Metrics::incr(&self.inner.metrics.completions);
+            self.inner
+                .metrics
+                .count(Counter::Completions, Some(self.key().marketplace()));
             tracing::debug!(target: "bidlock::guard", key = %self.key(), holder = %self.holder(), token = %self.fencing_token(), "completed");
             Ok(())
         } else {

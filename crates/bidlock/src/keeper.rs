@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lease::Lease;
 use crate::manager::Inner;
-use crate::metrics::Metrics;
+use crate::metrics::Counter;
 
 #[derive(Default)]
 struct State {
@@ -160,9 +160,11 @@ pub(crate) async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: 
             for lease in due {
                 let inner2 = strong.clone();
                 let keeper2 = keeper.clone();
-                strong
-                    .tasks
-                    .spawn(async move { attend(&inner2, &keeper2, lease).await });
+                let span = tracing::debug_span!(target: "bidlock::lease", "renew", key = %lease.key(), holder = %lease.holder(), token = lease.fencing_token().get());
+                strong.tasks.spawn(tracing::Instrument::instrument(
+                    async move { attend(&inner2, &keeper2, lease).await },
+                    span,
+                ));
             }
         }
         if inner.strong_count() == 0 {
@@ -231,7 +233,9 @@ async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
     let extend = inner.store.extend(lease.key(), lease.holder(), ttl);
     match tokio::time::timeout(deadline - now, extend).await {
         Ok(Ok(true)) => {
-            Metrics::incr(&inner.metrics.extensions);
+            inner
+                .metrics
+                .count(Counter::Extensions, Some(lease.key().marketplace()));
             lease.valid_until(now + ttl);
             tracing::trace!(target: "bidlock::lease", key = %lease.key(), "renewed");
             keeper.renewed(&lease, now);

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::key::LockKey;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 
 /// Who holds a lock: the value stored in Redis under the lock key.
 ///
@@ -208,7 +208,9 @@ impl Lease {
             return;
         }
         self.0.lost_notify.notify_waiters();
-        Metrics::incr(&self.0.metrics.locks_lost);
+        self.0
+            .metrics
+            .count(Counter::LocksLost, Some(self.0.key.marketplace()));
         tracing::warn!(target: "bidlock::lease", key = %self.0.key, holder = %self.0.holder, %reason, "lock lost");
     }
 

@@ -22,7 +22,7 @@ use crate::guard::{LockGuard, ReleaseOnDrop};
 use crate::keeper::LeaseKeeper;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::waiters::WaitQueues;
 
 /// The default time an acquire waits for a busy lock: 10 s.
@@ -155,7 +155,8 @@ impl Inner {
     pub(crate) fn release_detached(self: &Arc<Self>, key: LockKey, holder: Holder) {
         if let Some(released) = self.store.release_now(&key, &holder) {
             if released {
-                Metrics::incr(&self.metrics.releases);
+                self.metrics
+                    .count(Counter::Releases, Some(key.marketplace()));
             }
             return;
         }
@@ -164,7 +165,7 @@ impl Inner {
                 let inner = self.clone();
                 handle.spawn(async move {
                     match inner.store.release(&key, &holder).await {
-                        Ok(true) => Metrics::incr(&inner.metrics.releases),
+                        Ok(true) => inner.metrics.count(Counter::Releases, Some(key.marketplace())),
                         Ok(false) => {}
                         Err(e) => {
                             tracing::warn!(target: "bidlock::manager", %key, error = %e, "background release failed; the lock expires after its ttl")
@@ -181,7 +182,8 @@ impl Inner {
     pub(crate) async fn release_held(&self, lease: &Lease) -> Result<bool, Error> {
         let released = self.store.release(lease.key(), lease.holder()).await?;
         if released {
-            Metrics::incr(&self.metrics.releases);
+            self.metrics
+                .count(Counter::Releases, Some(lease.key().marketplace()));
             tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), "released");
         } else {
             lease.mark_lost("lock was gone or held by another holder at release");
@@ -294,6 +296,7 @@ impl BidLockManager {
         };
         tracing::info!(target: "bidlock::manager", backend = store.name(), location = %store.location(), "bid lock manager ready");
         let needs_keeper = !store.renews_implicitly();
+        metrics.set_backend(store.name());
         let inner = Arc::new(Inner {
             store,
             config,
@@ -324,11 +327,13 @@ impl BidLockManager {
             ..Config::default()
         };
         let queues = Arc::new(WaitQueues::default());
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_backend("memory");
         BidLockManager {
             inner: Arc::new(Inner {
                 store: Store::Memory(MemoryStore::new(config.keys.clone(), queues.clone())),
                 config,
-                metrics: Arc::new(Metrics::default()),
+                metrics,
                 queues,
                 holder_base: holder_base(),
                 seq: AtomicU64::new(0),
@@ -407,15 +412,28 @@ impl BidLockManager {
     /// # Ok(()) }
     /// ```
     pub async fn acquire(&self, key: &LockKey, opts: &AcquireOptions) -> Result<LockGuard, Error> {
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(target: "bidlock::manager", "acquire", %key, holder = tracing::field::Empty, token = tracing::field::Empty);
+        self.acquire_in_span(key, opts).instrument(span).await
+    }
+
+    async fn acquire_in_span(
+        &self,
+        key: &LockKey,
+        opts: &AcquireOptions,
+    ) -> Result<LockGuard, Error> {
         self.check_open()?;
         let ttl = check_ttl(opts.ttl.unwrap_or(self.inner.config.ttl))?;
         let start = Instant::now();
         let inner = &self.inner;
-        Metrics::incr(&inner.metrics.lock_attempts);
+        inner
+            .metrics
+            .count(Counter::LockAttempts, Some(key.marketplace()));
         let holder = opts.holder.clone().unwrap_or_else(|| self.new_holder());
         let lease = Lease::new(key.clone(), holder, inner.metrics.clone());
         lease.set_ttl(ttl);
         lease.set_renews(opts.renew);
+        tracing::Span::current().record("holder", lease.holder().as_str());
         let mut req = AcquireRequest {
             key,
             lease: &lease,
@@ -460,19 +478,24 @@ impl BidLockManager {
                             t.leave(false);
                         }
                         lease.set_token(token);
+                        tracing::Span::current().record("token", token);
                         return Ok(self.held(lease, ttl, opts.renew, start, tried_at));
                     }
                     Ok(Attempt::Done) => {
                         if let Some(t) = ticket {
                             t.leave(true);
                         }
-                        Metrics::incr(&inner.metrics.already_done);
+                        inner
+                            .metrics
+                            .count(Counter::AlreadyDone, Some(key.marketplace()));
                         return Err(Error::AlreadyDone {
                             key: inner.keys().lock_key(key),
                         });
                     }
                     Ok(Attempt::Held { holder, ttl_left }) => {
-                        Metrics::incr(&inner.metrics.lock_conflicts);
+                        inner
+                            .metrics
+                            .count(Counter::LockConflicts, Some(key.marketplace()));
                         last_holder = holder;
                         hint = ttl_left;
                     }
@@ -486,7 +509,9 @@ impl BidLockManager {
             }
             let now = Instant::now();
             let Some(ticket) = ticket.as_ref().filter(|_| now < deadline) else {
-                Metrics::incr(&inner.metrics.lock_timeouts);
+                inner
+                    .metrics
+                    .count(Counter::LockTimeouts, Some(key.marketplace()));
                 tracing::debug!(target: "bidlock::manager", %key, waited = ?now - start, "not acquired");
                 return Err(Error::NotAcquired {
                     key: inner.keys().lock_key(key),
@@ -500,6 +525,7 @@ impl BidLockManager {
                 sleep = sleep.min(left + Duration::from_millis(1));
             }
             let wake_at = (now + sleep).min(deadline);
+            tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at - now), "waiting");
             let signalled = tokio::select! {
                 _ = ticket.signalled() => true,
                 _ = tokio::time::sleep_until(wake_at) => false,
@@ -525,13 +551,15 @@ impl BidLockManager {
         tried_at: Instant,
     ) -> LockGuard {
         let inner = &self.inner;
-        Metrics::incr(&inner.metrics.lock_successes);
+        inner
+            .metrics
+            .count(Counter::LockSuccesses, Some(lease.key().marketplace()));
         let waited = if start == tried_at {
             Duration::ZERO
         } else {
             start.elapsed()
         };
-        inner.metrics.wait_time.record(waited);
+        inner.metrics.record_wait(waited, lease.key().marketplace());
         tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), token = %lease.fencing_token(), "acquired");
         let kept = if inner.store.renews_implicitly() {
             if renew {
@@ -578,10 +606,14 @@ impl BidLockManager {
     pub async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
         let released = self.inner.store.release(key, holder).await?;
         if released {
-            Metrics::incr(&self.inner.metrics.releases);
+            self.inner
+                .metrics
+                .count(Counter::Releases, Some(key.marketplace()));
             tracing::debug!(target: "bidlock::manager", %key, %holder, "released");
         } else {
-            Metrics::incr(&self.inner.metrics.holder_mismatches);
+            self.inner
+                .metrics
+                .count(Counter::HolderMismatches, Some(key.marketplace()));
             tracing::debug!(target: "bidlock::manager", %key, %holder, "release refused: holder mismatch or not held");
         }
         Ok(released)

@@ -21,11 +21,95 @@ pub(crate) struct Metrics {
     pub(crate) completions: AtomicU64,
     pub(crate) backend_calls: AtomicU64,
     pub(crate) wait_time: Histogram,
+    backend: std::sync::OnceLock<&'static str>,
+}
+
+/// The counters, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    LockAttempts,
+    LockSuccesses,
+    LockConflicts,
+    LockTimeouts,
+    RedisErrors,
+    Releases,
+    HolderMismatches,
+    Extensions,
+    LocksLost,
+    AlreadyDone,
+    Completions,
+    BackendCalls,
+}
+
+impl Counter {
+    /// The exported name (Prometheus and the `metrics` facade).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Counter::LockAttempts => "bidlock_lock_attempts_total",
+            Counter::LockSuccesses => "bidlock_lock_successes_total",
+            Counter::LockConflicts => "bidlock_lock_conflicts_total",
+            Counter::LockTimeouts => "bidlock_lock_timeouts_total",
+            Counter::RedisErrors => "bidlock_redis_errors_total",
+            Counter::Releases => "bidlock_releases_total",
+            Counter::HolderMismatches => "bidlock_holder_mismatches_total",
+            Counter::Extensions => "bidlock_extensions_total",
+            Counter::LocksLost => "bidlock_locks_lost_total",
+            Counter::AlreadyDone => "bidlock_already_done_total",
+            Counter::Completions => "bidlock_completions_total",
+            Counter::BackendCalls => "bidlock_backend_calls_total",
+        }
+    }
 }
 
 impl Metrics {
-    pub(crate) fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    fn atomic(&self, c: Counter) -> &AtomicU64 {
+        match c {
+            Counter::LockAttempts => &self.lock_attempts,
+            Counter::LockSuccesses => &self.lock_successes,
+            Counter::LockConflicts => &self.lock_conflicts,
+            Counter::LockTimeouts => &self.lock_timeouts,
+            Counter::RedisErrors => &self.redis_errors,
+            Counter::Releases => &self.releases,
+            Counter::HolderMismatches => &self.holder_mismatches,
+            Counter::Extensions => &self.extensions,
+            Counter::LocksLost => &self.locks_lost,
+            Counter::AlreadyDone => &self.already_done,
+            Counter::Completions => &self.completions,
+            Counter::BackendCalls => &self.backend_calls,
+        }
+    }
+
+    /// Counts one event. With the `metrics` feature it also goes to the `metrics`
+    /// facade, labelled by backend and marketplace (never by posting: unbounded).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn count(&self, c: Counter, marketplace: Option<&str>) {
+        self.atomic(c).fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            let backend = self.backend.get().copied().unwrap_or("unknown");
+            match marketplace {
+                Some(m) => ::metrics::counter!(c.name(), "backend" => backend, "marketplace" => m.to_owned()).increment(1),
+                None => ::metrics::counter!(c.name(), "backend" => backend).increment(1),
+            }
+        }
+    }
+
+    /// Records the wait of one successful acquire.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn record_wait(&self, waited: Duration, marketplace: &str) {
+        self.wait_time.record(waited);
+        #[cfg(feature = "metrics")]
+        {
+            let backend = self.backend.get().copied().unwrap_or("unknown");
+            ::metrics::histogram!("bidlock_wait_seconds", "backend" => backend, "marketplace" => marketplace.to_owned())
+                .record(waited.as_secs_f64());
+        }
+    }
+
+    /// Names the backend for exported labels (once, when the manager is built).
+    pub(crate) fn set_backend(&self, name: &'static str) {
+        let _ = self.backend.set(name);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {

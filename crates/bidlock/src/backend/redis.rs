@@ -33,7 +33,7 @@ use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 use crate::waiters::WaitQueues;
 
 static ACQUIRE: LazyLock<Script> =
@@ -205,12 +205,12 @@ impl RedisStore {
     }
 
     fn call(&self) -> ConnectionManager {
-        Metrics::incr(&self.metrics.backend_calls);
+        self.metrics.count(Counter::BackendCalls, None);
         self.conn.clone()
     }
 
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
-        Metrics::incr(&self.metrics.redis_errors);
+        self.metrics.count(Counter::RedisErrors, None);
         if e.code() == Some("WRONGTYPE") {
             return Error::WrongType {
                 key: key.to_owned(),
@@ -250,7 +250,7 @@ impl RedisStore {
             }),
             2 => Ok(Attempt::Done),
             _ => {
-                Metrics::incr(&self.metrics.redis_errors);
+                self.metrics.count(Counter::RedisErrors, None);
                 Err(Error::WrongType {
                     key: lock,
                     found: String::from_utf8_lossy(&text).into_owned(),
