@@ -137,7 +137,8 @@ impl LockGuard {
                 .count(Counter::Extensions, Some(self.key().marketplace()));
             self.lease.set_ttl(ttl);
             if !self.inner.store.renews_implicitly() || !self.lease.renews() {
-                self.lease.valid_until(start + ttl);
+                self.lease
+                    .valid_until(start + self.inner.store.validity(ttl));
             }
             Ok(())
         } else {

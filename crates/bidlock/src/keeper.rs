@@ -236,7 +236,7 @@ async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
             inner
                 .metrics
                 .count(Counter::Extensions, Some(lease.key().marketplace()));
-            lease.valid_until(now + ttl);
+            lease.valid_until(now + inner.store.validity(ttl));
             tracing::trace!(target: "bidlock::lease", key = %lease.key(), "renewed");
             keeper.renewed(&lease, now);
         }

@@ -473,13 +473,14 @@ impl BidLockManager {
                     }
                 }
                 match attempt {
-                    Ok(Attempt::Acquired(token)) => {
+                    Ok(Attempt::Acquired { token, valid_for }) => {
                         if let Some(t) = ticket {
                             t.leave(false);
                         }
                         lease.set_token(token);
                         tracing::Span::current().record("token", token);
-                        return Ok(self.held(lease, ttl, opts.renew, start, tried_at));
+                        let valid_for = valid_for.unwrap_or(ttl);
+                        return Ok(self.held(lease, ttl, valid_for, opts.renew, start, tried_at));
                     }
                     Ok(Attempt::Done) => {
                         if let Some(t) = ticket {
@@ -546,6 +547,7 @@ impl BidLockManager {
         &self,
         lease: Lease,
         ttl: Duration,
+        valid_for: Duration,
         renew: bool,
         start: Instant,
         tried_at: Instant,
@@ -571,7 +573,7 @@ impl BidLockManager {
         } else {
             // The lock's ttl started after we sent the try: counting from the send is
             // the safe side.
-            lease.valid_until(tried_at + ttl);
+            lease.valid_until(tried_at + valid_for);
             inner.keeper.register(&lease, tried_at);
             true
         };
@@ -843,21 +845,37 @@ async fn connect_redis(
     metrics: &Arc<Metrics>,
 ) -> Result<Store, Error> {
     let mut targets = config.redis_or_default()?;
-    if targets.len() > 1 {
-        return Err(ConfigError::InvalidValue {
-            field: "redis urls",
-            reason: "several Redis URLs (Redlock) are not supported by this version; give one"
-                .to_owned(),
-        }
-        .into());
-    }
-    let target = targets.remove(0);
     let settings = RedisSettings {
         connect_timeout,
         response_timeout: config.response_timeout,
         subscribe: true,
+        lazy: false,
         tls_ca_cert: config.tls_ca_cert.clone(),
     };
+    if targets.len() > 1 {
+        if targets.len() < 3 {
+            return Err(ConfigError::InvalidValue {
+                field: "redis urls",
+                reason: format!(
+                    "Redlock needs at least 3 independent masters, {} given",
+                    targets.len()
+                ),
+            }
+            .into());
+        }
+        return Ok(Store::Redlock(
+            crate::backend::redlock::RedlockStore::connect(
+                targets,
+                config.keys.clone(),
+                &settings,
+                queues.clone(),
+                metrics.clone(),
+                config.drift_factor,
+            )
+            .await?,
+        ));
+    }
+    let target = targets.remove(0);
     Ok(Store::Redis(
         RedisStore::connect(
             target,

@@ -201,7 +201,10 @@ impl MemoryStore {
             },
         );
         shard.maybe_sweep(now);
-        Attempt::Acquired(token)
+        Attempt::Acquired {
+            token,
+            valid_for: None,
+        }
     }
 
     pub(crate) fn release_sync(&self, key: &LockKey, holder: &Holder) -> bool {
@@ -398,7 +401,10 @@ mod tests {
             waiters_behind: false,
             now: Instant::now(),
         };
-        assert!(matches!(store.try_acquire_sync(&req), Attempt::Acquired(_)));
+        assert!(matches!(
+            store.try_acquire_sync(&req),
+            Attempt::Acquired { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,12 +10,17 @@ use crate::lease::{Holder, Lease};
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod redlock;
 
 /// The outcome of one try to take a lock.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    /// Taken, with this fencing token.
-    Acquired(u64),
+    /// Taken, with this fencing token; `valid_for` shortens the lease (Redlock: the ttl
+    /// less the time the acquire took and the drift allowance).
+    Acquired {
+        token: u64,
+        valid_for: Option<Duration>,
+    },
     /// Held by someone else, for about this much longer (`None`: no expiry known).
     Held {
         holder: Option<String>,
@@ -84,6 +89,7 @@ impl AcquireRequest<'_> {
 pub(crate) enum Store {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
+    Redlock(redlock::RedlockStore),
 }
 
 macro_rules! dispatch {
@@ -91,6 +97,7 @@ macro_rules! dispatch {
         match $self {
             Store::Memory($s) => $e,
             Store::Redis($s) => $e,
+            Store::Redlock($s) => $e,
         }
     };
 }
@@ -100,6 +107,7 @@ impl Store {
         match self {
             Store::Memory(_) => "memory",
             Store::Redis(_) => "redis",
+            Store::Redlock(_) => "redlock",
         }
     }
 
@@ -108,12 +116,21 @@ impl Store {
         match self {
             Store::Memory(_) => "memory".to_owned(),
             Store::Redis(s) => s.location().to_owned(),
+            Store::Redlock(s) => s.location(),
         }
     }
 
     /// Whether operations leave the process (and can fail or be cancelled half-way).
     pub(crate) fn is_remote(&self) -> bool {
         !matches!(self, Store::Memory(_))
+    }
+
+    /// How long a lease confirmed now stays valid for a lock of `ttl`.
+    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
+        match self {
+            Store::Redlock(s) => s.validity(ttl),
+            _ => ttl,
+        }
     }
 
     /// Whether a held lease stays valid for as long as its guard lives without a

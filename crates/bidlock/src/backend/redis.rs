@@ -59,6 +59,9 @@ pub(crate) struct RedisSettings {
     pub(crate) response_timeout: Duration,
     /// Whether to run a release subscriber (Redlock runs one per node too).
     pub(crate) subscribe: bool,
+    /// Connect on first use instead of now (Redlock: a node down at start must not stop
+    /// the others).
+    pub(crate) lazy: bool,
     /// A PEM CA to trust for TLS.
     pub(crate) tls_ca_cert: Option<Vec<u8>>,
 }
@@ -150,20 +153,26 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = tokio::time::timeout(
-            settings.connect_timeout + Duration::from_millis(100),
-            ConnectionManager::new_with_config(client.clone(), cfg),
-        )
-        .await
-        .map_err(|_| unavailable(format!("no answer within {:?}", settings.connect_timeout)))?
-        .map_err(|e| unavailable(describe(&e)))?;
-        // The handshake succeeds without credentials on a server that requires them;
-        // ask once so a missing password is a clear error now, not on the first acquire.
-        let mut probe = conn.clone();
-        let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut probe).await;
-        if let Err(e) = pong {
-            return Err(unavailable(describe(&e)));
-        }
+        let conn = if settings.lazy {
+            ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+                .map_err(|e| unavailable(describe(&e)))?
+        } else {
+            let conn = tokio::time::timeout(
+                settings.connect_timeout + Duration::from_millis(100),
+                ConnectionManager::new_with_config(client.clone(), cfg),
+            )
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", settings.connect_timeout)))?
+            .map_err(|e| unavailable(describe(&e)))?;
+            // The handshake succeeds without credentials on a server that requires them;
+            // ask once so a missing password is a clear error now, not on the first acquire.
+            let mut probe = conn.clone();
+            let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut probe).await;
+            if let Err(e) = pong {
+                return Err(unavailable(describe(&e)));
+            }
+            conn
+        };
         let channel = keys.release_channel();
         let subscriber = if settings.subscribe {
             let (ready_tx, ready_rx) = oneshot::channel();
@@ -243,7 +252,10 @@ impl RedisStore {
             .await
             .map_err(|e| self.err("acquire", &lock, e))?;
         match code {
-            1 => Ok(Attempt::Acquired(u64::try_from(n).unwrap_or(0))),
+            1 => Ok(Attempt::Acquired {
+                token: u64::try_from(n).unwrap_or(0),
+                valid_for: None,
+            }),
             0 => Ok(Attempt::Held {
                 holder: Some(String::from_utf8_lossy(&text).into_owned()),
                 ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
@@ -456,6 +468,17 @@ impl RedisStore {
         })
         .await?;
         Ok(removed)
+    }
+
+    /// Raises the fencing counter to at least `token` (Redlock write-back).
+    pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
+        let mut inv = super::redlock::FENCE_FLOOR.prepare_invoke();
+        inv.key(&self.fence_key).arg(token);
+        let _: u64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("raise_fence", &self.fence_key, e))?;
+        Ok(())
     }
 
     pub(crate) async fn ping(&self) -> Result<(), Error> {

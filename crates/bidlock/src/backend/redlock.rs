@@ -1,0 +1,360 @@
+//! Redlock: one lock held on a majority of N independent Redis masters (N >= 3), each
+//! node with the same keys and scripts as the single-node store.
+//!
+//! ## Behavior
+//!
+//! - Acquire runs on every node at once, each bounded by a short per-node timeout. The
+//!   lock is held when a majority took it and `ttl - elapsed - drift` is still positive
+//!   (drift = ttl x factor + 2 ms); the lease is valid for that remainder. Otherwise it is
+//!   released everywhere at once.
+//! - Extend, release and completion need the same majority.
+//! - Fencing: the token is the maximum of the per-node tokens, written back to the
+//!   quorum's counters before it is used. Any later holder's quorum shares a node with
+//!   this one, whose counter is already at least this token, so tokens increase in
+//!   holding order per key while a majority of nodes keeps its data.
+//! - A majority down or unreachable fails closed: [`Error::NoQuorum`], never "acquired".
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use redis::Script;
+use tokio::time::Instant;
+
+use super::redis::{RedisSettings, RedisStore};
+use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use crate::config::RedisTarget;
+use crate::error::Error;
+use crate::key::{KeySpace, LockKey};
+use crate::lease::{Holder, Lease};
+use crate::metrics::Metrics;
+use crate::waiters::WaitQueues;
+
+pub(crate) static FENCE_FLOOR: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/fence_floor.lua")));
+
+pub(crate) struct RedlockStore {
+    nodes: Vec<RedisStore>,
+    quorum: usize,
+    drift_factor: f64,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedlockStore")
+            .field("nodes", &self.nodes)
+            .field("quorum", &self.quorum)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedlockStore {
+    /// Connects to every node (lazily: a node down at start joins when it comes back) and
+    /// requires a majority to answer now.
+    pub(crate) async fn connect(
+        targets: Vec<RedisTarget>,
+        keys: KeySpace,
+        settings: &RedisSettings,
+        queues: Arc<WaitQueues>,
+        metrics: Arc<Metrics>,
+        drift_factor: f64,
+    ) -> Result<RedlockStore, Error> {
+        let total = targets.len();
+        let quorum = total / 2 + 1;
+        let lazy = RedisSettings {
+            lazy: true,
+            ..settings.clone()
+        };
+        let mut nodes = Vec::with_capacity(total);
+        for t in targets {
+            nodes.push(
+                RedisStore::connect(t, keys.clone(), &lazy, queues.clone(), metrics.clone())
+                    .await?,
+            );
+        }
+        let store = RedlockStore {
+            nodes,
+            quorum,
+            drift_factor,
+            response_timeout: settings.response_timeout,
+        };
+        let pings = join_all(
+            store
+                .nodes
+                .iter()
+                .map(|n| tokio::time::timeout(settings.connect_timeout, n.ping())),
+        )
+        .await;
+        let ok = pings.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+        if ok < quorum {
+            return Err(Error::Unavailable {
+                url: store.location(),
+                reason: format!("only {ok} of {total} Redlock nodes answered, {quorum} needed"),
+            });
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn location(&self) -> String {
+        let urls: Vec<&str> = self.nodes.iter().map(RedisStore::location).collect();
+        format!("redlock[{}]", urls.join(","))
+    }
+
+    fn drift(&self, ttl: Duration) -> Duration {
+        ttl.mul_f64(self.drift_factor) + Duration::from_millis(2)
+    }
+
+    /// How long a lease confirmed now stays valid: the ttl less the clock-drift allowance.
+    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
+        ttl.saturating_sub(self.drift(ttl))
+    }
+
+    /// Per-node bound for one request: far below the ttl, so one slow node cannot eat
+    /// the lease.
+    fn node_timeout(&self, ttl: Duration) -> Duration {
+        self.response_timeout
+            .min(ttl / 10)
+            .max(Duration::from_millis(5))
+    }
+
+    fn no_quorum(&self, op: &'static str, ok: usize) -> Error {
+        Error::NoQuorum {
+            op,
+            ok,
+            needed: self.quorum,
+            total: self.nodes.len(),
+        }
+    }
+
+    async fn on_all<'a, T, F, Fut>(&'a self, bound: Duration, f: F) -> Vec<Option<Result<T, Error>>>
+    where
+        F: Fn(&'a RedisStore) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        join_all(self.nodes.iter().map(|n| {
+            let fut = f(n);
+            async move { tokio::time::timeout(bound, fut).await.ok() }
+        }))
+        .await
+    }
+
+    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        let start = Instant::now();
+        let bound = self.node_timeout(req.ttl);
+        let results = self.on_all(bound, |n| n.try_acquire(req)).await;
+        let mut tokens = Vec::new();
+        let mut took = Vec::new();
+        let mut held: Option<(Option<String>, Option<Duration>)> = None;
+        let mut done = false;
+        let mut wrong_type = None;
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Some(Ok(Attempt::Acquired { token, .. })) => {
+                    tokens.push(token);
+                    took.push(i);
+                }
+                Some(Ok(Attempt::Held { holder, ttl_left })) => held = Some((holder, ttl_left)),
+                Some(Ok(Attempt::Done)) => done = true,
+                Some(Err(e @ Error::WrongType { .. })) => wrong_type = Some(e),
+                Some(Err(_)) | None => {}
+            }
+        }
+        if tokens.len() >= self.quorum && !done && wrong_type.is_none() {
+            let token = tokens.iter().copied().max().unwrap_or(0);
+            let raised = join_all(
+                took.iter()
+                    .map(|&i| tokio::time::timeout(bound, self.nodes[i].raise_fence(token))),
+            )
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Ok(()))))
+            .count();
+            let valid_for = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
+            if raised >= self.quorum {
+                if let Some(valid_for) = valid_for.filter(|v| !v.is_zero()) {
+                    return Ok(Attempt::Acquired {
+                        token,
+                        valid_for: Some(valid_for),
+                    });
+                }
+            }
+        }
+        // Not held: let go everywhere at once (holder-checked, so only our own copies),
+        // including nodes whose answer timed out and may still have taken it.
+        let holder = req.holder().clone();
+        let _ = self
+            .on_all(self.response_timeout, |n| n.release(req.key, &holder))
+            .await;
+        if let Some(e) = wrong_type {
+            return Err(e);
+        }
+        if done {
+            return Ok(Attempt::Done);
+        }
+        if let Some((holder, ttl_left)) = held {
+            return Ok(Attempt::Held { holder, ttl_left });
+        }
+        Err(self.no_quorum("acquire", tokens.len()))
+    }
+
+    async fn majority(
+        &self,
+        op: &'static str,
+        results: Vec<Option<Result<bool, Error>>>,
+    ) -> Result<bool, Error> {
+        let yes = results
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(true))))
+            .count();
+        let answered = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
+        if yes >= self.quorum {
+            Ok(true)
+        } else if answered >= self.quorum {
+            Ok(false)
+        } else {
+            Err(self.no_quorum(op, yes))
+        }
+    }
+
+    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+        let r = self
+            .on_all(self.response_timeout, |n| n.release(key, holder))
+            .await;
+        self.majority("release", r).await
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let r = self
+            .on_all(self.node_timeout(ttl), |n| n.extend(key, holder, ttl))
+            .await;
+        self.majority("extend", r).await
+    }
+
+    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+        let r = self
+            .on_all(self.response_timeout, |n| n.complete(lease, retention))
+            .await;
+        self.majority("complete", r).await
+    }
+
+    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let r = self
+            .on_all(self.response_timeout, |n| n.force_release(key))
+            .await;
+        first_error(&r)?;
+        Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
+    }
+
+    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+        let r = self
+            .on_all(self.response_timeout, |n| n.clear_done(key))
+            .await;
+        Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
+    }
+
+    /// The holder seen on a majority of nodes; a completion record seen on any.
+    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+        let r = self.on_all(self.response_timeout, |n| n.status(key)).await;
+        first_error(&r)?;
+        let ok: Vec<LockStatus> = r.into_iter().flatten().filter_map(Result::ok).collect();
+        if ok.len() < self.quorum {
+            return Err(self.no_quorum("status", ok.len()));
+        }
+        let mut counts: HashMap<Option<String>, usize> = HashMap::new();
+        for s in &ok {
+            *counts.entry(s.holder.clone()).or_default() += 1;
+        }
+        let holder = counts
+            .into_iter()
+            .find(|(h, c)| h.is_some() && *c >= self.quorum)
+            .and_then(|(h, _)| h);
+        let ttl = holder.as_ref().and_then(|h| {
+            ok.iter()
+                .filter(|s| s.holder.as_ref() == Some(h))
+                .filter_map(|s| s.ttl_left_ms)
+                .min()
+        });
+        let done = ok.iter().find(|s| s.done.is_some());
+        Ok(LockStatus {
+            redis_key: ok[0].redis_key.clone(),
+            holder,
+            ttl_left_ms: ttl,
+            done: done.and_then(|d| d.done.clone()),
+            done_ttl_left_ms: done.and_then(|d| d.done_ttl_left_ms),
+        })
+    }
+
+    /// Locks held by the same holder on a majority of nodes.
+    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+        let r = self
+            .on_all(self.response_timeout, |n| n.list(marketplace))
+            .await;
+        let lists: Vec<Vec<LockInfo>> = r.into_iter().flatten().filter_map(Result::ok).collect();
+        if lists.len() < self.quorum {
+            return Err(self.no_quorum("list", lists.len()));
+        }
+        let mut seen: HashMap<(String, String), (usize, LockInfo)> = HashMap::new();
+        for info in lists.into_iter().flatten() {
+            let e = seen
+                .entry((info.redis_key.clone(), info.holder.clone()))
+                .or_insert((0, info.clone()));
+            e.0 += 1;
+            e.1.ttl_left_ms = e.1.ttl_left_ms.min(info.ttl_left_ms);
+        }
+        let mut out: Vec<LockInfo> = seen
+            .into_values()
+            .filter(|(c, _)| *c >= self.quorum)
+            .map(|(_, i)| i)
+            .collect();
+        out.sort_by(|a, b| a.redis_key.cmp(&b.redis_key));
+        Ok(out)
+    }
+
+    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+        let r = self
+            .on_all(self.response_timeout * 10, |n| n.cleanup_all())
+            .await;
+        first_error(&r)?;
+        Ok(r.into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .max()
+            .unwrap_or(0))
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let r = self.on_all(self.response_timeout, |n| n.ping()).await;
+        let ok = r.iter().filter(|x| matches!(x, Some(Ok(())))).count();
+        if ok >= self.quorum {
+            Ok(())
+        } else {
+            Err(self.no_quorum("ping", ok))
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        for n in &self.nodes {
+            n.close().await;
+        }
+    }
+}
+
+/// A key of the wrong type on any node is reported, not outvoted.
+fn first_error<T>(results: &[Option<Result<T, Error>>]) -> Result<(), Error> {
+    for r in results.iter().flatten() {
+        if let Err(Error::WrongType { key, found }) = r {
+            return Err(Error::WrongType {
+                key: key.clone(),
+                found: found.clone(),
+            });
+        }
+    }
+    Ok(())
+}
