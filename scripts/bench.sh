@@ -13,9 +13,20 @@ bin=target/release/bidlock
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize yes --logfile "$dir/redis.log"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 url="redis://127.0.0.1:$port/0"
+# Three more independent masters for Redlock.
+rl_args=()
+rl_ports=()
+for i in 1 2 3; do
+  p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$dir/rl$i"
+  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/rl$i" --daemonize yes --logfile "$dir/rl$i/redis.log"
+  rl_args+=(--redis-url "redis://127.0.0.1:$p/0")
+  rl_ports+=("$p")
+done
+trap 'for p in "$port" "${rl_ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"' EXIT
+for p in "${rl_ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
 out=target/bench.jsonl
 : > "$out"
 run() { "$@" | tee -a "$out"; }
@@ -24,6 +35,9 @@ for round in $(seq "$rounds"); do
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$url"
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url"
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$url"
+  run $bin bench uncontended --workers 1 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
+  run $bin bench uncontended --workers 32 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
+  run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
   run $bin bench uncontended --workers 1 --duration "$duration" --backend memory
   run $bin bench uncontended --workers 32 --duration "$duration" --backend memory
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend memory
@@ -33,7 +47,7 @@ for round in $(seq "$rounds"); do
     run bench/peers/run.sh uncontended --peer $peer --workers 32 --duration "$duration" --redis-url "$url"
     run bench/peers/run.sh hot-key --peer $peer --workers 8 --hold-us 1000 --duration "$duration" --redis-url "$url"
   done
-  redis-cli -p "$port" flushall >/dev/null
+  for p in "$port" "${rl_ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
 done
 python3 scripts/render_benchmarks.py "$out" "$rounds" "$duration" "$(redis-server --version | awk '{print $3}')" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2

@@ -43,9 +43,10 @@ w("## Uncontended: acquire (no wait) + release on a fresh key\n")
 w("`raw` is the same loop with plain redis-rs (`SET NX PX`, then an `EVALSHA`")
 w("compare-and-delete on one multiplexed connection), measured in the same process against")
 w("the same server. The ratio is bidlock / raw.\n")
+w("`redlock` is three independent masters on the same machine, in the same run.\n")
 w("| backend | workers | pairs/s | acquire p50 µs | acquire p99 µs | raw pairs/s | bidlock / raw | errors |")
 w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for backend in ["redis", "memory", "redis-py", "python-redis-lock"]:
+for backend in ["redis", "redlock", "memory", "redis-py", "python-redis-lock"]:
     for workers in [1, 32]:
         rs = groups.get(("uncontended", backend, workers, None))
         if not rs:
@@ -63,7 +64,7 @@ w("counts every command Redis executed per section, the calls inside scripts inc
 w("(INFO stats). The raw loop polls with `SET NX PX` every 1 ms.\n")
 w("| backend | cs/s | gap p50 µs | gap p99 µs | same | max share | overlaps | cmds/cs | server calls/cs | raw cs/s | raw gap p50/p99 µs | raw same |")
 w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for backend in ["redis", "memory", "redis-py", "python-redis-lock"]:
+for backend in ["redis", "redlock", "memory", "redis-py", "python-redis-lock"]:
     rs = groups.get(("hot-key", backend, 8, 1000))
     if not rs:
         continue

@@ -17,7 +17,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 mod proxy;
+mod sentinel;
 mod tls;
+
+pub use sentinel::SentinelCluster;
 
 pub use proxy::{Fault, FaultProxy};
 pub use tls::{self_signed, TlsFiles};
@@ -31,8 +34,8 @@ pub struct ServerOptions {
     pub acl_user: Option<(String, String)>,
     /// Append-only file with `appendfsync always`.
     pub aof: bool,
-    /// Extra `--name value` arguments.
-    pub extra: Vec<(String, String)>,
+    /// Extra command-line arguments, as given (`["--replicaof", "127.0.0.1", "6379"]`).
+    pub extra: Vec<String>,
     /// Serve TLS only (the plain port is closed), with a self-signed certificate.
     pub tls: bool,
 }
@@ -136,9 +139,7 @@ impl RedisServer {
                 .arg(format!(">{pw}"))
                 .args(["~*", "&*", "+@all"]);
         }
-        for (k, v) in &self.opts.extra {
-            cmd.arg(format!("--{k}")).arg(v);
-        }
+        cmd.args(&self.opts.extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -67,6 +67,15 @@ impl fmt::Display for Backend {
 pub struct RedisTarget {
     pub(crate) info: ConnectionInfo,
     display: String,
+    /// Set for `redis+sentinel://` URLs: where to ask for the master.
+    pub(crate) sentinel: Option<SentinelSpec>,
+}
+
+/// The sentinels to ask, and the name of the master they watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentinelSpec {
+    pub(crate) sentinels: Vec<(String, u16)>,
+    pub(crate) service: String,
 }
 
 impl RedisTarget {
@@ -78,6 +87,9 @@ impl RedisTarget {
     /// [`ConfigError::InvalidUrl`] naming the URL with its password hidden.
     pub fn from_url(url: &str) -> Result<RedisTarget, ConfigError> {
         let trimmed = url.trim();
+        if let Some(rest) = trimmed.strip_prefix("redis+sentinel://") {
+            return RedisTarget::from_sentinel_url(trimmed, rest);
+        }
         let info = trimmed
             .into_connection_info()
             .map_err(|e| ConfigError::InvalidUrl {
@@ -117,9 +129,96 @@ impl RedisTarget {
         Ok(RedisTarget::from_info(info.set_redis_settings(redis)))
     }
 
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]`:
+    /// the credentials and db are the master's.
+    fn from_sentinel_url(url: &str, rest: &str) -> Result<RedisTarget, ConfigError> {
+        let bad = |reason: &str| ConfigError::InvalidUrl {
+            url: redact_url(url),
+            reason: reason.to_owned(),
+        };
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("expected /service_name after the sentinel addresses"))?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut sentinels = Vec::new();
+        for h in hosts.split(',').filter(|h| !h.is_empty()) {
+            let (host, port) = match h.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or_else(|| bad("a sentinel port is not a number 1-65535"))?,
+                ),
+                None => (h, 26379),
+            };
+            if host.is_empty() {
+                return Err(bad("a sentinel host is empty"));
+            }
+            sentinels.push((host.trim_matches(['[', ']']).to_owned(), port));
+        }
+        if sentinels.is_empty() {
+            return Err(bad("no sentinel address"));
+        }
+        let mut parts = path.split('/');
+        let service = parts.next().unwrap_or("").to_owned();
+        if service.is_empty() {
+            return Err(bad("the service (master) name is empty"));
+        }
+        let db = match parts.next().filter(|d| !d.is_empty()) {
+            Some(d) => d
+                .parse::<i64>()
+                .ok()
+                .filter(|&d| d >= 0)
+                .ok_or_else(|| bad("the db is not a number >= 0"))?,
+            None => 0,
+        };
+        let mut redis = RedisConnectionInfo::default().set_db(db);
+        if let Some(u) = userinfo {
+            let (user, pass) = match u.split_once(':') {
+                Some((user, pass)) => (user, Some(pass)),
+                None => ("", Some(u)),
+            };
+            if !user.is_empty() {
+                redis = redis.set_username(user);
+            }
+            if let Some(p) = pass.filter(|p| !p.is_empty()) {
+                redis = redis.set_password(p);
+            }
+        }
+        let (host, port) = sentinels[0].clone();
+        let info = (host, port)
+            .into_connection_info()
+            .map_err(|e| bad(&e.to_string()))?
+            .set_redis_settings(redis);
+        let auth = match (
+            info.redis_settings().username(),
+            info.redis_settings().password(),
+        ) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_owned(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let hosts: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        let display = format!("redis+sentinel://{auth}{}/{service}/{db}", hosts.join(","));
+        Ok(RedisTarget {
+            info,
+            display,
+            sentinel: Some(SentinelSpec { sentinels, service }),
+        })
+    }
+
     fn from_info(info: ConnectionInfo) -> RedisTarget {
         let display = display_info(&info);
-        RedisTarget { info, display }
+        RedisTarget {
+            info,
+            display,
+            sentinel: None,
+        }
     }
 
     /// Adds credentials when the URL carried none (a URL from a ConfigMap plus a password
@@ -129,6 +228,7 @@ impl RedisTarget {
         username: Option<&str>,
         password: Option<&str>,
     ) -> RedisTarget {
+        let sentinel = self.sentinel.clone();
         let mut redis = self.info.redis_settings().clone();
         if redis.password().is_none() {
             if let Some(p) = password {
@@ -140,7 +240,12 @@ impl RedisTarget {
                 redis = redis.set_username(u);
             }
         }
-        RedisTarget::from_info(self.info.set_redis_settings(redis))
+        let mut t = RedisTarget::from_info(self.info.set_redis_settings(redis));
+        if sentinel.is_some() {
+            t.display = self.display;
+            t.sentinel = sentinel;
+        }
+        t
     }
 
     /// The URL with the password replaced by `***`: safe for logs and errors.
@@ -792,6 +897,37 @@ mod tests {
             ))
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let t = RedisTarget::from_url("redis+sentinel://:pw@10.0.0.1:26379,h2:26380/mymaster/2")
+            .unwrap();
+        let spec = t.sentinel.clone().unwrap();
+        assert_eq!(spec.service, "mymaster");
+        assert_eq!(
+            spec.sentinels,
+            vec![("10.0.0.1".to_owned(), 26379), ("h2".to_owned(), 26380)]
+        );
+        assert_eq!(t.info.redis_settings().db(), 2);
+        assert_eq!(
+            t.redacted(),
+            "redis+sentinel://:***@10.0.0.1:26379,h2:26380/mymaster/2"
+        );
+        assert!(!format!("{t:?}").contains("pw@"));
+        let t = RedisTarget::from_url("redis+sentinel://h1/svc").unwrap();
+        assert_eq!(
+            t.sentinel.unwrap().sentinels,
+            vec![("h1".to_owned(), 26379)]
+        );
+        for bad in [
+            "redis+sentinel://h1:26379",
+            "redis+sentinel:///svc",
+            "redis+sentinel://h1:0/svc",
+            "redis+sentinel://h1/svc/x",
+        ] {
+            assert!(RedisTarget::from_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -33,9 +33,6 @@ pub(crate) struct WaitQueues {
     map: Mutex<HashMap<LockKey, VecDeque<Arc<Slot>>>>,
     /// How many waiters are queued, all keys together: releases skip the lock when none.
     waiting: AtomicUsize,
-    /// Release messages of our own releases still to come back from Redis, by key: the
-    /// waiters were woken already, so the echo must not wake the next one for nothing.
-    echoes: Mutex<HashMap<LockKey, u32>>,
 }
 
 impl WaitQueues {
@@ -69,49 +66,6 @@ impl WaitQueues {
         if let Some(front) = self.map().get(key).and_then(|q| q.front()) {
             front.signal();
         }
-    }
-
-    /// This process released `key` and Redis published it: wake the local front waiter
-    /// now, and expect the message back.
-    pub(crate) fn signal_local_release(&self, key: &LockKey) {
-        let woke = match self.map().get(key).and_then(|q| q.front()) {
-            Some(front) => {
-                front.signal();
-                true
-            }
-            None => false,
-        };
-        if woke {
-            *self
-                .echoes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key.clone())
-                .or_default() += 1;
-        }
-    }
-
-    /// A release message arrived from Redis.
-    pub(crate) fn signal_remote_release(&self, key: &LockKey) {
-        {
-            let mut echoes = self.echoes.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = echoes.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    echoes.remove(key);
-                }
-                return;
-            }
-        }
-        self.signal(key);
-    }
-
-    /// The subscriber reconnected: expected echoes may never come.
-    pub(crate) fn forget_echoes(&self) {
-        self.echoes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 
     /// Wake the front waiter of every key (signals may have been missed, e.g. while the

@@ -75,11 +75,18 @@ fn progress(label: &str, deadline: Instant) -> Option<tokio::task::JoinHandle<()
 pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
     let m = g.manager(false).await?;
     let backend = m.backend();
-    let redis_url = m.location();
+    let location = m.location();
+    let label = if location.starts_with("redlock[") {
+        "redlock".to_owned()
+    } else if location.starts_with("redis+sentinel") {
+        "sentinel".to_owned()
+    } else {
+        backend.to_string()
+    };
     let line = match args.workload {
         Workload::Uncontended { common } => {
             let lib = uncontended_lib(&m, &common).await;
-            let mut out = json!({ "workload": "uncontended", "backend": backend.to_string(), "workers": common.workers, "duration_s": common.duration.as_secs_f64() });
+            let mut out = json!({ "workload": "uncontended", "backend": label, "workers": common.workers, "duration_s": common.duration.as_secs_f64() });
             merge(&mut out, &lib);
             if backend == Backend::Redis && !common.no_baseline {
                 let raw = uncontended_raw(g, &common).await?;
@@ -97,7 +104,7 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
                 None
             };
             let lib = hot_key_lib(&m, &common, hold_us).await;
-            let mut out = json!({ "workload": "hot-key", "backend": backend.to_string(), "workers": common.workers, "hold_us": hold_us, "duration_s": common.duration.as_secs_f64() });
+            let mut out = json!({ "workload": "hot-key", "backend": label, "workers": common.workers, "hold_us": hold_us, "duration_s": common.duration.as_secs_f64() });
             merge(&mut out, &lib);
             if let Some(before) = stats {
                 let after = redis_stats(g).await?;
@@ -118,7 +125,6 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
         }
         Workload::Footprint { locks } => footprint(&m, locks).await?,
     };
-    let _ = redis_url;
     m.close().await;
     print(&format!(
         "{}\n",

@@ -16,7 +16,8 @@
 //! - Leases are extended by a watchdog per guard (see the manager); this store only
 //!   runs the holder-checked extend script.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -29,7 +30,7 @@ use tokio::task::JoinHandle;
 use super::memory::ms;
 use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
 use crate::backoff::{Backoff, RetryPolicy};
-use crate::config::RedisTarget;
+use crate::config::{RedisTarget, SentinelSpec};
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
@@ -66,8 +67,150 @@ pub(crate) struct RedisSettings {
     pub(crate) tls_ca_cert: Option<Vec<u8>>,
 }
 
+/// The connection to the master, swapped when Sentinel reports a new one.
+pub(crate) struct Master {
+    conn: RwLock<ConnectionManager>,
+    client: RwLock<Client>,
+}
+
+impl Master {
+    fn conn(&self) -> ConnectionManager {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Finding the master through Sentinel, and following it when it moves.
+pub(crate) struct Failover {
+    spec: SentinelSpec,
+    target: RedisTarget,
+    tls_ca_cert: Option<Vec<u8>>,
+    cfg: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    current: Mutex<Option<(String, u16)>>,
+    resolving: AtomicBool,
+}
+
+impl Failover {
+    /// Asks the sentinels, in turn, where the master is.
+    async fn resolve(&self) -> Result<(String, u16), String> {
+        let mut last = String::from("no sentinel answered");
+        for (host, port) in &self.spec.sentinels {
+            let asked = tokio::time::timeout(self.connect_timeout, async {
+                let client = Client::open((host.clone(), *port))?;
+                let mut c = client.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.spec.service)
+                    .query_async::<Option<(String, String)>>(&mut c)
+                    .await
+            })
+            .await;
+            match asked {
+                Ok(Ok(Some((h, p)))) => match p.parse::<u16>() {
+                    Ok(p) => return Ok((h, p)),
+                    Err(_) => last = format!("sentinel {host}:{port} gave a bad port {p:?}"),
+                },
+                Ok(Ok(None)) => {
+                    last = format!(
+                        "sentinel {host}:{port} knows no master named {:?}",
+                        self.spec.service
+                    )
+                }
+                Ok(Err(e)) => last = format!("sentinel {host}:{port}: {e}"),
+                Err(_) => last = format!("sentinel {host}:{port}: no answer"),
+            }
+        }
+        Err(last)
+    }
+
+    fn info_for(&self, (host, port): &(String, u16)) -> redis::ConnectionInfo {
+        let addr = if self.target.is_tls() {
+            redis::ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host.clone(), *port)
+        };
+        self.target.info.clone().set_addr(addr)
+    }
+
+    /// After an error that may mean a failover: ask again, and move to the new master if
+    /// it changed. At most one at a time.
+    fn check(self: &Arc<Self>, master: &Arc<Master>, queues: &Arc<WaitQueues>) {
+        if self.resolving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, master, queues) = (self.clone(), master.clone(), queues.clone());
+        tokio::spawn(async move {
+            if let Ok(addr) = this.resolve().await {
+                let changed = {
+                    let mut cur = this.current.lock().unwrap_or_else(|e| e.into_inner());
+                    let changed = cur.as_ref() != Some(&addr);
+                    *cur = Some(addr.clone());
+                    changed
+                };
+                if changed {
+                    let info = this.info_for(&addr);
+                    if let Ok(client) =
+                        make_client(info, this.target.is_tls(), this.tls_ca_cert.as_ref())
+                    {
+                        if let Ok(conn) = ConnectionManager::new_lazy_with_config(
+                            client.clone(),
+                            this.cfg.clone(),
+                        ) {
+                            *master.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+                            *master.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+                            tracing::warn!(target: "bidlock::redis", url = this.target.redacted(), master = %format!("{}:{}", addr.0, addr.1), "Sentinel reports a new master; following it");
+                            queues.signal_all();
+                        }
+                    }
+                }
+            }
+            // Rate limit: one look every 200 ms at most.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            this.resolving.store(false, Ordering::Release);
+        });
+    }
+}
+
+fn make_client(
+    info: redis::ConnectionInfo,
+    tls: bool,
+    ca: Option<&Vec<u8>>,
+) -> Result<Client, RedisError> {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let info = info.set_tcp_settings(
+        TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive),
+    );
+    match (ca, tls) {
+        (Some(ca), true) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        _ => Client::open(info),
+    }
+}
+
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
+    master: Arc<Master>,
+    failover: Option<Arc<Failover>>,
     target: RedisTarget,
     keys: KeySpace,
     fence_key: String,
@@ -128,31 +271,33 @@ impl RedisStore {
             // installed one, else use ring.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let keepalive = TcpKeepalive::new()
-            .with_time(Duration::from_secs(30))
-            .with_interval(Duration::from_secs(10));
-        let info = target.info.clone().set_tcp_settings(
-            TcpSettings::default()
-                .set_nodelay(true)
-                .set_keepalive(keepalive),
-        );
-        let client = match (&settings.tls_ca_cert, target.is_tls()) {
-            (Some(ca), true) => Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            ),
-            _ => Client::open(info),
-        }
-        .map_err(|e| unavailable(describe(&e)))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        let failover = target.sentinel.clone().map(|spec| {
+            Arc::new(Failover {
+                spec,
+                target: target.clone(),
+                tls_ca_cert: settings.tls_ca_cert.clone(),
+                cfg: cfg.clone(),
+                connect_timeout: settings.connect_timeout,
+                current: Mutex::new(None),
+                resolving: AtomicBool::new(false),
+            })
+        });
+        let info = match &failover {
+            Some(f) => {
+                let addr = f.resolve().await.map_err(unavailable)?;
+                *f.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+                f.info_for(&addr)
+            }
+            None => target.info.clone(),
+        };
+        let client = make_client(info, target.is_tls(), settings.tls_ca_cert.as_ref())
+            .map_err(|e| unavailable(describe(&e)))?;
         let conn = if settings.lazy {
             ConnectionManager::new_lazy_with_config(client.clone(), cfg)
                 .map_err(|e| unavailable(describe(&e)))?
@@ -173,11 +318,15 @@ impl RedisStore {
             }
             conn
         };
+        let master = Arc::new(Master {
+            conn: RwLock::new(conn),
+            client: RwLock::new(client),
+        });
         let channel = keys.release_channel();
         let subscriber = if settings.subscribe {
             let (ready_tx, ready_rx) = oneshot::channel();
             let task = tokio::spawn(run_subscriber(
-                client,
+                master.clone(),
                 channel.clone(),
                 keys.clone(),
                 queues.clone(),
@@ -186,11 +335,14 @@ impl RedisStore {
                 ready_tx,
             ));
             // Waiting for the first subscription closes the window in which an early
-            // waiter could miss a release; if it takes too long, polling covers it.
-            if tokio::time::timeout(settings.connect_timeout, ready_rx)
-                .await
-                .is_err()
-            {
+            // waiter could miss a release; if it takes too long, polling covers it. A
+            // lazily connected node (Redlock) may be down: do not wait long for it.
+            let wait = if settings.lazy {
+                settings.connect_timeout.min(Duration::from_millis(300))
+            } else {
+                settings.connect_timeout
+            };
+            if tokio::time::timeout(wait, ready_rx).await.is_err() {
                 tracing::warn!(target: "bidlock::redis", url = target.redacted(), "release subscriber not ready; waiters will poll until it is");
             }
             Some(task)
@@ -198,7 +350,8 @@ impl RedisStore {
             None
         };
         Ok(RedisStore {
-            conn,
+            master,
+            failover,
             fence_key: keys.fence_key(),
             channel,
             keys,
@@ -215,11 +368,22 @@ impl RedisStore {
 
     fn call(&self) -> ConnectionManager {
         self.metrics.count(Counter::BackendCalls, None);
-        self.conn.clone()
+        self.master.conn()
     }
 
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
         self.metrics.count(Counter::RedisErrors, None);
+        if let Some(f) = &self.failover {
+            let moved = e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()
+                || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+            if moved {
+                f.check(&self.master, &self.queues);
+            }
+        }
         if e.code() == Some("WRONGTYPE") {
             return Error::WrongType {
                 key: key.to_owned(),
@@ -282,11 +446,9 @@ impl RedisStore {
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("release", &lock, e))?;
-        if n == 2 {
-            // Waiters in this process need not wait for the message to come back from
-            // Redis: wake them now, and let the echo pass when it arrives.
-            self.queues.signal_local_release(key);
-        }
+        // Waiters, here and in other processes alike, learn of the release from Redis'
+        // message. Waking local waiters first would let one process keep a hot lock
+        // among its own tasks while others starve (seen in the soak test).
         Ok(n >= 1)
     }
 
@@ -498,7 +660,7 @@ impl RedisStore {
 
 /// Listens for release messages and wakes local waiters; reconnects with backoff.
 async fn run_subscriber(
-    client: Client,
+    master: Arc<Master>,
     channel: String,
     keys: KeySpace,
     queues: Arc<WaitQueues>,
@@ -510,6 +672,7 @@ async fn run_subscriber(
     let policy = RetryPolicy::new(Duration::from_millis(100), 2.0, Duration::from_secs(2));
     let mut backoff = Backoff::new(policy);
     loop {
+        let client = master.client();
         let connected = tokio::time::timeout(connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(&channel).await?;
@@ -523,15 +686,13 @@ async fn run_subscriber(
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
-                // Releases may have happened while we were away; echoes of our own
-                // releases may have been lost with the old connection.
-                queues.forget_echoes();
+                // Releases may have happened while we were away.
                 queues.signal_all();
                 let mut stream = ps.into_on_message();
                 while let Some(msg) = stream.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
                         if let Some(key) = keys.parse_lock_key(&payload) {
-                            queues.signal_remote_release(&key);
+                            queues.signal(&key);
                         }
                     }
                 }

@@ -1,0 +1,94 @@
+//! Sentinel: one master, one replica, three sentinels (`redis-sentinel` from the OS).
+//! The client finds the master through the sentinels and follows a failover; what
+//! happens to held locks matches the documented guarantee (replication is asynchronous:
+//! a held lock either survives on the new master or its holder is told it is lost).
+
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::SentinelCluster;
+
+fn key(p: &str) -> LockKey {
+    LockKey::new("upwork", p).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_master_through_a_failover() {
+    let mut cluster = tokio::task::spawn_blocking(SentinelCluster::start)
+        .await
+        .unwrap();
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(cluster.url())
+        .response_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let m = BidLockManager::new(cfg).await.unwrap();
+    assert!(m.location().starts_with("redis+sentinel://"));
+    let g = m
+        .acquire(
+            &key("held"),
+            &AcquireOptions::new().ttl(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let t1 = g.fencing_token();
+    let on_master: String = cluster.master().cmd(&["GET", "bid_lock:upwork:held"]);
+    assert_eq!(on_master, g.holder().as_str());
+    // Let the replica catch up (replication is asynchronous), then kill the master.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = tokio::task::spawn_blocking(move || {
+        let took = cluster.fail_over();
+        (cluster, took)
+    })
+    .await
+    .unwrap();
+    let (cluster, failover) = took;
+    {
+        let keys: Vec<String> = cluster.master().cmd(&["KEYS", "*"]);
+        let role: Vec<redis::Value> = cluster.master().cmd(&["ROLE"]);
+        eprintln!(
+            "new master keys right after failover: {keys:?} role {:?}",
+            role.first()
+        );
+    }
+    // The client follows: new acquires succeed on the new master.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let g2 = loop {
+        match m
+            .acquire(&key("after"), &AcquireOptions::new().no_wait())
+            .await
+        {
+            Ok(g) => break g,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.is_backend(), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("did not follow the failover ({failover:?}): {e}"),
+        }
+    };
+    let new_master = cluster.master();
+    let v: String = new_master.cmd(&["GET", "bid_lock:upwork:after"]);
+    assert_eq!(v, g2.holder().as_str());
+    // The fencing counter was replicated (or re-seeded from the clock): still increasing.
+    assert!(g2.fencing_token() > t1);
+    // The held lock: kept on the new master, or its holder is told it is lost.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kept: Option<String> = new_master.cmd(&["GET", "bid_lock:upwork:held"]);
+    let outcome = if g.is_lost() { "lost" } else { "kept" };
+    eprintln!(
+        "failover took {failover:?}; held lock {outcome} ({:?})",
+        g.lease().lost_reason()
+    );
+    if g.is_lost() {
+        assert_ne!(
+            kept.as_deref(),
+            Some(g.holder().as_str()),
+            "lost but still held"
+        );
+    } else {
+        assert_eq!(kept.as_deref(), Some(g.holder().as_str()));
+        assert!(g.release().await.unwrap());
+    }
+}
