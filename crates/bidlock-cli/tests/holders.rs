@@ -46,11 +46,7 @@ fn signal_all(child: &Child, sig: Signal) {
 }
 
 fn report(name: &str, doc: serde_json::Value) {
-    let dir = std::env::var("BIDLOCK_REPORT_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/reliability").to_owned()
-    });
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(format!("{dir}/{name}.json"), format!("{doc:#}\n"));
+    bidlock_testkit::write_report(name, &format!("{doc:#}"));
 }
 
 #[test]

@@ -344,6 +344,21 @@ impl Drop for RedisServer {
     }
 }
 
+/// Where the reliability figures go: `$BIDLOCK_REPORT_DIR`, else `target/reliability`.
+pub fn report_dir() -> PathBuf {
+    std::env::var_os("BIDLOCK_REPORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/reliability"))
+}
+
+/// Writes one test's figures (a JSON document) for RELIABILITY.md, and echoes them.
+pub fn write_report(name: &str, json: &str) {
+    let dir = report_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.json")), format!("{json}\n"));
+    eprintln!("{name}: {json}");
+}
+
 /// A port nothing listens on (for "Redis is down" tests).
 pub fn dead_port() -> u16 {
     free_port()

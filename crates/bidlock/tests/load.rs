@@ -40,12 +40,7 @@ async fn manager(url: &str) -> BidLockManager {
 }
 
 fn write_report(name: &str, doc: serde_json::Value) {
-    let dir = std::env::var("BIDLOCK_REPORT_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/reliability").to_owned()
-    });
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(format!("{dir}/{name}.json"), format!("{doc:#}\n"));
-    eprintln!("{name}: {doc}");
+    bidlock_testkit::write_report(name, &format!("{doc:#}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,17 +179,13 @@ async fn redis_restart_between_and_during_operations() {
     drop(g);
     server.restart();
     // The manager recovers by itself.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let g2 = loop {
-        match m.acquire(&key("r2"), &AcquireOptions::new()).await {
-            Ok(g) => break g,
-            Err(e) if Instant::now() < deadline => {
-                assert!(e.is_backend(), "{e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("did not recover: {e}"),
-        }
-    };
+    let g2 = common::acquire_eventually(
+        &m,
+        &key("r2"),
+        &AcquireOptions::new(),
+        Duration::from_secs(15),
+    )
+    .await;
     assert!(m.health_check().await);
     // Data was lost with the restart (no persistence), yet tokens keep increasing: the
     // counter is re-seeded from the server clock.

@@ -123,17 +123,13 @@ async fn a_majority_down_fails_closed_and_recovers() {
     assert!(!m.health_check().await);
     servers[0].restart();
     servers[1].restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let g = loop {
-        match m.acquire(&key("c"), &AcquireOptions::new().no_wait()).await {
-            Ok(g) => break g,
-            Err(e) if std::time::Instant::now() < deadline => {
-                assert!(e.is_backend(), "{e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("did not recover: {e}"),
-        }
-    };
+    let g = common::acquire_eventually(
+        &m,
+        &key("c"),
+        &AcquireOptions::new().no_wait(),
+        Duration::from_secs(15),
+    )
+    .await;
     // Two nodes lost their data; the third kept its counter, and the counters re-seed
     // from the clock: the token still increases.
     assert!(g.fencing_token() > t1);

@@ -3,6 +3,8 @@
 //! happens to held locks matches the documented guarantee (replication is asynchronous:
 //! a held lock either survives on the new master or its holder is told it is lost).
 
+mod common;
+
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
@@ -54,20 +56,13 @@ async fn follows_the_master_through_a_failover() {
         );
     }
     // The client follows: new acquires succeed on the new master.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let g2 = loop {
-        match m
-            .acquire(&key("after"), &AcquireOptions::new().no_wait())
-            .await
-        {
-            Ok(g) => break g,
-            Err(e) if std::time::Instant::now() < deadline => {
-                assert!(e.is_backend(), "{e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("did not follow the failover ({failover:?}): {e}"),
-        }
-    };
+    let g2 = common::acquire_eventually(
+        &m,
+        &key("after"),
+        &AcquireOptions::new().no_wait(),
+        Duration::from_secs(20),
+    )
+    .await;
     let new_master = cluster.master();
     let v: String = new_master.cmd(&["GET", "bid_lock:upwork:after"]);
     assert_eq!(v, g2.holder().as_str());

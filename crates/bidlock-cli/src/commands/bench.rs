@@ -103,7 +103,7 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
             } else {
                 None
             };
-            let lib = hot_key_lib(&m, &common, hold_us).await;
+            let lib = hot_key_lib(&m, &common, hold_us).await?;
             let mut out = json!({ "workload": "hot-key", "backend": label, "workers": common.workers, "hold_us": hold_us, "duration_s": common.duration.as_secs_f64() });
             merge(&mut out, &lib);
             if let Some(before) = stats {
@@ -373,10 +373,9 @@ async fn hold(us: u64) {
         tokio::task::spawn_blocking(move || std::thread::sleep(Duration::from_micros(us))).await;
 }
 
-async fn hot_key_lib(m: &BidLockManager, c: &Common, hold_us: u64) -> Value {
+async fn hot_key_lib(m: &BidLockManager, c: &Common, hold_us: u64) -> Result<Value, CliError> {
     let log = Arc::new(HotKeyLog::default());
-    let key = LockKey::new("bench", format!("hot-{:08x}", rand::random::<u32>()))
-        .unwrap_or_else(|_| unreachable!());
+    let key = LockKey::new("bench", format!("hot-{:08x}", rand::random::<u32>()))?;
     let start = Instant::now();
     let deadline = start + c.duration;
     let bar = progress("hot-key (bidlock)", deadline);
@@ -406,7 +405,7 @@ async fn hot_key_lib(m: &BidLockManager, c: &Common, hold_us: u64) -> Value {
     if let Some(b) = bar {
         b.abort();
     }
-    log.summary(start.elapsed().as_secs_f64(), c.workers)
+    Ok(log.summary(start.elapsed().as_secs_f64(), c.workers))
 }
 
 /// The raw hot-key loop polls: SET NX PX, and on failure sleeps `poll` and tries again.

@@ -174,16 +174,11 @@ pub fn check(rec: &Recorder, healed_at: Option<Instant>) -> Outcomes {
 /// Writes one fault's figures for RELIABILITY.md (directory from BIDLOCK_REPORT_DIR,
 /// default target/reliability).
 pub fn report(name: &str, description: &str, told: &str, o: &Outcomes) {
-    let dir = std::env::var("BIDLOCK_REPORT_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/reliability").to_owned()
-    });
-    let _ = std::fs::create_dir_all(&dir);
     let doc = serde_json::json!({
         "fault": name,
         "description": description,
         "holders_told": told,
         "outcomes": o,
     });
-    let _ = std::fs::write(format!("{dir}/{name}.json"), format!("{doc:#}\n"));
-    eprintln!("{name}: {doc}");
+    bidlock_testkit::write_report(name, &format!("{doc:#}"));
 }

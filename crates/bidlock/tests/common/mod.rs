@@ -77,6 +77,26 @@ impl Fx {
     }
 }
 
+/// Acquires `key`, retrying while the backend is unavailable (a server or node coming
+/// back, a failover), for at most `limit`. Any other error fails the test.
+pub async fn acquire_eventually(
+    m: &BidLockManager,
+    key: &bidlock::LockKey,
+    opts: &bidlock::AcquireOptions,
+    limit: Duration,
+) -> bidlock::LockGuard {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match m.acquire(key, opts).await {
+            Ok(g) => return g,
+            Err(e) if e.is_backend() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("not acquired within {limit:?}: {e}"),
+        }
+    }
+}
+
 /// A retry policy so slow that only a release signal can explain a quick handover.
 pub fn no_polling() -> RetryPolicy {
     RetryPolicy::new(Duration::from_secs(30), 1.0, Duration::from_secs(30))
