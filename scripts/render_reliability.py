@@ -41,14 +41,19 @@ w("| fault | what holders were told | sections | not acquired | errors | lost | 
 w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 order = ["restart-no-persistence", "restart-aof-always", "sigstop-2s", "debug-sleep-2s", "latency-100ms",
          "connections-dropped", "blackhole-2s", "half-close", "script-flush-client-kill", "maxmemory-noeviction",
-         "process-sigkill", "process-sigstop"]
+         "process-sigkill", "process-sigstop", "process-once-faults"]
 for key in order + [k for k in docs if k not in order]:
     d = docs.get(key)
     if not d or "outcomes" not in d:
         continue
     o = d["outcomes"]
     rec = o.get("recovery_ms")
-    w(f"| **{d['fault']}**: {d['description']} | {d['holders_told']} | {o.get('sections', '-')} | "
+    extra = ""
+    if "postings_handled_twice" in o:
+        extra = (f" Exits: {o['exit_0']}× 0, {o['exit_76']}× 76, {o['exit_69']}× 69, {o['exit_75']}× 75, "
+                 f"{o['exit_77']}× 77; postings run twice: {o['postings_handled_twice']}, each after a run "
+                 f"exited non-zero.")
+    w(f"| **{d['fault']}**: {d['description']} | {d['holders_told']}{extra} | {o.get('sections', '-')} | "
       f"{o.get('not_acquired', '-')} | {o.get('errors', '-')} | {o.get('lost', '-')} | "
       f"{o.get('unsafe_overlaps', '-')} | {o.get('token_order_violations', '-')} | "
       f"{'-' if rec is None else str(rec) + ' ms'} |")
