@@ -295,6 +295,31 @@ impl BidLockManager {
             }
         };
         tracing::info!(target: "bidlock::manager", backend = store.name(), location = %store.location(), "bid lock manager ready");
+        Ok(BidLockManager::assemble(
+            store, config, metrics, queues, backend,
+        ))
+    }
+
+    /// A manager on the in-memory backend with default settings (tests, examples).
+    pub fn memory() -> BidLockManager {
+        let config = Config {
+            backend: Backend::Memory,
+            ..Config::default()
+        };
+        let queues = Arc::new(WaitQueues::default());
+        let store = Store::Memory(MemoryStore::new(config.keys.clone(), queues.clone()));
+        BidLockManager::assemble(store, config, Arc::default(), queues, Backend::Memory)
+    }
+
+    /// The one place a manager is put together: its state, and the lease keeper for
+    /// stores that need one.
+    fn assemble(
+        store: Store,
+        config: Config,
+        metrics: Arc<Metrics>,
+        queues: Arc<WaitQueues>,
+        backend: Backend,
+    ) -> BidLockManager {
         let needs_keeper = !store.renews_implicitly();
         metrics.set_backend(store.name());
         let inner = Arc::new(Inner {
@@ -317,33 +342,7 @@ impl BidLockManager {
                 inner.shutdown.clone(),
             ));
         }
-        Ok(BidLockManager { inner })
-    }
-
-    /// A manager on the in-memory backend with default settings (tests, examples).
-    pub fn memory() -> BidLockManager {
-        let config = Config {
-            backend: Backend::Memory,
-            ..Config::default()
-        };
-        let queues = Arc::new(WaitQueues::default());
-        let metrics = Arc::new(Metrics::default());
-        metrics.set_backend("memory");
-        BidLockManager {
-            inner: Arc::new(Inner {
-                store: Store::Memory(MemoryStore::new(config.keys.clone(), queues.clone())),
-                config,
-                metrics,
-                queues,
-                holder_base: holder_base(),
-                seq: AtomicU64::new(0),
-                backend: Backend::Memory,
-                closed: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-                keeper: Arc::default(),
-            }),
-        }
+        BidLockManager { inner }
     }
 
     /// The backend in use: [`Backend::Redis`] or [`Backend::Memory`] (never `Auto`).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Histogram, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, Histogram, LockKey};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -88,7 +88,7 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
             let lib = uncontended_lib(&m, &common).await;
             let mut out = json!({ "workload": "uncontended", "backend": label, "workers": common.workers, "duration_s": common.duration.as_secs_f64() });
             merge(&mut out, &lib);
-            if backend == Backend::Redis && !common.no_baseline {
+            if label == "redis" && !common.no_baseline {
                 let raw = uncontended_raw(g, &common).await?;
                 out["raw_pairs_per_sec"] = raw["pairs_per_sec"].clone();
                 out["raw_acquire_p50_us"] = raw["acquire_p50_us"].clone();
@@ -98,7 +98,7 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
             out
         }
         Workload::HotKey { common, hold_us } => {
-            let stats = if backend == Backend::Redis {
+            let stats = if label == "redis" {
                 Some(redis_stats(g).await?)
             } else {
                 None
@@ -110,7 +110,8 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
                 let after = redis_stats(g).await?;
                 let cs = lib["cs"].as_f64().unwrap_or(0.0).max(1.0);
                 out["redis_cmds_per_cs"] = json!(round2(m.metrics().backend_calls as f64 / cs));
-                out["redis_server_calls_per_cs"] = json!(round2((after.0 - before.0) as f64 / cs));
+                out["redis_server_calls_per_cs"] =
+                    json!(round2(after.saturating_sub(before) as f64 / cs));
                 if !common.no_baseline {
                     let raw = hot_key_raw(g, &common, hold_us).await?;
                     out["raw_cs_per_sec"] = raw["cs_per_sec"].clone();
@@ -133,6 +134,33 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
+/// What an uncontended loop counts, bidlock's and the raw baseline's alike.
+#[derive(Default)]
+struct PairStats {
+    acquire: Histogram,
+    pairs: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl PairStats {
+    fn pair(&self) {
+        self.pairs.fetch_add(1, Relaxed);
+    }
+
+    fn error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    fn summary(&self, secs: f64) -> Value {
+        json!({
+            "pairs_per_sec": (self.pairs.load(Relaxed) as f64 / secs).round(),
+            "acquire_p50_us": self.acquire.quantile_us(0.5),
+            "acquire_p99_us": self.acquire.quantile_us(0.99),
+            "errors": self.errors.load(Relaxed),
+        })
+    }
+}
+
 fn merge(out: &mut Value, from: &Value) {
     if let (Some(o), Some(f)) = (out.as_object_mut(), from.as_object()) {
         for (k, v) in f {
@@ -153,22 +181,14 @@ fn round2(x: f64) -> f64 {
 }
 
 async fn uncontended_lib(m: &BidLockManager, c: &Common) -> Value {
-    let hist = Arc::new(Histogram::new());
-    let pairs = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PairStats::default());
     let run = format!("{:08x}", rand::random::<u32>());
     let start = Instant::now();
     let deadline = start + c.duration;
     let bar = progress("uncontended (bidlock)", deadline);
     let mut tasks = Vec::new();
     for w in 0..c.workers {
-        let (m, hist, pairs, errors, run) = (
-            m.clone(),
-            hist.clone(),
-            pairs.clone(),
-            errors.clone(),
-            run.clone(),
-        );
+        let (m, stats, run) = (m.clone(), stats.clone(), run.clone());
         tasks.push(tokio::spawn(async move {
             let opts = AcquireOptions::new().no_wait();
             let mut i = 0u64;
@@ -181,36 +201,29 @@ async fn uncontended_lib(m: &BidLockManager, c: &Common) -> Value {
                 let t = Instant::now();
                 match m.acquire(&key, &opts).await {
                     Ok(g) => {
-                        hist.record(t.elapsed());
+                        stats.acquire.record(t.elapsed());
                         match g.release().await {
-                            Ok(true) => {
-                                pairs.fetch_add(1, Relaxed);
-                            }
-                            _ => {
-                                errors.fetch_add(1, Relaxed);
-                            }
+                            Ok(true) => stats.pair(),
+                            _ => stats.error(),
                         }
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Relaxed);
-                    }
+                    Err(_) => stats.error(),
                 }
             }
         }));
     }
+    finish(tasks, bar).await;
+    stats.summary(start.elapsed().as_secs_f64())
+}
+
+/// Waits for the workers and clears the progress line.
+async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>, bar: Option<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
     }
     if let Some(b) = bar {
         b.abort();
     }
-    let secs = start.elapsed().as_secs_f64();
-    json!({
-        "pairs_per_sec": (pairs.load(Relaxed) as f64 / secs).round(),
-        "acquire_p50_us": hist.quantile_us(0.5),
-        "acquire_p99_us": hist.quantile_us(0.99),
-        "errors": errors.load(Relaxed),
-    })
 }
 
 /// The baseline: SET NX PX + EVALSHA compare-and-delete on one multiplexed connection.
@@ -218,19 +231,14 @@ async fn raw_conn(
     g: &Global,
 ) -> Result<(redis::aio::MultiplexedConnection, redis::Script), CliError> {
     let cfg = g.config(true)?.build()?;
-    let target = cfg
-        .redis_targets()
-        .first()
-        .map(|t| t.redacted().to_owned())
-        .unwrap_or_else(|| bidlock::DEFAULT_REDIS_URL.to_owned());
-    let url = g
-        .redis_url
-        .first()
-        .cloned()
-        .or_else(|| std::env::var("REDIS_URL").ok())
-        .unwrap_or(target.clone());
-    let client =
-        redis::Client::open(url).map_err(|e| CliError::new(exit::UNAVAILABLE, e.to_string()))?;
+    let target = match cfg.redis_targets().first() {
+        Some(t) => t.clone(),
+        None => bidlock::RedisTarget::from_url(bidlock::DEFAULT_REDIS_URL)?,
+    };
+    // The same server, credentials and db as the manager: not a URL rebuilt from the
+    // redacted form.
+    let client = redis::Client::open(target.connection_info())
+        .map_err(|e| CliError::new(exit::UNAVAILABLE, format!("{target}: {e}")))?;
     let conn = client
         .get_multiplexed_async_connection()
         .await
@@ -244,23 +252,15 @@ async fn raw_conn(
 async fn uncontended_raw(g: &Global, c: &Common) -> Result<Value, CliError> {
     let (conn, script) = raw_conn(g).await?;
     let script = Arc::new(script);
-    let hist = Arc::new(Histogram::new());
-    let pairs = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PairStats::default());
     let run = format!("{:08x}", rand::random::<u32>());
     let start = Instant::now();
     let deadline = start + c.duration;
     let bar = progress("uncontended (raw redis-rs)", deadline);
     let mut tasks = Vec::new();
     for w in 0..c.workers {
-        let (mut conn, script, hist, pairs, errors, run) = (
-            conn.clone(),
-            script.clone(),
-            hist.clone(),
-            pairs.clone(),
-            errors.clone(),
-            run.clone(),
-        );
+        let (mut conn, script, stats, run) =
+            (conn.clone(), script.clone(), stats.clone(), run.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < deadline {
@@ -277,36 +277,21 @@ async fn uncontended_raw(g: &Global, c: &Common) -> Result<Value, CliError> {
                     .query_async(&mut conn)
                     .await;
                 if !matches!(set, Ok(Some(_))) {
-                    errors.fetch_add(1, Relaxed);
+                    stats.error();
                     continue;
                 }
-                hist.record(t.elapsed());
+                stats.acquire.record(t.elapsed());
                 let del: redis::RedisResult<i64> =
                     script.key(&key).arg(&token).invoke_async(&mut conn).await;
                 match del {
-                    Ok(1) => {
-                        pairs.fetch_add(1, Relaxed);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Relaxed);
-                    }
+                    Ok(1) => stats.pair(),
+                    _ => stats.error(),
                 }
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(b) = bar {
-        b.abort();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(json!({
-        "pairs_per_sec": (pairs.load(Relaxed) as f64 / secs).round(),
-        "acquire_p50_us": hist.quantile_us(0.5),
-        "acquire_p99_us": hist.quantile_us(0.99),
-        "errors": errors.load(Relaxed),
-    }))
+    finish(tasks, bar).await;
+    Ok(stats.summary(start.elapsed().as_secs_f64()))
 }
 
 /// Hot-key bookkeeping shared by the bidlock and the raw runs.
@@ -399,12 +384,7 @@ async fn hot_key_lib(m: &BidLockManager, c: &Common, hold_us: u64) -> Result<Val
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(b) = bar {
-        b.abort();
-    }
+    finish(tasks, bar).await;
     Ok(log.summary(start.elapsed().as_secs_f64(), c.workers))
 }
 
@@ -444,19 +424,14 @@ async fn hot_key_raw(g: &Global, c: &Common, hold_us: u64) -> Result<Value, CliE
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(b) = bar {
-        b.abort();
-    }
+    finish(tasks, bar).await;
     let mut v = log.summary(start.elapsed().as_secs_f64(), c.workers);
     v["poll_us"] = json!(poll.as_micros() as u64);
     Ok(v)
 }
 
 /// (total commands processed, per INFO stats) of the server.
-async fn redis_stats(g: &Global) -> Result<(u64,), CliError> {
+async fn redis_stats(g: &Global) -> Result<u64, CliError> {
     let (mut conn, _) = raw_conn(g).await?;
     let info: String = redis::cmd("INFO")
         .arg("stats")
@@ -468,7 +443,7 @@ async fn redis_stats(g: &Global) -> Result<(u64,), CliError> {
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    Ok((total,))
+    Ok(total)
 }
 
 fn rss_kib() -> u64 {
