@@ -454,6 +454,31 @@ async fn a_forced_release_of_a_lease_without_renewal_is_noticed_too() {
         .expect("loss of a non-renewing lease not noticed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_persistence_is_noticed_within_a_renewal_period() {
+    let mut s = RedisServer::start();
+    let m = manager(&s.url(), Duration::from_millis(500)).await;
+    let ttl = Duration::from_secs(3);
+    let g = m
+        .acquire(&key("restart"), &AcquireOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let s = tokio::task::spawn_blocking(move || {
+        s.restart();
+        s
+    })
+    .await
+    .unwrap();
+    let restarted = Instant::now();
+    let exists: i64 = s.cmd(&["EXISTS", "bid_lock:upwork:restart"]);
+    assert_eq!(exists, 0, "the restart kept the lock: nothing was lost");
+    // The README promises the holder learns at its next renewal (ttl/3) at the latest.
+    tokio::time::timeout(ttl / 3 + Duration::from_millis(500), g.lost())
+        .await
+        .expect("the holder was not told within a renewal period");
+    eprintln!("told {:?} after the restart", restarted.elapsed());
+}
+
 // 9. An eviction policy that can drop locks is reported; an unreadable one is "unknown".
 
 #[tokio::test]
