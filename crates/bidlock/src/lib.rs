@@ -73,7 +73,7 @@ mod notices;
 mod options;
 mod waiters;
 
-pub use backend::{LockInfo, LockStatus};
+pub use backend::{LockInfo, LockStatus, Topology};
 pub use backoff::RetryPolicy;
 pub use bid::BidOutcome;
 pub use config::{

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{self, LockInfo, LockStatus, Store};
+use crate::backend::{self, LockInfo, LockStatus, Store, Topology};
 use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::health::Health;
@@ -23,7 +23,7 @@ use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::waiters::WaitQueues;
 
 pub(crate) struct Inner {
-    pub(crate) store: Store,
+    pub(crate) store: Box<dyn Store>,
     pub(crate) config: Config,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) queues: Arc<WaitQueues>,
@@ -282,6 +282,12 @@ impl BidLockManager {
     /// The backend in use: [`Backend::Redis`] or [`Backend::Memory`] (never `Auto`).
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// The shape of the deployment behind the locks: memory, one Redis, Sentinel, or
+    /// Redlock over N masters.
+    pub fn topology(&self) -> Topology {
+        self.inner.store.topology()
     }
 
     /// Whether [`Backend::Auto`] found no Redis and this manager uses memory instead.

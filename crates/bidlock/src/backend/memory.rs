@@ -12,10 +12,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::{completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe};
+use async_trait::async_trait;
+
+use super::{
+    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
+    Topology,
+};
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease, LeaseShared};
+use crate::lease::{Holder, Lease, LeaseShared, Validity};
 use crate::waiters::WaitQueues;
 
 const SHARDS: usize = 64;
@@ -244,10 +249,6 @@ impl MemoryStore {
         self.core.shards.iter().map(lock_shard)
     }
 
-    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        Ok(self.try_acquire_sync(req))
-    }
-
     fn try_acquire_sync(&self, req: &AcquireRequest<'_>) -> Attempt {
         let now = req.now;
         let mut shard = self.shard(req.key);
@@ -279,7 +280,70 @@ impl MemoryStore {
         Attempt::Acquired { token }
     }
 
-    pub(crate) async fn release(
+    /// Removes the locks for which `pick` is true, telling their holders first.
+    fn remove_where(&self, reason: &'static str, pick: impl Fn(&Entry) -> bool) -> u64 {
+        let mut removed = 0u64;
+        for mut shard in self.shards() {
+            shard.locks.retain(|_, e| {
+                if !pick(e) {
+                    return true;
+                }
+                e.lose(reason);
+                removed += 1;
+                false
+            });
+        }
+        self.core.queues.signal_all();
+        removed
+    }
+
+    /// Entries currently stored (held or expired but not yet swept).
+    #[cfg(test)]
+    pub(crate) fn stored(&self) -> usize {
+        self.shards().map(|s| s.locks.len()).sum()
+    }
+
+    /// Sweeps every shard now (tests).
+    #[cfg(test)]
+    pub(crate) fn sweep_all(&self) {
+        let now = Instant::now();
+        for mut s in self.shards() {
+            s.sweep(now);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn location(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::Memory
+    }
+
+    fn validity(&self, ttl: Duration, renew: bool) -> Validity {
+        if renew {
+            Validity::WhileHeld
+        } else {
+            Validity::For(ttl)
+        }
+    }
+
+    fn tells_acquisitions_apart(&self) -> bool {
+        true
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        Ok(self.try_acquire_sync(req))
+    }
+
+    async fn release(
         &self,
         key: &LockKey,
         holder: &Holder,
@@ -300,7 +364,7 @@ impl MemoryStore {
         Ok(released)
     }
 
-    pub(crate) async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
         let now = Instant::now();
         let mut shard = self.shard(lease.key());
         Ok(
@@ -315,7 +379,7 @@ impl MemoryStore {
         )
     }
 
-    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
         let now = Instant::now();
         let mut shard = self.shard(lease.key());
         Ok(shard
@@ -323,11 +387,7 @@ impl MemoryStore {
             .is_some())
     }
 
-    pub(crate) async fn complete(
-        &self,
-        lease: &Lease,
-        retention: Duration,
-    ) -> Result<Completed, Error> {
+    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
         let now = Instant::now();
         let key = lease.key();
         let outcome = {
@@ -354,7 +414,7 @@ impl MemoryStore {
         Ok(outcome)
     }
 
-    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let removed = self.shard(key).locks.remove(key);
         let released = removed.is_some();
         if let Some(e) = removed {
@@ -364,11 +424,11 @@ impl MemoryStore {
         Ok(released)
     }
 
-    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
         Ok(self.shard(key).done.remove(key).is_some())
     }
 
-    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         let (holder, ttl) = match shard.locks.get_mut(key) {
@@ -394,7 +454,7 @@ impl MemoryStore {
         })
     }
 
-    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
         let now = Instant::now();
         let mut out = Vec::new();
         for mut shard in self.shards() {
@@ -415,55 +475,23 @@ impl MemoryStore {
         Ok(out)
     }
 
-    /// Removes the locks for which `pick` is true, telling their holders first.
-    fn remove_where(&self, reason: &'static str, pick: impl Fn(&Entry) -> bool) -> u64 {
-        let mut removed = 0u64;
-        for mut shard in self.shards() {
-            shard.locks.retain(|_, e| {
-                if !pick(e) {
-                    return true;
-                }
-                e.lose(reason);
-                removed += 1;
-                false
-            });
-        }
-        self.core.queues.signal_all();
-        removed
-    }
-
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+    async fn cleanup_all(&self) -> Result<u64, Error> {
         Ok(self.remove_where("lock removed by cleanup_all", |_| true))
     }
 
-    pub(crate) async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), Error> {
         Ok(())
     }
 
-    pub(crate) async fn probe(&self) -> Probe {
+    async fn probe(&self) -> Probe {
         Probe::default()
     }
 
     /// Releases the locks taken through this handle (other managers of the prefix keep
     /// theirs), marking each lease lost before its lock goes.
-    pub(crate) async fn close(&self) {
+    async fn close(&self) {
         let owner = self.owner;
         self.remove_where("the manager was closed", |e| e.owner == owner);
-    }
-
-    /// Entries currently stored (held or expired but not yet swept).
-    #[cfg(test)]
-    pub(crate) fn stored(&self) -> usize {
-        self.shards().map(|s| s.locks.len()).sum()
-    }
-
-    /// Sweeps every shard now (tests).
-    #[cfg(test)]
-    pub(crate) fn sweep_all(&self) {
-        let now = Instant::now();
-        for mut s in self.shards() {
-            s.sweep(now);
-        }
     }
 }
 

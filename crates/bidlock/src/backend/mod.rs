@@ -1,6 +1,5 @@
-//! The stores that hold locks. The manager talks to [`Store`], an enum over the
-//! backends, so it never knows which one it has; each backend implements the same
-//! operations with the same meaning.
+//! The stores that hold locks, behind one contract ([`Store`]), and how a configuration
+//! becomes one. The manager talks only to the contract.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +8,7 @@ use crate::config::{Backend, Config};
 use crate::error::{ConfigError, Error};
 use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
-use crate::lease::{Holder, Lease, Validity};
+use crate::lease::{Holder, Lease};
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::waiters::WaitQueues;
@@ -17,6 +16,9 @@ use crate::waiters::WaitQueues;
 pub(crate) mod memory;
 pub(crate) mod redis;
 pub(crate) mod redlock;
+mod store;
+
+pub(crate) use store::Store;
 
 /// The outcome of one try to take a lock.
 #[derive(Debug)]
@@ -112,142 +114,37 @@ impl AcquireRequest<'_> {
     }
 }
 
-/// The backends, dispatched statically: no boxed futures on the hot path.
-// One per manager: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Store {
-    Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
-    Redlock(redlock::RedlockStore),
+/// The shape of the deployment that holds the locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// This process's memory.
+    Memory,
+    /// One Redis server.
+    Single,
+    /// One Redis master, found (and followed through failovers) through Sentinel.
+    Sentinel,
+    /// Redlock: a majority of independent masters.
+    Redlock {
+        /// How many masters.
+        nodes: usize,
+    },
 }
 
-macro_rules! dispatch {
-    ($self:expr, $s:ident => $e:expr) => {
-        match $self {
-            Store::Memory($s) => $e,
-            Store::Redis($s) => $e,
-            Store::Redlock($s) => $e,
-        }
-    };
-}
-
-impl Store {
-    pub(crate) fn name(&self) -> &'static str {
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Store::Memory(_) => "memory",
-            Store::Redis(_) => "redis",
-            Store::Redlock(_) => "redlock",
+            Topology::Memory => f.write_str("memory"),
+            Topology::Single => f.write_str("redis"),
+            Topology::Sentinel => f.write_str("sentinel"),
+            Topology::Redlock { nodes } => write!(f, "redlock ({nodes} nodes)"),
         }
-    }
-
-    /// Where the store is, password hidden.
-    pub(crate) fn location(&self) -> String {
-        match self {
-            Store::Memory(_) => "memory".to_owned(),
-            Store::Redis(s) => s.location().to_owned(),
-            Store::Redlock(s) => s.location(),
-        }
-    }
-
-    /// What a successful acquire or extend of `ttl`, sent at some moment, guarantees.
-    pub(crate) fn validity(&self, ttl: Duration, renew: bool) -> Validity {
-        match self {
-            Store::Memory(_) if renew => Validity::WhileHeld,
-            Store::Redlock(s) => Validity::For(s.validity(ttl)),
-            _ => Validity::For(ttl),
-        }
-    }
-
-    /// Whether a release can tell two acquisitions with the same holder id apart (it
-    /// compares the lease itself). When it cannot, a background release of a caller-given
-    /// holder id is never sent: it might remove a later acquisition that uses the same id.
-    pub(crate) fn tells_acquisitions_apart(&self) -> bool {
-        matches!(self, Store::Memory(_))
-    }
-
-    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        dispatch!(self, s => s.try_acquire(req).await)
-    }
-
-    /// Releases `key` if `holder` holds it; with `lease`, only if that acquisition does.
-    pub(crate) async fn release(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-    ) -> Result<bool, Error> {
-        match self {
-            Store::Memory(s) => s.release(key, holder, lease).await,
-            Store::Redis(s) => s.release(key, holder).await,
-            Store::Redlock(s) => s.release(key, holder).await,
-        }
-    }
-
-    /// Extends the lock of `lease` to `ttl` from now if it still holds it.
-    pub(crate) async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
-        match self {
-            Store::Memory(s) => s.extend(lease, ttl).await,
-            Store::Redis(s) => s.extend(lease.key(), lease.holder(), ttl).await,
-            Store::Redlock(s) => s.extend(lease.key(), lease.holder(), ttl).await,
-        }
-    }
-
-    /// Whether the lock of `lease` is still its own (a check without extending).
-    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
-        dispatch!(self, s => s.holds(lease).await)
-    }
-
-    /// Writes the completion record of `lease`'s key whoever holds the lock now, and
-    /// releases the lock if it is still this lease's.
-    pub(crate) async fn complete(
-        &self,
-        lease: &Lease,
-        retention: Duration,
-    ) -> Result<Completed, Error> {
-        dispatch!(self, s => s.complete(lease, retention).await)
-    }
-
-    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
-        dispatch!(self, s => s.force_release(key).await)
-    }
-
-    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
-        dispatch!(self, s => s.clear_done(key).await)
-    }
-
-    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
-        dispatch!(self, s => s.status(key).await)
-    }
-
-    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
-        dispatch!(self, s => s.list(marketplace).await)
-    }
-
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
-        dispatch!(self, s => s.cleanup_all().await)
-    }
-
-    /// One round trip.
-    pub(crate) async fn ping(&self) -> Result<(), Error> {
-        dispatch!(self, s => s.ping().await)
-    }
-
-    /// What the store says about its own safety (after a successful ping).
-    pub(crate) async fn probe(&self) -> Probe {
-        dispatch!(self, s => s.probe().await)
-    }
-
-    /// Stops background tasks. A store that keeps leases alive by itself releases the
-    /// locks taken through it, marking their leases lost first.
-    pub(crate) async fn close(&self) {
-        dispatch!(self, s => s.close().await)
     }
 }
 
 /// A store, and what the manager needs to go with it.
 pub(crate) struct Connected {
-    pub(crate) store: Store,
+    pub(crate) store: Box<dyn Store>,
     /// The local wait queues the store signals (shared by every manager of an in-process
     /// store, one per manager otherwise).
     pub(crate) queues: Arc<WaitQueues>,
@@ -262,7 +159,7 @@ pub(crate) fn memory(config: &Config) -> Connected {
     let store = memory::MemoryStore::shared(config.keys.clone());
     Connected {
         queues: store.queues(),
-        store: Store::Memory(store),
+        store: Box::new(store),
         backend: Backend::Memory,
         fallback: false,
     }
@@ -307,7 +204,7 @@ async fn connect_redis(
     connect_timeout: Duration,
     notices: Arc<Notices>,
     metrics: &Arc<Metrics>,
-) -> Result<Store, Error> {
+) -> Result<Box<dyn Store>, Error> {
     let mut targets = config.redis_or_default()?;
     let settings = redis::RedisSettings {
         connect_timeout,
@@ -336,7 +233,7 @@ async fn connect_redis(
             config.drift_factor,
         )
         .await?;
-        return Ok(Store::Redlock(store));
+        return Ok(Box::new(store));
     }
     let target = targets.remove(0);
     let store = redis::RedisStore::connect(
@@ -347,5 +244,5 @@ async fn connect_redis(
         metrics.clone(),
     )
     .await?;
-    Ok(Store::Redis(store))
+    Ok(Box::new(store))
 }

@@ -15,24 +15,24 @@
 //! - A majority down or unreachable fails closed: [`Error::NoQuorum`], never "acquired".
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::Script;
 use tokio::time::Instant;
 
 use super::redis::{RedisSettings, RedisStore};
-use super::{policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe};
+use super::{
+    policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
+    Topology,
+};
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease};
+use crate::lease::{Holder, Lease, Validity};
 use crate::metrics::Metrics;
 use crate::notices::Notices;
-
-pub(crate) static FENCE_FLOOR: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/fence_floor.lua")));
 
 pub(crate) struct RedlockStore {
     nodes: Vec<RedisStore>,
@@ -97,20 +97,8 @@ impl RedlockStore {
         Ok(store)
     }
 
-    pub(crate) fn location(&self) -> String {
-        let urls: Vec<&str> = self.nodes.iter().map(RedisStore::location).collect();
-        format!("redlock[{}]", urls.join(","))
-    }
-
     fn drift(&self, ttl: Duration) -> Duration {
         ttl.mul_f64(self.drift_factor) + Duration::from_millis(2)
-    }
-
-    /// How long a lock taken or extended by a request sent at some moment stays valid
-    /// from that moment: the ttl less the clock-drift allowance. (The time the request took
-    /// is not subtracted here: the caller counts from the moment it sent the request.)
-    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
-        ttl.saturating_sub(self.drift(ttl))
     }
 
     /// Per-node bound for one request: far below the ttl, so one slow node cannot eat
@@ -142,7 +130,50 @@ impl RedlockStore {
         .await
     }
 
-    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+    async fn majority(
+        &self,
+        op: &'static str,
+        results: Vec<Option<Result<bool, Error>>>,
+    ) -> Result<bool, Error> {
+        let yes = results
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(true))))
+            .count();
+        let answered = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
+        if yes >= self.quorum {
+            Ok(true)
+        } else if answered >= self.quorum {
+            Ok(false)
+        } else {
+            Err(self.no_quorum(op, yes))
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedlockStore {
+    fn name(&self) -> &'static str {
+        "redlock"
+    }
+
+    fn location(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(Store::location).collect();
+        format!("redlock[{}]", urls.join(","))
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::Redlock {
+            nodes: self.nodes.len(),
+        }
+    }
+
+    /// The ttl less the clock-drift allowance, from the moment the request was sent (the
+    /// time the request took is not subtracted again: the caller counts from the send).
+    fn validity(&self, ttl: Duration, _renew: bool) -> Validity {
+        Validity::For(ttl.saturating_sub(self.drift(ttl)))
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
         let start = Instant::now();
         let bound = self.node_timeout(req.ttl);
         let results = self.on_all(bound, |n| n.try_acquire(req)).await;
@@ -183,7 +214,7 @@ impl RedlockStore {
         // including nodes whose answer timed out and may still have taken it.
         let holder = req.holder().clone();
         let _ = self
-            .on_all(self.response_timeout, |n| n.release(req.key, &holder))
+            .on_all(self.response_timeout, |n| n.release(req.key, &holder, None))
             .await;
         if let Some(e) = wrong_type {
             return Err(e);
@@ -197,56 +228,33 @@ impl RedlockStore {
         Err(self.no_quorum("acquire", tokens.len()))
     }
 
-    async fn majority(
+    async fn release(
         &self,
-        op: &'static str,
-        results: Vec<Option<Result<bool, Error>>>,
+        key: &LockKey,
+        holder: &Holder,
+        _lease: Option<&Lease>,
     ) -> Result<bool, Error> {
-        let yes = results
-            .iter()
-            .filter(|r| matches!(r, Some(Ok(true))))
-            .count();
-        let answered = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
-        if yes >= self.quorum {
-            Ok(true)
-        } else if answered >= self.quorum {
-            Ok(false)
-        } else {
-            Err(self.no_quorum(op, yes))
-        }
-    }
-
-    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
         let r = self
-            .on_all(self.response_timeout, |n| n.release(key, holder))
+            .on_all(self.response_timeout, |n| n.release(key, holder, None))
             .await;
         self.majority("release", r).await
     }
 
-    pub(crate) async fn extend(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
         let r = self
-            .on_all(self.node_timeout(ttl), |n| n.extend(key, holder, ttl))
+            .on_all(self.node_timeout(ttl), |n| n.extend(lease, ttl))
             .await;
         self.majority("extend", r).await
     }
 
     /// Whether a majority still has `lease`'s holder in the lock.
-    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
         let r = self.on_all(self.response_timeout, |n| n.holds(lease)).await;
         self.majority("holds", r).await
     }
 
     /// Recorded once a majority wrote the record; released when a majority released.
-    pub(crate) async fn complete(
-        &self,
-        lease: &Lease,
-        retention: Duration,
-    ) -> Result<Completed, Error> {
+    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.complete(lease, retention))
             .await;
@@ -266,7 +274,7 @@ impl RedlockStore {
         })
     }
 
-    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.force_release(key))
             .await;
@@ -276,7 +284,7 @@ impl RedlockStore {
 
     /// Deleted from every node that answered; an error unless a majority answered (a
     /// record left on a majority would still say "done").
-    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.clear_done(key))
             .await;
@@ -288,7 +296,7 @@ impl RedlockStore {
     }
 
     /// The holder seen on a majority of nodes; a completion record seen on any.
-    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
         let r = self.on_all(self.response_timeout, |n| n.status(key)).await;
         first_error(&r)?;
         let ok: Vec<LockStatus> = r.into_iter().flatten().filter_map(Result::ok).collect();
@@ -320,7 +328,7 @@ impl RedlockStore {
     }
 
     /// Locks held by the same holder on a majority of nodes.
-    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.list(marketplace))
             .await;
@@ -345,7 +353,7 @@ impl RedlockStore {
         Ok(out)
     }
 
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+    async fn cleanup_all(&self) -> Result<u64, Error> {
         let r = self
             .on_all(self.response_timeout * 10, |n| n.cleanup_all())
             .await;
@@ -357,7 +365,7 @@ impl RedlockStore {
             .unwrap_or(0))
     }
 
-    pub(crate) async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), Error> {
         let r = self.on_all(self.response_timeout, |n| n.ping()).await;
         let ok = r.iter().filter(|x| matches!(x, Some(Ok(())))).count();
         if ok >= self.quorum {
@@ -369,7 +377,7 @@ impl RedlockStore {
 
     /// The policy shown is an evicting one if any node has one, `noeviction` when every
     /// node says so, else unknown.
-    pub(crate) async fn probe(&self) -> Probe {
+    async fn probe(&self) -> Probe {
         let r = self
             .on_all(
                 self.response_timeout,
@@ -391,7 +399,7 @@ impl RedlockStore {
         }
     }
 
-    pub(crate) async fn close(&self) {
+    async fn close(&self) {
         for n in &self.nodes {
             n.close().await;
         }
