@@ -164,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             })
                             .await;
                         match outcome {
-                            Ok(bidlock::BidOutcome::Placed(()) | bidlock::BidOutcome::Unrecorded { .. }) => {
+                            Ok(bidlock::BidOutcome::Placed(()) | bidlock::BidOutcome::PlacedAfterLoss(()) | bidlock::BidOutcome::Unrecorded { .. }) => {
                                 placed.fetch_add(1, Relaxed);
                             }
                             Ok(bidlock::BidOutcome::Failed(e)) => tracing::debug!(target: "agent", %name, posting = %posting.id, error = %e, "bid refused; another instance may retry"),

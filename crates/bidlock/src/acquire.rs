@@ -10,6 +10,7 @@ use crate::backend::{AcquireRequest, Attempt};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::guard::{LockGuard, ReleaseOnDrop};
+use crate::keeper::Keeping;
 use crate::key::LockKey;
 use crate::lease::{Lease, Validity};
 use crate::manager::{BidLockManager, Inner};
@@ -131,7 +132,10 @@ impl<'a> Acquiring<'a> {
         Acquiring {
             may_try: ticket.as_ref().is_none_or(Ticket::is_front),
             validity: inner.store.validity(ttl, opts.renew),
-            deadline: start + opts.timeout,
+            // "Wait forever" is a legitimate Duration::MAX: saturate, never overflow.
+            deadline: start
+                .checked_add(opts.timeout)
+                .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600)),
             backoff: Backoff::new(inner.config.retry),
             inner,
             key,
@@ -173,6 +177,8 @@ impl<'a> Acquiring<'a> {
     /// One try. `Ok(Some)`: held. `Ok(None)`: busy, or taken too late to be used: wait
     /// and try again.
     async fn try_once(&mut self) -> Result<Option<LockGuard>, Error> {
+        // A waiter woken by close() must not take a lock from a closed manager.
+        self.inner.check_open()?;
         let tried_at = if self.tries == 0 {
             self.start
         } else {
@@ -204,9 +210,19 @@ impl<'a> Acquiring<'a> {
                     drop(in_flight);
                     return Ok(None);
                 }
+                let kept = match self.inner.keeper.register(&lease) {
+                    Keeping::Kept => true,
+                    Keeping::Untracked => false,
+                    // Closed while the try was out: let it go (in_flight releases it).
+                    Keeping::Closed => return Err(Error::Closed),
+                };
+                if let Err(closed) = self.inner.check_open() {
+                    self.inner.keeper.unregister(&lease);
+                    return Err(closed);
+                }
                 in_flight.disarm();
                 self.leave_queue(false);
-                Ok(Some(self.held(lease, tried_at)))
+                Ok(Some(self.held(lease, tried_at, kept)))
             }
             Ok(Attempt::Done) => {
                 in_flight.disarm();
@@ -244,7 +260,7 @@ impl<'a> Acquiring<'a> {
         self.hint = ttl_left;
     }
 
-    fn held(&self, lease: Lease, tried_at: Instant) -> LockGuard {
+    fn held(&self, lease: Lease, tried_at: Instant, kept: bool) -> LockGuard {
         let inner = self.inner;
         inner
             .metrics
@@ -257,7 +273,6 @@ impl<'a> Acquiring<'a> {
         inner.metrics.record_wait(waited, self.key.marketplace());
         tracing::Span::current().record("token", lease.fencing_token().get());
         tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), token = %lease.fencing_token(), "acquired");
-        let kept = inner.keeper.register(&lease);
         LockGuard::new(inner.clone(), lease, kept)
     }
 

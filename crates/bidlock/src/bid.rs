@@ -16,11 +16,15 @@ use crate::options::AcquireOptions;
 #[derive(Debug)]
 #[must_use = "a bid that was placed but not recorded may be placed again by another instance"]
 pub enum BidOutcome<T, E> {
-    /// The bid returned `Ok` and its completion record is written: no instance runs this
-    /// posting again for the retention (7 days by default). The record is written even if
-    /// the lock was lost while the bid ran; then another holder may have bid meanwhile,
-    /// and the fencing token tells which bid is newer.
+    /// The bid returned `Ok` and its completion record is written with the release of the
+    /// lock: no instance runs this posting again for the retention (7 days by default).
     Placed(T),
+    /// The bid returned `Ok` and its completion record is written, but the lock had been
+    /// lost before (the lease lapsed: a partition longer than the lease, a pause, renewal
+    /// off), or whether it still held is unknown. Another holder may have bid on the
+    /// posting meanwhile; the fencing tokens tell which bid is newer. No instance runs it
+    /// again after this.
+    PlacedAfterLoss(T),
     /// The bid returned `Ok`, but its completion record could not be written within the
     /// retries (`error` says why): another instance may run this posting again. Make the
     /// bid idempotent on the marketplace side, or check fencing tokens there.
@@ -39,7 +43,9 @@ impl<T, E> BidOutcome<T, E> {
     /// The bid's own result: `Ok` for a placed bid, recorded or not.
     pub fn into_result(self) -> Result<T, E> {
         match self {
-            BidOutcome::Placed(v) | BidOutcome::Unrecorded { value: v, .. } => Ok(v),
+            BidOutcome::Placed(v)
+            | BidOutcome::PlacedAfterLoss(v)
+            | BidOutcome::Unrecorded { value: v, .. } => Ok(v),
             BidOutcome::Failed(e) => Err(e),
         }
     }
@@ -51,7 +57,7 @@ impl<T, E> BidOutcome<T, E> {
 
     /// Whether a completion record stops every later attempt.
     pub fn is_recorded(&self) -> bool {
-        matches!(self, BidOutcome::Placed(_))
+        matches!(self, BidOutcome::Placed(_) | BidOutcome::PlacedAfterLoss(_))
     }
 }
 
@@ -171,7 +177,8 @@ impl BidLockManager {
             .await
         {
             Ok(Ok(value)) => Ok(match guard.complete().await {
-                Ok(_) => BidOutcome::Placed(value),
+                Ok(true) => BidOutcome::Placed(value),
+                Ok(false) => BidOutcome::PlacedAfterLoss(value),
                 Err(error) => BidOutcome::Unrecorded { value, error },
             }),
             Ok(Err(e)) => {

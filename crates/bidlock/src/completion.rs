@@ -19,6 +19,12 @@ use crate::metrics::Counter;
 /// but the lock was no longer ours (or may not have been: an earlier try's reply was
 /// lost); `Err`: not recorded.
 pub(crate) async fn complete(inner: &Inner, lease: &Lease) -> Result<bool, Error> {
+    write(inner, lease, false).await
+}
+
+/// As [`complete`]; `unsure`: an earlier attempt may already have written the record and
+/// released the lock (the caller stopped waiting for it).
+async fn write(inner: &Inner, lease: &Lease, unsure: bool) -> Result<bool, Error> {
     let retention = inner.config.done_retention;
     let bound = Instant::now() + inner.config.response_timeout * 2;
     let mut backoff = Backoff::new(RetryPolicy::new(
@@ -26,7 +32,7 @@ pub(crate) async fn complete(inner: &Inner, lease: &Lease) -> Result<bool, Error
         2.0,
         Duration::from_secs(1),
     ));
-    let mut unsure = false;
+    let mut unsure = unsure;
     loop {
         match inner.store.complete(lease, retention).await {
             Ok(done) => {
@@ -101,7 +107,7 @@ impl Drop for CompleteOnDrop {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    let _ = complete(&inner, &lease).await;
+                    let _ = write(&inner, &lease, true).await;
                 });
             }
             Err(_) => {

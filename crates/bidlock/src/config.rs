@@ -10,6 +10,7 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 use crate::backoff::RetryPolicy;
 use crate::error::ConfigError;
 use crate::key::{KeySpace, DEFAULT_PREFIX};
+use crate::ttl::Ttl;
 
 /// The default lock ttl, as in the original system: 300 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -567,13 +568,18 @@ impl ConfigBuilder {
         b.default_username = username;
         b.default_password = password;
         if let Some(v) = get("BID_LOCK_TTL") {
-            let secs: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| invalid("BID_LOCK_TTL", &v, "expected a number of seconds"))?;
-            b.ttl = Some(checked_secs(secs).ok_or_else(|| {
-                invalid("BID_LOCK_TTL", &v, "expected seconds > 0 (at most 30 days)")
-            })?);
+            let ttl = Ttl::parse_secs(&v).map_err(|e| {
+                let reason = match e {
+                    ConfigError::InvalidValue { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                invalid(
+                    "BID_LOCK_TTL",
+                    &v,
+                    &format!("expected seconds, 0.01 to 30 days: {reason}"),
+                )
+            })?;
+            b.ttl = Some(ttl.get());
         }
         if let Some(v) = get("REDIS_TLS_CA_CERT") {
             let path = std::path::PathBuf::from(v.trim());
@@ -692,24 +698,26 @@ impl ConfigBuilder {
                 )
             })
             .collect();
-        let positive = |field: &'static str, v: Option<Duration>, default: Duration| {
-            let v = v.unwrap_or(default);
-            if v.is_zero() {
-                Err(ConfigError::InvalidValue {
-                    field,
-                    reason: "must be greater than zero".to_owned(),
-                })
-            } else {
-                Ok(v)
-            }
-        };
-        let ttl = positive("ttl", self.ttl, d.ttl)?;
-        if ttl < Duration::from_millis(10) {
-            return Err(ConfigError::InvalidValue {
-                field: "ttl",
-                reason: format!("{ttl:?} is too short; use at least 10 ms"),
-            });
-        }
+        // Durations are bounded above too: instants are computed from them.
+        let within =
+            |field: &'static str, v: Option<Duration>, default: Duration, max: Duration| {
+                let v = v.unwrap_or(default);
+                if v.is_zero() {
+                    Err(ConfigError::InvalidValue {
+                        field,
+                        reason: "must be greater than zero".to_owned(),
+                    })
+                } else if v > max {
+                    Err(ConfigError::InvalidValue {
+                        field,
+                        reason: format!("{v:?} is more than {max:?}"),
+                    })
+                } else {
+                    Ok(v)
+                }
+            };
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let ttl = Ttl::new(self.ttl.unwrap_or(d.ttl))?.get();
         let keys = match self.prefix {
             Some(p) => KeySpace::new(&p).map_err(|e| ConfigError::InvalidValue {
                 field: "prefix",
@@ -748,14 +756,25 @@ impl ConfigBuilder {
             redis,
             ttl,
             keys,
-            connect_timeout: positive("connect_timeout", self.connect_timeout, d.connect_timeout)?,
-            response_timeout: positive(
+            connect_timeout: within(
+                "connect_timeout",
+                self.connect_timeout,
+                d.connect_timeout,
+                DAY,
+            )?,
+            response_timeout: within(
                 "response_timeout",
                 self.response_timeout,
                 d.response_timeout,
+                DAY,
             )?,
-            detect_timeout: positive("detect_timeout", self.detect_timeout, d.detect_timeout)?,
-            done_retention: positive("done_retention", self.done_retention, d.done_retention)?,
+            detect_timeout: within("detect_timeout", self.detect_timeout, d.detect_timeout, DAY)?,
+            done_retention: within(
+                "done_retention",
+                self.done_retention,
+                d.done_retention,
+                DAY * 3650,
+            )?,
             retry,
             drift_factor,
         })
@@ -774,15 +793,6 @@ fn parse_db(
             .filter(|&d| d >= 0)
             .ok_or_else(|| invalid("REDIS_DB", &v, "expected a database number >= 0")),
         None => Ok(0),
-    }
-}
-
-fn checked_secs(secs: f64) -> Option<Duration> {
-    if secs.is_finite() && secs > 0.0 && secs <= 30.0 * 24.0 * 3600.0 {
-        let d = Duration::from_secs_f64(secs);
-        (d >= Duration::from_millis(10)).then_some(d)
-    } else {
-        None
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::completion::CompleteOnDrop;
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::lease::{FencingToken, Holder, Lease};
+use crate::lease::{Extend, FencingToken, Holder, Lease};
 use crate::manager::Inner;
 
 /// A held lock.
@@ -131,7 +131,11 @@ impl LockGuard {
     /// cannot be reached (the deadline is then the shorter of old and new).
     pub async fn extend(&self, ttl: Duration) -> Result<(), Error> {
         let ttl = crate::options::check_ttl(ttl)?;
-        if self.inner.extend_lease(&self.lease, ttl).await? {
+        if self
+            .inner
+            .extend_lease(&self.lease, ttl, Extend::Exact)
+            .await?
+        {
             Ok(())
         } else {
             Err(self.lost_error())

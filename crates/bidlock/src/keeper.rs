@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::key::LockKey;
-use crate::lease::Lease;
+use crate::lease::{Extend, Lease};
 use crate::manager::Inner;
 
 #[derive(Default)]
@@ -29,6 +29,19 @@ struct State {
     /// Leases that a notice named while they were out: attend again as soon as back.
     recheck: HashSet<u64>,
     by_key: HashMap<LockKey, Vec<u64>>,
+    /// The manager closed: no new leases are kept.
+    closed: bool,
+}
+
+/// What `register` did with a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keeping {
+    /// Kept: renewed or watched until its end.
+    Kept,
+    /// Nothing to keep: its store keeps it alive by itself.
+    Untracked,
+    /// The manager closed meanwhile: the lease must not be handed out.
+    Closed,
 }
 
 impl State {
@@ -98,17 +111,20 @@ impl LeaseKeeper {
         }
     }
 
-    /// Starts keeping `lease` if it has a deadline to watch. Returns whether it is kept.
-    pub(crate) fn register(&self, lease: &Lease) -> bool {
+    /// Starts keeping `lease` if it has a deadline to watch.
+    pub(crate) fn register(&self, lease: &Lease) -> Keeping {
         let Some(at) = due(lease) else {
-            return false;
+            return Keeping::Untracked;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         lease.set_keeper_id(id);
         let mut st = self.state();
+        if st.closed {
+            return Keeping::Closed;
+        }
         st.by_key.entry(lease.key().clone()).or_default().push(id);
         self.insert(&mut st, lease.clone(), at);
-        true
+        Keeping::Kept
     }
 
     /// Stops keeping `lease` (released, completed or dropped). Attention in flight will
@@ -192,7 +208,11 @@ impl LeaseKeeper {
             lease.mark_check();
             Some(Instant::now())
         } else {
-            at.or_else(|| due(lease))
+            // An extend meanwhile may have moved the deadline earlier than `at`.
+            match (at, due(lease)) {
+                (Some(a), Some(d)) => Some(a.min(d)),
+                (a, d) => a.or(d),
+            }
         };
         match at {
             Some(at) => self.insert(&mut st, lease.clone(), at),
@@ -209,7 +229,10 @@ impl LeaseKeeper {
         let mut st = self.state();
         let mut all: Vec<Lease> = std::mem::take(&mut st.due).into_values().collect();
         all.extend(std::mem::take(&mut st.out).into_values());
-        *st = State::default();
+        *st = State {
+            closed: true,
+            ..State::default()
+        };
         all
     }
 
@@ -284,6 +307,10 @@ async fn release_all(inner: &Inner, leases: Vec<Lease>) {
 
 /// One renewal, check, or end of a lease.
 async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
+    if lease.is_released() {
+        keeper.finished(&lease);
+        return;
+    }
     let now = Instant::now();
     let Some(deadline) = lease.deadline() else {
         keeper.finished(&lease);
@@ -310,7 +337,8 @@ async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
         }
         return;
     }
-    match tokio::time::timeout(deadline - now, inner.extend_lease(&lease, lease.ttl())).await {
+    let renewal = inner.extend_lease(&lease, lease.ttl(), Extend::Renew);
+    match tokio::time::timeout(deadline - now, renewal).await {
         Ok(Ok(true)) => {
             tracing::trace!(target: "bidlock::lease", key = %lease.key(), "renewed");
             keeper.back(&lease, None);

@@ -105,16 +105,31 @@ pub(crate) enum Validity {
     WhileHeld,
 }
 
+/// How an extend sets the lock's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extend {
+    /// Exactly `ttl` from now, shorter or longer than before (`LockGuard::extend`).
+    Exact,
+    /// At least `ttl` from now, never shorter (the keeper's renewals): a renewal that
+    /// arrives late, even on a later acquisition with the same holder id, can never cut
+    /// a lock short.
+    Renew,
+}
+
 /// The validity bookkeeping, changed only under its lock (readers use `valid_until`).
 #[derive(Debug, Default)]
 struct Extends {
     /// Extends started: only the newest one's reply may raise the deadline.
     started: u64,
+    /// Exact extends sent and not answered yet: (number, validity in µs). Any of them may
+    /// still reach the store after a newer one (a client library's NOSCRIPT retry, a
+    /// reconnect) and shorten the lock, so no deadline counts on more than they promise.
+    pending: Vec<(u64, u64)>,
     /// When the request that set the current deadline was sent (µs since `base()`).
     confirmed_at: u64,
-    /// The shortest validity (µs) of an extend whose outcome is unknown: it may still
-    /// reach the store after later extends and shorten the lock, so no later deadline
-    /// may count on more than this from its own send.
+    /// The shortest validity (µs) of an exact extend whose outcome is unknown: it may
+    /// still reach the store after later extends and shorten the lock, so no later
+    /// deadline may count on more than this from its own send.
     uncertain: Option<u64>,
 }
 
@@ -286,25 +301,35 @@ impl Lease {
     }
 
     /// An extend to `ttl`, promising `validity`, is about to be sent at `sent`. Renewals
-    /// use the new ttl from now on, and the deadline drops to what this extend alone would
-    /// guarantee: if it shortens the lock and its reply is lost, the store still holds the
-    /// lock at least that long, and no longer than before. Returns the extend's number.
-    pub(crate) fn begin_extend(&self, sent: Instant, ttl: Duration, validity: Validity) -> u64 {
+    /// use the new ttl from now on. An exact extend first drops the deadline to what it
+    /// alone would guarantee: if it shortens the lock and its reply is lost, the store
+    /// still holds the lock at least that long. Returns the extend's number.
+    pub(crate) fn begin_extend(
+        &self,
+        sent: Instant,
+        ttl: Duration,
+        validity: Validity,
+        how: Extend,
+    ) -> u64 {
         self.0.ttl_ms.store(ms(ttl), Ordering::Release);
         let mut st = self.extends();
         st.started += 1;
-        if let Validity::For(d) = validity {
+        let n = st.started;
+        if let (Validity::For(d), Extend::Exact) = (validity, how) {
             let floor = micros_since_base(sent).saturating_add(st.bounded(d));
             self.0.valid_until.fetch_min(floor, Ordering::AcqRel);
+            st.pending.push((n, micros(d)));
         }
-        st.started
+        n
     }
 
     /// Extend number `n`, sent at `sent`, succeeded. Only the newest extend moves the
-    /// deadline forward: an older reply says nothing about what a newer request did.
-    /// Returns whether it was applied.
+    /// deadline forward (an older reply says nothing about what a newer request did), and
+    /// never past what an unanswered older exact extend promises. Returns whether it was
+    /// applied.
     pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Validity) -> bool {
         let mut st = self.extends();
+        st.pending.retain(|(p, _)| *p != n);
         if st.started != n {
             return false;
         }
@@ -316,14 +341,20 @@ impl Lease {
         true
     }
 
-    /// An extend promising `validity` failed without a known outcome: it may still reach
-    /// the store later.
-    pub(crate) fn extend_unknown(&self, validity: Validity) {
-        if let Validity::For(d) = validity {
-            let mut st = self.extends();
-            let d = micros(d);
-            st.uncertain = Some(st.uncertain.map_or(d, |u| u.min(d)));
-        }
+    /// Extend number `n` ended without a known outcome (an error, or its future was
+    /// dropped): it may still reach the store later. Only an exact one can shorten.
+    pub(crate) fn extend_unknown(&self, n: u64) {
+        let mut st = self.extends();
+        let Some(i) = st.pending.iter().position(|(p, _)| *p == n) else {
+            return;
+        };
+        let (_, d) = st.pending.swap_remove(i);
+        st.uncertain = Some(st.uncertain.map_or(d, |u| u.min(d)));
+    }
+
+    /// Extend number `n` was answered "not held": nothing more can come of it.
+    pub(crate) fn extend_refused(&self, n: u64) {
+        self.extends().pending.retain(|(p, _)| *p != n);
     }
 
     /// When the lease's current validity was confirmed (the send time of that request).
@@ -384,10 +415,11 @@ impl Lease {
 }
 
 impl Extends {
-    /// `d` (µs), or less when an extend with an unknown outcome promised less.
+    /// `d` (µs), or less when an exact extend that is unanswered, or whose outcome is
+    /// unknown, promised less.
     fn bounded(&self, d: Duration) -> u64 {
-        let d = micros(d);
-        self.uncertain.map_or(d, |u| u.min(d))
+        let pending = self.pending.iter().map(|(_, p)| *p);
+        pending.chain(self.uncertain).fold(micros(d), u64::min)
     }
 }
 

@@ -71,6 +71,7 @@ mod manager;
 mod metrics;
 mod notices;
 mod options;
+mod ttl;
 mod waiters;
 
 pub use backend::{LockInfo, LockStatus, Topology};
@@ -90,6 +91,7 @@ pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};
 pub use options::{AcquireOptions, DEFAULT_WAIT};
+pub use ttl::Ttl;
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::health::Health;
 use crate::keeper::LeaseKeeper;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease};
+use crate::lease::{Extend, Holder, Lease};
 use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::waiters::WaitQueues;
 
@@ -96,6 +96,10 @@ impl Inner {
                 "not released in the background (a holder id of your own may be reused); the lock expires after its ttl");
             return;
         }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "bidlock::manager", key = %lease.key(), "guard dropped outside a tokio runtime; the lock expires after its ttl");
+            return;
+        };
         let inner = self.clone();
         let mut release: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             if let Err(e) = inner.release_lease(&lease).await {
@@ -110,27 +114,32 @@ impl Inner {
         {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(release);
-            }
-            Err(_) => {
-                tracing::warn!(target: "bidlock::manager", "guard dropped outside a tokio runtime; the lock expires after its ttl");
-            }
-        }
+        handle.spawn(release);
     }
 
-    /// Extends `lease` to `ttl` from now: the one path of renewals and `LockGuard::extend`.
+    /// Extends `lease` to `ttl` from now: the one path of renewals ([`Extend::Renew`])
+    /// and `LockGuard::extend` ([`Extend::Exact`]).
     ///
-    /// Extends of one lease may overlap (a renewal and a user's extend); only the newest
-    /// one's reply moves the deadline, and every extend first lowers the deadline to what
-    /// it alone would guarantee, so a lost or late reply never leaves the local deadline
-    /// after the store's expiry. `Ok(false)`: the lock was gone (the lease is marked lost).
-    pub(crate) async fn extend_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    /// Extends of one lease may overlap (a renewal and a user's extend) and may reach the
+    /// store out of order; the lease's bookkeeping keeps its deadline at or before the
+    /// store's expiry whatever the order (see [`Lease::begin_extend`]), and the keeper
+    /// follows the deadline at once. `Ok(false)`: the lock was gone (the lease is marked
+    /// lost). If the future is dropped half-way, the extend counts as unknown.
+    pub(crate) async fn extend_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        how: Extend,
+    ) -> Result<bool, Error> {
         let validity = self.store.validity(ttl, lease.renews());
         let sent = Instant::now();
-        let n = lease.begin_extend(sent, ttl, validity);
-        match self.store.extend(lease, ttl).await {
+        let n = lease.begin_extend(sent, ttl, validity, how);
+        // The deadline may have dropped: renewals follow it at once.
+        self.keeper.reschedule(lease);
+        let unanswered = Unanswered { lease, n: Some(n) };
+        let result = self.store.extend(lease, ttl, how).await;
+        unanswered.answered();
+        match result {
             Ok(true) => {
                 self.metrics
                     .count(Counter::Extensions, Some(lease.key().marketplace()));
@@ -140,15 +149,37 @@ impl Inner {
                 Ok(true)
             }
             Ok(false) => {
+                lease.extend_refused(n);
                 if !lease.is_released() {
                     lease.mark_lost("lock was gone or held by another holder when extending");
                 }
                 Ok(false)
             }
             Err(e) => {
-                lease.extend_unknown(validity);
+                lease.extend_unknown(n);
                 Err(e)
             }
+        }
+    }
+}
+
+/// An extend whose answer is not in: if its future is dropped, the extend may still reach
+/// the store, so it counts as unknown.
+struct Unanswered<'a> {
+    lease: &'a Lease,
+    n: Option<u64>,
+}
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.n = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.n.take() {
+            self.lease.extend_unknown(n);
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use crate::error::{ConfigError, Error};
+use crate::error::Error;
 use crate::lease::Holder;
+use crate::ttl::Ttl;
 
 /// The default time an acquire waits for a busy lock: 10 s.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -95,13 +96,7 @@ impl AcquireOptions {
     }
 }
 
+/// A ttl from the caller, checked by the one rule ([`Ttl`]).
 pub(crate) fn check_ttl(ttl: Duration) -> Result<Duration, Error> {
-    if ttl < Duration::from_millis(10) {
-        return Err(ConfigError::InvalidValue {
-            field: "ttl",
-            reason: format!("{ttl:?} is too short; use at least 10 ms"),
-        }
-        .into());
-    }
-    Ok(ttl)
+    Ok(Ttl::new(ttl)?.get())
 }

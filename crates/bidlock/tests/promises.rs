@@ -232,8 +232,9 @@ async fn bid_once_records_a_bid_whose_lease_lapsed(fx: Fx) {
         })
         .await
         .unwrap();
-    let BidOutcome::Placed(g2) = out else {
-        panic!("the placed bid was not recorded: {out:?}");
+    // Recorded, and the caller is told the lock had been lost meanwhile.
+    let BidOutcome::PlacedAfterLoss(g2) = out else {
+        panic!("the placed bid was not recorded as placed after a loss: {out:?}");
     };
     assert!(fx.manager.is_done(&k).await.unwrap());
     // The other instance's lock was left alone, and nobody bids again.

@@ -188,7 +188,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
                     })
                     .await;
                 match outcome {
-                    Ok(BidOutcome::Placed(true)) => {
+                    Ok(BidOutcome::Placed(true) | BidOutcome::PlacedAfterLoss(true)) => {
                         counts.bids.fetch_add(1, Relaxed);
                     }
                     Ok(BidOutcome::Unrecorded { value, .. }) => {
@@ -197,7 +197,11 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
                         }
                         counts.errors.fetch_add(1, Relaxed);
                     }
-                    Ok(BidOutcome::Placed(false) | BidOutcome::Failed(_)) => {}
+                    Ok(
+                        BidOutcome::Placed(false)
+                        | BidOutcome::PlacedAfterLoss(false)
+                        | BidOutcome::Failed(_),
+                    ) => {}
                     Err(e) if e.is_already_done() => {
                         counts.done.fetch_add(1, Relaxed);
                         if let Some(at) = ledger.bid_at(p) {

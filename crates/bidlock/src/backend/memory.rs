@@ -20,7 +20,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease, LeaseShared, Validity};
+use crate::lease::{Extend, Holder, Lease, LeaseShared, Validity};
 use crate::waiters::WaitQueues;
 
 const SHARDS: usize = 64;
@@ -159,13 +159,17 @@ impl Shard {
 struct Core {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
-    fence: AtomicU64,
+    fence: Arc<AtomicU64>,
     keys: KeySpace,
     queues: Arc<WaitQueues>,
 }
 
 /// The process-wide stores, by prefix; an entry lives while a manager uses it.
 static CORES: LazyLock<Mutex<HashMap<String, Weak<Core>>>> = LazyLock::new(Mutex::default);
+/// The fencing counters, by prefix, for the life of the process: a store recreated after
+/// its last manager went away must not issue tokens below those issued before (the
+/// counter can run ahead of the clock when more than one token a µs is issued).
+static FENCES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
 static OWNERS: AtomicU64 = AtomicU64::new(1);
 
 /// One manager's handle on the in-process store of its prefix.
@@ -220,7 +224,12 @@ impl MemoryStore {
                 let core = Arc::new(Core {
                     shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
                     hasher: RandomState::default(),
-                    fence: AtomicU64::new(0),
+                    fence: FENCES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(keys.prefix().to_owned())
+                        .or_default()
+                        .clone(),
                     queues: Arc::default(),
                     keys: keys.clone(),
                 });
@@ -364,19 +373,18 @@ impl Store for MemoryStore {
         Ok(released)
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
         let now = Instant::now();
         let mut shard = self.shard(lease.key());
-        Ok(
-            match shard.own(lease.key(), lease.holder(), Some(lease), now) {
-                Some(e) => {
-                    e.expires_at = now + ttl;
-                    e.ttl = ttl;
-                    true
-                }
-                None => false,
-            },
-        )
+        let Some(e) = shard.own(lease.key(), lease.holder(), Some(lease), now) else {
+            return Ok(false);
+        };
+        e.expires_at = match how {
+            Extend::Exact => now + ttl,
+            Extend::Renew => e.expires_at.max(now + ttl),
+        };
+        e.ttl = ttl;
+        Ok(true)
     }
 
     async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
@@ -558,6 +566,42 @@ mod tests {
         tokio::time::advance(Duration::from_secs(120)).await;
         store.sweep_all();
         assert_eq!(store.stored(), 0);
+    }
+
+    #[test]
+    fn tokens_keep_increasing_when_a_prefixs_store_is_recreated() {
+        let keys = KeySpace::new("fence_test").unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut last = 0;
+        for round in 0..3 {
+            // The last handle goes away at the end of each round: the store is rebuilt.
+            let store = MemoryStore::shared(keys.clone());
+            for i in 0..1000 {
+                let key = LockKey::new("m", format!("r{round}-{i}")).unwrap();
+                let lease = Lease::new(
+                    key.clone(),
+                    Holder::new("h"),
+                    true,
+                    Duration::from_secs(1),
+                    false,
+                    metrics.clone(),
+                );
+                let req = AcquireRequest {
+                    key: &key,
+                    lease: &lease,
+                    ttl: Duration::from_secs(1),
+                    renew: false,
+                    check_done: false,
+                    waiters_behind: false,
+                    now: Instant::now(),
+                };
+                let Attempt::Acquired { token } = store.try_acquire_sync(&req) else {
+                    panic!("not acquired");
+                };
+                assert!(token > last, "round {round}: {token} after {last}");
+                last = token;
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,7 @@ use super::{
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease, Validity};
+use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 
@@ -130,6 +130,38 @@ impl RedlockStore {
         .await
     }
 
+    /// Writes `token` back to the counters of the nodes that issued tokens, so any later
+    /// token from them is greater. Returns how many took it.
+    async fn raise_fence(&self, took: &[usize], token: u64, bound: Duration) -> usize {
+        join_all(
+            took.iter()
+                .map(|&i| tokio::time::timeout(bound, self.nodes[i].raise_fence(token))),
+        )
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Ok(()))))
+        .count()
+    }
+
+    /// After a try that did not win: release this try's copies at once. A node that took
+    /// it holds our acquisition. A node whose answer is unknown may have taken it; it is
+    /// released only for a generated holder id (unique to this try): a holder id of the
+    /// caller's may be another acquisition's there (never remove that).
+    async fn let_go(&self, req: &AcquireRequest<'_>, tally: &Tally) {
+        let mut nodes = tally.took.clone();
+        if !req.lease.holder_given() {
+            nodes.extend(&tally.unknown);
+        }
+        let holder = req.holder();
+        let releases = nodes.iter().map(|&i| {
+            tokio::time::timeout(
+                self.response_timeout,
+                self.nodes[i].release(req.key, holder, None),
+            )
+        });
+        let _ = join_all(releases).await;
+    }
+
     async fn majority(
         &self,
         op: &'static str,
@@ -176,56 +208,19 @@ impl Store for RedlockStore {
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
         let start = Instant::now();
         let bound = self.node_timeout(req.ttl);
-        let results = self.on_all(bound, |n| n.try_acquire(req)).await;
-        let mut tokens = Vec::new();
-        let mut took = Vec::new();
-        let mut held: Option<(Option<String>, Option<Duration>)> = None;
-        let mut done = false;
-        let mut wrong_type = None;
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Some(Ok(Attempt::Acquired { token })) => {
-                    tokens.push(token);
-                    took.push(i);
-                }
-                Some(Ok(Attempt::Held { holder, ttl_left })) => held = Some((holder, ttl_left)),
-                Some(Ok(Attempt::Done)) => done = true,
-                Some(Err(e @ Error::WrongType { .. })) => wrong_type = Some(e),
-                Some(Err(_)) | None => {}
-            }
-        }
-        if tokens.len() >= self.quorum && !done && wrong_type.is_none() {
-            let token = tokens.iter().copied().max().unwrap_or(0);
-            let raised = join_all(
-                took.iter()
-                    .map(|&i| tokio::time::timeout(bound, self.nodes[i].raise_fence(token))),
-            )
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(Ok(()))))
-            .count();
+        let mut tally = Tally::of(self.on_all(bound, |n| n.try_acquire(req)).await);
+        if tally.took.len() >= self.quorum && !tally.done && tally.wrong_type.is_none() {
+            let token = tally.tokens.iter().copied().max().unwrap_or(0);
+            let raised = self.raise_fence(&tally.took, token, bound).await;
             // Still valid now? (The caller checks again against its own send time.)
             let left = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
             if raised >= self.quorum && left.is_some_and(|v| !v.is_zero()) {
                 return Ok(Attempt::Acquired { token });
             }
+            tally.fenced = Some(raised);
         }
-        // Not held: let go everywhere at once (holder-checked, so only our own copies),
-        // including nodes whose answer timed out and may still have taken it.
-        let holder = req.holder().clone();
-        let _ = self
-            .on_all(self.response_timeout, |n| n.release(req.key, &holder, None))
-            .await;
-        if let Some(e) = wrong_type {
-            return Err(e);
-        }
-        if done {
-            return Ok(Attempt::Done);
-        }
-        if let Some((holder, ttl_left)) = held {
-            return Ok(Attempt::Held { holder, ttl_left });
-        }
-        Err(self.no_quorum("acquire", tokens.len()))
+        self.let_go(req, &tally).await;
+        tally.answer(self)
     }
 
     async fn release(
@@ -240,9 +235,9 @@ impl Store for RedlockStore {
         self.majority("release", r).await
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
         let r = self
-            .on_all(self.node_timeout(ttl), |n| n.extend(lease, ttl))
+            .on_all(self.node_timeout(ttl), |n| n.extend(lease, ttl, how))
             .await;
         self.majority("extend", r).await
     }
@@ -282,15 +277,20 @@ impl Store for RedlockStore {
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
 
-    /// Deleted from every node that answered; an error unless a majority answered (a
-    /// record left on a majority would still say "done").
+    /// Deleted from every node, or an error: an acquire treats a record on any node as
+    /// "done", so a record left on a node that did not answer would still stop every bid.
     async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.clear_done(key))
             .await;
         let answered = r.iter().filter(|x| matches!(x, Some(Ok(_)))).count();
-        if answered < self.quorum {
-            return Err(self.no_quorum("clear_done", answered));
+        if answered < self.nodes.len() {
+            return Err(Error::NoQuorum {
+                op: "clear_done",
+                ok: answered,
+                needed: self.nodes.len(),
+                total: self.nodes.len(),
+            });
         }
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
@@ -403,6 +403,54 @@ impl Store for RedlockStore {
         for n in &self.nodes {
             n.close().await;
         }
+    }
+}
+
+/// What the nodes answered to one try.
+#[derive(Default)]
+struct Tally {
+    tokens: Vec<u64>,
+    /// Nodes that took the lock for this try.
+    took: Vec<usize>,
+    /// Nodes whose answer is unknown (error or timeout): they may have taken it.
+    unknown: Vec<usize>,
+    held: Option<(Option<String>, Option<Duration>)>,
+    done: bool,
+    wrong_type: Option<Error>,
+    /// How many nodes took the fencing write-back, when a majority took the lock.
+    fenced: Option<usize>,
+}
+
+impl Tally {
+    fn of(results: Vec<Option<Result<Attempt, Error>>>) -> Tally {
+        let mut t = Tally::default();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Some(Ok(Attempt::Acquired { token })) => {
+                    t.tokens.push(token);
+                    t.took.push(i);
+                }
+                Some(Ok(Attempt::Held { holder, ttl_left })) => t.held = Some((holder, ttl_left)),
+                Some(Ok(Attempt::Done)) => t.done = true,
+                Some(Err(e @ Error::WrongType { .. })) => t.wrong_type = Some(e),
+                Some(Err(_)) | None => t.unknown.push(i),
+            }
+        }
+        t
+    }
+
+    /// The answer to a try that did not win.
+    fn answer(self, store: &RedlockStore) -> Result<Attempt, Error> {
+        if let Some(e) = self.wrong_type {
+            return Err(e);
+        }
+        if self.done {
+            return Ok(Attempt::Done);
+        }
+        if let Some((holder, ttl_left)) = self.held {
+            return Ok(Attempt::Held { holder, ttl_left });
+        }
+        Err(store.no_quorum("acquire", self.fenced.unwrap_or(self.took.len())))
     }
 }
 

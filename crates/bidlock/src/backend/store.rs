@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Topology};
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::lease::{Holder, Lease, Validity};
+use crate::lease::{Extend, Holder, Lease, Validity};
 
 /// A place where locks live.
 ///
@@ -67,8 +67,9 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
         lease: Option<&Lease>,
     ) -> Result<bool, Error>;
 
-    /// Sets the lock of `lease` to expire `ttl` from now, if it still holds it.
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error>;
+    /// Sets the lock of `lease` to expire `ttl` from now if it still holds it: exactly
+    /// ([`Extend::Exact`]), or at least, never shortening ([`Extend::Renew`]).
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error>;
 
     /// Whether the lock of `lease` is still its own (a check without extending).
     async fn holds(&self, lease: &Lease) -> Result<bool, Error>;

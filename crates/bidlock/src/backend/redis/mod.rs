@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
 use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
-use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, STATUS};
+use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, RENEW, STATUS};
 use sentinel::Failover;
 use subscriber::Subscriber;
 
@@ -50,7 +50,7 @@ use super::{
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease, Validity};
+use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
 
@@ -306,9 +306,13 @@ impl Store for RedisStore {
         Ok(n >= 1)
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
         let lock = self.keys.lock_key(lease.key());
-        let mut inv = EXTEND.prepare_invoke();
+        let script = match how {
+            Extend::Exact => &EXTEND,
+            Extend::Renew => &RENEW,
+        };
+        let mut inv = script.prepare_invoke();
         inv.key(&lock)
             .key(self.keys.wait_key(lease.key()))
             .arg(lease.holder().as_str())

@@ -15,6 +15,7 @@ macro_rules! script {
 script!(ACQUIRE, "acquire.lua");
 script!(RELEASE, "release.lua");
 script!(EXTEND, "extend.lua");
+script!(RENEW, "renew.lua");
 script!(COMPLETE, "complete.lua");
 script!(FORCE_RELEASE, "force_release.lua");
 script!(CLEANUP, "cleanup.lua");
