@@ -20,6 +20,9 @@ export BIDLOCK_REQUIRE_PROMTOOL=1
 cargo test --workspace --all-targets --all-features "$@"
 cargo test --workspace --doc --all-features "$@"
 
+# The layout ARCHITECTURE.md promises: no module cycles, no source file over 600 lines.
+python3 scripts/lint-layout.py
+
 # Deployment files cannot run here (no Docker engine, no cluster): lint them.
 scripts/lint-deploy.sh
 

@@ -10,10 +10,11 @@ use crate::backend::{AcquireRequest, Attempt};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::guard::{LockGuard, ReleaseOnDrop};
+use crate::inner::Inner;
 use crate::keeper::Keeping;
 use crate::key::LockKey;
 use crate::lease::{Lease, Validity};
-use crate::manager::{BidLockManager, Inner};
+use crate::manager::BidLockManager;
 use crate::metrics::Counter;
 use crate::options::{check_ttl, AcquireOptions};
 use crate::waiters::Ticket;
@@ -210,6 +211,7 @@ impl<'a> Acquiring<'a> {
                     drop(in_flight);
                     return Ok(None);
                 }
+                crate::renewal::start(self.inner);
                 let kept = match self.inner.keeper.register(&lease) {
                     Keeping::Kept => true,
                     Keeping::Untracked => false,

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use crate::backend::Completed;
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::error::Error;
+use crate::inner::Inner;
 use crate::lease::Lease;
-use crate::manager::Inner;
 use crate::metrics::Counter;
 
 /// Writes the record of `lease`, retrying transient errors for up to twice the response

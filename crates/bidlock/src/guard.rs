@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::completion::CompleteOnDrop;
 use crate::error::Error;
+use crate::inner::Inner;
 use crate::key::LockKey;
 use crate::lease::{Extend, FencingToken, Holder, Lease};
-use crate::manager::Inner;
 
 /// A held lock.
 ///
@@ -247,5 +247,30 @@ mod tests {
         assert_send_sync_static::<Lease>();
         assert_send_sync_static::<crate::BidLockManager>();
         assert_send_sync_static::<Error>();
+    }
+
+    fn spawnable<T: Send + 'static>(_: T) {}
+
+    /// The futures users hand to `tokio::spawn`: a refactor must not make them `!Send`.
+    #[test]
+    fn acquire_and_bid_futures_can_be_spawned() {
+        let m = crate::BidLockManager::memory();
+        let key = LockKey::new("m", "send").unwrap();
+        let opts = crate::AcquireOptions::new();
+        let (m1, k1, o1) = (m.clone(), key.clone(), opts.clone());
+        spawnable(async move { m1.acquire(&k1, &o1).await.map(drop) });
+        let (m2, k2, o2) = (m.clone(), key.clone(), opts.clone());
+        spawnable(async move {
+            m2.bid_once(&k2, &o2, |lease| async move { Ok::<_, ()>(lease) })
+                .await
+                .map(drop)
+        });
+        let (m3, k3, o3) = (m.clone(), key.clone(), opts.clone());
+        spawnable(async move { m3.with_lock(&k3, &o3, |_| async {}).await });
+        spawnable(async move {
+            let g = m.acquire(&key, &opts).await?;
+            g.extend(std::time::Duration::from_secs(1)).await?;
+            g.complete().await
+        });
     }
 }

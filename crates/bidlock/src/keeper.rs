@@ -1,24 +1,22 @@
-//! The lease keeper: one task per manager renews every held lease at a third of its
-//! validity, marks leases lost when they run out unconfirmed, and checks a lease at once
-//! when a release message names its key.
+//! The lease keeper's schedule: every held lease that can run out, ordered by when it
+//! next needs attention (a renewal at a third of its validity, or its end), indexed by
+//! key so a release message can have a lease checked at once. The task that works
+//! through it is in `renewal.rs`.
 //!
-//! One task instead of one watchdog per guard: registering a lease takes a short lock
-//! and wakes nobody unless it is due before everything else, so an acquire/release
-//! pair costs no thread wake-ups beyond the Redis round trips themselves. Leases that
-//! their store keeps alive by itself (no deadline) are not kept here at all.
+//! One schedule per manager instead of one watchdog per guard: registering a lease takes
+//! a short lock and wakes nobody unless it is due before everything else, so an
+//! acquire/release pair costs no thread wake-ups beyond the Redis round trips themselves.
+//! Leases that their store keeps alive by itself (no deadline) are not kept here at all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::key::LockKey;
-use crate::lease::{Extend, Lease};
-use crate::manager::Inner;
+use crate::lease::Lease;
 
 #[derive(Default)]
 struct State {
@@ -64,9 +62,9 @@ impl State {
 #[derive(Default)]
 pub(crate) struct LeaseKeeper {
     state: Mutex<State>,
-    wake: Notify,
+    pub(crate) wake: Notify,
     /// When the keeper task will next wake, in µs since it started (u64::MAX: idle).
-    target: AtomicU64,
+    pub(crate) target: AtomicU64,
     next_id: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
 }
@@ -98,7 +96,7 @@ impl LeaseKeeper {
         *self.epoch.get_or_init(Instant::now)
     }
 
-    fn micros(&self, t: Instant) -> u64 {
+    pub(crate) fn micros(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch()).as_micros()).unwrap_or(u64::MAX - 1)
     }
 
@@ -152,6 +150,16 @@ impl LeaseKeeper {
         }
     }
 
+    /// Whether a lease is due before the keeper task's current wake-up target (one
+    /// registered between its last look and its sleep).
+    pub(crate) fn due_before(&self, target: u64) -> bool {
+        self.state()
+            .due
+            .keys()
+            .next()
+            .is_some_and(|(t, _)| self.micros(*t) < target)
+    }
+
     /// A notice named `key`: check the leases held on it now.
     pub(crate) fn check(&self, key: &LockKey) {
         let mut st = self.state();
@@ -182,7 +190,7 @@ impl LeaseKeeper {
         }
     }
 
-    fn take_due(&self, now: Instant) -> (Vec<Lease>, Option<Instant>) {
+    pub(crate) fn take_due(&self, now: Instant) -> (Vec<Lease>, Option<Instant>) {
         let mut st = self.state();
         let later = st.due.split_off(&(now, u64::MAX));
         let due = std::mem::replace(&mut st.due, later);
@@ -198,7 +206,7 @@ impl LeaseKeeper {
 
     /// Attention finished and the lease is still held: schedule it at `at`, or from its
     /// state; at once if a notice came meanwhile.
-    fn back(&self, lease: &Lease, at: Option<Instant>) {
+    pub(crate) fn back(&self, lease: &Lease, at: Option<Instant>) {
         let mut st = self.state();
         let id = lease.keeper_id();
         if st.out.remove(&id).is_none() || lease.is_released() {
@@ -221,11 +229,11 @@ impl LeaseKeeper {
     }
 
     /// The lease is done with (lost or ran out): forget it.
-    fn finished(&self, lease: &Lease) {
+    pub(crate) fn finished(&self, lease: &Lease) {
         self.state().forget(lease.key(), lease.keeper_id());
     }
 
-    fn drain(&self) -> Vec<Lease> {
+    pub(crate) fn drain(&self) -> Vec<Lease> {
         let mut st = self.state();
         let mut all: Vec<Lease> = std::mem::take(&mut st.due).into_values().collect();
         all.extend(std::mem::take(&mut st.out).into_values());
@@ -239,137 +247,5 @@ impl LeaseKeeper {
     /// Wakes the keeper (to notice shutdown or a dropped manager).
     pub(crate) fn poke(&self) {
         self.wake.notify_one();
-    }
-}
-
-/// The keeper task. Holds the manager weakly so that dropping the manager ends it.
-pub(crate) async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: CancellationToken) {
-    loop {
-        let (due, next) = keeper.take_due(Instant::now());
-        if !due.is_empty() {
-            let Some(strong) = inner.upgrade() else {
-                return;
-            };
-            for lease in due {
-                let (inner2, keeper2) = (strong.clone(), keeper.clone());
-                let span = tracing::debug_span!(target: "bidlock::lease", "renew", key = %lease.key(), holder = %lease.holder(), token = lease.fencing_token().get());
-                strong.tasks.spawn(tracing::Instrument::instrument(
-                    async move { attend(&inner2, &keeper2, lease).await },
-                    span,
-                ));
-            }
-        }
-        if inner.strong_count() == 0 {
-            return;
-        }
-        let target = next.map_or(u64::MAX, |t| keeper.micros(t));
-        keeper.target.store(target, Ordering::Release);
-        // A lease registered between take_due and the store above could be missed:
-        // look once more before sleeping.
-        if keeper
-            .state()
-            .due
-            .keys()
-            .next()
-            .is_some_and(|(t, _)| keeper.micros(*t) < target)
-        {
-            continue;
-        }
-        let sleep = async {
-            match next {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sleep => {}
-            _ = keeper.wake.notified() => {}
-            _ = shutdown.cancelled() => {
-                if let Some(strong) = inner.upgrade() {
-                    release_all(&strong, keeper.drain()).await;
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// Closing: every lease is marked lost first, then its lock released, so no local guard
-/// still says "held" once another instance can take the lock.
-async fn release_all(inner: &Inner, leases: Vec<Lease>) {
-    for l in &leases {
-        l.mark_lost("the manager was closed");
-        l.set_released();
-    }
-    let releases = leases.iter().map(|l| inner.release_lease(l));
-    let _ = futures_util::future::join_all(releases).await;
-}
-
-/// One renewal, check, or end of a lease.
-async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
-    if lease.is_released() {
-        keeper.finished(&lease);
-        return;
-    }
-    let now = Instant::now();
-    let Some(deadline) = lease.deadline() else {
-        keeper.finished(&lease);
-        return;
-    };
-    if now >= deadline {
-        keeper.finished(&lease);
-        if !lease.is_released() {
-            lease.mark_lost(if lease.renews() {
-                "no renewal succeeded before the lease ran out"
-            } else {
-                "ttl ran out without renewal"
-            });
-        }
-        return;
-    }
-    let checking = lease.take_check();
-    if !lease.renews() {
-        if checking {
-            verify(inner, keeper, &lease, deadline).await;
-        } else {
-            // Woken early (an extend moved the deadline): look again then.
-            keeper.back(&lease, Some(deadline));
-        }
-        return;
-    }
-    let renewal = inner.extend_lease(&lease, lease.ttl(), Extend::Renew);
-    match tokio::time::timeout(deadline - now, renewal).await {
-        Ok(Ok(true)) => {
-            tracing::trace!(target: "bidlock::lease", key = %lease.key(), "renewed");
-            keeper.back(&lease, None);
-        }
-        Ok(Ok(false)) => keeper.finished(&lease),
-        Ok(Err(e)) => {
-            tracing::warn!(target: "bidlock::lease", key = %lease.key(), error = %e, "renewal failed; retrying until the lease runs out");
-            let pause =
-                (lease.ttl() / 10).clamp(Duration::from_millis(5), Duration::from_millis(500));
-            keeper.back(&lease, Some((Instant::now() + pause).min(deadline)));
-        }
-        Err(_) => {
-            keeper.finished(&lease);
-            if !lease.is_released() {
-                lease.mark_lost("no renewal succeeded before the lease ran out");
-            }
-        }
-    }
-}
-
-/// A notice named the key of a lease that does not renew: is the lock still its own?
-async fn verify(inner: &Inner, keeper: &LeaseKeeper, lease: &Lease, deadline: Instant) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, inner.store.holds(lease)).await {
-        Ok(Ok(false)) => {
-            keeper.finished(lease);
-            if !lease.is_released() {
-                lease.mark_lost("lock was gone or held by another holder when checked");
-            }
-        }
-        // Held, or no answer: the deadline still stands.
-        _ => keeper.back(lease, Some(deadline)),
     }
 }

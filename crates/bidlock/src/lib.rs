@@ -23,6 +23,9 @@
 //!     .await;
 //! match outcome {
 //!     Ok(BidOutcome::Placed(token)) => println!("bid placed with fencing token {token}"),
+//!     Ok(BidOutcome::PlacedAfterLoss(token)) => {
+//!         println!("bid {token} placed and recorded, but the lease had lapsed: compare tokens")
+//!     }
 //!     Ok(BidOutcome::Unrecorded { value, error }) => {
 //!         println!("bid {value} placed, but not recorded ({error}): another instance may bid again")
 //!     }
@@ -63,6 +66,7 @@ mod config;
 mod error;
 mod guard;
 mod health;
+mod inner;
 mod keeper;
 mod key;
 mod keyspace;
@@ -71,6 +75,7 @@ mod manager;
 mod metrics;
 mod notices;
 mod options;
+mod renewal;
 mod ttl;
 mod waiters;
 
@@ -78,15 +83,14 @@ pub use backend::{LockInfo, LockStatus, Topology};
 pub use backoff::RetryPolicy;
 pub use bid::BidOutcome;
 pub use config::{
-    parse_seconds, Backend, Config, ConfigBuilder, RedisTarget, DEFAULT_DETECT_TIMEOUT,
-    DEFAULT_DONE_RETENTION, DEFAULT_IO_TIMEOUT, DEFAULT_REDIS_URL, DEFAULT_TTL, ENV_VARS,
+    Backend, Config, ConfigBuilder, RedisTarget, DEFAULT_DETECT_TIMEOUT, DEFAULT_DONE_RETENTION,
+    DEFAULT_IO_TIMEOUT, DEFAULT_REDIS_URL, DEFAULT_TTL, ENV_VARS,
 };
 pub use error::{ConfigError, Error};
 pub use guard::LockGuard;
 pub use health::Health;
-pub use key::{
-    InvalidKey, KeySpace, LockKey, DEFAULT_PREFIX, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN,
-};
+pub use key::{validate_marketplace, InvalidKey, LockKey, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN};
+pub use keyspace::{KeySpace, DEFAULT_PREFIX};
 pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};

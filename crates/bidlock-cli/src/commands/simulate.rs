@@ -109,24 +109,15 @@ struct Counts {
 
 pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliError> {
     // A demo runs on memory unless a backend or a Redis was asked for.
-    let redis_configured = ["REDIS_URL", "REDIS_URLS", "REDIS_HOST", "USE_REDIS_LOCKS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
     let mut builder = g.config(false)?.done_retention(Duration::from_secs(600));
-    if g.backend.is_none() && g.redis_url.is_empty() && !redis_configured {
+    if g.backend.is_none()
+        && builder.requested_backend() == bidlock::Backend::Auto
+        && !builder.redis_configured()
+    {
         builder = builder.backend(bidlock::Backend::Memory);
     }
     let config = builder.build()?;
-    let first = BidLockManager::new(config.clone()).await.map_err(|e| {
-        CliError::new(
-            if e.is_invalid_input() {
-                exit::USAGE
-            } else {
-                exit::UNAVAILABLE
-            },
-            e.to_string(),
-        )
-    })?;
+    let first = BidLockManager::new(config.clone()).await?;
     let backend = first.backend();
     // Separate managers stand for separate instances (Redis); memory is one process.
     let instances = if backend == bidlock::Backend::Redis {
@@ -279,7 +270,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
         m.close().await;
     }
     if g.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
         print(&format!(
             "bidlock simulate: {} agents x {} postings on {}\n\
@@ -308,7 +299,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
             report.handover_p50_us,
             report.handover_p99_us,
             report.handover_samples,
-        ));
+        ))?;
     }
     Ok(if report.duplicates > 0 || report.errors > 0 {
         exit::FAILURE

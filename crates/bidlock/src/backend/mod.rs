@@ -131,6 +131,18 @@ pub enum Topology {
     },
 }
 
+impl Topology {
+    /// A short name: `memory`, `redis`, `sentinel` or `redlock`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topology::Memory => "memory",
+            Topology::Single => "redis",
+            Topology::Sentinel => "sentinel",
+            Topology::Redlock { .. } => "redlock",
+        }
+    }
+}
+
 impl std::fmt::Display for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

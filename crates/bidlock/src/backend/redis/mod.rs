@@ -49,7 +49,8 @@ use super::{
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
-use crate::key::{KeySpace, LockKey};
+use crate::key::LockKey;
+use crate::keyspace::KeySpace;
 use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;

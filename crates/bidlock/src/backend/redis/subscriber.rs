@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::client::Master;
 use crate::backoff::{Backoff, RetryPolicy};
-use crate::key::KeySpace;
+use crate::keyspace::KeySpace;
 use crate::notices::Notices;
 
 /// What the subscriber listens to, and whom it tells.

@@ -2,157 +2,31 @@
 //! single-instance deployments. Same semantics as Redis: ttl, holder-checked release,
 //! fencing tokens, completion records, and instant wake-up of waiters.
 
+mod shard;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-
-use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use tokio::time::Instant;
 
-use async_trait::async_trait;
+use shard::{Done, Entry, Shard};
 
 use super::{
     completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
     Topology,
 };
 use crate::error::Error;
-use crate::key::{KeySpace, LockKey};
-use crate::lease::{Extend, Holder, Lease, LeaseShared, Validity};
+use crate::key::LockKey;
+use crate::keyspace::KeySpace;
+use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::waiters::WaitQueues;
 
 const SHARDS: usize = 64;
-/// A shard is swept of expired entries at most this often...
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// ...and only once it has seen this many inserts since the last sweep.
-const SWEEP_AFTER_INSERTS: u32 = 256;
-
-#[derive(Debug)]
-struct Entry {
-    holder: Holder,
-    expires_at: Instant,
-    ttl: Duration,
-    renew: bool,
-    /// The manager (store handle) that took it: `close` releases only its own.
-    owner: u64,
-    lease: Weak<LeaseShared>,
-}
-
-impl Entry {
-    /// Whether the lock is still held at `now`. A renewing lease whose guard lives is
-    /// extended here, exactly as a watchdog would have done every ttl/3.
-    fn live(&mut self, now: Instant) -> bool {
-        if now < self.expires_at {
-            return true;
-        }
-        if self.renew {
-            if let Some(lease) = self.lease.upgrade() {
-                if !Lease(lease).is_marked_lost() {
-                    self.expires_at = now + self.ttl;
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    fn lose(&self, reason: &'static str) {
-        if let Some(l) = self.lease.upgrade() {
-            Lease(l).mark_lost(reason);
-        }
-    }
-
-    fn ttl_left(&self, now: Instant) -> Duration {
-        self.expires_at.saturating_duration_since(now)
-    }
-
-    /// Whether this entry is `lease`'s acquisition (not merely the same holder id).
-    fn is(&self, lease: &Lease) -> bool {
-        self.lease
-            .upgrade()
-            .is_some_and(|shared| lease.same(&shared))
-    }
-}
-
-#[derive(Debug)]
-struct Done {
-    record: String,
-    expires_at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Shard {
-    locks: HashMap<LockKey, Entry, RandomState>,
-    done: HashMap<LockKey, Done, RandomState>,
-    inserts: u32,
-    last_sweep: Option<Instant>,
-}
-
-impl Shard {
-    fn maybe_sweep(&mut self, now: Instant) {
-        self.inserts += 1;
-        if self.inserts < SWEEP_AFTER_INSERTS {
-            return;
-        }
-        if self
-            .last_sweep
-            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
-        {
-            return;
-        }
-        self.sweep(now);
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        self.inserts = 0;
-        self.last_sweep = Some(now);
-        self.locks.retain(|_, e| {
-            let live = e.live(now);
-            if !live {
-                e.lose("lock expired");
-            }
-            live
-        });
-        self.done.retain(|_, d| now < d.expires_at);
-        // Keep memory proportional to what is held, not to the peak.
-        if self.locks.capacity() > 64 && self.locks.len() < self.locks.capacity() / 4 {
-            self.locks.shrink_to_fit();
-        }
-        if self.done.capacity() > 64 && self.done.len() < self.done.capacity() / 4 {
-            self.done.shrink_to_fit();
-        }
-    }
-
-    fn done_live(&mut self, key: &LockKey, now: Instant) -> bool {
-        match self.done.get(key) {
-            Some(d) if now < d.expires_at => true,
-            Some(_) => {
-                self.done.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// The entry of `key` if it is `lease`'s live acquisition (or, without a lease,
-    /// any live acquisition by `holder`).
-    fn own(
-        &mut self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-        now: Instant,
-    ) -> Option<&mut Entry> {
-        let e = self.locks.get_mut(key)?;
-        let mine = match lease {
-            Some(l) => e.is(l),
-            None => e.holder == *holder,
-        };
-        (mine && e.live(now)).then_some(e)
-    }
-}
 
 /// The locks of one prefix in this process. Every manager of that prefix shares it, so
 /// two managers of one process exclude each other, as two clients of one Redis do.
@@ -509,6 +383,7 @@ pub(crate) fn ms(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::shard::SWEEP_AFTER_INSERTS;
     use super::*;
     use crate::metrics::Metrics;
 
