@@ -22,13 +22,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bidlock::Config;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Args;
-use crate::exposition::AgentCounters;
 use crate::market::Marketplace;
 use crate::service::Status;
 use crate::summary::Summary;
@@ -77,6 +77,8 @@ async fn run(args: Args) -> ExitCode {
             )
         }
     };
+    // The environment exactly as the library reads it; only the records' retention is
+    // the agent's: a closed posting cannot be bid on, so its record need not outlive it.
     let config = match bidlock::ConfigBuilder::from_env()
         .and_then(|b| b.done_retention(args.posting_open + RECORD_MARGIN).build())
     {
@@ -87,24 +89,38 @@ async fn run(args: Args) -> ExitCode {
         args.posting_open,
         Duration::from_millis(args.bid_latency_ms),
     ));
-    let counters = Arc::new(AgentCounters::default());
-    let status = Arc::new(Status::new(counters.clone(), market.clone()));
+    let status = Arc::new(Status::new(Arc::default(), market));
     let http_stop = CancellationToken::new();
     let http = match args.metrics_addr {
         Some(addr) => match start_http(addr, status.clone(), http_stop.clone()).await {
             Ok(handle) => Some(handle),
-            Err(e) => return fail(1, &format!("cannot listen on {addr}: {e}")),
+            Err(e) => return fail(1, &e),
         },
         None => None,
     };
+    let code = bid_until_stopped(&args, &config, &stop, stopper, &status).await;
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = tokio::time::timeout(Duration::from_millis(500), http).await;
+    }
+    code
+}
+
+/// Connects, bids until `stop`, drains and closes, and prints the summary.
+async fn bid_until_stopped(
+    args: &Args,
+    config: &Config,
+    stop: &CancellationToken,
+    stopper: JoinHandle<StopReason>,
+    status: &Status,
+) -> ExitCode {
     let started = Instant::now();
+    let market = status.market.clone();
     let feed = tokio::spawn(market::run_feed(market.clone(), args.rate, stop.clone()));
-    let connected = fleet::connect_all(&config, args.instances, &stop).await;
-    let managers = match connected {
+    let managers = match fleet::connect_all(config, args.instances, stop).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             feed.abort();
-            http_stop.cancel();
             return match stopper.await.unwrap_or(StopReason::Signal) {
                 StopReason::Signal => ExitCode::SUCCESS,
                 StopReason::Deadline => fail(69, "the lock backend never answered; no bids placed"),
@@ -115,7 +131,7 @@ async fn run(args: Args) -> ExitCode {
     status.set_managers(managers.clone());
     let crew = fleet::Crew {
         market: market.clone(),
-        counters: counters.clone(),
+        counters: status.counters.clone(),
         stop: stop.clone(),
     };
     let tasks = fleet::start(&managers, args.instances, args.tasks, &crew);
@@ -125,17 +141,8 @@ async fn run(args: Args) -> ExitCode {
     fleet::drain(tasks, args.grace).await;
     fleet::close_all(&managers).await;
     feed.abort();
-    http_stop.cancel();
-    if let Some(http) = http {
-        let _ = tokio::time::timeout(Duration::from_millis(500), http).await;
-    }
-    let report = Summary::new(
-        &args,
-        &managers,
-        started.elapsed(),
-        counters.snapshot(),
-        market.stats(),
-    );
+    let bids = status.counters.snapshot();
+    let report = Summary::new(args, &managers, started.elapsed(), bids, market.stats());
     report.print(args.json);
     if report.duplicates() > 0 {
         return ExitCode::from(1);
@@ -170,11 +177,12 @@ async fn start_http(
     addr: SocketAddr,
     status: Arc<Status>,
     shutdown: CancellationToken,
-) -> std::io::Result<JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+) -> Result<JoinHandle<()>, String> {
+    let cannot = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
+    let local = listener.local_addr().map_err(cannot)?;
     println!("bidlock-agent: serving http://{local}/metrics, /ready and /live");
-    std::io::stdout().flush()?;
+    let _ = std::io::stdout().flush();
     Ok(service::serve(listener, status, shutdown))
 }
 

@@ -29,8 +29,8 @@ const READY_WITHIN: Duration = Duration::from_secs(1);
 pub(crate) struct Status {
     managers: OnceLock<Vec<BidLockManager>>,
     stopping: AtomicBool,
-    counters: Arc<AgentCounters>,
-    market: Arc<Marketplace>,
+    pub(crate) counters: Arc<AgentCounters>,
+    pub(crate) market: Arc<Marketplace>,
 }
 
 impl Status {
