@@ -21,6 +21,9 @@ const MIN_BUDGET: u32 = 100;
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How often a task polls the marketplace when it has seen everything.
 const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How long a task pauses after a lock error, doubling while errors go on.
+const ERROR_PAUSE_MIN: Duration = Duration::from_millis(100);
+const ERROR_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// How long closing the managers (releasing what they hold) may take.
 pub(crate) const CLOSE_WITHIN: Duration = Duration::from_millis(1500);
 
@@ -118,23 +121,37 @@ struct Bidder {
 impl Bidder {
     async fn run(self) {
         let mut cursor = 0;
+        let mut pause = Duration::ZERO;
         loop {
             let (new, missed) = self.crew.market.poll(&mut cursor);
             self.crew.counters.count_missed(missed);
-            for posting in new {
+            for posting in new.iter().filter(|p| p.budget >= MIN_BUDGET) {
                 if self.crew.stop.is_cancelled() {
                     return;
                 }
-                if posting.budget >= MIN_BUDGET {
-                    let bid = self.bid(&posting).await;
-                    self.crew.counters.count(&bid);
-                    self.log(&posting, &bid);
+                let bid = self.bid(posting).await;
+                self.crew.counters.count(&bid);
+                self.log(posting, &bid);
+                // While the backend fails, back off: one error a pause, not one a posting.
+                pause = match bid {
+                    Bid::Failed(_) => (pause * 2).clamp(ERROR_PAUSE_MIN, ERROR_PAUSE_MAX),
+                    _ => Duration::ZERO,
+                };
+                if !pause.is_zero() && !self.sleep(pause).await {
+                    return;
                 }
             }
-            tokio::select! {
-                () = self.crew.stop.cancelled() => return,
-                () = tokio::time::sleep(POLL_EVERY) => {}
+            if !self.sleep(POLL_EVERY).await {
+                return;
             }
+        }
+    }
+
+    /// Sleeps unless the agent stops first (then `false`).
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.crew.stop.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
         }
     }
 
