@@ -142,20 +142,9 @@ enum MetricsFormat {
     Prometheus,
 }
 
-/// Parses `--wait 2.5` style durations: seconds, decimals allowed, zero or more, at most
-/// 30 days.
+/// Parses `--wait 2.5` style durations: seconds, decimals allowed, zero or more.
 pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} must be zero or more seconds"));
-    }
-    if secs > 30.0 * 24.0 * 3600.0 {
-        return Err(format!("{s:?} is more than 30 days"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    bidlock::parse_seconds(s)
 }
 
 /// Parses `--ttl`: the library's one ttl rule.

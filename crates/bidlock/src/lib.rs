@@ -95,7 +95,7 @@ pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};
 pub use options::{AcquireOptions, DEFAULT_WAIT};
-pub use ttl::Ttl;
+pub use ttl::{parse_seconds, Ttl};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

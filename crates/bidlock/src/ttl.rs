@@ -1,5 +1,6 @@
 //! [`Ttl`]: a lock's time to live, checked once wherever it comes from (builder,
-//! environment, acquire options, `extend`, the CLI).
+//! environment, acquire options, `extend`, the CLI), and [`parse_seconds`], the one way
+//! durations are read from operators (`BID_LOCK_TTL`, `--wait`, `--ttl`, `--grace`).
 
 use std::fmt;
 use std::time::Duration;
@@ -53,15 +54,10 @@ impl Ttl {
             field: "ttl",
             reason,
         };
-        let secs: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| invalid(format!("{s:?} is not a number of seconds")))?;
-        if !secs.is_finite() || secs <= 0.0 {
+        let d = parse_seconds(s).map_err(invalid)?;
+        if d.is_zero() {
             return Err(invalid(format!("{s:?} must be more than 0 seconds")));
         }
-        let d = Duration::try_from_secs_f64(secs)
-            .map_err(|_| invalid(format!("{s:?} is more than 30 days")))?;
         Ttl::check(d).map_err(invalid)
     }
 
@@ -79,6 +75,37 @@ impl Ttl {
     pub fn get(self) -> Duration {
         self.0
     }
+}
+
+/// The longest duration [`parse_seconds`] accepts: 30 days.
+const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// Parses a duration written in seconds, decimals allowed (`2.5`): zero or more, at most
+/// 30 days.
+///
+/// # Errors
+///
+/// A message saying what was expected.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(bidlock::parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+/// assert!(bidlock::parse_seconds("-1").is_err());
+/// ```
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} must be zero or more seconds"));
+    }
+    if secs > MAX_SECONDS {
+        return Err(format!("{s:?} is more than 30 days"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Default for Ttl {
