@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{AcquireRequest, Attempt};
+use crate::backend::{AcquireRequest, Attempt, Handoff, Queue, Waiting};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::guard::{LockGuard, ReleaseOnDrop};
@@ -29,6 +29,11 @@ impl BidLockManager {
     ///
     /// A lock whose reply arrives after its ttl has run out is not returned: it may already
     /// be someone else's. It is released and the acquire tries again until its deadline.
+    ///
+    /// With Redis, a waiter with a generated holder id also joins the key's queue in
+    /// Redis, and a release hands the lock straight to the first live waiter of the whole
+    /// fleet: first come, first served across processes, and the new holder starts one
+    /// message after the release, without a try of its own.
     ///
     /// # Cancel safety
     ///
@@ -88,6 +93,15 @@ async fn acquire(
         .count(Counter::LockAttempts, Some(key.marketplace()));
     let mut a = Acquiring::new(inner, key, opts, ttl);
     loop {
+        if let Some(token) = a.grant.take() {
+            if let Some(guard) = a.accept_grant(token)? {
+                return Ok(guard);
+            }
+        }
+        if a.refresh_due() {
+            a.refresh().await?;
+            continue;
+        }
         if a.may_try {
             if let Some(guard) = a.try_once().await? {
                 return Ok(guard);
@@ -117,6 +131,27 @@ struct Acquiring<'a> {
     last_holder: Option<String>,
     hint: Option<Duration>,
     conflicted: bool,
+    /// The lease of the last try, kept for the next one while that try's answer was a
+    /// definite "held" (so the holder id stays the one queued in the store).
+    lease: Option<Lease>,
+    /// The store's handoff rules, when this waiter queues in the store.
+    handoff: Option<Handoff>,
+    /// When the last request that found this waiter queued was sent: a grant came after.
+    queued: Option<Instant>,
+    /// This waiter's entry may be in the store's queue (it joined, and has not left).
+    in_queue: bool,
+    /// A token handed to this waiter, not yet taken up.
+    grant: Option<u64>,
+}
+
+impl Drop for Acquiring<'_> {
+    fn drop(&mut self) {
+        // Leaving without the lock while queued in the store (timed out, cancelled, an
+        // error): take the entry out, or hand on a lock granted meanwhile.
+        if let (Some(lease), true) = (self.lease.take(), self.in_queue) {
+            self.inner.release_detached(lease);
+        }
+    }
 }
 
 impl<'a> Acquiring<'a> {
@@ -130,6 +165,9 @@ impl<'a> Acquiring<'a> {
         // Join the queue before the first try (a release between a failed try and the
         // wait then still wakes us); when others already wait, queue behind them.
         let ticket = (!opts.timeout.is_zero()).then(|| inner.queues.enqueue(key));
+        // Handoffs go to a holder id: only one unique to this acquisition can take them.
+        let handoff = (ticket.is_some() && opts.holder.is_none() && inner.store.takes_handoffs())
+            .then(|| Handoff::for_ttl(ttl));
         Acquiring {
             may_try: ticket.as_ref().is_none_or(Ticket::is_front),
             validity: inner.store.validity(ttl, opts.renew),
@@ -148,11 +186,17 @@ impl<'a> Acquiring<'a> {
             last_holder: None,
             hint: None,
             conflicted: false,
+            lease: None,
+            handoff,
+            queued: None,
+            in_queue: false,
+            grant: None,
         }
     }
 
-    /// A lease for one try: a holder id of the caller's, or a fresh one per try, so that
-    /// the background release of an abandoned try never touches a later one.
+    /// A lease for one try: a holder id of the caller's, or a fresh one per try after an
+    /// unknown outcome, so that the background release of an abandoned try never touches a
+    /// later one.
     fn new_lease(&self) -> Lease {
         let (holder, given) = match &self.opts.holder {
             Some(h) => (h.clone(), true),
@@ -175,6 +219,16 @@ impl<'a> Acquiring<'a> {
         }
     }
 
+    fn queue(&self) -> Queue {
+        match self.handoff {
+            Some(handoff) => Queue::OnConflict {
+                again: self.in_queue,
+                handoff,
+            },
+            None => Queue::No,
+        }
+    }
+
     /// One try. `Ok(Some)`: held. `Ok(None)`: busy, or taken too late to be used: wait
     /// and try again.
     async fn try_once(&mut self) -> Result<Option<LockGuard>, Error> {
@@ -187,7 +241,7 @@ impl<'a> Acquiring<'a> {
         };
         self.tries += 1;
         self.hint = None;
-        let lease = self.new_lease();
+        let lease = self.lease.take().unwrap_or_else(|| self.new_lease());
         let req = AcquireRequest {
             key: self.key,
             lease: &lease,
@@ -195,6 +249,7 @@ impl<'a> Acquiring<'a> {
             renew: self.opts.renew,
             check_done: self.opts.check_done,
             waiters_behind: self.ticket.as_ref().is_some_and(Ticket::has_company),
+            queue: self.queue(),
             now: tried_at,
         };
         // The try can be cancelled, or fail with an unknown outcome (a reply lost or late:
@@ -204,30 +259,23 @@ impl<'a> Acquiring<'a> {
         let attempt = self.inner.store.try_acquire(&req).await;
         match attempt {
             Ok(Attempt::Acquired { token }) => {
+                // Taking the lock took our entry out of the store's queue too.
+                self.queued = None;
+                self.in_queue = false;
                 lease.set_token(token);
                 lease.confirm(tried_at, self.validity);
-                if lease.is_lost() {
-                    tracing::debug!(target: "bidlock::manager", key = %self.key, "acquired after the ttl ran out; released, trying again");
-                    drop(in_flight);
-                    return Ok(None);
-                }
-                crate::renewal::start(self.inner);
-                let kept = match self.inner.keeper.register(&lease) {
-                    Keeping::Kept => true,
-                    Keeping::Untracked => false,
-                    // Closed while the try was out: let it go (in_flight releases it).
-                    Keeping::Closed => return Err(Error::Closed),
-                };
-                if let Err(closed) = self.inner.check_open() {
-                    self.inner.keeper.unregister(&lease);
-                    return Err(closed);
-                }
+                self.take_up(lease, in_flight, tried_at)
+            }
+            Ok(Attempt::Granted { token }) => {
                 in_flight.disarm();
-                self.leave_queue(false);
-                Ok(Some(self.held(lease, tried_at, kept)))
+                self.lease = Some(lease);
+                self.accept_grant(token)
             }
             Ok(Attempt::Done) => {
                 in_flight.disarm();
+                self.queued = None;
+                // Drop takes our entry out of the store's queue, if we had one.
+                self.lease = Some(lease);
                 self.leave_queue(true);
                 self.inner
                     .metrics
@@ -236,16 +284,116 @@ impl<'a> Acquiring<'a> {
                     key: self.inner.keys().lock_key(self.key),
                 })
             }
-            Ok(Attempt::Held { holder, ttl_left }) => {
+            Ok(Attempt::Held {
+                holder,
+                ttl_left,
+                queued,
+            }) => {
                 in_flight.disarm();
                 self.busy(holder, ttl_left);
+                if queued {
+                    self.queued = Some(tried_at);
+                    self.in_queue = true;
+                    if let Some(t) = &self.ticket {
+                        t.queued_as(Some(lease.holder()));
+                    }
+                }
+                self.lease = Some(lease);
                 Ok(None)
             }
             Err(e) => {
+                // The answer is unknown: in_flight releases this try's lock (and queue
+                // entry) in the background.
+                self.queued = None;
+                self.in_queue = false;
                 self.leave_queue(true);
                 Err(e)
             }
         }
+    }
+
+    /// A confirmed lease becomes a guard, unless it is already worthless (the reply came
+    /// after its validity ran out: released by `in_flight`, try again) or the manager
+    /// closed meanwhile.
+    fn take_up(
+        &mut self,
+        lease: Lease,
+        in_flight: ReleaseOnDrop,
+        tried_at: Instant,
+    ) -> Result<Option<LockGuard>, Error> {
+        if lease.is_lost() {
+            tracing::debug!(target: "bidlock::manager", key = %self.key, "acquired after the ttl ran out; released, trying again");
+            drop(in_flight);
+            return Ok(None);
+        }
+        crate::renewal::start(self.inner);
+        let kept = match self.inner.keeper.register(&lease) {
+            Keeping::Kept => true,
+            Keeping::Untracked => false,
+            // Closed while the try was out: let it go (in_flight releases it).
+            Keeping::Closed => return Err(Error::Closed),
+        };
+        if let Err(closed) = self.inner.check_open() {
+            self.inner.keeper.unregister(&lease);
+            return Err(closed);
+        }
+        in_flight.disarm();
+        if let Some(t) = &self.ticket {
+            t.queued_as(None);
+        }
+        // With handoffs, the next local waiter tries at once, to queue in the store
+        // behind us.
+        self.leave_queue(self.handoff.is_some());
+        Ok(Some(self.held(lease, tried_at, kept)))
+    }
+
+    /// A release handed us the lock with `token`. It happened after our last request that
+    /// found us queued, so the grant ttl counts from that request's send.
+    fn accept_grant(&mut self, token: u64) -> Result<Option<LockGuard>, Error> {
+        let (Some(lease), Some(since), Some(handoff)) =
+            (self.lease.take(), self.queued.take(), self.handoff)
+        else {
+            return Ok(None);
+        };
+        // The release that handed us the lock took our entry out of the queue.
+        self.in_queue = false;
+        lease.set_token(token);
+        let validity = self
+            .inner
+            .store
+            .validity(handoff.grant_ttl, self.opts.renew);
+        lease.confirm(since, validity);
+        self.inner
+            .metrics
+            .count(Counter::Handoffs, Some(self.key.marketplace()));
+        let in_flight = ReleaseOnDrop::new(self.inner, &lease);
+        self.take_up(lease, in_flight, since)
+    }
+
+    /// Whether a queued waiter's entry needs refreshing now.
+    fn refresh_due(&self) -> bool {
+        match (self.handoff, self.queued) {
+            (Some(h), Some(since)) => Instant::now() >= since + h.refresh_every,
+            _ => false,
+        }
+    }
+
+    /// Keeps our queue entry alive, or finds we were handed the lock, or that we are not
+    /// queued any more (then try again).
+    async fn refresh(&mut self) -> Result<(), Error> {
+        let (Some(lease), Some(handoff)) = (&self.lease, self.handoff) else {
+            return Ok(());
+        };
+        let sent = Instant::now();
+        match self.inner.store.refresh(lease, handoff).await? {
+            Waiting::Queued => self.queued = Some(sent),
+            Waiting::Granted { token } => self.grant = Some(token),
+            Waiting::Gone => {
+                self.queued = None;
+                self.may_try = true;
+            }
+        }
+        Ok(())
     }
 
     /// A try found the lock held. `lock_conflicts` counts acquires that met a held lock
@@ -290,14 +438,20 @@ impl<'a> Acquiring<'a> {
             // Look again right when the holder's ttl runs out.
             sleep = sleep.min(left + Duration::from_millis(1));
         }
-        let wake_at = (now + sleep).min(self.deadline);
-        tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at - now), "waiting");
+        let mut wake_at = (now + sleep).min(self.deadline);
+        if let (Some(h), Some(since)) = (self.handoff, self.queued) {
+            // A queued waiter only waits for its grant (or a release that freed the lock
+            // without one), refreshing its entry meanwhile: no polling.
+            wake_at = (since + h.refresh_every).min(self.deadline);
+        }
+        tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at.saturating_duration_since(now)), "waiting");
         let signalled = tokio::select! {
             _ = ticket.signalled() => true,
             _ = tokio::time::sleep_until(wake_at) => false,
         };
+        self.grant = ticket.take_grant();
         // At the deadline, one last look if it is our turn.
-        self.may_try = signalled || ticket.is_front();
+        self.may_try = self.grant.is_none() && (signalled || ticket.is_front());
         true
     }
 

@@ -8,7 +8,15 @@ pub const DEFAULT_PREFIX: &str = "bid_lock";
 
 /// What the names derived from a prefix end with. A prefix ending in one of them is
 /// refused: its locks would be another prefix's records, markers or counters.
-const DERIVED_SUFFIXES: &[&str] = &["_done", "_wait", "_queue", "_fence", "_released"];
+const DERIVED_SUFFIXES: &[&str] = &[
+    "_done",
+    "_wait",
+    "_queue",
+    "_waiters",
+    "_fence",
+    "_released",
+    "_grants",
+];
 
 /// The names bidlock uses in Redis for one prefix.
 ///
@@ -21,17 +29,21 @@ const DERIVED_SUFFIXES: &[&str] = &["_done", "_wait", "_queue", "_fence", "_rele
 /// | fencing counter | `bid_lock_fence` (one per prefix, outside `bid_lock:*`) |
 /// | release channel | `bid_lock_released` (payload: the lock key) |
 /// | wait marker | `bid_lock_wait:{marketplace}:{posting}` (short-lived: someone waits) |
+/// | wait queue | `bid_lock_queue:{marketplace}:{posting}` (ZSET: queued waiters by arrival) |
+/// | waiters | `bid_lock_waiters:{marketplace}:{posting}` (HASH: each queued waiter's entry) |
+/// | grant channel | `bid_lock_grants:{manager}` (one per manager: locks handed to its waiters) |
 ///
-/// Any other prefix `p` uses `p:…` for locks and `p_done:…`, `p_wait:…`, `p_fence`,
-/// `p_released` for the rest.
+/// Any other prefix `p` uses `p:…` for locks and `p_done:…`, `p_wait:…`, `p_queue:…`,
+/// `p_waiters:…`, `p_fence`, `p_released`, `p_grants:…` for the rest.
 ///
 /// # No prefix reaches another's keys
 ///
 /// Every name that carries a posting is `head:{marketplace}:{posting}`, and its head (the
-/// part before the first `:`) is the prefix itself, or the prefix plus `_done` or `_wait`.
-/// So two prefixes could only share a name if one prefix were another's head. That is
-/// refused: a prefix may not end in `_done`, `_wait`, `_queue`, `_fence` or `_released`,
-/// and may not be `bid` (whose records would be the default prefix's `bid_done:*`). With
+/// part before the first `:`) is the prefix itself, or the prefix plus `_done`, `_wait`,
+/// `_queue` or `_waiters`. So two prefixes could only share a name if one prefix were
+/// another's head. That is refused: a prefix may not end in any of those suffixes (nor
+/// `_fence`, `_released`, `_grants`), and may not be `bid` (whose records would be the
+/// default prefix's `bid_done:*`). With
 /// that, `cleanup`, `locks` and every script of one prefix touch only its own keys; the
 /// property tests check it for arbitrary pairs of prefixes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +140,22 @@ impl KeySpace {
     /// release publishes; without waiters, releases publish nothing.
     pub fn wait_key(&self, key: &LockKey) -> String {
         format!("{}_wait:{}", self.prefix, key.as_str())
+    }
+
+    /// The wait queue's Redis key: a ZSET of the waiters that take handoffs, by arrival.
+    pub fn queue_key(&self, key: &LockKey) -> String {
+        format!("{}_queue:{}", self.prefix, key.as_str())
+    }
+
+    /// The waiters' Redis key: a HASH of each queued waiter's entry (how long it is alive,
+    /// its grant ttl and channel), or of the token a release handed it.
+    pub fn waiters_key(&self, key: &LockKey) -> String {
+        format!("{}_waiters:{}", self.prefix, key.as_str())
+    }
+
+    /// The pub/sub channel on which releases hand locks to the waiters of manager `uid`.
+    pub fn grant_channel(&self, uid: &str) -> String {
+        format!("{}_grants:{uid}", self.prefix)
     }
 
     /// The fencing counter's Redis key.

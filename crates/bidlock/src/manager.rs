@@ -100,9 +100,12 @@ impl BidLockManager {
     pub async fn new(config: Config) -> Result<BidLockManager, Error> {
         let metrics = Arc::new(Metrics::default());
         let keeper = Arc::new(LeaseKeeper::default());
-        let connected = backend::connect(&config, &keeper, &metrics).await?;
+        let uid = holder_base();
+        let connected = backend::connect(&config, &uid, &keeper, &metrics).await?;
         tracing::info!(target: "bidlock::manager", backend = connected.store.name(), location = %connected.store.location(), "bid lock manager ready");
-        Ok(BidLockManager::assemble(connected, config, metrics, keeper))
+        Ok(BidLockManager::assemble(
+            connected, config, metrics, keeper, uid,
+        ))
     }
 
     /// A manager on the in-memory backend with default settings (tests, examples). It
@@ -113,7 +116,13 @@ impl BidLockManager {
             ..Config::default()
         };
         let connected = backend::memory(&config);
-        BidLockManager::assemble(connected, config, Arc::default(), Arc::default())
+        BidLockManager::assemble(
+            connected,
+            config,
+            Arc::default(),
+            Arc::default(),
+            holder_base(),
+        )
     }
 
     /// The one place a manager is put together. Its lease keeper task starts with the
@@ -123,6 +132,7 @@ impl BidLockManager {
         config: Config,
         metrics: Arc<Metrics>,
         keeper: Arc<LeaseKeeper>,
+        uid: String,
     ) -> BidLockManager {
         metrics.set_backend(connected.store.name());
         let inner = Arc::new(Inner {
@@ -130,7 +140,7 @@ impl BidLockManager {
             config,
             metrics,
             queues: connected.queues,
-            holder_base: holder_base(),
+            holder_base: uid,
             seq: AtomicU64::new(0),
             backend: connected.backend,
             fallback: connected.fallback,

@@ -25,6 +25,11 @@ impl Notices {
         self.keeper.check(key);
     }
 
+    /// A release handed `key` to this manager's waiter `holder`, with fencing `token`.
+    pub(crate) fn granted(&self, key: &LockKey, holder: &str, token: u64) {
+        self.queues.grant(key, holder, token);
+    }
+
     /// Messages may have been missed (the subscriber reconnected, the master moved):
     /// every waiter looks again and every held lease is checked.
     pub(crate) fn all(&self) {

@@ -5,19 +5,27 @@
 //! one try, not one per waiter, and a task that releases and asks again queues behind
 //! those already waiting instead of barging back in. A waiter that leaves without the
 //! lock (done, timed out, cancelled) passes its signal on, so no release is swallowed.
+//!
+//! With a store that hands locks over (Redis), a waiter whose try joined the store's
+//! queue is marked with its holder id, and a grant for that holder wakes exactly it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use crate::key::LockKey;
+use crate::lease::Holder;
 
 #[derive(Debug, Default)]
 struct Slot {
     signalled: AtomicBool,
     notify: Notify,
+    /// The holder id this waiter queued in the store with, if it did.
+    queued_as: Mutex<Option<Holder>>,
+    /// The fencing token of a lock handed to this waiter (0: none).
+    granted: AtomicU64,
 }
 
 impl Slot {
@@ -65,6 +73,25 @@ impl WaitQueues {
         }
         if let Some(front) = self.map().get(key).and_then(|q| q.front()) {
             front.signal();
+        }
+    }
+
+    /// A store handed `key` to the waiter that queued as `holder`: wake exactly it.
+    pub(crate) fn grant(&self, key: &LockKey, holder: &str, token: u64) {
+        let map = self.map();
+        let Some(queue) = map.get(key) else {
+            return;
+        };
+        let to = queue.iter().find(|s| {
+            s.queued_as
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|h| h.as_str() == holder)
+        });
+        if let Some(slot) = to {
+            slot.granted.store(token, Ordering::Release);
+            slot.signal();
         }
     }
 
@@ -116,6 +143,21 @@ impl Ticket {
             .map()
             .get(&self.key)
             .is_some_and(|q| q.len() > 1)
+    }
+
+    /// This waiter's try joined the store's queue as `holder` (`None`: it no longer is).
+    pub(crate) fn queued_as(&self, holder: Option<&Holder>) {
+        *self
+            .slot
+            .queued_as
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = holder.cloned();
+    }
+
+    /// The token of a lock handed to this waiter, if one was (taken once).
+    pub(crate) fn take_grant(&self) -> Option<u64> {
+        let token = self.slot.granted.swap(0, Ordering::AcqRel);
+        (token != 0).then_some(token)
     }
 
     /// Consumes a pending signal, if any.

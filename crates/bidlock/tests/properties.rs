@@ -130,7 +130,13 @@ proptest! {
         let names = |ks: &KeySpace| -> Vec<String> {
             let mut v = vec![ks.fence_key()];
             for k in &keys {
-                v.extend([ks.lock_key(k), ks.done_key(k), ks.wait_key(k)]);
+                v.extend([
+                    ks.lock_key(k),
+                    ks.done_key(k),
+                    ks.wait_key(k),
+                    ks.queue_key(k),
+                    ks.waiters_key(k),
+                ]);
             }
             v
         };
@@ -154,9 +160,17 @@ proptest! {
 /// (whose records would be the default prefix's `bid_done`).
 fn valid_prefix(p: &str) -> bool {
     valid_marketplace(p)
-        && !["_done", "_wait", "_queue", "_fence", "_released"]
-            .iter()
-            .any(|s| p.ends_with(s))
+        && ![
+            "_done",
+            "_wait",
+            "_queue",
+            "_waiters",
+            "_fence",
+            "_released",
+            "_grants",
+        ]
+        .iter()
+        .any(|s| p.ends_with(s))
         && p != "bid"
 }
 

@@ -26,13 +26,77 @@ pub(crate) enum Attempt {
     /// Taken, with this fencing token. How long it is held from the moment the request
     /// was sent is what [`Store::validity`] says.
     Acquired { token: u64 },
-    /// Held by someone else, for about this much longer (`None`: no expiry known).
+    /// Held by someone else, for about this much longer (`None`: no expiry known);
+    /// `queued`: the try joined the key's wait queue (see [`Queue`]).
     Held {
         holder: Option<String>,
         ttl_left: Option<Duration>,
+        queued: bool,
     },
     /// The posting has a completion record.
     Done,
+    /// A release already handed the lock to this (queued) holder, with this token.
+    Granted { token: u64 },
+}
+
+/// Whether a try joins the key's wait queue when the lock is held, so that a release
+/// hands the lock straight to it (direct handoff; see [`Handoff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// Do not queue (no wait, or a store without handoff).
+    No,
+    /// Queue when the lock is held.
+    OnConflict {
+        /// This holder queued before: a try that takes the lock also leaves the queue.
+        again: bool,
+        /// The rules for this waiter.
+        handoff: Handoff,
+    },
+}
+
+/// How long a queued waiter's entry lives unless refreshed, and for how long a release
+/// hands it the lock, for a lock of ttl `ttl`.
+///
+/// A handed-over lock is held for the short grant ttl until the new holder's first
+/// renewal makes it the full ttl: a waiter that died or gave up just as it was granted the
+/// lock blocks the posting for that short while only. The waiter counts the grant from
+/// the last request of its own that found it still queued (the grant came after that), so
+/// it refreshes its entry often enough that the grant is still worth having.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handoff {
+    /// For how long a release hands the lock over.
+    pub(crate) grant_ttl: Duration,
+    /// How often a queued waiter refreshes its entry.
+    pub(crate) refresh_every: Duration,
+    /// How long an entry lives unrefreshed (then a release skips it).
+    pub(crate) entry_ttl: Duration,
+}
+
+impl Handoff {
+    /// The longest grant: long enough to cover a message and a renewal on a slow day.
+    const MAX_GRANT: Duration = Duration::from_secs(2);
+
+    pub(crate) fn for_ttl(ttl: Duration) -> Handoff {
+        let grant_ttl = ttl.min(Handoff::MAX_GRANT);
+        let refresh_every = grant_ttl / 4;
+        Handoff {
+            grant_ttl,
+            refresh_every,
+            entry_ttl: refresh_every * 3,
+        }
+    }
+}
+
+/// What a queued waiter's refresh found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Still queued (its entry lives on).
+    Queued,
+    /// A release handed it the lock, with this token.
+    Granted { token: u64 },
+    /// Not queued any more (its entry expired and was skipped, or the queue was cleared):
+    /// try again.
+    Gone,
 }
 
 /// One held lock as listed by `locks`.
@@ -104,6 +168,8 @@ pub(crate) struct AcquireRequest<'a> {
     pub(crate) check_done: bool,
     /// Local waiters are queued behind this acquirer: its release must wake them.
     pub(crate) waiters_behind: bool,
+    /// Whether the try joins the wait queue on conflict.
+    pub(crate) queue: Queue,
     /// When the try is made (one clock read per try).
     pub(crate) now: tokio::time::Instant,
 }
@@ -179,8 +245,11 @@ pub(crate) fn memory(config: &Config) -> Connected {
 
 /// Builds the store `config` asks for. With [`Backend::Auto`], Redis when it answers
 /// within the detect timeout, else memory (one WARN log).
+///
+/// `uid` names the manager: releases hand locks to its waiters on a channel of its own.
 pub(crate) async fn connect(
     config: &Config,
+    uid: &str,
     keeper: &Arc<LeaseKeeper>,
     metrics: &Arc<Metrics>,
 ) -> Result<Connected, Error> {
@@ -191,7 +260,7 @@ pub(crate) async fn connect(
     };
     let queues = Arc::new(WaitQueues::default());
     let notices = Arc::new(Notices::new(queues.clone(), keeper.clone()));
-    match connect_redis(config, timeout, notices, metrics).await {
+    match connect_redis(config, uid, timeout, notices, metrics).await {
         Ok(store) => Ok(Connected {
             store,
             queues,
@@ -213,6 +282,7 @@ pub(crate) async fn connect(
 /// One Redis (or Sentinel) target, or Redlock over three or more.
 async fn connect_redis(
     config: &Config,
+    uid: &str,
     connect_timeout: Duration,
     notices: Arc<Notices>,
     metrics: &Arc<Metrics>,
@@ -254,6 +324,7 @@ async fn connect_redis(
         &settings,
         notices,
         metrics.clone(),
+        Some(config.keys.grant_channel(uid)),
     )
     .await?;
     Ok(Box::new(store))

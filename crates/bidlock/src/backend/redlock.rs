@@ -71,8 +71,15 @@ impl RedlockStore {
         let mut nodes = Vec::with_capacity(total);
         for t in targets {
             nodes.push(
-                RedisStore::connect(t, keys.clone(), &lazy, notices.clone(), metrics.clone())
-                    .await?,
+                RedisStore::connect(
+                    t,
+                    keys.clone(),
+                    &lazy,
+                    notices.clone(),
+                    metrics.clone(),
+                    None,
+                )
+                .await?,
             );
         }
         let store = RedlockStore {
@@ -431,10 +438,13 @@ impl Tally {
                     t.tokens.push(token);
                     t.took.push(i);
                 }
-                Some(Ok(Attempt::Held { holder, ttl_left })) => t.held = Some((holder, ttl_left)),
+                Some(Ok(Attempt::Held {
+                    holder, ttl_left, ..
+                })) => t.held = Some((holder, ttl_left)),
                 Some(Ok(Attempt::Done)) => t.done = true,
                 Some(Err(e @ Error::WrongType { .. })) => t.wrong_type = Some(e),
-                Some(Err(_)) | None => t.unknown.push(i),
+                // Nodes never queue (no handoff in Redlock), so never grant.
+                Some(Ok(Attempt::Granted { .. })) | Some(Err(_)) | None => t.unknown.push(i),
             }
         }
         t
@@ -449,7 +459,11 @@ impl Tally {
             return Ok(Attempt::Done);
         }
         if let Some((holder, ttl_left)) = self.held {
-            return Ok(Attempt::Held { holder, ttl_left });
+            return Ok(Attempt::Held {
+                holder,
+                ttl_left,
+                queued: false,
+            });
         }
         Err(store.no_quorum("acquire", self.fenced.unwrap_or(self.took.len())))
     }

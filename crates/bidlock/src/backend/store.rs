@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Topology};
+use super::{
+    AcquireRequest, Attempt, Completed, Handoff, LockInfo, LockStatus, Probe, Topology, Waiting,
+};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::lease::{Extend, Holder, Lease, Validity};
@@ -56,8 +58,19 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
         false
     }
 
-    /// One try to take the lock.
+    /// Whether a release hands the lock straight to the first live queued waiter (see
+    /// [`Handoff`]); then tries may queue, and queued waiters refresh their entries.
+    fn takes_handoffs(&self) -> bool {
+        false
+    }
+
+    /// One try to take the lock (queueing on conflict when the request says so).
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error>;
+
+    /// A queued waiter is still there; or learns it was handed the lock.
+    async fn refresh(&self, _lease: &Lease, _handoff: Handoff) -> Result<Waiting, Error> {
+        Ok(Waiting::Gone)
+    }
 
     /// Releases `key` if `holder` holds it; with `lease`, only if that acquisition does.
     async fn release(

@@ -97,6 +97,8 @@ counters! {
     Completions => completions, "Completion records written.";
     /// Requests sent to Redis (each script run, SCAN or PING is one round trip).
     BackendCalls => backend_calls, "Requests sent to Redis.";
+    /// Locks handed over directly by the previous holder's release (no try needed).
+    Handoffs => handoffs, "Locks handed over directly by the previous holder's release.";
 }
 
 /// Live counters of one manager. Cheap to update from any task.

@@ -98,7 +98,13 @@ pub async fn contend(managers: Vec<BidLockManager>, w: Workload) -> Arc<Recorder
                             let start = Instant::now();
                             let lost = g.lost();
                             held += 1;
-                            let hold = if held % 6 == 5 { w.long_hold } else { w.hold };
+                            // Offset by task: with a fair queue the tasks move in step, and all long holds at once
+                            // would measure the workload, not the fault.
+                            let hold = if (held + t) % 6 == 5 {
+                                w.long_hold
+                            } else {
+                                w.hold
+                            };
                             tokio::select! {
                                 _ = tokio::time::sleep(hold) => {}
                                 _ = lost => {}

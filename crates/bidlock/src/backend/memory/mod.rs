@@ -143,6 +143,7 @@ impl MemoryStore {
                 return Attempt::Held {
                     holder: Some(e.holder.to_string()),
                     ttl_left: Some(e.ttl_left(now)),
+                    queued: false,
                 };
             }
             e.lose("lock expired and was taken by another holder");
@@ -404,6 +405,7 @@ mod tests {
             renew: false,
             check_done: false,
             waiters_behind: false,
+            queue: crate::backend::Queue::No,
             now: Instant::now(),
         };
         assert!(matches!(
@@ -468,6 +470,7 @@ mod tests {
                     renew: false,
                     check_done: false,
                     waiters_behind: false,
+                    queue: crate::backend::Queue::No,
                     now: Instant::now(),
                 };
                 let Attempt::Acquired { token } = store.try_acquire_sync(&req) else {

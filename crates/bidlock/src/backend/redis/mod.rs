@@ -20,6 +20,7 @@
 //!   extend script.
 
 mod client;
+mod handoff;
 mod scan;
 pub(crate) mod scripts;
 mod sentinel;
@@ -38,14 +39,14 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
 use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
-use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, RENEW, STATUS};
+use scripts::{COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RENEW, STATUS};
 use sentinel::Failover;
 use subscriber::Subscriber;
 
 use super::memory::ms;
 use super::{
-    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
-    Topology,
+    completion_record, AcquireRequest, Attempt, Completed, Handoff, LockInfo, LockStatus, Probe,
+    Store, Topology, Waiting,
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
@@ -88,6 +89,9 @@ pub(crate) struct RedisStore {
     keys: KeySpace,
     fence_key: String,
     channel: String,
+    /// This manager's grant channel, when releases may hand it locks (single Redis and
+    /// Sentinel; not Redlock, whose nodes could each hand the lock to a different waiter).
+    grants: Option<String>,
     metrics: Arc<Metrics>,
     notices: Arc<Notices>,
     background: Background,
@@ -118,6 +122,7 @@ impl RedisStore {
         settings: &RedisSettings,
         notices: Arc<Notices>,
         metrics: Arc<Metrics>,
+        grants: Option<String>,
     ) -> Result<RedisStore, Error> {
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
@@ -146,6 +151,7 @@ impl RedisStore {
             failover,
             fence_key: keys.fence_key(),
             channel: keys.release_channel(),
+            grants,
             keys,
             target,
             metrics,
@@ -167,6 +173,7 @@ impl RedisStore {
         let subscriber = Subscriber {
             master: self.master.clone(),
             channel: self.channel.clone(),
+            grants: self.grants.clone(),
             keys: self.keys.clone(),
             notices: self.notices.clone(),
             connect_timeout: settings.connect_timeout,
@@ -249,40 +256,16 @@ impl Store for RedisStore {
         Validity::For(ttl)
     }
 
+    fn takes_handoffs(&self) -> bool {
+        self.grants.is_some()
+    }
+
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        let lock = self.keys.lock_key(req.key);
-        let done = self.keys.done_key(req.key);
-        let wait = self.keys.wait_key(req.key);
-        let mut inv = ACQUIRE.prepare_invoke();
-        inv.key(&lock)
-            .key(&self.fence_key)
-            .key(&done)
-            .key(&wait)
-            .arg(req.holder().as_str())
-            .arg(ms(req.ttl).max(1))
-            .arg(if req.check_done { "1" } else { "0" })
-            .arg(if req.waiters_behind { "1" } else { "0" });
-        let (code, n, text): (i64, i64, Vec<u8>) = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("acquire", &lock, e))?;
-        match code {
-            1 => Ok(Attempt::Acquired {
-                token: u64::try_from(n).unwrap_or(0),
-            }),
-            0 => Ok(Attempt::Held {
-                holder: Some(String::from_utf8_lossy(&text).into_owned()),
-                ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
-            }),
-            2 => Ok(Attempt::Done),
-            _ => {
-                self.metrics.count(Counter::RedisErrors, None);
-                Err(Error::WrongType {
-                    key: lock,
-                    found: String::from_utf8_lossy(&text).into_owned(),
-                })
-            }
-        }
+        self.take(req).await
+    }
+
+    async fn refresh(&self, lease: &Lease, handoff: Handoff) -> Result<Waiting, Error> {
+        self.stay_queued(lease, handoff).await
     }
 
     async fn release(
@@ -291,20 +274,7 @@ impl Store for RedisStore {
         holder: &Holder,
         _lease: Option<&Lease>,
     ) -> Result<bool, Error> {
-        let lock = self.keys.lock_key(key);
-        let mut inv = RELEASE.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.wait_key(key))
-            .arg(holder.as_str())
-            .arg(&self.channel);
-        let n: i64 = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("release", &lock, e))?;
-        // Waiters, here and in other processes alike, learn of the release from Redis'
-        // message. Waking local waiters first would let one process keep a hot lock
-        // among its own tasks while others starve (seen in the soak test).
-        Ok(n >= 1)
+        self.let_go(key, holder).await
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
@@ -316,6 +286,7 @@ impl Store for RedisStore {
         let mut inv = script.prepare_invoke();
         inv.key(&lock)
             .key(self.keys.wait_key(lease.key()))
+            .key(self.keys.waiters_key(lease.key()))
             .arg(lease.holder().as_str())
             .arg(ms(ttl).max(1));
         let n: i64 = inv

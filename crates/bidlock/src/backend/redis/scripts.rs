@@ -16,6 +16,7 @@ script!(ACQUIRE, "acquire.lua");
 script!(RELEASE, "release.lua");
 script!(EXTEND, "extend.lua");
 script!(RENEW, "renew.lua");
+script!(REFRESH, "refresh.lua");
 script!(COMPLETE, "complete.lua");
 script!(FORCE_RELEASE, "force_release.lua");
 script!(CLEANUP, "cleanup.lua");

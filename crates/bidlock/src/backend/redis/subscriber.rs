@@ -12,6 +12,7 @@ use redis::RedisError;
 use tokio::sync::oneshot;
 
 use super::client::Master;
+use super::handoff::parse_grant;
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::keyspace::KeySpace;
 use crate::notices::Notices;
@@ -20,6 +21,8 @@ use crate::notices::Notices;
 pub(crate) struct Subscriber {
     pub(crate) master: Arc<Master>,
     pub(crate) channel: String,
+    /// This manager's grant channel, when releases may hand it locks.
+    pub(crate) grants: Option<String>,
     pub(crate) keys: KeySpace,
     pub(crate) notices: Arc<Notices>,
     pub(crate) connect_timeout: Duration,
@@ -60,6 +63,9 @@ impl Subscriber {
         let connected = tokio::time::timeout(self.connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(&self.channel).await?;
+            if let Some(grants) = &self.grants {
+                ps.subscribe(grants).await?;
+            }
             Ok::<_, RedisError>(ps)
         })
         .await;
@@ -73,11 +79,25 @@ impl Subscriber {
     async fn listen(&self, ps: redis::aio::PubSub) {
         let mut stream = ps.into_on_message();
         while let Some(msg) = stream.next().await {
-            if let Ok(payload) = msg.get_payload::<String>() {
-                if let Some(key) = self.keys.parse_lock_key(&payload) {
-                    self.notices.released(&key);
-                }
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if self.grants.as_deref() == Some(msg.get_channel_name()) {
+                self.granted(&payload);
+            } else if let Some(key) = self.keys.parse_lock_key(&payload) {
+                self.notices.released(&key);
             }
+        }
+    }
+
+    /// A release handed a lock to one of this manager's queued waiters.
+    fn granted(&self, payload: &str) {
+        let Some((token, holder, key)) = parse_grant(payload) else {
+            tracing::debug!(target: "bidlock::redis", payload, "malformed grant message");
+            return;
+        };
+        if let Some(key) = self.keys.parse_lock_key(key) {
+            self.notices.granted(&key, holder, token);
         }
     }
 }

@@ -1,0 +1,28 @@
+-- A queued waiter says it is still there (its entry lives another ARGV[2] ms), or learns
+-- that a release handed it the lock (when the grant's message did not arrive).
+-- KEYS[1] lock, KEYS[2] queue, KEYS[3] waiters; ARGV[1] holder id, ARGV[2] entry
+-- lifetime in ms, ARGV[3] grant ttl in ms, ARGV[4] grant channel
+-- Returns {1, 0} still queued; {2, token} handed the lock; {0, 0} try again: not queued
+-- (its entry expired and was skipped, or the queue was cleared), or the lock is free (its
+-- holder's ttl ran out, or a client that does not hand over released it).
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  local to, token = string.match(redis.call('HGET', KEYS[3], '') or '', '^(.*) (%d+)$')
+  if to == ARGV[1] then
+    return {2, tonumber(token)}
+  end
+end
+if not holder or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return {0, 0}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local life = tonumber(ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1],
+  string.format('%d', now_ms + life) .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+for _, k in ipairs({KEYS[2], KEYS[3]}) do
+  if redis.call('PTTL', k) < life + 5000 then
+    redis.call('PEXPIRE', k, life + 5000)
+  end
+end
+return {1, 0}

@@ -1,0 +1,303 @@
+//! Direct handoff in Redis: a release hands the lock to the first live queued waiter of
+//! the whole fleet. These tests attack it where it could break: a waiter that dies, is
+//! cancelled or times out at the moment it is granted the lock, clients that do not queue
+//! (redis-py's `SET NX PX`, `--wait 0`), and the order of service across managers.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::{Fault, FaultProxy, RedisServer};
+use tokio::time::Instant;
+
+fn key(p: &str) -> LockKey {
+    LockKey::new("upwork", p).unwrap()
+}
+
+/// A manager whose waiters never poll: only a grant or a release message (or a queue
+/// refresh) can explain a quick handover.
+async fn manager(url: &str) -> BidLockManager {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(url)
+        .response_timeout(Duration::from_secs(5))
+        .retry(common::no_polling())
+        .build()
+        .unwrap();
+    BidLockManager::new(cfg).await.unwrap()
+}
+
+fn queue_len(s: &RedisServer, p: &str) -> i64 {
+    s.cmd(&["ZCARD", &format!("bid_lock_queue:upwork:{p}")])
+}
+
+async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn wait_for(t: Duration) -> AcquireOptions {
+    AcquireOptions::new().timeout(t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_hands_the_lock_over_without_it_ever_being_free() {
+    let s = RedisServer::start();
+    let (a, b) = (manager(&s.url()).await, manager(&s.url()).await);
+    let k = key("handover");
+    let g = a.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (b, k) = (b.clone(), k.clone());
+        tokio::spawn(async move { b.acquire(&k, &wait_for(Duration::from_secs(10))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "handover") == 1
+    })
+    .await;
+    // A client that does not queue (redis-py's Lock) tries SET NX PX all the while.
+    let foreign_won = Arc::new(Mutex::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let (won, stop) = (foreign_won.clone(), stop.clone());
+        let mut c = s.client();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r: Option<String> = redis::cmd("SET")
+                    .arg("bid_lock:upwork:handover")
+                    .arg("redis-py")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(10_000)
+                    .query(&mut c)
+                    .unwrap();
+                if r.is_some() {
+                    *won.lock().unwrap() = true;
+                    return;
+                }
+            }
+        })
+    };
+    let calls_before = b.metrics().backend_calls;
+    let first_token = g.fencing_token();
+    let t = Instant::now();
+    assert!(g.release().await.unwrap());
+    let g2 = waiter.await.unwrap().unwrap();
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().unwrap();
+    assert!(
+        !*foreign_won.lock().unwrap(),
+        "the lock was free between holders"
+    );
+    let m = b.metrics();
+    assert_eq!(m.handoffs, 1, "{m:?}");
+    // No try of its own: the grant was the answer.
+    assert_eq!(m.backend_calls, calls_before, "{m:?}");
+    assert!(took < Duration::from_secs(2), "handover took {took:?}");
+    assert!(g2.fencing_token() > first_token);
+    assert!(g2.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_several_managers_are_served_in_arrival_order() {
+    let s = RedisServer::start();
+    let holder = manager(&s.url()).await;
+    let k = key("order");
+    let g = holder.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let m = manager(&s.url()).await;
+        let (k, order) = (k.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let g = m
+                .acquire(&k, &wait_for(Duration::from_secs(20)))
+                .await
+                .unwrap();
+            order.lock().unwrap().push((i, g.fencing_token()));
+            g.release().await.unwrap();
+            m.metrics().handoffs
+        }));
+        // Each joins the queue before the next one starts.
+        until(Duration::from_secs(5), "the waiter to queue", || {
+            queue_len(&s, "order") == i + 1
+        })
+        .await;
+    }
+    assert!(g.release().await.unwrap());
+    let mut handoffs = 0;
+    for t in tasks {
+        handoffs += t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let who: Vec<i64> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(who, vec![0, 1, 2, 3], "not first come, first served");
+    assert!(
+        order.windows(2).all(|w| w[0].1 < w[1].1),
+        "tokens: {order:?}"
+    );
+    assert_eq!(handoffs, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_cancelled_as_it_is_granted_hands_the_lock_on() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let holder = manager(&s.url()).await;
+    let slow = manager(&p.url()).await;
+    let next = manager(&s.url()).await;
+    let k = key("cancelled");
+    let g = holder.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let cancelled = {
+        let (slow, k) = (slow.clone(), k.clone());
+        tokio::spawn(async move { slow.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+    };
+    until(Duration::from_secs(5), "the slow waiter to queue", || {
+        queue_len(&s, "cancelled") == 1
+    })
+    .await;
+    let behind = {
+        let (next, k) = (next.clone(), k.clone());
+        tokio::spawn(async move { next.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+    };
+    until(Duration::from_secs(5), "the next waiter to queue", || {
+        queue_len(&s, "cancelled") == 2
+    })
+    .await;
+    // The grant to the slow waiter is made in Redis, but its message is held up.
+    p.set(Fault::Latency(Duration::from_millis(400)));
+    let first = g.holder().clone();
+    assert!(g.release().await.unwrap());
+    let granted: Option<String> = s.cmd(&["GET", "bid_lock:upwork:cancelled"]);
+    assert!(
+        granted.is_some_and(|h| h != first.as_str()),
+        "not handed over"
+    );
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    // The cancelled waiter hands the lock on (its release passes through the proxy):
+    // the next waiter gets it well before the 2 s grant would run out.
+    let t = Instant::now();
+    let g3 = behind.await.unwrap().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(next.metrics().handoffs, 1);
+    p.set(Fault::None);
+    assert!(g3.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_times_out_as_it_is_granted_returns_not_acquired_and_hands_on() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let holder = manager(&s.url()).await;
+    let slow = manager(&p.url()).await;
+    let next = manager(&s.url()).await;
+    let k = key("timed-out");
+    let g = holder.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let timing_out = {
+        let (slow, k) = (slow.clone(), k.clone());
+        tokio::spawn(async move {
+            slow.acquire(&k, &wait_for(Duration::from_millis(700)))
+                .await
+        })
+    };
+    until(Duration::from_secs(5), "the slow waiter to queue", || {
+        queue_len(&s, "timed-out") == 1
+    })
+    .await;
+    let behind = {
+        let (next, k) = (next.clone(), k.clone());
+        tokio::spawn(async move { next.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+    };
+    until(Duration::from_secs(5), "the next waiter to queue", || {
+        queue_len(&s, "timed-out") == 2
+    })
+    .await;
+    // The grant's message reaches the slow waiter after its deadline.
+    p.set(Fault::Latency(Duration::from_millis(800)));
+    assert!(g.release().await.unwrap());
+    let e = timing_out.await.unwrap().unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    let g3 = behind.await.unwrap().unwrap();
+    p.set(Fault::None);
+    assert!(g3.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_waiter_is_skipped_and_a_foreign_release_still_wakes_the_queue() {
+    let s = RedisServer::start();
+    let m = manager(&s.url()).await;
+    let k = key("mixed");
+    // A holder that does not hand over: redis-py's Lock.
+    let _: () = s.cmd(&["SET", "bid_lock:upwork:mixed", "redis-py", "PX", "60000"]);
+    // A waiter that died while queued (its entry is there, nobody refreshes it).
+    let _: i64 = s.cmd(&["ZADD", "bid_lock_queue:upwork:mixed", "1", "ghost"]);
+    let _: i64 = s.cmd(&[
+        "HSET",
+        "bid_lock_waiters:upwork:mixed",
+        "ghost",
+        "1|2000|nobody",
+    ]);
+    let waiter = {
+        let (m, k) = (m.clone(), k.clone());
+        tokio::spawn(async move { m.acquire(&k, &wait_for(Duration::from_secs(10))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "mixed") == 2
+    })
+    .await;
+    // redis-py releases with its compare-and-delete: no grant, no message.
+    let t = Instant::now();
+    let _: i64 = s.cmd(&["DEL", "bid_lock:upwork:mixed"]);
+    let g = waiter.await.unwrap().unwrap();
+    // The queue refresh (every half second at most) notices the free lock.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Its release skips the dead entry and frees the lock.
+    let g_holder = g.holder().clone();
+    assert!(g.release().await.unwrap());
+    let left: Option<String> = s.cmd(&["GET", "bid_lock:upwork:mixed"]);
+    assert_eq!(
+        left, None,
+        "handed to {left:?} (the releaser was {g_holder})"
+    );
+    let q: Vec<String> = s.cmd(&["ZRANGE", "bid_lock_queue:upwork:mixed", "0", "-1"]);
+    let marker: i64 = s.cmd(&["EXISTS", "bid_lock_wait:upwork:mixed"]);
+    assert!(q.is_empty(), "queue {q:?}, marker {marker}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contenders_from_four_managers_never_overlap_and_take_turns() {
+    let s = RedisServer::start();
+    let mut managers = Vec::new();
+    for _ in 0..4 {
+        managers.push(manager(&s.url()).await);
+    }
+    let w = common::checker::Workload {
+        keys: 1,
+        tasks_per_instance: 2,
+        duration: Duration::from_secs(3),
+        hold: Duration::from_millis(2),
+        long_hold: Duration::from_millis(2),
+        ttl: Duration::from_secs(2),
+        wait: Duration::from_secs(5),
+    };
+    let rec = common::checker::contend(managers.clone(), w).await;
+    let o = common::checker::check(&rec, None);
+    assert_eq!(o.unsafe_overlaps, 0, "{o:?}");
+    assert_eq!(o.token_order_violations, 0, "{o:?}");
+    assert_eq!(o.not_acquired, 0, "{o:?}");
+    let handoffs: u64 = managers.iter().map(|m| m.metrics().handoffs).sum();
+    assert!(
+        handoffs * 2 > o.sections,
+        "few handoffs: {handoffs} of {o:?}"
+    );
+}
