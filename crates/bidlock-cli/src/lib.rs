@@ -160,6 +160,19 @@ pub(crate) fn lock_key(marketplace: &str, posting: &str) -> Result<LockKey, CliE
 }
 
 impl Global {
+    /// The global options as arguments, for a child process that must reach the same
+    /// locks (the backend is forced to Redis: a child must never fall back to memory).
+    pub(crate) fn to_child_args(&self) -> Vec<String> {
+        let mut args = vec!["--backend".to_owned(), "redis".to_owned()];
+        for url in &self.redis_url {
+            args.extend(["--redis-url".to_owned(), url.clone()]);
+        }
+        if let Some(p) = &self.prefix {
+            args.extend(["--prefix".to_owned(), p.clone()]);
+        }
+        args
+    }
+
     fn config(&self, shared: bool) -> Result<ConfigBuilder, CliError> {
         let mut b = ConfigBuilder::from_env()?;
         if !self.redis_url.is_empty() {

@@ -1,16 +1,20 @@
 //! The hot-key workload: W tasks fight for one key, hold it H µs (a real blocking
-//! sleep), release, ask again. Records handover gaps, fairness and overlaps.
+//! sleep), release, ask again. Records handover gaps, fairness and overlaps. With
+//! `--processes N`, N child processes of W tasks each contend for the same key (as a fleet
+//! does), each records its sections on the machine's monotonic clock, and the parent
+//! computes the figures over all of them.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::contender::{BenchKey, Contender};
-use super::stats::{finish, progress, HotKeyLog};
+use super::stats::{finish, hot_key_summary, monotonic_ns, progress, HotKeyLog, Section};
 use super::Common;
-use crate::exit::CliError;
+use crate::exit::{self, CliError};
+use crate::Global;
 
 /// How long a worker waits for the key before counting a timeout.
 const WAIT: Duration = Duration::from_secs(5);
@@ -21,18 +25,27 @@ async fn hold(us: u64) {
         tokio::task::spawn_blocking(move || std::thread::sleep(Duration::from_micros(us))).await;
 }
 
-/// Runs the loop with `who` for the configured duration and returns its figures.
-pub(crate) async fn run(
+/// A fresh key for one run.
+pub(crate) fn fresh_key() -> String {
+    format!("hot-{:08x}", rand::random::<u32>())
+}
+
+/// Runs the loop with `who` on `posting` for the configured duration; returns the
+/// sections and the number of waits that gave up.
+pub(crate) async fn sections(
     who: &Contender,
     c: &Common,
     hold_us: u64,
+    posting: &str,
     label: &str,
-) -> Result<Value, CliError> {
+) -> Result<(Vec<Section>, u64), CliError> {
     let log = Arc::new(HotKeyLog::default());
-    let key = BenchKey::new(format!("hot-{:08x}", rand::random::<u32>()))?;
-    let start = Instant::now();
-    let deadline = start + c.duration;
-    let bar = progress(&format!("hot-key ({label})"), deadline);
+    let key = BenchKey::new(posting.to_owned())?;
+    let deadline = Instant::now() + c.duration;
+    // Children of a multi-process run keep the terminal to the parent.
+    let bar = (!label.is_empty())
+        .then(|| progress(&format!("hot-key ({label})"), deadline))
+        .flatten();
     let mut tasks = Vec::new();
     for w in 0..c.workers {
         let (who, log, key) = (who.clone(), log.clone(), key.clone());
@@ -40,9 +53,9 @@ pub(crate) async fn run(
             while Instant::now() < deadline {
                 match who.take(&key, w, Some(WAIT)).await {
                     Some(held) => {
-                        log.enter(w);
+                        let enter = monotonic_ns();
                         hold(hold_us).await;
-                        log.leave(w);
+                        log.record(w, enter, monotonic_ns());
                         who.put(held).await;
                     }
                     None => {
@@ -53,5 +66,93 @@ pub(crate) async fn run(
         }));
     }
     finish(tasks, bar).await;
-    Ok(log.summary(start.elapsed().as_secs_f64(), c.workers))
+    Ok((log.take(), log.timeouts.load(Relaxed)))
+}
+
+/// One process's run, summarised.
+pub(crate) async fn run(
+    who: &Contender,
+    c: &Common,
+    hold_us: u64,
+    label: &str,
+) -> Result<Value, CliError> {
+    let start = Instant::now();
+    let (s, timeouts) = sections(who, c, hold_us, &fresh_key(), label).await?;
+    Ok(hot_key_summary(
+        s,
+        timeouts,
+        start.elapsed().as_secs_f64(),
+        c.workers,
+    ))
+}
+
+/// The arguments that make a child contend on `posting`, on the parent's Redis.
+fn child_args(g: &Global, posting: &str, c: &Common, hold_us: u64) -> Vec<String> {
+    let mut args = g.to_child_args();
+    args.extend([
+        "bench".to_owned(),
+        "hot-key".to_owned(),
+        "--workers".to_owned(),
+        c.workers.to_string(),
+        "--duration".to_owned(),
+        c.duration.as_secs_f64().to_string(),
+        "--hold-us".to_owned(),
+        hold_us.to_string(),
+        "--child-of".to_owned(),
+        posting.to_owned(),
+    ]);
+    args
+}
+
+/// Runs `processes` children of `c.workers` tasks each on one key and summarises all.
+pub(crate) async fn across_processes(
+    g: &Global,
+    processes: u32,
+    c: &Common,
+    hold_us: u64,
+) -> Result<Value, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::new(exit::FAILURE, format!("cannot find this binary: {e}")))?;
+    let posting = fresh_key();
+    let start = Instant::now();
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            tokio::process::Command::new(&exe)
+                .args(child_args(g, &posting, c, hold_us))
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+        })
+        .collect();
+    let mut all = Vec::new();
+    let (mut timeouts, mut calls) = (0, 0);
+    for (p, out) in futures_util::future::join_all(children)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let out = out.map_err(|e| CliError::new(exit::FAILURE, format!("child: {e}")))?;
+        let child: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            CliError::new(exit::FAILURE, format!("child {p} printed no figures: {e}"))
+        })?;
+        let sections: Vec<Section> = serde_json::from_value(child["sections"].clone())
+            .map_err(|e| CliError::new(exit::FAILURE, format!("child {p}: {e}")))?;
+        let base = u32::try_from(p).unwrap_or(0) * c.workers;
+        all.extend(sections.into_iter().map(|s| Section {
+            worker: base + s.worker,
+            ..s
+        }));
+        timeouts += child["timeouts"].as_u64().unwrap_or(0);
+        calls += child["backend_calls"].as_u64().unwrap_or(0);
+    }
+    let mut out = hot_key_summary(
+        all,
+        timeouts,
+        start.elapsed().as_secs_f64(),
+        processes * c.workers,
+    );
+    out["processes"] = json!(processes);
+    let cs = out["cs"].as_f64().unwrap_or(0.0).max(1.0);
+    out["redis_cmds_per_cs"] = json!(super::stats::round2(calls as f64 / cs));
+    Ok(out)
 }

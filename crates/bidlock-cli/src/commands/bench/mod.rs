@@ -40,6 +40,14 @@ enum Workload {
         /// Microseconds of work under the lock.
         #[arg(long, default_value_t = 1000)]
         hold_us: u64,
+        /// Run the workers in this many processes (W each), as a fleet contends; the
+        /// figures cover all of them (no raw baseline then).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        processes: u32,
+        /// (Internal) contend on this posting as one process of a `--processes` run and
+        /// print its sections.
+        #[arg(long, hide = true, value_name = "POSTING")]
+        child_of: Option<String>,
     },
     /// Memory per held lock: acquire N locks, keep them, measure RSS.
     Footprint {
@@ -71,9 +79,42 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
         Workload::Uncontended { common } => {
             uncontended(g, &m, &common, baseline && !common.no_baseline).await?
         }
-        Workload::HotKey { common, hold_us } => {
-            hot_key(g, &m, &common, hold_us, baseline, !common.no_baseline).await?
+        Workload::HotKey {
+            common,
+            hold_us,
+            child_of: Some(posting),
+            ..
+        } => {
+            let lib = Contender::Lib(m.clone());
+            let (sections, timeouts) =
+                hot_key::sections(&lib, &common, hold_us, &posting, "").await?;
+            json!({ "sections": sections, "timeouts": timeouts, "backend_calls": m.metrics().backend_calls })
         }
+        Workload::HotKey {
+            common,
+            hold_us,
+            processes,
+            child_of: None,
+        } if processes > 1 => {
+            if topology == Topology::Memory {
+                return Err(CliError::usage(
+                    "--processes needs a shared backend (Redis): memory locks are per process",
+                ));
+            }
+            let mut out = json!({ "workload": "hot-key", "backend": topology.name(), "workers": common.workers * processes, "hold_us": hold_us, "duration_s": common.duration.as_secs_f64() });
+            let before = commands_processed(g).await.ok();
+            let figures = hot_key::across_processes(g, processes, &common, hold_us).await?;
+            merge(&mut out, &figures, "");
+            if let (Some(before), Ok(after)) = (before, commands_processed(g).await) {
+                let cs = figures["cs"].as_f64().unwrap_or(0.0).max(1.0);
+                out["redis_server_calls_per_cs"] =
+                    json!(round2(after.saturating_sub(before) as f64 / cs));
+            }
+            out
+        }
+        Workload::HotKey {
+            common, hold_us, ..
+        } => hot_key(g, &m, &common, hold_us, baseline, !common.no_baseline).await?,
         Workload::Footprint { locks } => footprint::run(&m, locks).await?,
     };
     m.close().await;

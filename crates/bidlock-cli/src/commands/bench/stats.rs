@@ -2,7 +2,7 @@
 //! the figures are put into the JSON line.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,63 +36,92 @@ impl PairStats {
     }
 }
 
-/// What a hot-key loop records: every critical section's holder, the gap between one
-/// holder's release and the next holder's entry, and any overlap.
+/// One critical section of a hot-key run: who held it, from when to when (ns on the
+/// machine's monotonic clock, comparable across processes).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Section {
+    pub(crate) worker: u32,
+    pub(crate) enter_ns: u64,
+    pub(crate) leave_ns: u64,
+}
+
+/// What a hot-key loop records: every critical section, and the waits that gave up.
 #[derive(Default)]
 pub(crate) struct HotKeyLog {
-    last: Mutex<Option<(Instant, u32)>>,
-    sections: Mutex<Vec<u32>>,
-    gaps: Histogram,
-    inside: AtomicBool,
-    overlaps: AtomicU64,
+    sections: Mutex<Vec<Section>>,
     pub(crate) timeouts: AtomicU64,
 }
 
-impl HotKeyLog {
-    pub(crate) fn enter(&self, w: u32) {
-        let now = Instant::now();
-        if let Ok(last) = self.last.lock() {
-            if let Some((t, who)) = *last {
-                if who != w {
-                    self.gaps.record(now.saturating_duration_since(t));
-                }
-            }
-        }
-        if self.inside.swap(true, Relaxed) {
-            self.overlaps.fetch_add(1, Relaxed);
-        }
-    }
-
-    pub(crate) fn leave(&self, w: u32) {
-        self.inside.store(false, Relaxed);
-        if let Ok(mut s) = self.sections.lock() {
-            s.push(w);
-        }
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((Instant::now(), w));
-        }
-    }
-
-    pub(crate) fn summary(&self, secs: f64, workers: u32) -> Value {
-        let s = self.sections.lock().map(|s| s.clone()).unwrap_or_default();
-        let n = s.len().max(1) as f64;
-        let same = s.windows(2).filter(|w| w[0] == w[1]).count() as f64;
-        let mut per = vec![0u64; workers as usize];
-        for w in &s {
-            per[*w as usize] += 1;
-        }
-        let max_share = per.iter().copied().max().unwrap_or(0) as f64 / n;
-        json!({
-            "cs": s.len(),
-            "cs_per_sec": (s.len() as f64 / secs).round(),
-            "gap_p50_us": self.gaps.quantile_us(0.5),
-            "gap_p99_us": self.gaps.quantile_us(0.99),
-            "same_holder_frac": round2(same / (n - 1.0).max(1.0)),
-            "max_worker_share": round2(max_share),
-            "overlaps": self.overlaps.load(Relaxed),
-            "timeouts": self.timeouts.load(Relaxed),
+/// Now on the monotonic clock, in ns: the same clock in every process of the machine.
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
         })
+        .unwrap_or(0)
+}
+
+impl HotKeyLog {
+    pub(crate) fn record(&self, worker: u32, enter_ns: u64, leave_ns: u64) {
+        if let Ok(mut s) = self.sections.lock() {
+            s.push(Section {
+                worker,
+                enter_ns,
+                leave_ns,
+            });
+        }
     }
+
+    pub(crate) fn take(&self) -> Vec<Section> {
+        self.sections
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// The figures of a hot-key run from its sections (of one process or several): the gap
+/// from one holder's release to the next holder's entry (different holders only), how
+/// often the same worker held twice in a row, the largest share, and overlaps.
+pub(crate) fn hot_key_summary(
+    mut sections: Vec<Section>,
+    timeouts: u64,
+    secs: f64,
+    workers: u32,
+) -> Value {
+    sections.sort_by_key(|s| s.enter_ns);
+    let gaps = Histogram::new();
+    let (mut same, mut overlaps) = (0u64, 0u64);
+    for w in sections.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b.enter_ns < a.leave_ns {
+            overlaps += 1;
+        }
+        if a.worker == b.worker {
+            same += 1;
+        } else {
+            gaps.record(Duration::from_nanos(b.enter_ns.saturating_sub(a.leave_ns)));
+        }
+    }
+    let n = sections.len().max(1) as f64;
+    let mut per = vec![0u64; workers as usize];
+    for s in &sections {
+        if let Some(c) = per.get_mut(s.worker as usize) {
+            *c += 1;
+        }
+    }
+    let max_share = per.iter().copied().max().unwrap_or(0) as f64 / n;
+    json!({
+        "cs": sections.len(),
+        "cs_per_sec": (sections.len() as f64 / secs).round(),
+        "gap_p50_us": gaps.quantile_us(0.5),
+        "gap_p99_us": gaps.quantile_us(0.99),
+        "same_holder_frac": round2(same as f64 / (n - 1.0).max(1.0)),
+        "max_worker_share": round2(max_share),
+        "overlaps": overlaps,
+        "timeouts": timeouts,
+    })
 }
 
 /// Copies every field of `from` into `out`, each name prefixed.
