@@ -148,7 +148,7 @@ pub(crate) fn lock_lost(msg: String) -> PyErr {
 }
 
 /// A result whose error is converted to its Python exception when it reaches Python,
-/// with the GIL held. Futures given to `future_into_py` resolve to `Ok(Reply(..))`.
+/// with the GIL held. Futures handed to Python resolve to `Ok(Reply(..))`.
 pub(crate) struct Reply<T>(pub(crate) Result<T, bidlock::Error>);
 
 impl<'py, T> IntoPyObject<'py> for Reply<T>

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::{future_into_py, get_runtime};
+use pyo3_async_runtimes::tokio::get_runtime;
 use tokio_util::sync::CancellationToken;
 
 use bidlock::{Lease, LockGuard};
@@ -42,10 +42,10 @@ impl NativeGuard {
 impl Drop for NativeGuard {
     fn drop(&mut self) {
         if let Some(guard) = self.take() {
-            // Dropping a guard releases it, in a task for Redis: give it the runtime, and
-            // let other Python threads run meanwhile.
-            let _rt = get_runtime().enter();
-            Python::attach(|py| py.detach(|| drop(guard)));
+            // Dropping a guard releases it. Do that on the runtime: this thread may hold
+            // the GIL, which a runtime thread holding a store lock may be waiting for
+            // (to log).
+            get_runtime().spawn(async move { drop(guard) });
         }
     }
 }
@@ -113,7 +113,7 @@ impl NativeGuard {
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let lease = self.lease.clone();
         let ended = self.ended.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             Ok(tokio::select! {
                 biased;
                 _ = lease.lost() => true,
@@ -125,7 +125,7 @@ impl NativeGuard {
     /// Releases the lock; resolves to whether it was still held.
     fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             Ok(Reply(match guard {
                 Some(g) => g.release().await,
                 None => Ok(false),
@@ -138,7 +138,7 @@ impl NativeGuard {
     fn complete<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
         let key = self.redis_key.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             match guard {
                 Some(g) => Ok(outcome::complete(g).await),
                 None => Err(crate::errors::lock_lost(format!(

@@ -9,12 +9,14 @@
 
 use pyo3::prelude::*;
 
+mod awaitable;
 mod convert;
 mod errors;
 mod guard;
 mod logging;
 mod manager;
 mod outcome;
+mod shutdown;
 
 /// The compiled module: classes, exceptions and factory functions used by
 /// `bidlock/__init__.py`.
@@ -28,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manager::default_manager, m)?)?;
     m.add_function(wrap_pyfunction!(manager::manager_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(logging::reset_log_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown::shutdown, m)?)?;
     m.add("DEFAULT_TTL", bidlock::DEFAULT_TTL.as_secs_f64())?;
     m.add("DEFAULT_TIMEOUT", bidlock::DEFAULT_WAIT.as_secs_f64())?;
     m.add("ENV_VARS", bidlock::ENV_VARS.to_vec())?;

@@ -3,11 +3,30 @@
 
 use std::sync::OnceLock;
 
-use log::LevelFilter;
+use log::{LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
 use pyo3_log::{Caching, Logger, ResetHandle};
 
+use crate::shutdown::Crossing;
+
 static RESET: OnceLock<ResetHandle> = OnceLock::new();
+
+/// pyo3-log, closed at interpreter exit like every other crossing into Python.
+struct Bridge(Logger);
+
+impl Log for Bridge {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if let Some(_crossing) = Crossing::enter() {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {}
+}
 
 /// Installs the bridge once per process. Python loggers and their levels are cached on
 /// the Rust side so a disabled level costs no GIL; `reset_log_cache` drops the cache
@@ -21,15 +40,13 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         .filter_target("bidlock".to_owned(), LevelFilter::Debug)
         // tracing's own span-lifecycle records (`tracing::span`) are noise here.
         .filter_target("tracing".to_owned(), LevelFilter::Off);
-    match logger.install() {
-        Ok(handle) => {
-            let _ = RESET.set(handle);
-        }
-        Err(_) => {
-            // Another extension in this process installed the global `log` logger;
-            // its sink gets our records instead.
-        }
+    let handle = logger.reset_handle();
+    if log::set_boxed_logger(Box::new(Bridge(logger))).is_ok() {
+        log::set_max_level(LevelFilter::Debug);
+        let _ = RESET.set(handle);
     }
+    // Otherwise another extension in this process installed the global `log` logger;
+    // its sink gets our records instead.
     Ok(())
 }
 

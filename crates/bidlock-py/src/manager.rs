@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
 
 use bidlock::{
     Backend, BidLockManager, Config, ConfigBuilder, Error, LockGuard, LockKey, MetricsSnapshot,
@@ -88,13 +87,15 @@ impl HeldLocks {
 
 impl Core {
     fn new(config: Config) -> Arc<Core> {
-        Arc::new(Core {
+        let core = Arc::new(Core {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config,
             manager: tokio::sync::OnceCell::new(),
             held: Mutex::default(),
             closed: AtomicBool::new(false),
-        })
+        });
+        crate::shutdown::track(&core);
+        core
     }
 
     /// The connected manager, connecting on first use (again after a failed attempt).
@@ -147,7 +148,7 @@ impl Core {
         }
     }
 
-    async fn close(&self) {
+    pub(crate) async fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -216,7 +217,7 @@ pub(crate) fn manager_from_env(
 pub(crate) fn default_manager(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     // Read the environment here, on the caller's thread, not in a runtime thread.
     let config = Config::from_env();
-    future_into_py(py, async move {
+    crate::awaitable::spawn(py, async move {
         let mut slot = DEFAULT.lock().await;
         if let Some(core) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(Reply(Ok(NativeManager { core: core.clone() })));
@@ -304,7 +305,7 @@ impl NativeManager {
     /// Connects now; raises when Redis is required and cannot be reached.
     fn connect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        future_into_py(
+        crate::awaitable::spawn(
             py,
             async move { Ok(Reply(core.manager().await.map(|_| ()))) },
         )
@@ -327,7 +328,7 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let opts = convert::options(timeout, holder_id, ttl, renew)?;
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             let acquired = async {
                 let guard = core.manager().await?.acquire(&key, &opts).await?;
                 Ok(NativeGuard::new(guard, core.lock_key(&key)))
@@ -351,7 +352,7 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let opts = convert::options(timeout, holder_id, ttl, false)?;
         let core = self.core.clone();
-        future_into_py(
+        crate::awaitable::spawn(
             py,
             async move { Ok(Reply(core.acquire_held(key, opts).await)) },
         )
@@ -370,7 +371,7 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let holder = holder_id.map(convert::holder).transpose()?;
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             Ok(Reply(core.release_held(key, holder).await))
         })
     }
@@ -387,7 +388,7 @@ impl NativeManager {
     /// Resolves to True when the backend answers; False when it cannot be reached.
     fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             Ok(match core.manager().await {
                 Ok(m) => m.health_check().await,
                 Err(_) => false,
@@ -404,7 +405,7 @@ impl NativeManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = convert::key(marketplace_id, posting_id)?;
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             let status = async { core.manager().await?.status(&key).await };
             Ok(Reply(status.await.map(|s| Plain::of(&s))))
         })
@@ -418,7 +419,7 @@ impl NativeManager {
         marketplace_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             let locks = match core.manager().await {
                 Ok(m) => {
                     off_task(m.clone(), async move |m| {
@@ -441,7 +442,7 @@ impl NativeManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = convert::key(marketplace_id, posting_id)?;
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             let cleared = async { core.manager().await?.clear_done(&key).await };
             Ok(Reply(cleared.await))
         })
@@ -450,7 +451,7 @@ impl NativeManager {
     /// Removes every lock of the prefix; resolves to how many.
     fn cleanup_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             let removed = match core.manager().await {
                 Ok(m) => off_task(m.clone(), async |m| m.cleanup_all().await).await,
                 Err(e) => Err(e),
@@ -462,7 +463,7 @@ impl NativeManager {
     /// Releases what this manager holds and stops it.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        future_into_py(py, async move {
+        crate::awaitable::spawn(py, async move {
             core.close().await;
             Ok(())
         })

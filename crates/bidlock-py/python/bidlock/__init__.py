@@ -18,7 +18,10 @@ and redis-py's `Lock` exclude each other on the same key.
 Logs go to the `logging` logger `bidlock`.
 """
 
+import atexit as _atexit
+
 from . import _logging  # noqa: F401  (installs the logging bridge's cache reset)
+from . import _native
 from ._errors import (
     AlreadyDoneError,
     BackendError,
@@ -40,6 +43,10 @@ from ._manager import (
 )
 from ._native import ENV_VARS, __version__
 from ._types import LockInfo, LockStatus
+
+# Before the interpreter finalizes: close the managers still open (releasing their
+# locks), then stop the runtime's threads from calling into Python (src/shutdown.rs).
+_atexit.register(_native.shutdown)
 
 __all__ = [
     "AlreadyDoneError",
