@@ -1,102 +1,182 @@
 //! Rust futures as asyncio awaitables: the future runs on the process's tokio runtime
-//! (pyo3-async-runtimes'), its asyncio future lives on the caller's event loop.
+//! (pyo3-async-runtimes'), and its result is handed to the event loop's own thread.
 //!
-//! pyo3-async-runtimes' `future_into_py` does the same, but its completion thread can
-//! still be inside the event loop's `call_soon_threadsafe` (which releases the GIL
-//! around the wake-up write) when the interpreter starts to finalize, and a thread that
-//! re-attaches then takes the process down. Here the whole delivery is one
-//! [`Crossing`], so exit waits for it; and a cancelled awaitable costs no GIL at all.
+//! pyo3-async-runtimes' `future_into_py` delivers each result from a blocking-pool
+//! thread that must take the GIL away from the busy event loop: measured here, that cost
+//! more CPU in thread wake-ups than the lock operations themselves (and a delivery still
+//! in flight when the interpreter finalizes aborts the process). Here a finished future
+//! goes into its loop's queue, the loop is woken through a socket it watches (one byte
+//! per batch), and the loop thread sets the results: no other thread takes the GIL.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::PyCFunction;
 use pyo3::IntoPyObjectExt as _;
 use pyo3_async_runtimes::tokio::get_runtime;
 use tokio::sync::oneshot;
 
-use crate::shutdown::Crossing;
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// Runs `fut` on the runtime and returns an asyncio future of the running loop that
-/// resolves to its output. Cancelling the asyncio future drops `fut`.
-pub(crate) fn spawn<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = PyResult<T>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
-    let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
-    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    py_fut.call_method1(
-        pyo3::intern!(py, "add_done_callback"),
-        (OnDone(Mutex::new(Some(cancel_tx))),),
-    )?;
-    let target = (event_loop.unbind(), py_fut.clone().unbind());
-    get_runtime().spawn(async move {
-        let outcome = tokio::select! {
-            biased;
-            // Cancelled, or the asyncio future is gone: nobody can receive a result.
-            _ = cancel_rx => return,
-            outcome = fut => outcome,
+/// A finished future, waiting for its loop.
+struct Ready {
+    py_fut: Py<PyAny>,
+    convert: Convert,
+}
+
+#[derive(Default)]
+struct Queue {
+    ready: Vec<Ready>,
+    /// A wake-up byte is on its way; the next push need not send another.
+    signalled: bool,
+}
+
+/// What runtime tasks share with one event loop.
+struct Inbox {
+    queue: Mutex<Queue>,
+    wake: UnixStream,
+}
+
+impl Inbox {
+    fn push(&self, ready: Ready) {
+        let wake = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.ready.push(ready);
+            !std::mem::replace(&mut q.signalled, true)
         };
-        let Some(crossing) = Crossing::enter() else {
-            return;
+        if wake {
+            // Non-blocking, one byte per batch: the buffer never fills. A closed loop
+            // no longer reads; its futures are gone with it.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+/// One event loop's receiving end (kept on the loop as `_bidlock_inbox`).
+#[pyclass(frozen, module = "bidlock._native")]
+pub(crate) struct LoopInbox {
+    inbox: Arc<Inbox>,
+    woken: UnixStream,
+}
+
+#[pymethods]
+impl LoopInbox {
+    /// Called by the event loop when the socket is readable: sets the results.
+    fn _drain(&self, py: Python<'_>) {
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.woken).read(&mut buf) {
+                Ok(n) if n == buf.len() => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                _ => break,
+            }
+        }
+        let ready = {
+            let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.signalled = false;
+            std::mem::take(&mut q.ready)
         };
-        tokio::task::spawn_blocking(move || {
-            Python::attach(move |py| deliver(py, target, outcome));
-            drop(crossing);
-        });
-    });
-    Ok(py_fut)
+        for r in ready {
+            // A failure here concerns one future (cancelled meanwhile, or a result that
+            // does not convert); the others still get theirs.
+            let _ = settle(py, r);
+        }
+    }
 }
 
-fn deliver<T>(py: Python<'_>, (event_loop, py_fut): (Py<PyAny>, Py<PyAny>), outcome: PyResult<T>)
-where
-    T: for<'a> IntoPyObject<'a>,
-{
-    let (ok, value) = match outcome.and_then(|v| v.into_py_any(py)) {
-        Ok(v) => (true, v),
-        Err(e) => (false, e.into_value(py).into_any()),
-    };
-    let scheduled = completor(py).and_then(|complete| {
-        event_loop.bind(py).call_method1(
-            pyo3::intern!(py, "call_soon_threadsafe"),
-            (complete, py_fut, ok, value),
-        )
-    });
-    // A closed loop: its futures are gone with it.
-    drop(scheduled);
-}
-
-static COMPLETOR: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
-
-fn completor(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
-    COMPLETOR
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(wrap_pyfunction!(complete, py)?.unbind())
-        })
-        .map(|f| f.bind(py))
-}
-
-/// Runs on the event loop: sets the result unless the future was cancelled meanwhile.
-#[pyfunction]
-fn complete(py_fut: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResult<()> {
-    let py = py_fut.py();
-    if py_fut
+fn settle(py: Python<'_>, r: Ready) -> PyResult<()> {
+    let fut = r.py_fut.bind(py);
+    if fut
         .call_method0(pyo3::intern!(py, "cancelled"))?
         .is_truthy()?
     {
         return Ok(());
     }
-    let method = if ok {
-        pyo3::intern!(py, "set_result")
-    } else {
-        pyo3::intern!(py, "set_exception")
+    match (r.convert)(py) {
+        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?,
+        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
     };
-    py_fut.call_method1(method, (value,))?;
     Ok(())
+}
+
+const INBOX_ATTR: &str = "_bidlock_inbox";
+
+fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
+    let py = event_loop.py();
+    if let Ok(existing) = event_loop.getattr(pyo3::intern!(py, INBOX_ATTR)) {
+        if let Ok(inbox) = existing.cast::<LoopInbox>() {
+            return Ok(inbox.get().inbox.clone());
+        }
+    }
+    let (woken, wake) = UnixStream::pair()?;
+    woken.set_nonblocking(true)?;
+    wake.set_nonblocking(true)?;
+    let fd = woken.as_raw_fd();
+    let inbox = Arc::new(Inbox {
+        queue: Mutex::default(),
+        wake,
+    });
+    let receiver = Bound::new(
+        py,
+        LoopInbox {
+            inbox: inbox.clone(),
+            woken,
+        },
+    )?;
+    // On the loop itself: its lifetime is the loop's, and no lookup table is needed.
+    event_loop.setattr(pyo3::intern!(py, INBOX_ATTR), &receiver)?;
+    event_loop.call_method1(
+        pyo3::intern!(py, "add_reader"),
+        (fd, receiver.getattr(pyo3::intern!(py, "_drain"))?),
+    )?;
+    Ok(inbox)
+}
+
+/// Runs `fut` on the runtime and returns an asyncio future of the running loop that
+/// resolves to its output. Cancelling the asyncio future drops `fut` (when
+/// `cancellable`; otherwise `fut` runs to its end and only the result is dropped).
+pub(crate) fn spawn<'py, F, T>(
+    py: Python<'py>,
+    cancellable: bool,
+    fut: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
+    let inbox = inbox_of(&event_loop)?;
+    let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let cancelled = if cancellable {
+        let (tx, rx) = oneshot::channel::<()>();
+        py_fut.call_method1(
+            pyo3::intern!(py, "add_done_callback"),
+            (OnDone(Mutex::new(Some(tx))),),
+        )?;
+        Some(rx)
+    } else {
+        None
+    };
+    let handle = py_fut.clone().unbind();
+    get_runtime().spawn(async move {
+        let outcome = match cancelled {
+            Some(cancelled) => tokio::select! {
+                biased;
+                // Cancelled, or the asyncio future is gone: nobody can receive a result.
+                _ = cancelled => return,
+                outcome = fut => outcome,
+            },
+            None => fut.await,
+        };
+        inbox.push(Ready {
+            py_fut: handle,
+            convert: Box::new(move |py| outcome.and_then(|v| v.into_py_any(py))),
+        });
+    });
+    Ok(py_fut)
 }
 
 /// The asyncio future's done callback: tells the runtime task when it was cancelled.

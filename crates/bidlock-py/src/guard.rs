@@ -113,7 +113,7 @@ impl NativeGuard {
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let lease = self.lease.clone();
         let ended = self.ended.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             Ok(tokio::select! {
                 biased;
                 _ = lease.lost() => true,
@@ -125,7 +125,8 @@ impl NativeGuard {
     /// Releases the lock; resolves to whether it was still held.
     fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
-        crate::awaitable::spawn(py, async move {
+        // Not cancellable: a release, once asked for, runs to its end.
+        crate::awaitable::spawn(py, false, async move {
             Ok(Reply(match guard {
                 Some(g) => g.release().await,
                 None => Ok(false),
@@ -138,7 +139,7 @@ impl NativeGuard {
     fn complete<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
         let key = self.redis_key.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, false, async move {
             match guard {
                 Some(g) => Ok(outcome::complete(g).await),
                 None => Err(crate::errors::lock_lost(format!(

@@ -217,7 +217,8 @@ pub(crate) fn manager_from_env(
 pub(crate) fn default_manager(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     // Read the environment here, on the caller's thread, not in a runtime thread.
     let config = Config::from_env();
-    crate::awaitable::spawn(py, async move {
+    // Not cancellable: a manager being connected for the process is kept either way.
+    crate::awaitable::spawn(py, false, async move {
         let mut slot = DEFAULT.lock().await;
         if let Some(core) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(Reply(Ok(NativeManager { core: core.clone() })));
@@ -305,10 +306,9 @@ impl NativeManager {
     /// Connects now; raises when Redis is required and cannot be reached.
     fn connect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        crate::awaitable::spawn(
-            py,
-            async move { Ok(Reply(core.manager().await.map(|_| ()))) },
-        )
+        crate::awaitable::spawn(py, true, async move {
+            Ok(Reply(core.manager().await.map(|_| ())))
+        })
     }
 
     /// Takes the lock; resolves to a `NativeGuard`.
@@ -328,7 +328,7 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let opts = convert::options(timeout, holder_id, ttl, renew)?;
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             let acquired = async {
                 let guard = core.manager().await?.acquire(&key, &opts).await?;
                 Ok(NativeGuard::new(guard, core.lock_key(&key)))
@@ -352,10 +352,9 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let opts = convert::options(timeout, holder_id, ttl, false)?;
         let core = self.core.clone();
-        crate::awaitable::spawn(
-            py,
-            async move { Ok(Reply(core.acquire_held(key, opts).await)) },
-        )
+        crate::awaitable::spawn(py, true, async move {
+            Ok(Reply(core.acquire_held(key, opts).await))
+        })
     }
 
     /// The guide's `release_lock`: resolves to True when released, False for a wrong
@@ -371,7 +370,7 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let holder = holder_id.map(convert::holder).transpose()?;
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, false, async move {
             Ok(Reply(core.release_held(key, holder).await))
         })
     }
@@ -388,7 +387,7 @@ impl NativeManager {
     /// Resolves to True when the backend answers; False when it cannot be reached.
     fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             Ok(match core.manager().await {
                 Ok(m) => m.health_check().await,
                 Err(_) => false,
@@ -405,7 +404,7 @@ impl NativeManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = convert::key(marketplace_id, posting_id)?;
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             let status = async { core.manager().await?.status(&key).await };
             Ok(Reply(status.await.map(|s| Plain::of(&s))))
         })
@@ -419,7 +418,7 @@ impl NativeManager {
         marketplace_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             let locks = match core.manager().await {
                 Ok(m) => {
                     off_task(m.clone(), async move |m| {
@@ -442,7 +441,7 @@ impl NativeManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = convert::key(marketplace_id, posting_id)?;
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             let cleared = async { core.manager().await?.clear_done(&key).await };
             Ok(Reply(cleared.await))
         })
@@ -451,7 +450,7 @@ impl NativeManager {
     /// Removes every lock of the prefix; resolves to how many.
     fn cleanup_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, true, async move {
             let removed = match core.manager().await {
                 Ok(m) => off_task(m.clone(), async |m| m.cleanup_all().await).await,
                 Err(e) => Err(e),
@@ -463,7 +462,7 @@ impl NativeManager {
     /// Releases what this manager holds and stops it.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
-        crate::awaitable::spawn(py, async move {
+        crate::awaitable::spawn(py, false, async move {
             core.close().await;
             Ok(())
         })

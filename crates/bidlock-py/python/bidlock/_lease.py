@@ -3,7 +3,6 @@ exit: normal return, exception, task cancellation, `KeyboardInterrupt`."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -120,15 +119,11 @@ class Bid(Lease):
         self.record_error: Optional[str] = None
 
 
-async def _finish(awaitable: Awaitable[T]) -> T:
-    # Shielded: a second cancellation while releasing must not abandon the release
-    # half-way (it goes on in the runtime either way; this also waits for it).
-    return await asyncio.shield(awaitable)
-
-
 async def _release(guard: Any) -> None:
+    # `release()` and `complete()` run to their end in the runtime even if this task is
+    # cancelled while awaiting them.
     try:
-        await _finish(guard.release())
+        await guard.release()
     except BackendError as e:
         logger.warning("release of %s failed; the lock expires after its ttl: %s", guard.key, e)
 
@@ -185,7 +180,7 @@ class BidOnce:
             bid.outcome = "failed"
             await _release(bid._guard)
             return False
-        recorded, _released, error = await _finish(bid._guard.complete())
+        recorded, _released, error = await bid._guard.complete()
         if recorded:
             bid.outcome = "placed"
         else:
