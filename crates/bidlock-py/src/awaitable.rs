@@ -15,6 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::IntoPyObjectExt as _;
 use pyo3_async_runtimes::tokio::get_runtime;
 use tokio::sync::oneshot;
@@ -104,12 +105,33 @@ fn settle(py: Python<'_>, r: Ready) -> PyResult<()> {
 
 const INBOX_ATTR: &str = "_bidlock_inbox";
 
+/// Inboxes of loops that take no attributes (C-implemented loops such as uvloop's).
+static OTHER_LOOPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn other_loops(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    OTHER_LOOPS
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import("weakref")?
+                    .getattr("WeakKeyDictionary")?
+                    .call0()?
+                    .unbind(),
+            )
+        })
+        .map(|d| d.bind(py))
+}
+
 fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
     let py = event_loop.py();
-    if let Ok(existing) = event_loop.getattr(pyo3::intern!(py, INBOX_ATTR)) {
-        if let Ok(inbox) = existing.cast::<LoopInbox>() {
-            return Ok(inbox.get().inbox.clone());
-        }
+    let found = match event_loop.getattr(pyo3::intern!(py, INBOX_ATTR)) {
+        Ok(found) => Some(found),
+        Err(_) => other_loops(py)?
+            .call_method1(pyo3::intern!(py, "get"), (event_loop,))
+            .ok()
+            .filter(|f| !f.is_none()),
+    };
+    if let Some(Ok(inbox)) = found.as_ref().map(|f| f.cast::<LoopInbox>()) {
+        return Ok(inbox.get().inbox.clone());
     }
     let (woken, wake) = UnixStream::pair()?;
     woken.set_nonblocking(true)?;
@@ -126,8 +148,14 @@ fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
             woken,
         },
     )?;
-    // On the loop itself: its lifetime is the loop's, and no lookup table is needed.
-    event_loop.setattr(pyo3::intern!(py, INBOX_ATTR), &receiver)?;
+    // Kept by the loop itself: it lives as long as the loop, and is found without a
+    // lookup table.
+    if event_loop
+        .setattr(pyo3::intern!(py, INBOX_ATTR), &receiver)
+        .is_err()
+    {
+        other_loops(py)?.set_item(event_loop, &receiver)?;
+    }
     event_loop.call_method1(
         pyo3::intern!(py, "add_reader"),
         (fd, receiver.getattr(pyo3::intern!(py, "_drain"))?),

@@ -328,7 +328,9 @@ impl NativeManager {
         let key = convert::key(marketplace_id, posting_id)?;
         let opts = convert::options(timeout, holder_id, ttl, renew)?;
         let core = self.core.clone();
-        crate::awaitable::spawn(py, true, async move {
+        // A wait can be long: cancelling the task stops it. A single try is not worth
+        // the done-callback; its result is dropped (and released) if nobody awaits it.
+        crate::awaitable::spawn(py, timeout > 0.0, async move {
             let acquired = async {
                 let guard = core.manager().await?.acquire(&key, &opts).await?;
                 Ok(NativeGuard::new(guard, core.lock_key(&key)))

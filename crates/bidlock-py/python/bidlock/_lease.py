@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Tuple, TypeVar
 
 from ._errors import BackendError, LockLostError
 
@@ -132,17 +132,18 @@ class LockContext:
     """The async context manager returned by `with_lock`: acquires on entry (raising
     `LockTimeoutError` when `timeout` runs out), yields a `Lease`, releases on exit."""
 
-    __slots__ = ("_acquire", "_guard")
+    __slots__ = ("_native", "_args", "_guard")
 
-    def __init__(self, acquire: Callable[[], Awaitable[Any]]) -> None:
-        self._acquire = acquire
+    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
+        self._native = native
+        self._args = args
         self._guard: Any = None
 
     async def __aenter__(self) -> Lease:
         if self._guard is not None:
             raise RuntimeError("this with_lock() context is already entered; call with_lock() again")
-        self._guard = await self._acquire()
-        return Lease(self._guard)
+        self._guard = guard = await self._native.acquire(*self._args)
+        return Lease(guard)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         guard, self._guard = self._guard, None
@@ -161,16 +162,17 @@ class BidOnce:
     `async def` and returns its result.
     """
 
-    __slots__ = ("_acquire", "_bid")
+    __slots__ = ("_native", "_args", "_bid")
 
-    def __init__(self, acquire: Callable[[], Awaitable[Any]]) -> None:
-        self._acquire = acquire
+    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
+        self._native = native
+        self._args = args
         self._bid: Optional[Bid] = None
 
     async def __aenter__(self) -> Bid:
         if self._bid is not None:
             raise RuntimeError("this bid_once() context is already entered; call bid_once() again")
-        self._bid = Bid(await self._acquire())
+        self._bid = Bid(await self._native.acquire(*self._args))
         return self._bid
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -191,11 +193,11 @@ class BidOnce:
     def __call__(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError("bid_once decorates an async def function")
-        acquire = self._acquire
+        native, acquire_args = self._native, self._args
 
         @functools.wraps(fn)
         async def once(*args: Any, **kwargs: Any) -> T:
-            async with BidOnce(acquire):
+            async with BidOnce(native, acquire_args):
                 return await fn(*args, **kwargs)
 
         return once

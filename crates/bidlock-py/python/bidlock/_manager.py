@@ -83,8 +83,7 @@ class LockManager:
         is generated when not given (unique per acquisition); `ttl` defaults to the
         manager's. Invalid ids raise `ValueError`; a Redis failure raises `BackendError`.
         """
-        native = self._native
-        return LockContext(lambda: native.acquire(marketplace_id, posting_id, timeout, holder_id, ttl))
+        return LockContext(self._native, (marketplace_id, posting_id, timeout, holder_id, ttl))
 
     async def acquire_lock(
         self,
@@ -163,7 +162,7 @@ class LockManager:
         native = self._native
 
         def make(m: str, p: str) -> BidOnce:
-            return BidOnce(lambda: native.acquire(m, p, timeout, holder_id, ttl))
+            return BidOnce(native, (m, p, timeout, holder_id, ttl))
 
         if marketplace_id is None and posting_id is None:
             return bid_once_by_arguments(make)
