@@ -16,6 +16,7 @@ mod guard;
 mod logging;
 mod manager;
 mod outcome;
+mod runtime;
 mod shutdown;
 
 /// The compiled module: classes, exceptions and factory functions used by
@@ -23,6 +24,7 @@ mod shutdown;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    runtime::configure();
     logging::install(py)?;
     errors::register(m)?;
     m.add_class::<manager::NativeManager>()?;
