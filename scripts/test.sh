@@ -20,17 +20,25 @@ export BIDLOCK_REQUIRE_PROMTOOL=1
 cargo test --workspace --all-targets --all-features "$@"
 cargo test --workspace --doc --all-features "$@"
 
-# Deployment files cannot run here (no Docker engine, no cluster): lint them.
-scripts/lint-deploy.sh
+# The layout ARCHITECTURE.md promises: no module cycles, no source file over 600 lines.
+python3 scripts/lint-layout.py
 
-# The example agent fleet, for a bounded time, against a real Redis: 0 duplicate bids.
+# Deployment files cannot run here (no Docker engine, no cluster): lint them, and check
+# the alert rules (syntax and their unit tests) and the Prometheus config with promtool.
+scripts/lint-deploy.sh
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+promtool check config deploy/prometheus/prometheus.yml
+
+# The agent fleet, for a bounded time, against a real Redis: 0 duplicate bids (the
+# agent exits 1 otherwise). Its own tests cover signals, /metrics, /ready and /live.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize yes --logfile "$dir/redis.log"
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 REDIS_URL="redis://127.0.0.1:$port/0" USE_REDIS_LOCKS=true \
-  cargo run -q -p bidlock --example agent -- --instances 3 --tasks 4 --seconds 5
+  cargo run -q -p bidlock-agent -- --instances 3 --tasks 4 --seconds 5 --rate 500
 
 # --- Python package (crates/bidlock-py) --------------------------------------------
 # Built once, in release, the way a user installs it (pip → maturin → cargo), into a

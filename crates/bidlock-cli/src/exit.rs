@@ -24,6 +24,7 @@ pub const CANNOT_EXECUTE: u8 = 127;
 pub struct CliError {
     code: u8,
     message: String,
+    quiet: bool,
 }
 
 impl CliError {
@@ -32,7 +33,22 @@ impl CliError {
         CliError {
             code,
             message: message.into(),
+            quiet: false,
         }
+    }
+
+    /// The reader went away (`bidlock locks | head`): stop quietly, with success.
+    pub fn broken_pipe() -> CliError {
+        CliError {
+            code: OK,
+            message: String::new(),
+            quiet: true,
+        }
+    }
+
+    /// Whether to exit without a message.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
     }
 
     /// Bad usage or input (exit 2).
@@ -54,6 +70,7 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+/// The one mapping from library errors to exit codes.
 impl From<bidlock::Error> for CliError {
     fn from(e: bidlock::Error) -> CliError {
         let code = if e.is_invalid_input() {

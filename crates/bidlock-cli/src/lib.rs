@@ -142,9 +142,16 @@ enum MetricsFormat {
     Prometheus,
 }
 
-/// Parses `--wait 2.5` style durations: seconds, decimals allowed, not negative.
+/// Parses `--wait 2.5` style durations: seconds, decimals allowed, zero or more.
 pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
     bidlock::parse_seconds(s)
+}
+
+/// Parses `--ttl`: the library's one ttl rule.
+pub(crate) fn ttl(s: &str) -> Result<Duration, String> {
+    bidlock::Ttl::parse_secs(s)
+        .map(bidlock::Ttl::get)
+        .map_err(|e| e.to_string())
 }
 
 /// A validated key from two arguments (exit 2 on bad input, before any I/O).
@@ -161,14 +168,11 @@ impl Global {
         if let Some(p) = &self.prefix {
             b = b.prefix(p.clone());
         }
-        let env_backend = std::env::var("USE_REDIS_LOCKS")
-            .ok()
-            .and_then(|v| v.parse::<Backend>().ok());
         let backend = match self.backend {
             Some(BackendArg::Memory) => Backend::Memory,
             Some(BackendArg::Redis) => Backend::Redis,
             Some(BackendArg::Auto) => Backend::Auto,
-            None => env_backend.unwrap_or(Backend::Auto),
+            None => b.requested_backend(),
         };
         // Commands about the fleet's locks are meaningless on a private in-process
         // store: they need Redis unless memory was asked for on purpose.
@@ -182,14 +186,7 @@ impl Global {
 
     async fn manager(&self, shared: bool) -> Result<BidLockManager, CliError> {
         let config = self.config(shared)?.build()?;
-        BidLockManager::new(config).await.map_err(|e| {
-            let code = if e.is_invalid_input() {
-                exit::USAGE
-            } else {
-                exit::UNAVAILABLE
-            };
-            CliError::new(code, e.to_string())
-        })
+        Ok(BidLockManager::new(config).await?)
     }
 }
 
@@ -236,7 +233,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("bidlock: {e}");
+            if !e.is_quiet() {
+                eprintln!("bidlock: {e}");
+            }
             ExitCode::from(e.process_exit_code())
         }
     }
@@ -266,7 +265,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd, "bidlock", &mut buf);
-            output::print(&String::from_utf8_lossy(&buf));
+            output::print(&String::from_utf8_lossy(&buf))?;
             Ok(exit::OK)
         }
     }

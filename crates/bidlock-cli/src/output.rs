@@ -2,24 +2,35 @@
 
 use std::io::{self, Write};
 
-/// Writes `text` to stdout; a closed pipe (`bidlock locks | head`) ends the process
-/// quietly with success.
-pub fn print(text: &str) {
+use crate::exit::{self, CliError};
+
+/// Writes `text` to stdout.
+///
+/// # Errors
+///
+/// A quiet [`CliError::broken_pipe`] when the reader went away (`bidlock locks | head`),
+/// so the command stops and exits 0; another write error exits 1.
+pub fn print(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
-    let result = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    if let Err(e) = result {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(CliError::broken_pipe()),
+        Err(e) => Err(CliError::new(
+            exit::FAILURE,
+            format!("cannot write output: {e}"),
+        )),
     }
 }
 
 /// Writes one JSON document and a newline.
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => print(&format!("{s}\n")),
-        Err(e) => eprintln!("bidlock: cannot encode JSON: {e}"),
-    }
+///
+/// # Errors
+///
+/// As [`print()`].
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(exit::FAILURE, format!("cannot encode JSON: {e}")))?;
+    print(&format!("{s}\n"))
 }
 
 /// Milliseconds as a short human duration.

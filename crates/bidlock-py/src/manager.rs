@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
 
@@ -18,6 +18,19 @@ use crate::guard::NativeGuard;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// The process-wide manager of `get_bid_lock_manager()`.
 static DEFAULT: tokio::sync::Mutex<Option<Arc<Core>>> = tokio::sync::Mutex::const_new(None);
+/// Every manager still alive, so interpreter exit can close them.
+static LIVE: Mutex<Vec<Weak<Core>>> = Mutex::new(Vec::new());
+
+/// Closes every open manager of the process (interpreter exit): their locks are released.
+pub(crate) async fn close_all() {
+    let open: Vec<Arc<Core>> = LIVE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .filter_map(|w| w.upgrade())
+        .collect();
+    futures_util::future::join_all(open.iter().map(|c| c.close())).await;
+}
 
 /// One manager: its configuration, the connection made on first use, and the locks
 /// held for `acquire_lock` callers.
@@ -94,7 +107,10 @@ impl Core {
             held: Mutex::default(),
             closed: AtomicBool::new(false),
         });
-        crate::shutdown::track(&core);
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&core));
+        drop(live);
         core
     }
 

@@ -1,6 +1,6 @@
 //! What finishing a bid reports. The one place that knows the shape of
-//! `LockGuard::complete`, which is changing on main (to `Result<bool, Error>`: recorded
-//! and released / recorded but the lock had been lost / not recorded).
+//! `LockGuard::complete`: `Ok(true)` recorded and released, `Ok(false)` recorded but the
+//! lock had been lost meanwhile, `Err` not recorded.
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -19,7 +19,7 @@ pub(crate) enum Completion {
 /// Writes the completion record and releases the lock.
 pub(crate) async fn complete(guard: LockGuard) -> Completion {
     match guard.complete().await {
-        Ok(()) => Completion::Recorded { released: true },
+        Ok(released) => Completion::Recorded { released },
         Err(e) => Completion::Unrecorded(e),
     }
 }

@@ -508,3 +508,34 @@ async fn two_instances_never_overlap_under_contention() {
         assert!(w[0].2 < w[1].2, "tokens must increase in holding order");
     }
 }
+
+#[tokio::test]
+async fn a_server_that_is_not_redis_is_named_as_such() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // An HTTP server answers whatever it is sent with an HTTP response.
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(format!("redis://127.0.0.1:{port}/0"))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let e = BidLockManager::new(cfg).await.unwrap_err();
+    assert!(e.is_backend(), "{e}");
+    assert!(e.to_string().contains("not in the Redis protocol"), "{e}");
+}

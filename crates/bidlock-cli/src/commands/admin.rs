@@ -12,16 +12,17 @@ use crate::{lock_key, Global, MetricsFormat};
 pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
     if let Some(m) = marketplace {
         // Validate before connecting: bad input touches nothing.
-        LockKey::new(m, "x").map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
+        bidlock::validate_marketplace(m)
+            .map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
     }
     let m = g.manager(true).await?;
     let locks = m.locks(marketplace).await?;
     if g.json {
         print_json(
             &json!({ "backend": m.backend().to_string(), "count": locks.len(), "locks": locks }),
-        );
+        )?;
     } else if locks.is_empty() {
-        print("no locks held\n");
+        print("no locks held\n")?;
     } else {
         let rows: Vec<Vec<String>> = locks
             .iter()
@@ -33,7 +34,7 @@ pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, C
                 ]
             })
             .collect();
-        print(&table(&["KEY", "HOLDER", "TTL"], &rows));
+        print(&table(&["KEY", "HOLDER", "TTL"], &rows))?;
     }
     Ok(exit::OK)
 }
@@ -44,7 +45,7 @@ pub(crate) async fn status(g: &Global, marketplace: &str, posting: &str) -> Resu
     let st = m.status(&key).await?;
     let held = st.holder.is_some();
     if g.json {
-        print_json(&json!({ "held": held, "status": st }));
+        print_json(&json!({ "held": held, "status": st }))?;
     } else {
         let mut s = format!("key      {}\n", st.redis_key);
         match &st.holder {
@@ -61,7 +62,7 @@ pub(crate) async fn status(g: &Global, marketplace: &str, posting: &str) -> Resu
             )),
             None => s.push_str("done     -\n"),
         }
-        print(&s);
+        print(&s)?;
     }
     Ok(if held { exit::OK } else { exit::FAILURE })
 }
@@ -86,15 +87,15 @@ pub(crate) async fn release(
         (None, false) => return Err(CliError::usage("give --holder ID or --force")),
     };
     if g.json {
-        print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }));
+        print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }))?;
     } else if released {
-        print(&format!("released {}\n", m.config().keys().lock_key(&key)));
+        print(&format!("released {}\n", m.config().keys().lock_key(&key)))?;
     } else {
         print(&format!(
             "not released: {} is not held{}\n",
             m.config().keys().lock_key(&key),
             if force { "" } else { " by that holder" }
-        ));
+        ))?;
     }
     Ok(if released { exit::OK } else { exit::FAILURE })
 }
@@ -108,42 +109,56 @@ pub(crate) async fn cleanup(g: &Global, yes: bool) -> Result<u8, CliError> {
     let m = g.manager(true).await?;
     let n = m.cleanup_all().await?;
     if g.json {
-        print_json(&json!({ "removed": n, "prefix": m.config().keys().prefix() }));
+        print_json(&json!({ "removed": n, "prefix": m.config().keys().prefix() }))?;
     } else {
         print(&format!(
             "removed {n} locks with prefix {}\n",
             m.config().keys().prefix()
-        ));
+        ))?;
     }
     Ok(exit::OK)
 }
 
 pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
     let m = g.manager(true).await?;
-    match m.ping().await {
-        Ok(rtt) => {
-            if g.json {
-                print_json(
-                    &json!({ "ok": true, "backend": m.backend().to_string(), "location": m.location(), "latency_ms": rtt.as_secs_f64() * 1000.0 }),
-                );
-            } else {
-                print(&format!(
-                    "ok {} latency {:.2} ms\n",
-                    m.location(),
-                    rtt.as_secs_f64() * 1000.0
-                ));
-            }
-            Ok(exit::OK)
-        }
+    let h = match m.health().await {
+        Ok(h) => h,
         Err(e) => {
             if g.json {
                 print_json(
                     &json!({ "ok": false, "location": m.location(), "error": e.to_string() }),
-                );
+                )?;
             }
-            Err(CliError::new(exit::UNAVAILABLE, e.to_string()))
+            return Err(CliError::new(exit::UNAVAILABLE, e.to_string()));
         }
+    };
+    let policy = match (&h.maxmemory_policy, h.backend) {
+        (Some(p), _) => p.as_str(),
+        (None, "memory") => "n/a",
+        (None, _) => "unknown",
+    };
+    let latency_ms = (h.latency.as_secs_f64() * 1e5).round() / 100.0;
+    if h.can_evict() == Some(true) {
+        eprintln!(
+            "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
+        );
     }
+    if g.json {
+        print_json(&json!({
+            "ok": true,
+            "backend": h.backend,
+            "location": h.location,
+            "latency_ms": latency_ms,
+            "maxmemory_policy": policy,
+            "can_evict": h.can_evict(),
+        }))?;
+    } else {
+        print(&format!(
+            "ok {} latency {latency_ms:.2} ms, maxmemory-policy {policy}\n",
+            h.location
+        ))?;
+    }
+    Ok(exit::OK)
 }
 
 /// Acquire, contend, release and complete a few locks in a marketplace of its own, then
@@ -156,8 +171,17 @@ pub(crate) async fn metrics(g: &Global, format: MetricsFormat) -> Result<u8, Cli
         let guard = m
             .acquire(&key, &AcquireOptions::new().ttl(Duration::from_secs(10)))
             .await?;
-        let contender = m.try_acquire(&key, &AcquireOptions::new()).await;
-        debug_assert!(contender.is_err());
+        // A self-check that checks: a second acquirer must be refused.
+        match m.try_acquire(&key, &AcquireOptions::new()).await {
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e.into()),
+            Ok(_) => {
+                return Err(CliError::new(
+                    exit::FAILURE,
+                    format!("self-check failed: {key} was acquired twice"),
+                ))
+            }
+        }
         if i % 2 == 0 {
             guard.release().await?;
         } else {
@@ -168,9 +192,9 @@ pub(crate) async fn metrics(g: &Global, format: MetricsFormat) -> Result<u8, Cli
     let snapshot = m.metrics();
     match format {
         MetricsFormat::Json => {
-            print_json(&json!({ "backend": m.backend().to_string(), "metrics": snapshot }))
+            print_json(&json!({ "backend": m.backend().to_string(), "metrics": snapshot }))?
         }
-        MetricsFormat::Prometheus => print(&snapshot.to_prometheus(&m.backend().to_string(), &[])),
+        MetricsFormat::Prometheus => print(&snapshot.to_prometheus(&m.backend().to_string(), &[]))?,
     }
     Ok(exit::OK)
 }

@@ -22,8 +22,8 @@ pub(crate) struct RunArgs {
     /// Seconds to wait for the lock; 0 tries once.
     #[arg(long, default_value = "0", value_parser = crate::seconds, value_name = "S")]
     wait: Duration,
-    /// Lock ttl in seconds (renewed every ttl/3 while the command runs).
-    #[arg(long, value_parser = crate::seconds, value_name = "S")]
+    /// Lock ttl in seconds, 0.01 to 30 days (renewed every ttl/3 while the command runs).
+    #[arg(long, value_parser = crate::ttl, value_name = "S")]
     ttl: Option<Duration>,
     /// Holder id to store (default: generated, host:pid:random:n).
     #[arg(long, value_name = "ID")]
@@ -57,11 +57,6 @@ fn send(pid: Option<u32>, sig: Signal) {
 
 pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     let key = lock_key(&args.marketplace, &args.posting)?;
-    if let Some(ttl) = args.ttl {
-        if ttl < Duration::from_millis(10) {
-            return Err(CliError::usage("--ttl must be at least 0.01 seconds"));
-        }
-    }
     if args.holder.as_deref() == Some("") {
         return Err(CliError::usage("--holder must not be empty"));
     }
@@ -75,18 +70,8 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     if let Some(h) = &args.holder {
         opts = opts.holder(h.as_str());
     }
-    let guard = match m.acquire(&key, &opts).await {
-        Ok(guard) => guard,
-        Err(e) if e.is_timeout() => {
-            eprintln!("bidlock: {e}");
-            return Ok(exit::NOT_ACQUIRED);
-        }
-        Err(e) if e.is_already_done() => {
-            eprintln!("bidlock: {e}");
-            return Ok(exit::ALREADY_DONE);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    // Not acquired in time (75) and already done (76) are errors with their own codes.
+    let guard = m.acquire(&key, &opts).await?;
     let redis_key = m.config().keys().lock_key(&key);
     let spawned = tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
@@ -127,6 +112,11 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
         tokio::select! {
             status = child.wait() => break status,
             _ = &mut lost => {
+                // The command may have finished just before the loss was seen: then it
+                // did its work while we held the lock, and its exit decides.
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Ok(status);
+                }
                 eprintln!(
                     "bidlock: lock {redis_key} lost ({}); stopping the command",
                     guard.lease().lost_reason().unwrap_or("unknown")
@@ -151,13 +141,19 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
         }
     };
     if args.once && code == 0 {
+        // The command did its work: record it whoever holds the lock by now.
         match guard.complete().await {
-            Ok(()) => {}
-            Err(e) if e.is_lost() => {
-                eprintln!("bidlock: {e}; completion not recorded");
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("bidlock: completion of {redis_key} recorded, but the lock was lost before the command finished");
                 return Ok(exit::LOCK_LOST);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(CliError::new(
+                    exit::UNAVAILABLE,
+                    format!("the command succeeded but its completion could not be recorded: {e}"),
+                ))
+            }
         }
     } else {
         match guard.release().await {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, BidLockManager, FencingToken, Histogram, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, BidOutcome, FencingToken, Histogram, LockKey};
 use clap::Args;
 use serde::Serialize;
 
@@ -109,24 +109,15 @@ struct Counts {
 
 pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliError> {
     // A demo runs on memory unless a backend or a Redis was asked for.
-    let redis_configured = ["REDIS_URL", "REDIS_URLS", "REDIS_HOST", "USE_REDIS_LOCKS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
     let mut builder = g.config(false)?.done_retention(Duration::from_secs(600));
-    if g.backend.is_none() && g.redis_url.is_empty() && !redis_configured {
+    if g.backend.is_none()
+        && builder.requested_backend() == bidlock::Backend::Auto
+        && !builder.redis_configured()
+    {
         builder = builder.backend(bidlock::Backend::Memory);
     }
     let config = builder.build()?;
-    let first = BidLockManager::new(config.clone()).await.map_err(|e| {
-        CliError::new(
-            if e.is_invalid_input() {
-                exit::USAGE
-            } else {
-                exit::UNAVAILABLE
-            },
-            e.to_string(),
-        )
-    })?;
+    let first = BidLockManager::new(config.clone()).await?;
     let backend = first.backend();
     // Separate managers stand for separate instances (Redis); memory is one process.
     let instances = if backend == bidlock::Backend::Redis {
@@ -188,10 +179,20 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
                     })
                     .await;
                 match outcome {
-                    Ok(Ok(true)) => {
+                    Ok(BidOutcome::Placed(true) | BidOutcome::PlacedAfterLoss(true)) => {
                         counts.bids.fetch_add(1, Relaxed);
                     }
-                    Ok(Ok(false)) | Ok(Err(_)) => {}
+                    Ok(BidOutcome::Unrecorded { value, .. }) => {
+                        if value {
+                            counts.bids.fetch_add(1, Relaxed);
+                        }
+                        counts.errors.fetch_add(1, Relaxed);
+                    }
+                    Ok(
+                        BidOutcome::Placed(false)
+                        | BidOutcome::PlacedAfterLoss(false)
+                        | BidOutcome::Failed(_),
+                    ) => {}
                     Err(e) if e.is_already_done() => {
                         counts.done.fetch_add(1, Relaxed);
                         if let Some(at) = ledger.bid_at(p) {
@@ -269,7 +270,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
         m.close().await;
     }
     if g.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
         print(&format!(
             "bidlock simulate: {} agents x {} postings on {}\n\
@@ -298,7 +299,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
             report.handover_p50_us,
             report.handover_p99_us,
             report.handover_samples,
-        ));
+        ))?;
     }
     Ok(if report.duplicates > 0 || report.errors > 0 {
         exit::FAILURE

@@ -1,26 +1,31 @@
-//! The stores that hold locks. The manager talks to [`Store`], an enum over the
-//! backends, so it never knows which one it has; each backend implements the same
-//! operations with the same meaning.
+//! The stores that hold locks, behind one contract ([`Store`]), and how a configuration
+//! becomes one. The manager talks only to the contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::config::{Backend, Config};
+use crate::error::{ConfigError, Error};
+use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
 use crate::lease::{Holder, Lease};
+use crate::metrics::Metrics;
+use crate::notices::Notices;
+use crate::waiters::WaitQueues;
 
 pub(crate) mod memory;
 pub(crate) mod redis;
 pub(crate) mod redlock;
+mod store;
+
+pub(crate) use store::Store;
 
 /// The outcome of one try to take a lock.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    /// Taken, with this fencing token; `valid_for` shortens the lease (Redlock: the ttl
-    /// less the time the acquire took and the drift allowance).
-    Acquired {
-        token: u64,
-        valid_for: Option<Duration>,
-    },
+    /// Taken, with this fencing token. How long it is held from the moment the request
+    /// was sent is what [`Store::validity`] says.
+    Acquired { token: u64 },
     /// Held by someone else, for about this much longer (`None`: no expiry known).
     Held {
         holder: Option<String>,
@@ -62,6 +67,33 @@ pub struct LockStatus {
     pub done_ttl_left_ms: Option<u64>,
 }
 
+/// What a completion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completed {
+    /// The record is written and this holder's lock was released with it.
+    Released,
+    /// The record is written; the lock was no longer this holder's (lost before), and was
+    /// left as it is.
+    NotHeld,
+}
+
+/// What a health probe found besides the round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// Redis' `maxmemory-policy`; `None` when it could not be read (or no Redis).
+    pub(crate) maxmemory_policy: Option<String>,
+}
+
+/// Whether a `maxmemory-policy` lets Redis evict keys that have a ttl (locks, records).
+pub(crate) fn policy_can_evict(policy: &str) -> bool {
+    policy != "noeviction"
+}
+
+/// The completion record's value: `"{token} {holder}"` (one format for every store).
+pub(crate) fn completion_record(lease: &Lease) -> String {
+    format!("{} {}", lease.fencing_token(), lease.holder())
+}
+
 /// What one acquire asks of the store.
 #[derive(Debug)]
 pub(crate) struct AcquireRequest<'a> {
@@ -82,117 +114,147 @@ impl AcquireRequest<'_> {
     }
 }
 
-/// The backends, dispatched statically: no boxed futures on the hot path.
-// One per manager: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Store {
-    Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
-    Redlock(redlock::RedlockStore),
+/// The shape of the deployment that holds the locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// This process's memory.
+    Memory,
+    /// One Redis server.
+    Single,
+    /// One Redis master, found (and followed through failovers) through Sentinel.
+    Sentinel,
+    /// Redlock: a majority of independent masters.
+    Redlock {
+        /// How many masters.
+        nodes: usize,
+    },
 }
 
-macro_rules! dispatch {
-    ($self:expr, $s:ident => $e:expr) => {
-        match $self {
-            Store::Memory($s) => $e,
-            Store::Redis($s) => $e,
-            Store::Redlock($s) => $e,
+impl Topology {
+    /// A short name: `memory`, `redis`, `sentinel` or `redlock`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topology::Memory => "memory",
+            Topology::Single => "redis",
+            Topology::Sentinel => "sentinel",
+            Topology::Redlock { .. } => "redlock",
         }
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topology::Memory => f.write_str("memory"),
+            Topology::Single => f.write_str("redis"),
+            Topology::Sentinel => f.write_str("sentinel"),
+            Topology::Redlock { nodes } => write!(f, "redlock ({nodes} nodes)"),
+        }
+    }
+}
+
+/// A store, and what the manager needs to go with it.
+pub(crate) struct Connected {
+    pub(crate) store: Box<dyn Store>,
+    /// The local wait queues the store signals (shared by every manager of an in-process
+    /// store, one per manager otherwise).
+    pub(crate) queues: Arc<WaitQueues>,
+    /// The backend in use (never `Auto`).
+    pub(crate) backend: Backend,
+    /// `Backend::Auto` found no Redis and fell back to memory.
+    pub(crate) fallback: bool,
+}
+
+/// The in-process store of `config`'s prefix.
+pub(crate) fn memory(config: &Config) -> Connected {
+    let store = memory::MemoryStore::shared(config.keys.clone());
+    Connected {
+        queues: store.queues(),
+        store: Box::new(store),
+        backend: Backend::Memory,
+        fallback: false,
+    }
+}
+
+/// Builds the store `config` asks for. With [`Backend::Auto`], Redis when it answers
+/// within the detect timeout, else memory (one WARN log).
+pub(crate) async fn connect(
+    config: &Config,
+    keeper: &Arc<LeaseKeeper>,
+    metrics: &Arc<Metrics>,
+) -> Result<Connected, Error> {
+    let timeout = match config.backend {
+        Backend::Memory => return Ok(memory(config)),
+        Backend::Redis => config.connect_timeout,
+        Backend::Auto => config.detect_timeout,
     };
+    let queues = Arc::new(WaitQueues::default());
+    let notices = Arc::new(Notices::new(queues.clone(), keeper.clone()));
+    match connect_redis(config, timeout, notices, metrics).await {
+        Ok(store) => Ok(Connected {
+            store,
+            queues,
+            backend: Backend::Redis,
+            fallback: false,
+        }),
+        Err(e) if config.backend == Backend::Auto && e.is_backend() => {
+            tracing::warn!(target: "bidlock::manager", error = %e,
+                "Redis is not reachable; using in-memory locks, which exclude only tasks of this process");
+            Ok(Connected {
+                fallback: true,
+                ..memory(config)
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
-impl Store {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Store::Memory(_) => "memory",
-            Store::Redis(_) => "redis",
-            Store::Redlock(_) => "redlock",
+/// One Redis (or Sentinel) target, or Redlock over three or more.
+async fn connect_redis(
+    config: &Config,
+    connect_timeout: Duration,
+    notices: Arc<Notices>,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Store>, Error> {
+    let mut targets = config.redis_or_default()?;
+    let settings = redis::RedisSettings {
+        connect_timeout,
+        response_timeout: config.response_timeout,
+        subscribe: true,
+        lazy: false,
+        tls_ca_cert: config.tls_ca_cert.clone(),
+    };
+    if targets.len() > 1 {
+        if targets.len() < 3 {
+            return Err(ConfigError::InvalidValue {
+                field: "redis urls",
+                reason: format!(
+                    "Redlock needs at least 3 independent masters, {} given",
+                    targets.len()
+                ),
+            }
+            .into());
         }
+        let store = redlock::RedlockStore::connect(
+            targets,
+            config.keys.clone(),
+            &settings,
+            notices,
+            metrics.clone(),
+            config.drift_factor,
+        )
+        .await?;
+        return Ok(Box::new(store));
     }
-
-    /// Where the store is, password hidden.
-    pub(crate) fn location(&self) -> String {
-        match self {
-            Store::Memory(_) => "memory".to_owned(),
-            Store::Redis(s) => s.location().to_owned(),
-            Store::Redlock(s) => s.location(),
-        }
-    }
-
-    /// Whether operations leave the process (and can fail or be cancelled half-way).
-    pub(crate) fn is_remote(&self) -> bool {
-        !matches!(self, Store::Memory(_))
-    }
-
-    /// How long a lease confirmed now stays valid for a lock of `ttl`.
-    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
-        match self {
-            Store::Redlock(s) => s.validity(ttl),
-            _ => ttl,
-        }
-    }
-
-    /// Whether a held lease stays valid for as long as its guard lives without a
-    /// watchdog (the memory store checks the lease itself).
-    pub(crate) fn renews_implicitly(&self) -> bool {
-        matches!(self, Store::Memory(_))
-    }
-
-    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        dispatch!(self, s => s.try_acquire(req).await)
-    }
-
-    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        dispatch!(self, s => s.release(key, holder).await)
-    }
-
-    /// Releases without waiting, where the store can (memory): `Some(released)`.
-    pub(crate) fn release_now(&self, key: &LockKey, holder: &Holder) -> Option<bool> {
-        match self {
-            Store::Memory(s) => Some(s.release_sync(key, holder)),
-            _ => None,
-        }
-    }
-
-    pub(crate) async fn extend(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<bool, Error> {
-        dispatch!(self, s => s.extend(key, holder, ttl).await)
-    }
-
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
-        dispatch!(self, s => s.complete(lease, retention).await)
-    }
-
-    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
-        dispatch!(self, s => s.force_release(key).await)
-    }
-
-    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
-        dispatch!(self, s => s.clear_done(key).await)
-    }
-
-    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
-        dispatch!(self, s => s.status(key).await)
-    }
-
-    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
-        dispatch!(self, s => s.list(marketplace).await)
-    }
-
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
-        dispatch!(self, s => s.cleanup_all().await)
-    }
-
-    pub(crate) async fn ping(&self) -> Result<(), Error> {
-        dispatch!(self, s => s.ping().await)
-    }
-
-    pub(crate) async fn close(&self) {
-        dispatch!(self, s => s.close().await)
-    }
+    let target = targets.remove(0);
+    let store = redis::RedisStore::connect(
+        target,
+        config.keys.clone(),
+        &settings,
+        notices,
+        metrics.clone(),
+    )
+    .await?;
+    Ok(Box::new(store))
 }

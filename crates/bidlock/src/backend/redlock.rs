@@ -15,24 +15,25 @@
 //! - A majority down or unreachable fails closed: [`Error::NoQuorum`], never "acquired".
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::Script;
 use tokio::time::Instant;
 
 use super::redis::{RedisSettings, RedisStore};
-use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use super::{
+    policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
+    Topology,
+};
 use crate::config::RedisTarget;
 use crate::error::Error;
-use crate::key::{KeySpace, LockKey};
-use crate::lease::{Holder, Lease};
+use crate::key::LockKey;
+use crate::keyspace::KeySpace;
+use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::Metrics;
-use crate::waiters::WaitQueues;
-
-pub(crate) static FENCE_FLOOR: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/fence_floor.lua")));
+use crate::notices::Notices;
 
 pub(crate) struct RedlockStore {
     nodes: Vec<RedisStore>,
@@ -57,7 +58,7 @@ impl RedlockStore {
         targets: Vec<RedisTarget>,
         keys: KeySpace,
         settings: &RedisSettings,
-        queues: Arc<WaitQueues>,
+        notices: Arc<Notices>,
         metrics: Arc<Metrics>,
         drift_factor: f64,
     ) -> Result<RedlockStore, Error> {
@@ -70,7 +71,7 @@ impl RedlockStore {
         let mut nodes = Vec::with_capacity(total);
         for t in targets {
             nodes.push(
-                RedisStore::connect(t, keys.clone(), &lazy, queues.clone(), metrics.clone())
+                RedisStore::connect(t, keys.clone(), &lazy, notices.clone(), metrics.clone())
                     .await?,
             );
         }
@@ -97,18 +98,8 @@ impl RedlockStore {
         Ok(store)
     }
 
-    pub(crate) fn location(&self) -> String {
-        let urls: Vec<&str> = self.nodes.iter().map(RedisStore::location).collect();
-        format!("redlock[{}]", urls.join(","))
-    }
-
     fn drift(&self, ttl: Duration) -> Duration {
         ttl.mul_f64(self.drift_factor) + Duration::from_millis(2)
-    }
-
-    /// How long a lease confirmed now stays valid: the ttl less the clock-drift allowance.
-    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
-        ttl.saturating_sub(self.drift(ttl))
     }
 
     /// Per-node bound for one request: far below the ttl, so one slow node cannot eat
@@ -140,63 +131,36 @@ impl RedlockStore {
         .await
     }
 
-    pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        let start = Instant::now();
-        let bound = self.node_timeout(req.ttl);
-        let results = self.on_all(bound, |n| n.try_acquire(req)).await;
-        let mut tokens = Vec::new();
-        let mut took = Vec::new();
-        let mut held: Option<(Option<String>, Option<Duration>)> = None;
-        let mut done = false;
-        let mut wrong_type = None;
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Some(Ok(Attempt::Acquired { token, .. })) => {
-                    tokens.push(token);
-                    took.push(i);
-                }
-                Some(Ok(Attempt::Held { holder, ttl_left })) => held = Some((holder, ttl_left)),
-                Some(Ok(Attempt::Done)) => done = true,
-                Some(Err(e @ Error::WrongType { .. })) => wrong_type = Some(e),
-                Some(Err(_)) | None => {}
-            }
+    /// Writes `token` back to the counters of the nodes that issued tokens, so any later
+    /// token from them is greater. Returns how many took it.
+    async fn raise_fence(&self, took: &[usize], token: u64, bound: Duration) -> usize {
+        join_all(
+            took.iter()
+                .map(|&i| tokio::time::timeout(bound, self.nodes[i].raise_fence(token))),
+        )
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Ok(()))))
+        .count()
+    }
+
+    /// After a try that did not win: release this try's copies at once. A node that took
+    /// it holds our acquisition. A node whose answer is unknown may have taken it; it is
+    /// released only for a generated holder id (unique to this try): a holder id of the
+    /// caller's may be another acquisition's there (never remove that).
+    async fn let_go(&self, req: &AcquireRequest<'_>, tally: &Tally) {
+        let mut nodes = tally.took.clone();
+        if !req.lease.holder_given() {
+            nodes.extend(&tally.unknown);
         }
-        if tokens.len() >= self.quorum && !done && wrong_type.is_none() {
-            let token = tokens.iter().copied().max().unwrap_or(0);
-            let raised = join_all(
-                took.iter()
-                    .map(|&i| tokio::time::timeout(bound, self.nodes[i].raise_fence(token))),
+        let holder = req.holder();
+        let releases = nodes.iter().map(|&i| {
+            tokio::time::timeout(
+                self.response_timeout,
+                self.nodes[i].release(req.key, holder, None),
             )
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(Ok(()))))
-            .count();
-            let valid_for = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
-            if raised >= self.quorum {
-                if let Some(valid_for) = valid_for.filter(|v| !v.is_zero()) {
-                    return Ok(Attempt::Acquired {
-                        token,
-                        valid_for: Some(valid_for),
-                    });
-                }
-            }
-        }
-        // Not held: let go everywhere at once (holder-checked, so only our own copies),
-        // including nodes whose answer timed out and may still have taken it.
-        let holder = req.holder().clone();
-        let _ = self
-            .on_all(self.response_timeout, |n| n.release(req.key, &holder))
-            .await;
-        if let Some(e) = wrong_type {
-            return Err(e);
-        }
-        if done {
-            return Ok(Attempt::Done);
-        }
-        if let Some((holder, ttl_left)) = held {
-            return Ok(Attempt::Held { holder, ttl_left });
-        }
-        Err(self.no_quorum("acquire", tokens.len()))
+        });
+        let _ = join_all(releases).await;
     }
 
     async fn majority(
@@ -217,34 +181,96 @@ impl RedlockStore {
             Err(self.no_quorum(op, yes))
         }
     }
+}
 
-    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+#[async_trait]
+impl Store for RedlockStore {
+    fn name(&self) -> &'static str {
+        "redlock"
+    }
+
+    fn location(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(Store::location).collect();
+        format!("redlock[{}]", urls.join(","))
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::Redlock {
+            nodes: self.nodes.len(),
+        }
+    }
+
+    /// The ttl less the clock-drift allowance, from the moment the request was sent (the
+    /// time the request took is not subtracted again: the caller counts from the send).
+    fn validity(&self, ttl: Duration, _renew: bool) -> Validity {
+        Validity::For(ttl.saturating_sub(self.drift(ttl)))
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        let start = Instant::now();
+        let bound = self.node_timeout(req.ttl);
+        let mut tally = Tally::of(self.on_all(bound, |n| n.try_acquire(req)).await);
+        if tally.took.len() >= self.quorum && !tally.done && tally.wrong_type.is_none() {
+            let token = tally.tokens.iter().copied().max().unwrap_or(0);
+            let raised = self.raise_fence(&tally.took, token, bound).await;
+            // Still valid now? (The caller checks again against its own send time.)
+            let left = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
+            if raised >= self.quorum && left.is_some_and(|v| !v.is_zero()) {
+                return Ok(Attempt::Acquired { token });
+            }
+            tally.fenced = Some(raised);
+        }
+        self.let_go(req, &tally).await;
+        tally.answer(self)
+    }
+
+    async fn release(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        _lease: Option<&Lease>,
+    ) -> Result<bool, Error> {
         let r = self
-            .on_all(self.response_timeout, |n| n.release(key, holder))
+            .on_all(self.response_timeout, |n| n.release(key, holder, None))
             .await;
         self.majority("release", r).await
     }
 
-    pub(crate) async fn extend(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        ttl: Duration,
-    ) -> Result<bool, Error> {
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
         let r = self
-            .on_all(self.node_timeout(ttl), |n| n.extend(key, holder, ttl))
+            .on_all(self.node_timeout(ttl), |n| n.extend(lease, ttl, how))
             .await;
         self.majority("extend", r).await
     }
 
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+    /// Whether a majority still has `lease`'s holder in the lock.
+    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let r = self.on_all(self.response_timeout, |n| n.holds(lease)).await;
+        self.majority("holds", r).await
+    }
+
+    /// Recorded once a majority wrote the record; released when a majority released.
+    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.complete(lease, retention))
             .await;
-        self.majority("complete", r).await
+        first_error(&r)?;
+        let answers: Vec<Completed> = r.into_iter().flatten().filter_map(Result::ok).collect();
+        if answers.len() < self.quorum {
+            return Err(self.no_quorum("complete", answers.len()));
+        }
+        let released = answers
+            .iter()
+            .filter(|c| **c == Completed::Released)
+            .count();
+        Ok(if released >= self.quorum {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
     }
 
-    pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.force_release(key))
             .await;
@@ -252,15 +278,26 @@ impl RedlockStore {
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
 
-    pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+    /// Deleted from every node, or an error: an acquire treats a record on any node as
+    /// "done", so a record left on a node that did not answer would still stop every bid.
+    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.clear_done(key))
             .await;
+        let answered = r.iter().filter(|x| matches!(x, Some(Ok(_)))).count();
+        if answered < self.nodes.len() {
+            return Err(Error::NoQuorum {
+                op: "clear_done",
+                ok: answered,
+                needed: self.nodes.len(),
+                total: self.nodes.len(),
+            });
+        }
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
 
     /// The holder seen on a majority of nodes; a completion record seen on any.
-    pub(crate) async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
         let r = self.on_all(self.response_timeout, |n| n.status(key)).await;
         first_error(&r)?;
         let ok: Vec<LockStatus> = r.into_iter().flatten().filter_map(Result::ok).collect();
@@ -292,7 +329,7 @@ impl RedlockStore {
     }
 
     /// Locks held by the same holder on a majority of nodes.
-    pub(crate) async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.list(marketplace))
             .await;
@@ -317,7 +354,7 @@ impl RedlockStore {
         Ok(out)
     }
 
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+    async fn cleanup_all(&self) -> Result<u64, Error> {
         let r = self
             .on_all(self.response_timeout * 10, |n| n.cleanup_all())
             .await;
@@ -329,7 +366,7 @@ impl RedlockStore {
             .unwrap_or(0))
     }
 
-    pub(crate) async fn ping(&self) -> Result<(), Error> {
+    async fn ping(&self) -> Result<(), Error> {
         let r = self.on_all(self.response_timeout, |n| n.ping()).await;
         let ok = r.iter().filter(|x| matches!(x, Some(Ok(())))).count();
         if ok >= self.quorum {
@@ -339,10 +376,82 @@ impl RedlockStore {
         }
     }
 
-    pub(crate) async fn close(&self) {
+    /// The policy shown is an evicting one if any node has one, `noeviction` when every
+    /// node says so, else unknown.
+    async fn probe(&self) -> Probe {
+        let r = self
+            .on_all(
+                self.response_timeout,
+                |n| async move { Ok(n.probe().await) },
+            )
+            .await;
+        let policies: Vec<Option<String>> = r
+            .into_iter()
+            .map(|p| p.and_then(Result::ok).and_then(|p| p.maxmemory_policy))
+            .collect();
+        let evicting = policies
+            .iter()
+            .flatten()
+            .find(|p| policy_can_evict(p))
+            .cloned();
+        let all_known = policies.iter().all(Option::is_some);
+        Probe {
+            maxmemory_policy: evicting.or_else(|| all_known.then(|| "noeviction".to_owned())),
+        }
+    }
+
+    async fn close(&self) {
         for n in &self.nodes {
             n.close().await;
         }
+    }
+}
+
+/// What the nodes answered to one try.
+#[derive(Default)]
+struct Tally {
+    tokens: Vec<u64>,
+    /// Nodes that took the lock for this try.
+    took: Vec<usize>,
+    /// Nodes whose answer is unknown (error or timeout): they may have taken it.
+    unknown: Vec<usize>,
+    held: Option<(Option<String>, Option<Duration>)>,
+    done: bool,
+    wrong_type: Option<Error>,
+    /// How many nodes took the fencing write-back, when a majority took the lock.
+    fenced: Option<usize>,
+}
+
+impl Tally {
+    fn of(results: Vec<Option<Result<Attempt, Error>>>) -> Tally {
+        let mut t = Tally::default();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Some(Ok(Attempt::Acquired { token })) => {
+                    t.tokens.push(token);
+                    t.took.push(i);
+                }
+                Some(Ok(Attempt::Held { holder, ttl_left })) => t.held = Some((holder, ttl_left)),
+                Some(Ok(Attempt::Done)) => t.done = true,
+                Some(Err(e @ Error::WrongType { .. })) => t.wrong_type = Some(e),
+                Some(Err(_)) | None => t.unknown.push(i),
+            }
+        }
+        t
+    }
+
+    /// The answer to a try that did not win.
+    fn answer(self, store: &RedlockStore) -> Result<Attempt, Error> {
+        if let Some(e) = self.wrong_type {
+            return Err(e);
+        }
+        if self.done {
+            return Ok(Attempt::Done);
+        }
+        if let Some((holder, ttl_left)) = self.held {
+            return Ok(Attempt::Held { holder, ttl_left });
+        }
+        Err(store.no_quorum("acquire", self.fenced.unwrap_or(self.took.len())))
     }
 }
 

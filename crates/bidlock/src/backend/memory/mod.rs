@@ -1,0 +1,495 @@
+//! The in-process store: locks of one process only, for development, tests and
+//! single-instance deployments. Same semantics as Redis: ttl, holder-checked release,
+//! fencing tokens, completion records, and instant wake-up of waiters.
+
+mod shard;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use foldhash::fast::RandomState;
+use tokio::time::Instant;
+
+use shard::{Done, Entry, Shard};
+
+use super::{
+    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
+    Topology,
+};
+use crate::error::Error;
+use crate::key::LockKey;
+use crate::keyspace::KeySpace;
+use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::waiters::WaitQueues;
+
+const SHARDS: usize = 64;
+
+/// The locks of one prefix in this process. Every manager of that prefix shares it, so
+/// two managers of one process exclude each other, as two clients of one Redis do.
+struct Core {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    fence: Arc<AtomicU64>,
+    keys: KeySpace,
+    queues: Arc<WaitQueues>,
+}
+
+/// The process-wide stores, by prefix; an entry lives while a manager uses it.
+static CORES: LazyLock<Mutex<HashMap<String, Weak<Core>>>> = LazyLock::new(Mutex::default);
+/// The fencing counters, by prefix, for the life of the process: a store recreated after
+/// its last manager went away must not issue tokens below those issued before (the
+/// counter can run ahead of the clock when more than one token a µs is issued).
+static FENCES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
+static OWNERS: AtomicU64 = AtomicU64::new(1);
+
+/// One manager's handle on the in-process store of its prefix.
+pub(crate) struct MemoryStore {
+    core: Arc<Core>,
+    owner: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("prefix", &self.core.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wall clock in microseconds since the Unix epoch (0 if it is before the epoch).
+pub(crate) fn clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+        .unwrap_or(0)
+}
+
+/// The next fencing token: a hybrid logical clock, above the last token and above the
+/// wall clock in µs, as the Redis acquire script computes it. Tokens then keep increasing
+/// across restarts of the process, as long as the clock does not step back further than
+/// the time between two acquires.
+fn next_token(fence: &AtomicU64) -> u64 {
+    let now = clock_us();
+    let prev = fence
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            Some(c.saturating_add(1).max(now))
+        })
+        .unwrap_or_else(|c| c);
+    prev.saturating_add(1).max(now)
+}
+
+fn lock_shard(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Shard critical sections do not panic; recover from poisoning regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryStore {
+    /// Joins the process-wide store of `keys`' prefix, creating it if no manager uses it.
+    pub(crate) fn shared(keys: KeySpace) -> MemoryStore {
+        let mut cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+        cores.retain(|_, c| c.strong_count() > 0);
+        let core = match cores.get(keys.prefix()).and_then(Weak::upgrade) {
+            Some(core) => core,
+            None => {
+                let core = Arc::new(Core {
+                    shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                    hasher: RandomState::default(),
+                    fence: FENCES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(keys.prefix().to_owned())
+                        .or_default()
+                        .clone(),
+                    queues: Arc::default(),
+                    keys: keys.clone(),
+                });
+                cores.insert(keys.prefix().to_owned(), Arc::downgrade(&core));
+                core
+            }
+        };
+        MemoryStore {
+            core,
+            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The wait queues of this store: shared by the managers of the prefix, so a release
+    /// through one wakes the waiters of all, first come first served.
+    pub(crate) fn queues(&self) -> Arc<WaitQueues> {
+        self.core.queues.clone()
+    }
+
+    fn shard(&self, key: &LockKey) -> MutexGuard<'_, Shard> {
+        let i = (self.core.hasher.hash_one(key) as usize) % SHARDS;
+        lock_shard(&self.core.shards[i])
+    }
+
+    fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.core.shards.iter().map(lock_shard)
+    }
+
+    fn try_acquire_sync(&self, req: &AcquireRequest<'_>) -> Attempt {
+        let now = req.now;
+        let mut shard = self.shard(req.key);
+        if req.check_done && shard.done_live(req.key, now) {
+            return Attempt::Done;
+        }
+        if let Some(e) = shard.locks.get_mut(req.key) {
+            if e.live(now) {
+                return Attempt::Held {
+                    holder: Some(e.holder.to_string()),
+                    ttl_left: Some(e.ttl_left(now)),
+                };
+            }
+            e.lose("lock expired and was taken by another holder");
+        }
+        let token = next_token(&self.core.fence);
+        shard.locks.insert(
+            req.key.clone(),
+            Entry {
+                holder: req.holder().clone(),
+                expires_at: now + req.ttl,
+                ttl: req.ttl,
+                renew: req.renew,
+                owner: self.owner,
+                lease: Arc::downgrade(&req.lease.0),
+            },
+        );
+        shard.maybe_sweep(now);
+        Attempt::Acquired { token }
+    }
+
+    /// Removes the locks for which `pick` is true, telling their holders first.
+    fn remove_where(&self, reason: &'static str, pick: impl Fn(&Entry) -> bool) -> u64 {
+        let mut removed = 0u64;
+        for mut shard in self.shards() {
+            shard.locks.retain(|_, e| {
+                if !pick(e) {
+                    return true;
+                }
+                e.lose(reason);
+                removed += 1;
+                false
+            });
+        }
+        self.core.queues.signal_all();
+        removed
+    }
+
+    /// Entries currently stored (held or expired but not yet swept).
+    #[cfg(test)]
+    pub(crate) fn stored(&self) -> usize {
+        self.shards().map(|s| s.locks.len()).sum()
+    }
+
+    /// Sweeps every shard now (tests).
+    #[cfg(test)]
+    pub(crate) fn sweep_all(&self) {
+        let now = Instant::now();
+        for mut s in self.shards() {
+            s.sweep(now);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn location(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::Memory
+    }
+
+    fn validity(&self, ttl: Duration, renew: bool) -> Validity {
+        if renew {
+            Validity::WhileHeld
+        } else {
+            Validity::For(ttl)
+        }
+    }
+
+    fn tells_acquisitions_apart(&self) -> bool {
+        true
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        Ok(self.try_acquire_sync(req))
+    }
+
+    async fn release(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        lease: Option<&Lease>,
+    ) -> Result<bool, Error> {
+        let now = Instant::now();
+        let released = {
+            let mut shard = self.shard(key);
+            let mine = shard.own(key, holder, lease, now).is_some();
+            if mine {
+                shard.locks.remove(key);
+            }
+            mine
+        };
+        if released {
+            self.core.queues.signal(key);
+        }
+        Ok(released)
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut shard = self.shard(lease.key());
+        let Some(e) = shard.own(lease.key(), lease.holder(), Some(lease), now) else {
+            return Ok(false);
+        };
+        e.expires_at = match how {
+            Extend::Exact => now + ttl,
+            Extend::Renew => e.expires_at.max(now + ttl),
+        };
+        e.ttl = ttl;
+        Ok(true)
+    }
+
+    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut shard = self.shard(lease.key());
+        Ok(shard
+            .own(lease.key(), lease.holder(), Some(lease), now)
+            .is_some())
+    }
+
+    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
+        let now = Instant::now();
+        let key = lease.key();
+        let outcome = {
+            let mut shard = self.shard(key);
+            let held = shard.own(key, lease.holder(), Some(lease), now).is_some();
+            if held {
+                shard.locks.remove(key);
+            }
+            shard.done.insert(
+                key.clone(),
+                Done {
+                    record: completion_record(lease),
+                    expires_at: now + retention,
+                },
+            );
+            if held {
+                Completed::Released
+            } else {
+                Completed::NotHeld
+            }
+        };
+        // Waiters wake either way: with the record present they get "already done".
+        self.core.queues.signal(key);
+        Ok(outcome)
+    }
+
+    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let removed = self.shard(key).locks.remove(key);
+        let released = removed.is_some();
+        if let Some(e) = removed {
+            e.lose("lock released by force");
+            self.core.queues.signal(key);
+        }
+        Ok(released)
+    }
+
+    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+        Ok(self.shard(key).done.remove(key).is_some())
+    }
+
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let (holder, ttl) = match shard.locks.get_mut(key) {
+            Some(e) => match e.live(now) {
+                true => (Some(e.holder.to_string()), Some(ms(e.ttl_left(now)))),
+                false => (None, None),
+            },
+            None => (None, None),
+        };
+        let (done, done_ttl) = match shard.done.get(key) {
+            Some(d) if now < d.expires_at => (
+                Some(d.record.clone()),
+                Some(ms(d.expires_at.saturating_duration_since(now))),
+            ),
+            _ => (None, None),
+        };
+        Ok(LockStatus {
+            redis_key: self.core.keys.lock_key(key),
+            holder,
+            ttl_left_ms: ttl,
+            done,
+            done_ttl_left_ms: done_ttl,
+        })
+    }
+
+    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for mut shard in self.shards() {
+            for (k, e) in shard.locks.iter_mut() {
+                if marketplace.is_some_and(|m| m != k.marketplace()) || !e.live(now) {
+                    continue;
+                }
+                out.push(LockInfo {
+                    redis_key: self.core.keys.lock_key(k),
+                    marketplace: k.marketplace().to_owned(),
+                    posting: k.posting().to_owned(),
+                    holder: e.holder.to_string(),
+                    ttl_left_ms: Some(ms(e.ttl_left(now))),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.redis_key.cmp(&b.redis_key));
+        Ok(out)
+    }
+
+    async fn cleanup_all(&self) -> Result<u64, Error> {
+        Ok(self.remove_where("lock removed by cleanup_all", |_| true))
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn probe(&self) -> Probe {
+        Probe::default()
+    }
+
+    /// Releases the locks taken through this handle (other managers of the prefix keep
+    /// theirs), marking each lease lost before its lock goes.
+    async fn close(&self) {
+        let owner = self.owner;
+        self.remove_where("the manager was closed", |e| e.owner == owner);
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard::SWEEP_AFTER_INSERTS;
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn put(store: &MemoryStore, metrics: &Arc<Metrics>, posting: String, ttl: Duration) {
+        let key = LockKey::new("m", posting).unwrap();
+        let lease = Lease::new(
+            key.clone(),
+            Holder::new("h"),
+            true,
+            ttl,
+            false,
+            metrics.clone(),
+        );
+        let req = AcquireRequest {
+            key: &key,
+            lease: &lease,
+            ttl,
+            renew: false,
+            check_done: false,
+            waiters_behind: false,
+            now: Instant::now(),
+        };
+        assert!(matches!(
+            store.try_acquire_sync(&req),
+            Attempt::Acquired { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_swept_so_memory_stays_bounded() {
+        let store = MemoryStore::shared(KeySpace::new("sweep_test").unwrap());
+        let metrics = Arc::new(Metrics::default());
+        for i in 0..200_000 {
+            put(
+                &store,
+                &metrics,
+                format!("old{i}"),
+                Duration::from_millis(10),
+            );
+        }
+        assert_eq!(store.stored(), 200_000);
+        let peak: usize = store.shards().map(|s| s.locks.capacity()).sum();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // New traffic sweeps each shard it touches.
+        for i in 0..(SHARDS * 2 * SWEEP_AFTER_INSERTS as usize) {
+            put(&store, &metrics, format!("new{i}"), Duration::from_secs(60));
+        }
+        assert!(
+            store.stored() <= SHARDS * 2 * SWEEP_AFTER_INSERTS as usize,
+            "{}",
+            store.stored()
+        );
+        let after: usize = store.shards().map(|s| s.locks.capacity()).sum();
+        assert!(after < peak / 3, "capacity {after} vs peak {peak}");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        store.sweep_all();
+        assert_eq!(store.stored(), 0);
+    }
+
+    #[test]
+    fn tokens_keep_increasing_when_a_prefixs_store_is_recreated() {
+        let keys = KeySpace::new("fence_test").unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut last = 0;
+        for round in 0..3 {
+            // The last handle goes away at the end of each round: the store is rebuilt.
+            let store = MemoryStore::shared(keys.clone());
+            for i in 0..1000 {
+                let key = LockKey::new("m", format!("r{round}-{i}")).unwrap();
+                let lease = Lease::new(
+                    key.clone(),
+                    Holder::new("h"),
+                    true,
+                    Duration::from_secs(1),
+                    false,
+                    metrics.clone(),
+                );
+                let req = AcquireRequest {
+                    key: &key,
+                    lease: &lease,
+                    ttl: Duration::from_secs(1),
+                    renew: false,
+                    check_done: false,
+                    waiters_behind: false,
+                    now: Instant::now(),
+                };
+                let Attempt::Acquired { token } = store.try_acquire_sync(&req) else {
+                    panic!("not acquired");
+                };
+                assert!(token > last, "round {round}: {token} after {last}");
+                last = token;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_living_renewing_guard_outlives_its_ttl() {
+        let m = crate::BidLockManager::memory();
+        let k = LockKey::new("m", "renewing-guard-outlives-its-ttl").unwrap();
+        let opts = crate::AcquireOptions::new().ttl(Duration::from_secs(1));
+        let g = m.acquire(&k, &opts).await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(m.try_acquire(&k, &opts).await.unwrap_err().is_timeout());
+        assert!(!g.is_lost());
+        drop(g);
+        let g2 = m.try_acquire(&k, &opts).await.unwrap();
+        assert!(!g2.is_lost());
+    }
+}

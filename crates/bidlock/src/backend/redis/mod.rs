@@ -1,0 +1,440 @@
+//! The Redis store: one lock key per posting holding the holder id with a `PX` ttl —
+//! the layout of the original Python system and of redis-py's `Lock`, so all of them
+//! exclude each other — and one Lua script per multi-step change.
+//!
+//! ## Behavior
+//!
+//! - Commands go over one multiplexed [`ConnectionManager`]: many tasks share one TCP
+//!   connection; a dropped connection fails the commands in flight (they return
+//!   [`Error::Redis`], counted in `redis_errors`, never "acquired") and is re-established
+//!   in the background.
+//! - Scripts run by `EVALSHA` and are loaded again on `NOSCRIPT`, so a Redis restart or a
+//!   `SCRIPT FLUSH` costs one extra round trip, nothing else.
+//! - One pub/sub connection per store listens on the release channel ([`subscriber`]):
+//!   a release wakes the local waiters of the key, and a lease held on it is checked at
+//!   once. While it reconnects, waiters fall back to polling with backoff; when it is
+//!   back, every waiting key and held lease is looked at again.
+//! - With a `redis+sentinel://` URL, the master is found through the sentinels and
+//!   followed when an error suggests it moved ([`sentinel`]).
+//! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
+//!   extend script.
+
+mod client;
+mod scan;
+pub(crate) mod scripts;
+mod sentinel;
+mod subscriber;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use client::RedisSettings;
+use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
+use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, RENEW, STATUS};
+use sentinel::Failover;
+use subscriber::Subscriber;
+
+use super::memory::ms;
+use super::{
+    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
+    Topology,
+};
+use crate::config::RedisTarget;
+use crate::error::Error;
+use crate::key::LockKey;
+use crate::keyspace::KeySpace;
+use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::metrics::{Counter, Metrics};
+use crate::notices::Notices;
+
+/// The store's background tasks (the subscriber, Sentinel checks): tracked, so `close()`
+/// stops them and waits for them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Background {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    async fn stop(&self, within: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(within, self.tasks.wait()).await;
+    }
+}
+
+pub(crate) struct RedisStore {
+    master: Arc<Master>,
+    failover: Option<Arc<Failover>>,
+    target: RedisTarget,
+    keys: KeySpace,
+    fence_key: String,
+    channel: String,
+    metrics: Arc<Metrics>,
+    notices: Arc<Notices>,
+    background: Background,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.background.stop.cancel();
+    }
+}
+
+impl RedisStore {
+    /// Connects (bounded by the connect timeout; Sentinel: to the master the sentinels
+    /// name), checks the server answers, and starts the release subscriber.
+    pub(crate) async fn connect(
+        target: RedisTarget,
+        keys: KeySpace,
+        settings: &RedisSettings,
+        notices: Arc<Notices>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisStore, Error> {
+        let unavailable = |reason: String| Error::Unavailable {
+            url: target.redacted().to_owned(),
+            reason,
+        };
+        let failover = target
+            .sentinel
+            .clone()
+            .map(|spec| Arc::new(Failover::new(spec, &target, settings)));
+        let info = match &failover {
+            Some(f) => f.locate().await.map_err(unavailable)?,
+            None => target.info.clone(),
+        };
+        let client = make_client(info, target.is_tls(), settings.tls_ca_cert.as_ref())
+            .map_err(|e| unavailable(describe(&e)))?;
+        let conn = if settings.lazy {
+            ConnectionManager::new_lazy_with_config(client.clone(), settings.manager_config())
+                .map_err(|e| unavailable(describe(&e)))?
+        } else {
+            connect_checked(&client, settings, target.redacted())
+                .await
+                .map_err(unavailable)?
+        };
+        let store = RedisStore {
+            master: Arc::new(Master::new(conn, client)),
+            failover,
+            fence_key: keys.fence_key(),
+            channel: keys.release_channel(),
+            keys,
+            target,
+            metrics,
+            notices,
+            background: Background::default(),
+            response_timeout: settings.response_timeout,
+        };
+        if settings.subscribe {
+            store.start_subscriber(settings).await;
+        }
+        Ok(store)
+    }
+
+    /// Starts the subscriber and waits for its first subscription: that closes the window
+    /// in which an early waiter could miss a release. If it takes too long, polling covers
+    /// it. A lazily connected node (Redlock) may be down: do not wait long for it.
+    async fn start_subscriber(&self, settings: &RedisSettings) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let subscriber = Subscriber {
+            master: self.master.clone(),
+            channel: self.channel.clone(),
+            keys: self.keys.clone(),
+            notices: self.notices.clone(),
+            connect_timeout: settings.connect_timeout,
+            url: self.target.redacted().to_owned(),
+        };
+        self.background.spawn(subscriber.run(ready_tx));
+        let wait = if settings.lazy {
+            settings.connect_timeout.min(Duration::from_millis(300))
+        } else {
+            settings.connect_timeout
+        };
+        if tokio::time::timeout(wait, ready_rx).await.is_err() {
+            tracing::warn!(target: "bidlock::redis", url = self.target.redacted(), "release subscriber not ready; waiters will poll until it is");
+        }
+    }
+
+    fn call(&self) -> ConnectionManager {
+        self.metrics.count(Counter::BackendCalls, None);
+        self.master.conn()
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
+        self.metrics.count(Counter::RedisErrors, None);
+        if let Some(f) = &self.failover {
+            let moved = e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()
+                || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+            if moved {
+                f.check(&self.master, &self.notices, &self.background);
+            }
+        }
+        if e.code() == Some("WRONGTYPE") {
+            return Error::WrongType {
+                key: key.to_owned(),
+                found: "non-string value".to_owned(),
+            };
+        }
+        tracing::debug!(target: "bidlock::redis", op, key, error = %e, "redis command failed");
+        Error::Redis {
+            op,
+            url: self.target.redacted().to_owned(),
+            source: e,
+        }
+    }
+
+    /// Raises the fencing counter to at least `token` (Redlock write-back).
+    pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
+        let mut inv = FENCE_FLOOR.prepare_invoke();
+        inv.key(&self.fence_key).arg(token);
+        let _: u64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("raise_fence", &self.fence_key, e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn location(&self) -> String {
+        self.target.redacted().to_owned()
+    }
+
+    fn topology(&self) -> Topology {
+        if self.failover.is_some() {
+            Topology::Sentinel
+        } else {
+            Topology::Single
+        }
+    }
+
+    fn validity(&self, ttl: Duration, _renew: bool) -> Validity {
+        Validity::For(ttl)
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+        let lock = self.keys.lock_key(req.key);
+        let done = self.keys.done_key(req.key);
+        let wait = self.keys.wait_key(req.key);
+        let mut inv = ACQUIRE.prepare_invoke();
+        inv.key(&lock)
+            .key(&self.fence_key)
+            .key(&done)
+            .key(&wait)
+            .arg(req.holder().as_str())
+            .arg(ms(req.ttl).max(1))
+            .arg(if req.check_done { "1" } else { "0" })
+            .arg(if req.waiters_behind { "1" } else { "0" });
+        let (code, n, text): (i64, i64, Vec<u8>) = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("acquire", &lock, e))?;
+        match code {
+            1 => Ok(Attempt::Acquired {
+                token: u64::try_from(n).unwrap_or(0),
+            }),
+            0 => Ok(Attempt::Held {
+                holder: Some(String::from_utf8_lossy(&text).into_owned()),
+                ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
+            }),
+            2 => Ok(Attempt::Done),
+            _ => {
+                self.metrics.count(Counter::RedisErrors, None);
+                Err(Error::WrongType {
+                    key: lock,
+                    found: String::from_utf8_lossy(&text).into_owned(),
+                })
+            }
+        }
+    }
+
+    async fn release(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        _lease: Option<&Lease>,
+    ) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(&lock)
+            .key(self.keys.wait_key(key))
+            .arg(holder.as_str())
+            .arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("release", &lock, e))?;
+        // Waiters, here and in other processes alike, learn of the release from Redis'
+        // message. Waking local waiters first would let one process keep a hot lock
+        // among its own tasks while others starve (seen in the soak test).
+        Ok(n >= 1)
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(lease.key());
+        let script = match how {
+            Extend::Exact => &EXTEND,
+            Extend::Renew => &RENEW,
+        };
+        let mut inv = script.prepare_invoke();
+        inv.key(&lock)
+            .key(self.keys.wait_key(lease.key()))
+            .arg(lease.holder().as_str())
+            .arg(ms(ttl).max(1));
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("extend", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(lease.key());
+        let holder: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&lock)
+            .query_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("holds", &lock, e))?;
+        Ok(holder.as_deref() == Some(lease.holder().as_str().as_bytes()))
+    }
+
+    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
+        let lock = self.keys.lock_key(lease.key());
+        let done = self.keys.done_key(lease.key());
+        let mut inv = COMPLETE.prepare_invoke();
+        inv.key(&lock)
+            .key(&done)
+            .key(self.keys.wait_key(lease.key()))
+            .arg(lease.holder().as_str())
+            .arg(completion_record(lease))
+            .arg(ms(retention).max(1))
+            .arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("complete", &lock, e))?;
+        Ok(if n == 1 {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
+    }
+
+    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let mut inv = FORCE_RELEASE.prepare_invoke();
+        inv.key(&lock)
+            .key(self.keys.wait_key(key))
+            .arg(&self.channel);
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("force_release", &lock, e))?;
+        Ok(n == 1)
+    }
+
+    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
+        let done = self.keys.done_key(key);
+        let n: i64 = redis::cmd("DEL")
+            .arg(&done)
+            .query_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("clear_done", &done, e))?;
+        Ok(n == 1)
+    }
+
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
+        let lock = self.keys.lock_key(key);
+        let done = self.keys.done_key(key);
+        let mut inv = STATUS.prepare_invoke();
+        inv.key(&lock).key(&done);
+        let (kind, holder, pttl, record, done_pttl): (String, Vec<u8>, i64, Vec<u8>, i64) = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("status", &lock, e))?;
+        if kind != "string" && kind != "none" {
+            return Err(Error::WrongType {
+                key: lock,
+                found: kind,
+            });
+        }
+        let held = kind == "string";
+        let has_done = !record.is_empty();
+        Ok(LockStatus {
+            redis_key: lock,
+            holder: held.then(|| String::from_utf8_lossy(&holder).into_owned()),
+            ttl_left_ms: if held { u64::try_from(pttl).ok() } else { None },
+            done: has_done.then(|| String::from_utf8_lossy(&record).into_owned()),
+            done_ttl_left_ms: if has_done {
+                u64::try_from(done_pttl).ok()
+            } else {
+                None
+            },
+        })
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("ping", "", e))?;
+        Ok(())
+    }
+
+    /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
+    /// services).
+    async fn probe(&self) -> Probe {
+        Probe {
+            maxmemory_policy: maxmemory_policy(&mut self.call()).await,
+        }
+    }
+
+    async fn close(&self) {
+        self.background.stop(self.response_timeout).await;
+    }
+
+    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
+        self.list_locks(marketplace).await
+    }
+
+    async fn cleanup_all(&self) -> Result<u64, Error> {
+        self.delete_locks().await
+    }
+}

@@ -1,0 +1,83 @@
+//! The release subscriber: one pub/sub connection per store listens on the release
+//! channel and passes each released key to the manager (local waiters wake, a lease held
+//! on the key is checked). It follows the master through failovers and reconnects with
+//! backoff; while it is away, waiters poll, and when it is back everything is looked at
+//! again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::RedisError;
+use tokio::sync::oneshot;
+
+use super::client::Master;
+use crate::backoff::{Backoff, RetryPolicy};
+use crate::keyspace::KeySpace;
+use crate::notices::Notices;
+
+/// What the subscriber listens to, and whom it tells.
+pub(crate) struct Subscriber {
+    pub(crate) master: Arc<Master>,
+    pub(crate) channel: String,
+    pub(crate) keys: KeySpace,
+    pub(crate) notices: Arc<Notices>,
+    pub(crate) connect_timeout: Duration,
+    /// The server's URL (password hidden), for logs.
+    pub(crate) url: String,
+}
+
+impl Subscriber {
+    /// Runs until the task is cancelled; `ready` fires after the first subscription.
+    pub(crate) async fn run(self, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        let policy = RetryPolicy::new(Duration::from_millis(100), 2.0, Duration::from_secs(2));
+        let mut backoff = Backoff::new(policy);
+        loop {
+            match self.subscribe().await {
+                Ok(stream) => {
+                    tracing::debug!(target: "bidlock::redis", url = self.url, channel = self.channel, "release subscriber connected");
+                    backoff = Backoff::new(policy);
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                    // Releases may have happened while we were away.
+                    self.notices.all();
+                    self.listen(stream).await;
+                    tracing::debug!(target: "bidlock::redis", url = self.url, "release subscriber disconnected; waiters poll until it is back");
+                    self.notices.all();
+                }
+                Err(why) => {
+                    tracing::debug!(target: "bidlock::redis", url = self.url, %why, "release subscriber could not connect");
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn subscribe(&self) -> Result<redis::aio::PubSub, String> {
+        let client = self.master.client();
+        let connected = tokio::time::timeout(self.connect_timeout, async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&self.channel).await?;
+            Ok::<_, RedisError>(ps)
+        })
+        .await;
+        match connected {
+            Ok(Ok(ps)) => Ok(ps),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connect timed out".to_owned()),
+        }
+    }
+
+    async fn listen(&self, ps: redis::aio::PubSub) {
+        let mut stream = ps.into_on_message();
+        while let Some(msg) = stream.next().await {
+            if let Ok(payload) = msg.get_payload::<String>() {
+                if let Some(key) = self.keys.parse_lock_key(&payload) {
+                    self.notices.released(&key);
+                }
+            }
+        }
+    }
+}

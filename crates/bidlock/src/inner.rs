@@ -1,0 +1,186 @@
+//! The shared state of one manager (`Inner`, behind every handle, guard and task), and
+//! the one path each for releasing and extending a lease.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::Store;
+use crate::config::{Backend, Config};
+use crate::error::Error;
+use crate::keeper::LeaseKeeper;
+use crate::keyspace::KeySpace;
+use crate::lease::{Extend, Holder, Lease};
+use crate::metrics::{Counter, Metrics};
+use crate::waiters::WaitQueues;
+
+pub(crate) struct Inner {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) queues: Arc<WaitQueues>,
+    pub(crate) holder_base: String,
+    pub(crate) seq: AtomicU64,
+    pub(crate) backend: Backend,
+    /// `Backend::Auto` found no Redis and fell back to memory.
+    pub(crate) fallback: bool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) keeper: Arc<LeaseKeeper>,
+    /// The keeper task is spawned once, with the first lease it keeps.
+    pub(crate) renewal_started: std::sync::Once,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Let the keeper task notice that the manager is gone.
+        self.keeper.poke();
+    }
+}
+
+impl Inner {
+    pub(crate) fn keys(&self) -> &KeySpace {
+        &self.config.keys
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A fresh holder id: `host:pid:random:sequence`, unique per call.
+    pub(crate) fn new_holder(&self) -> Holder {
+        use std::fmt::Write as _;
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let base = &self.holder_base;
+        let mut id = String::with_capacity(base.len() + 21);
+        id.push_str(base);
+        let _ = write!(id, ":{n}");
+        Holder::from(id.as_str())
+    }
+
+    /// Releases exactly `lease`'s lock (holder-checked): the one release path of guards,
+    /// background releases and close. Counts and logs.
+    pub(crate) async fn release_lease(&self, lease: &Lease) -> Result<bool, Error> {
+        let released = self
+            .store
+            .release(lease.key(), lease.holder(), Some(lease))
+            .await?;
+        if released {
+            self.metrics
+                .count(Counter::Releases, Some(lease.key().marketplace()));
+            tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), "released");
+        }
+        Ok(released)
+    }
+
+    /// Releases `lease` without the caller waiting (`Drop` cannot await): at once when
+    /// the store answers without I/O, else in a spawned task.
+    ///
+    /// Never for a caller-given holder id on a store that only sees holder ids: that id
+    /// may be in use by a later acquisition, which the release would remove. The lock
+    /// then expires after its ttl.
+    pub(crate) fn release_detached(self: &Arc<Self>, lease: Lease) {
+        if lease.holder_given() && !self.store.tells_acquisitions_apart() {
+            tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(),
+                "not released in the background (a holder id of your own may be reused); the lock expires after its ttl");
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "bidlock::manager", key = %lease.key(), "guard dropped outside a tokio runtime; the lock expires after its ttl");
+            return;
+        };
+        let inner = self.clone();
+        let mut release: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            if let Err(e) = inner.release_lease(&lease).await {
+                tracing::warn!(target: "bidlock::manager", key = %lease.key(), error = %e, "background release failed; the lock expires after its ttl");
+            }
+        });
+        // An in-process store finishes on the first poll; only I/O needs a task.
+        if release
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+        {
+            return;
+        }
+        handle.spawn(release);
+    }
+
+    /// Extends `lease` to `ttl` from now: the one path of renewals ([`Extend::Renew`])
+    /// and `LockGuard::extend` ([`Extend::Exact`]).
+    ///
+    /// Extends of one lease may overlap (a renewal and a user's extend) and may reach the
+    /// store out of order; the lease's bookkeeping keeps its deadline at or before the
+    /// store's expiry whatever the order (see [`Lease::begin_extend`]), and the keeper
+    /// follows the deadline at once. `Ok(false)`: the lock was gone (the lease is marked
+    /// lost). If the future is dropped half-way, the extend counts as unknown.
+    pub(crate) async fn extend_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        how: Extend,
+    ) -> Result<bool, Error> {
+        let validity = self.store.validity(ttl, lease.renews());
+        let sent = Instant::now();
+        let n = lease.begin_extend(sent, ttl, validity, how);
+        // The deadline may have dropped: renewals follow it at once.
+        self.keeper.reschedule(lease);
+        let unanswered = Unanswered { lease, n: Some(n) };
+        let result = self.store.extend(lease, ttl, how).await;
+        unanswered.answered();
+        match result {
+            Ok(true) => {
+                self.metrics
+                    .count(Counter::Extensions, Some(lease.key().marketplace()));
+                if lease.finish_extend(n, sent, validity) {
+                    self.keeper.reschedule(lease);
+                }
+                Ok(true)
+            }
+            Ok(false) => {
+                lease.extend_refused(n);
+                if !lease.is_released() {
+                    lease.mark_lost("lock was gone or held by another holder when extending");
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                lease.extend_unknown(n);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An extend whose answer is not in: if its future is dropped, the extend may still reach
+/// the store, so it counts as unknown.
+struct Unanswered<'a> {
+    lease: &'a Lease,
+    n: Option<u64>,
+}
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.n = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.n.take() {
+            self.lease.extend_unknown(n);
+        }
+    }
+}
