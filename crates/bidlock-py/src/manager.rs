@@ -402,7 +402,8 @@ impl NativeManager {
         Plain::of(&snapshot)
     }
 
-    /// Resolves to True when the backend answers; False when it cannot be reached.
+    /// Resolves to the library's `health_check()`; False when the backend cannot be
+    /// reached at all.
     fn health_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
         crate::awaitable::spawn(py, true, async move {

@@ -1,10 +1,6 @@
 """The guide's semantics that the Rust core adopts too (issue 14, "Parity in the core"):
 one in-memory store per process, `health_check()` false after a fallback to memory, and
-`lock_conflicts` counted once per acquire (the per-try figure is `lock_busy_tries`).
-
-Until the core change is in the library this package is built from, these run as
-expected failures (strict: they turn into errors the moment they pass unexpectedly, so
-the marker cannot outlive the change)."""
+`lock_conflicts` counted once per acquire (the per-try figure is `lock_busy_tries`)."""
 
 from __future__ import annotations
 
@@ -12,13 +8,6 @@ import pytest
 
 from bidlock import BidLockManager, LockTimeoutError, get_bid_lock_manager
 
-CORE_HAS_PARITY = "lock_busy_tries" in BidLockManager().get_metrics()
-needs_core_parity = pytest.mark.xfail(
-    not CORE_HAS_PARITY, strict=True, reason="core parity (shared memory store, health, lock_conflicts) not in this build"
-)
-
-
-@needs_core_parity
 async def test_two_memory_managers_of_one_process_exclude_each_other():
     a, b = BidLockManager(), BidLockManager()
     assert await a.acquire_lock("upwork", "job_123")
@@ -28,7 +17,6 @@ async def test_two_memory_managers_of_one_process_exclude_each_other():
     assert await b.acquire_lock("upwork", "job_123", timeout=0)
 
 
-@needs_core_parity
 async def test_fallback_manager_shares_the_store_with_memory_managers(clean_env, closed_port_url):
     clean_env.setenv("REDIS_URL", closed_port_url)
     fallback = await get_bid_lock_manager()
@@ -39,7 +27,6 @@ async def test_fallback_manager_shares_the_store_with_memory_managers(clean_env,
                 pass
 
 
-@needs_core_parity
 async def test_health_check_false_after_fallback(clean_env, closed_port_url):
     clean_env.setenv("REDIS_URL", closed_port_url)
     manager = await get_bid_lock_manager()
@@ -51,7 +38,6 @@ async def test_health_check_true_for_a_chosen_memory_backend():
     assert await BidLockManager().health_check() is True
 
 
-@needs_core_parity
 async def test_lock_conflicts_counted_once_per_acquire(backend):
     manager = await get_bid_lock_manager()
     async with manager.with_lock("upwork", "job_123"):

@@ -118,7 +118,8 @@ class LockManager:
         return self._native.metrics()
 
     async def health_check(self) -> bool:
-        """True when Redis answers a PING; False when it cannot be reached."""
+        """True when Redis answers a PING (or for a memory manager chosen on purpose);
+        False when Redis cannot be reached, and after auto-detection fell back to memory."""
         return await self._native.health_check()
 
     async def cleanup_all(self) -> int:

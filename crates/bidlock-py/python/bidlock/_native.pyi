@@ -121,7 +121,8 @@ class NativeManager:
     def metrics(self) -> Dict[str, int]:
         """The counters (zeros before the first use)."""
     def health_check(self) -> Awaitable[bool]:
-        """True when the backend answers; False when it cannot be reached."""
+        """True when the backend answers (or memory was chosen); False when Redis cannot be
+        reached or auto-detection fell back to memory."""
     def status(self, marketplace_id: str, posting_id: str) -> Awaitable[Dict[str, Any]]:
         """What the backend knows about the key."""
     def locks(self, marketplace_id: Optional[str] = None) -> Awaitable[List[Dict[str, Any]]]:
