@@ -251,26 +251,6 @@ pub(crate) fn default_manager(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
-// The library's SCAN loops (`locks`, `cleanup_all`) use async closures, whose futures
-// rustc cannot prove `Send` ("Send is not general enough"), so they cannot run inside
-// `future_into_py` directly: drive them on a blocking thread of the same runtime.
-async fn off_task<T, F, Fut>(manager: BidLockManager, f: F) -> Result<T, Error>
-where
-    T: Send + 'static,
-    F: FnOnce(BidLockManager) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let handle = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || handle.block_on(f(manager))).await {
-        Ok(result) => result,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            // Only a runtime shutting down cancels a blocking task.
-            Err(_) => Err(Error::Closed),
-        },
-    }
-}
-
 #[pymethods]
 impl NativeManager {
     /// A number unique to this manager in the process.
@@ -438,16 +418,8 @@ impl NativeManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
         crate::awaitable::spawn(py, true, async move {
-            let locks = match core.manager().await {
-                Ok(m) => {
-                    off_task(m.clone(), async move |m| {
-                        m.locks(marketplace_id.as_deref()).await
-                    })
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            Ok(Reply(locks.map(|l| Plain::of(&l))))
+            let locks = async { core.manager().await?.locks(marketplace_id.as_deref()).await };
+            Ok(Reply(locks.await.map(|l| Plain::of(&l))))
         })
     }
 
@@ -470,11 +442,8 @@ impl NativeManager {
     fn cleanup_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
         crate::awaitable::spawn(py, true, async move {
-            let removed = match core.manager().await {
-                Ok(m) => off_task(m.clone(), async |m| m.cleanup_all().await).await,
-                Err(e) => Err(e),
-            };
-            Ok(Reply(removed))
+            let removed = async { core.manager().await?.cleanup_all().await };
+            Ok(Reply(removed.await))
         })
     }
 
