@@ -27,6 +27,8 @@ for i in 1 2 3; do
 done
 trap 'for p in "$port" "${rl_ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"' EXIT
 for p in "${rl_ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+# bidlock's Python package, built (release) into the peers' virtualenv once per run.
+bench/peers/run.sh setup
 out=target/bench.jsonl
 : > "$out"
 run() { "$@" | tee -a "$out"; }
@@ -42,7 +44,7 @@ for round in $(seq "$rounds"); do
   run $bin bench uncontended --workers 32 --duration "$duration" --backend memory
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend memory
   run $bin bench footprint --locks 200000 --backend memory
-  for peer in redis-py python-redis-lock; do
+  for peer in redis-py python-redis-lock bidlock-py; do
     run bench/peers/run.sh uncontended --peer $peer --workers 1 --duration "$duration" --redis-url "$url"
     run bench/peers/run.sh uncontended --peer $peer --workers 32 --duration "$duration" --redis-url "$url"
     run bench/peers/run.sh hot-key --peer $peer --workers 8 --hold-us 1000 --duration "$duration" --redis-url "$url"

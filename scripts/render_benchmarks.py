@@ -44,9 +44,12 @@ w("`raw` is the same loop with plain redis-rs (`SET NX PX`, then an `EVALSHA`")
 w("compare-and-delete on one multiplexed connection), measured in the same process against")
 w("the same server. The ratio is bidlock / raw.\n")
 w("`redlock` is three independent masters on the same machine, in the same run.\n")
+w("`bidlock-py` is bidlock's Python package (`crates/bidlock-py`) doing the Python peers'")
+w("workloads with `async with manager.with_lock(...)`, asyncio tasks in one process, like")
+w("`redis-py` (its asyncio `Lock`); `python-redis-lock` uses threads.\n")
 w("| backend | workers | pairs/s | acquire p50 µs | acquire p99 µs | raw pairs/s | bidlock / raw | errors |")
 w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for backend in ["redis", "redlock", "memory", "redis-py", "python-redis-lock"]:
+for backend in ["redis", "redlock", "memory", "bidlock-py", "redis-py", "python-redis-lock"]:
     for workers in [1, 32]:
         rs = groups.get(("uncontended", backend, workers, None))
         if not rs:
@@ -64,7 +67,7 @@ w("counts every command Redis executed per section, the calls inside scripts inc
 w("(INFO stats). The raw loop polls with `SET NX PX` every 1 ms.\n")
 w("| backend | cs/s | gap p50 µs | gap p99 µs | same | max share | overlaps | cmds/cs | server calls/cs | raw cs/s | raw gap p50/p99 µs | raw same |")
 w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for backend in ["redis", "redlock", "memory", "redis-py", "python-redis-lock"]:
+for backend in ["redis", "redlock", "memory", "bidlock-py", "redis-py", "python-redis-lock"]:
     rs = groups.get(("hot-key", backend, 8, 1000))
     if not rs:
         continue
@@ -84,6 +87,8 @@ w("## Targets\n")
 def pick(wl, b, wk, field, hold=None):
     rs = groups.get((wl, b, wk, hold))
     return med(rs, field) if rs else None
+def ratio_of(a, b):
+    return a / b if a is not None and b else None
 rows = [
     ("uncontended W=1, bidlock / raw", pick("uncontended", "redis", 1, "ratio"), ">= 0.95"),
     ("uncontended W=32, bidlock / raw", pick("uncontended", "redis", 32, "ratio"), ">= 0.95"),
@@ -95,6 +100,10 @@ rows = [
     ("hot key overlaps", pick("hot-key", "redis", 8, "overlaps", 1000), "0"),
     ("memory uncontended W=1 pairs/s", pick("uncontended", "memory", 1, "pairs_per_sec"), ">= 1,000,000"),
     ("memory bytes per held lock", med(fp, "bytes_per_held_lock") if fp else None, "<= 256"),
+    ("Python: uncontended W=32, bidlock-py / redis-py asyncio Lock", ratio_of(
+        pick("uncontended", "bidlock-py", 32, "pairs_per_sec"), pick("uncontended", "redis-py", 32, "pairs_per_sec")), ">= 5"),
+    ("Python: hot key gap p99 (µs)", pick("hot-key", "bidlock-py", 8, "gap_p99_us", 1000), "<= 2000"),
+    ("Python: hot key same_holder_frac", pick("hot-key", "bidlock-py", 8, "same_holder_frac", 1000), "<= 0.3"),
 ]
 w("| target | measured | goal |")
 w("| --- | ---: | --- |")

@@ -1,6 +1,7 @@
-"""The bidlock bench workloads done with peers: redis-py's Lock (asyncio) and
-python-redis-lock (threads). Prints one JSON line per run with the fields of
-`bidlock bench`. Run through bench/peers/run.sh, which makes the virtualenv."""
+"""The bidlock bench workloads done with peers: redis-py's Lock (asyncio),
+python-redis-lock (threads) and bidlock's own Python package (asyncio, `with_lock`).
+Prints one JSON line per run with the fields of `bidlock bench`. Run through
+bench/peers/run.sh, which makes the virtualenv."""
 import argparse
 import asyncio
 import json
@@ -117,6 +118,70 @@ async def redis_py_hot_key(url, workers, duration, hold_us):
     return log.summary(secs, workers)
 
 
+async def bidlock_py_manager(url):
+    import bidlock
+
+    manager = bidlock.RedisBidLockManager(redis_url=url)
+    assert await manager.health_check(), f"no Redis at {url}"
+    return manager
+
+
+async def bidlock_py_uncontended(url, workers, duration):
+    from bidlock import LockTimeoutError
+
+    manager = await bidlock_py_manager(url)
+    run = uuid.uuid4().hex[:8]
+    pairs, errors, lat = 0, 0, []
+    deadline = time.perf_counter() + duration
+
+    async def worker(w):
+        nonlocal pairs, errors
+        i = 0
+        while time.perf_counter() < deadline:
+            i += 1
+            t = time.perf_counter()
+            try:
+                # Same key layout as the redis-py run: bid_lock:peer:...
+                async with manager.with_lock("peer", f"{run}-{w}-{i}", timeout=0):
+                    lat.append((time.perf_counter() - t) * 1e6)
+                pairs += 1
+            except LockTimeoutError:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    secs = time.perf_counter() - start
+    await manager.close()
+    return {"pairs_per_sec": round(pairs / secs), "acquire_p50_us": quantile(lat, 0.5),
+            "acquire_p99_us": quantile(lat, 0.99), "errors": errors}
+
+
+async def bidlock_py_hot_key(url, workers, duration, hold_us):
+    from bidlock import LockTimeoutError
+
+    manager = await bidlock_py_manager(url)
+    posting = f"hot-{uuid.uuid4().hex[:8]}"
+    log = HotKeyLog()
+    deadline = time.perf_counter() + duration
+    loop = asyncio.get_running_loop()
+
+    async def worker(w):
+        while time.perf_counter() < deadline:
+            try:
+                async with manager.with_lock("peer", posting, timeout=5):
+                    log.enter(w)
+                    await loop.run_in_executor(None, time.sleep, hold_us / 1e6)
+                    log.leave(w)
+            except LockTimeoutError:
+                log.timeouts += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    secs = time.perf_counter() - start
+    await manager.close()
+    return log.summary(secs, workers)
+
+
 def redis_lock_uncontended(url, workers, duration):
     import redis
     import redis_lock
@@ -189,13 +254,18 @@ def redis_lock_hot_key(url, workers, duration, hold_us):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("workload", choices=["uncontended", "hot-key"])
-    p.add_argument("--peer", choices=["redis-py", "python-redis-lock"], required=True)
+    p.add_argument("--peer", choices=["redis-py", "python-redis-lock", "bidlock-py"], required=True)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--duration", type=float, default=5)
     p.add_argument("--hold-us", type=int, default=1000)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     a = p.parse_args()
-    if a.peer == "redis-py":
+    if a.peer == "bidlock-py":
+        if a.workload == "uncontended":
+            r = asyncio.run(bidlock_py_uncontended(a.redis_url, a.workers, a.duration))
+        else:
+            r = asyncio.run(bidlock_py_hot_key(a.redis_url, a.workers, a.duration, a.hold_us))
+    elif a.peer == "redis-py":
         if a.workload == "uncontended":
             r = asyncio.run(redis_py_uncontended(a.redis_url, a.workers, a.duration))
         else:
