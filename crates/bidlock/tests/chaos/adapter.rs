@@ -1,0 +1,63 @@
+//! The one place that knows the shape of `bid_once`'s result, so the switch to
+//! `BidOutcome` (lead's change 1 of issue 12) is a change here only.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bidlock::{AcquireOptions, BidLockManager, Error, Lease, LockKey};
+
+/// What `bid_once` told its caller, in the new API's terms.
+#[derive(Debug)]
+pub enum Told {
+    /// The bid ran and its completion record is written.
+    Placed,
+    /// The bid ran but its completion was not recorded, for the reason given.
+    Unrecorded(Error),
+    /// The bid (the closure) failed: nothing recorded.
+    Failed,
+    /// The bid did not run.
+    NotRun(Error),
+}
+
+/// Runs `bid_once` and says what the caller was told.
+///
+/// Today's API returns `Result<Result<T, E>, Error>`, where an `Err` after a successful
+/// closure is the completion that could not be written: the adapter tells it apart by
+/// watching the closure. With `BidOutcome` this becomes:
+///
+/// ```text
+/// match m.bid_once(key, opts, f).await {
+///     Ok(BidOutcome::Placed(_)) => Told::Placed,
+///     Ok(BidOutcome::Unrecorded { error, .. }) => Told::Unrecorded(error),
+///     Ok(BidOutcome::Failed(_)) => Told::Failed,
+///     Err(e) => Told::NotRun(e),
+/// }
+/// ```
+pub async fn bid_once<F, Fut>(
+    m: &BidLockManager,
+    key: &LockKey,
+    opts: &AcquireOptions,
+    f: F,
+) -> Told
+where
+    F: FnOnce(Lease) -> Fut,
+    Fut: Future<Output = Result<u64, String>>,
+{
+    let succeeded = Arc::new(AtomicBool::new(false));
+    let s2 = succeeded.clone();
+    let wrapped = move |lease: Lease| {
+        let fut = f(lease);
+        async move {
+            let r = fut.await;
+            s2.store(r.is_ok(), Ordering::Release);
+            r
+        }
+    };
+    match m.bid_once(key, opts, wrapped).await {
+        Ok(Ok(_)) => Told::Placed,
+        Ok(Err(_)) => Told::Failed,
+        Err(e) if succeeded.load(Ordering::Acquire) => Told::Unrecorded(e),
+        Err(e) => Told::NotRun(e),
+    }
+}
