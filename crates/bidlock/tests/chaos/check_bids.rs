@@ -13,6 +13,16 @@ fn already_done(b: &BidRun) -> bool {
     matches!(&b.verdict, Verdict::NotRun { why } if why.contains("already handled") || why == "exit 76")
 }
 
+/// The bid ran past its lease (the lease ran out or was lost before the closure
+/// returned): another instance could take the lock and bid before this bid's record
+/// existed. Only fencing protects that second bid; it is counted, not forbidden.
+fn outlived(c: &Ctx, a: &BidRun) -> bool {
+    let (Some(id), Some(ran)) = (a.section, a.ran) else {
+        return false;
+    };
+    c.section(id).is_some_and(|s| c.valid_end(s) < ran.1)
+}
+
 pub fn bids(c: &mut Ctx) {
     let bids = c.r.hist.bids.lock().unwrap().clone();
     let mut by_key: HashMap<String, Vec<BidRun>> = HashMap::new();
@@ -78,6 +88,8 @@ fn posting(c: &mut Ctx, key: &str, runs: &[BidRun]) {
         };
         if matches!(a.verdict, Verdict::Unrecorded { .. }) {
             c.f.ran_twice_told += 1;
+        } else if outlived(c, a) && rb.0 <= a.returned_at {
+            c.f.ran_twice_after_lapse += 1;
         } else if c.explain(key, ra.1, rb.0, &[Harm::DataLoss]).is_some() {
             c.f.ran_twice_after_data_loss += 1;
         } else {

@@ -34,6 +34,14 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
             return Cause::Expiry(pe);
         }
     }
+    // Redis keeps expiry in whole milliseconds (and a late reading overestimates it):
+    // a lease that was itself about to end is judged as an expiry.
+    if let Some(e) = claim
+        .expires_at
+        .filter(|e| *e <= claim.gone_seen + EXPIRY_SLACK)
+    {
+        return Cause::Expiry(e.min(claim.gone_seen));
+    }
     let from = claim.tenure.as_ref().map_or(s.acquired_at, |t| t.last_seen);
     if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::DataLoss]) {
         return Cause::DataLoss(f.what.clone());

@@ -82,6 +82,7 @@ pub struct Figures {
     pub bids_unrecorded: u64,
     pub records_dropped_after_placed: u64,
     pub ran_twice_told: u64,
+    pub ran_twice_after_lapse: u64,
     pub ran_twice_after_data_loss: u64,
     pub ran_twice_untold: u64,
     pub never_ran: u64,
