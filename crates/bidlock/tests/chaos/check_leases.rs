@@ -152,8 +152,8 @@ fn lease_end(c: &Ctx, s: &Section) -> Option<(Instant, Duration, String)> {
         }
         (Some(e), None) => {
             let shorter = s.notes.iter().any(|(_, n)| n.starts_with("extend shorter"));
-            let hint = if shorter && s.renew {
-                "hole 2: extend(shorter) leaves renewal on the old schedule".into()
+            let hint = if shorter {
+                "hole 2: extend(shorter) leaves the lease keeper on the old schedule".into()
             } else {
                 String::new()
             };

@@ -225,7 +225,8 @@ async fn randomized_checker() {
         entry.0.merge(&out.figures);
         for v in out.violations.iter().take(3) {
             if entry.1.len() < 6 {
-                entry.1.push(format!("{}: {} [{}]", v.check, v.msg, v.hint));
+                let text = format!("{}: {} [{}]", v.check, v.msg, v.hint);
+                entry.1.push(text.replace('\n', " | "));
             }
         }
         violations += out.violations.len();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::checks::{Figures, Violation};
+use super::checks::{self, Figures, Violation};
 use super::history::Section;
 use super::observer::ObserverLog;
 use super::round::Round;
@@ -159,6 +159,23 @@ pub fn write(classes: &BTreeMap<FaultClass, (Figures, Vec<String>)>, run: &RunIn
         "rss_kib": run.samples.iter().map(|(t, kib, _)| serde_json::json!([t, kib])).collect::<Vec<_>>(),
         "tasks_alive": run.samples.iter().map(|(t, _, n)| serde_json::json!([t, n])).collect::<Vec<_>>(),
         "totals": total,
+        "bounds_ms": {
+            "expiry_slack": checks::ms(checks::EXPIRY_SLACK),
+            "loss_slack": checks::ms(checks::LOSS_SLACK),
+            "forced_notice": checks::ms(checks::FORCED_NOTICE),
+            "data_loss_notice_extra": checks::ms(checks::data_loss_notice(Duration::ZERO)),
+            "process_stop_slack": checks::ms(checks::PROC_STOP_SLACK),
+            "clock_slack": checks::ms(checks::CLOCK_SLACK),
+            "orphan_bound": checks::ms(checks::ORPHAN_BOUND),
+        },
+        "clients": {
+            "instances": super::round::INSTANCES,
+            "tasks_per_instance": super::round::TASKS_PER_INSTANCE,
+            "process_drivers": super::round::PROCESS_DRIVERS,
+            "hot_keys": super::round::HOT_KEYS,
+            "postings_per_round": super::round::POSTINGS,
+            "ttls_ms": super::clients::TTLS_MS,
+        },
     });
     bidlock_testkit::write_report("chaos-run", &format!("{doc:#}"));
 }

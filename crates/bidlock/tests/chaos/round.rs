@@ -22,8 +22,8 @@ use super::{nemesis, report, FaultClass};
 pub const INSTANCES: u8 = 3;
 pub const TASKS_PER_INSTANCE: u8 = 3;
 pub const PROCESS_DRIVERS: u8 = 2;
-const HOT_KEYS: usize = 3;
-const POSTINGS: usize = 8;
+pub const HOT_KEYS: usize = 3;
+pub const POSTINGS: usize = 8;
 
 /// What every part of a round shares.
 pub struct Round {
