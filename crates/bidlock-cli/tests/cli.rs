@@ -1,69 +1,14 @@
 //! Drives the built `bidlock` binary as a user would, against real redis-server
 //! processes, checking output, Redis state and exit codes.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bidlock_testkit::{dead_port, RedisServer};
-
-/// A `bidlock` invocation with a clean environment.
-struct TestCommand {
-    cmd: Command,
-}
-
-impl TestCommand {
-    fn new(args: &[&str]) -> TestCommand {
-        TestCommand::with_url(None, args)
-    }
-
-    /// Global flags go first: anything after `--` belongs to the command `run` starts.
-    fn with_url(url: Option<&str>, args: &[&str]) -> TestCommand {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bidlock"));
-        for var in bidlock::ENV_VARS {
-            cmd.env_remove(var);
-        }
-        // Point the default at a dead port so no stray local Redis is ever used.
-        cmd.env("REDIS_URL", format!("redis://127.0.0.1:{}/0", dead_port()));
-        if let Some(url) = url {
-            cmd.arg("--redis-url").arg(url);
-        }
-        cmd.env_remove("RUST_LOG").args(args).stdin(Stdio::null());
-        TestCommand { cmd }
-    }
-
-    fn on(server: &RedisServer, args: &[&str]) -> TestCommand {
-        TestCommand::with_url(Some(&server.url()), args)
-    }
-
-    fn output(mut self) -> Output {
-        self.cmd.output().expect("run bidlock")
-    }
-
-    fn assert_exit_code(self, code: i32) -> Output {
-        let out = self.output();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
-}
+use common::{json, stderr, stdout, TestCommand};
 
 #[test]
 fn twelve_concurrent_runs_on_one_key_never_overlap() {

@@ -164,10 +164,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             })
                             .await;
                         match outcome {
-                            Ok(Ok(())) => {
+                            Ok(bidlock::BidOutcome::Placed(()) | bidlock::BidOutcome::Unrecorded { .. }) => {
                                 placed.fetch_add(1, Relaxed);
                             }
-                            Ok(Err(e)) => tracing::debug!(target: "agent", %name, posting = %posting.id, error = %e, "bid refused; another instance may retry"),
+                            Ok(bidlock::BidOutcome::Failed(e)) => tracing::debug!(target: "agent", %name, posting = %posting.id, error = %e, "bid refused; another instance may retry"),
                             Err(e) if e.is_already_done() || e.is_timeout() => {
                                 skipped.fetch_add(1, Relaxed);
                             }

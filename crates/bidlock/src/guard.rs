@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::completion::CompleteOnDrop;
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::lease::{FencingToken, Holder, Lease};
 use crate::manager::Inner;
-use crate::metrics::Counter;
 
 /// A held lock.
 ///
@@ -20,9 +18,12 @@ use crate::metrics::Counter;
 /// turns true and [`LockGuard::lost`] resolves.
 ///
 /// Dropping the guard releases the lock: at once for the memory backend, in a spawned
-/// task for Redis (the release needs I/O). Call [`LockGuard::release`] to wait for the
-/// release and learn its outcome, or [`LockGuard::complete`] to record that the posting
-/// was handled.
+/// task for Redis (the release needs I/O) — except with a holder id of your own, whose
+/// lock then expires after its ttl (see [`AcquireOptions::holder`]). Call
+/// [`LockGuard::release`] to wait for the release and learn its outcome, or
+/// [`LockGuard::complete`] to record that the posting was handled.
+///
+/// [`AcquireOptions::holder`]: crate::AcquireOptions::holder
 #[must_use = "dropping the guard releases the lock at once"]
 #[clippy::has_significant_drop]
 pub struct LockGuard {
@@ -40,35 +41,32 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
-/// Releases in the background if the future that was releasing is dropped half-way, so
-/// a cancelled release never leaves a lock that nobody will release.
+/// Releases in the background if the future that was using the lock is dropped
+/// half-way (a cancelled acquire whose try may have taken the lock, a cancelled release),
+/// so no orphan blocks the posting for a whole ttl. Subject to the background-release rule
+/// of [`Inner::release_detached`].
 pub(crate) struct ReleaseOnDrop {
     inner: Arc<Inner>,
-    key: LockKey,
-    holder: Holder,
-    armed: bool,
+    lease: Option<Lease>,
 }
 
 impl ReleaseOnDrop {
-    pub(crate) fn new(inner: &Arc<Inner>, key: &LockKey, holder: &Holder) -> ReleaseOnDrop {
+    pub(crate) fn new(inner: &Arc<Inner>, lease: &Lease) -> ReleaseOnDrop {
         ReleaseOnDrop {
             inner: inner.clone(),
-            key: key.clone(),
-            holder: holder.clone(),
-            armed: true,
+            lease: Some(lease.clone()),
         }
     }
 
     pub(crate) fn disarm(mut self) {
-        self.armed = false;
+        self.lease = None;
     }
 }
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        if self.armed {
-            self.inner
-                .release_detached(self.key.clone(), self.holder.clone());
+        if let Some(lease) = self.lease.take() {
+            self.inner.release_detached(lease);
         }
     }
 }
@@ -117,33 +115,25 @@ impl LockGuard {
         self.lease.lost()
     }
 
-    /// Extends the lock to `ttl` from now (and renewals keep that ttl).
+    /// Sets the lock's ttl to `ttl` from now, shorter or longer than before; renewals keep
+    /// that ttl from then on, on the new schedule.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped half-way the extend may or may not reach the store; the lease's deadline
+    /// is then counted as if it had (the shorter of old and new), never later than what
+    /// the store holds.
     ///
     /// # Errors
     ///
     /// [`Error::LockLost`] when the lock is no longer held by this holder (the guard is
-    /// marked lost); a backend error when Redis cannot be reached (the lease is unchanged).
+    /// marked lost); [`Error::Config`] for a ttl under 10 ms; a backend error when Redis
+    /// cannot be reached (the deadline is then the shorter of old and new).
     pub async fn extend(&self, ttl: Duration) -> Result<(), Error> {
-        let ttl = crate::manager::check_ttl(ttl)?;
-        let start = Instant::now();
-        let ok = self
-            .inner
-            .store
-            .extend(self.key(), self.holder(), ttl)
-            .await?;
-        if ok {
-            self.inner
-                .metrics
-                .count(Counter::Extensions, Some(self.key().marketplace()));
-            self.lease.set_ttl(ttl);
-            if !self.inner.store.renews_implicitly() || !self.lease.renews() {
-                self.lease
-                    .valid_until(start + self.inner.store.validity(ttl));
-            }
+        let ttl = crate::options::check_ttl(ttl)?;
+        if self.inner.extend_lease(&self.lease, ttl).await? {
             Ok(())
         } else {
-            self.lease
-                .mark_lost("lock was gone or held by another holder when extending");
             Err(self.lost_error())
         }
     }
@@ -159,7 +149,9 @@ impl LockGuard {
         }
     }
 
-    fn stop_watchdog(&mut self) {
+    /// Stops renewals and marks the guard as let go.
+    fn let_go(&mut self) {
+        self.done = true;
         if std::mem::take(&mut self.kept) {
             self.inner.keeper.unregister(&self.lease);
         } else {
@@ -170,63 +162,71 @@ impl LockGuard {
     /// Releases the lock and tells whether it was still held.
     ///
     /// `Ok(false)` means the lock had already expired or been taken (the guard was lost).
+    /// With a holder id of your own, a lease already known lost is not released at all
+    /// (the id may hold a later acquisition now).
     ///
     /// # Cancel safety
     ///
     /// If this future is dropped before it finishes, the release goes on in a spawned
-    /// task: the lock is released either way.
+    /// task (for generated holder ids; see [`AcquireOptions::holder`]).
     ///
     /// # Errors
     ///
     /// A backend error when Redis cannot be reached; the lock then expires after its ttl.
+    ///
+    /// [`AcquireOptions::holder`]: crate::AcquireOptions::holder
     pub async fn release(mut self) -> Result<bool, Error> {
         use tracing::Instrument as _;
-        self.stop_watchdog();
-        self.done = true;
+        self.let_go();
+        if self.lease.holder_given() && self.lease.is_lost() {
+            return Ok(false);
+        }
         let span = tracing::debug_span!(target: "bidlock::guard", "release", key = %self.key(), holder = %self.holder(), token = self.fencing_token().get());
-        let on_drop = ReleaseOnDrop::new(&self.inner, self.key(), self.holder());
-        let result = self.inner.release_held(&self.lease).instrument(span).await;
+        let on_drop = ReleaseOnDrop::new(&self.inner, &self.lease);
+        let result = self.inner.release_lease(&self.lease).instrument(span).await;
         on_drop.disarm();
+        if let Ok(false) = result {
+            self.lease
+                .mark_lost("lock was gone or held by another holder at release");
+        }
         result
     }
 
-    /// Records that the posting was handled and releases the lock, atomically: later
-    /// acquirers get [`Error::AlreadyDone`] at once, for the configured retention.
+    /// Records that the posting was handled and releases the lock: later acquirers get
+    /// [`Error::AlreadyDone`] at once, for the configured retention.
+    ///
+    /// The record is written whoever holds the lock by now: once the bid is placed, no
+    /// one may place it again, even if this lease lapsed meanwhile (a partition longer
+    /// than the lease, renewal off). Transient errors are retried for up to twice the
+    /// response timeout.
+    ///
+    /// `Ok(true)`: recorded, and the lock released with it. `Ok(false)`: recorded, but the
+    /// lock had been lost before (another holder may have worked on the posting meanwhile:
+    /// the fencing token tells which is newer), or whether it was is unknown.
     ///
     /// # Cancel safety
     ///
-    /// If dropped half-way the record may or may not be written; the lock is then left
-    /// to expire after its ttl (releasing it could let another instance bid again).
+    /// If dropped half-way, the completion goes on in a spawned task: the record does not
+    /// depend on the caller still waiting.
     ///
     /// # Errors
     ///
-    /// [`Error::LockLost`] when the lock was no longer held (nothing is written); a
-    /// backend error when Redis cannot be reached (the lock then expires after its ttl).
-    pub async fn complete(mut self) -> Result<(), Error> {
-        self.stop_watchdog();
-        self.done = true;
-        let retention = self.inner.config.done_retention;
-        let ok = self.inner.store.complete(&self.lease, retention).await?;
-        if ok {
-            self.inner
-                .metrics
-                .count(Counter::Completions, Some(self.key().marketplace()));
-            tracing::debug!(target: "bidlock::guard", key = %self.key(), holder = %self.holder(), token = %self.fencing_token(), "completed");
-            Ok(())
-        } else {
-            self.lease
-                .mark_lost("lock was gone or held by another holder at completion");
-            Err(self.lost_error())
-        }
+    /// A backend error when the record could not be written within the retries: another
+    /// instance may then handle the posting again (the lock expires after its ttl).
+    pub async fn complete(mut self) -> Result<bool, Error> {
+        self.let_go();
+        let on_drop = CompleteOnDrop::new(&self.inner, &self.lease);
+        let result = crate::completion::complete(&self.inner, &self.lease).await;
+        on_drop.disarm();
+        result
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop_watchdog();
         if !self.done {
-            self.inner
-                .release_detached(self.key().clone(), self.holder().clone());
+            self.let_go();
+            self.inner.release_detached(self.lease.clone());
         }
     }
 }

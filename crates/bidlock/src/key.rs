@@ -3,12 +3,12 @@
 
 use std::fmt;
 
+pub use crate::keyspace::{KeySpace, DEFAULT_PREFIX};
+
 /// The longest marketplace id accepted, in bytes.
 pub const MAX_MARKETPLACE_LEN: usize = 64;
 /// The longest posting id accepted, in bytes.
 pub const MAX_POSTING_LEN: usize = 512;
-/// The default key prefix, compatible with the original Python system.
-pub const DEFAULT_PREFIX: &str = "bid_lock";
 
 /// A validated `(marketplace_id, posting_id)` pair: what one lock protects.
 ///
@@ -74,11 +74,14 @@ pub enum InvalidKey {
         /// Its byte offset.
         index: usize,
     },
-    /// A key prefix is not of the form `[A-Za-z0-9_.-]{1,64}`.
-    #[error("key prefix {prefix:?} is invalid: use 1-64 of A-Z, a-z, 0-9, '_', '.', '-'")]
+    /// A key prefix is refused: not of the form `[A-Za-z0-9_.-]{1,64}`, or its names could
+    /// reach another prefix's keys.
+    #[error("key prefix {prefix:?} is invalid: {reason}")]
     Prefix {
         /// The rejected prefix.
         prefix: String,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -170,108 +173,6 @@ impl fmt::Display for LockKey {
     }
 }
 
-/// The names bidlock uses in Redis for one prefix.
-///
-/// With the default prefix `bid_lock`:
-///
-/// | what | name |
-/// | --- | --- |
-/// | lock | `bid_lock:{marketplace}:{posting}` (value: holder id, `PX` ttl) |
-/// | completion record | `bid_done:{marketplace}:{posting}` |
-/// | fencing counter | `bid_lock_fence` (one per prefix, outside `bid_lock:*`) |
-/// | release channel | `bid_lock_released` (payload: the lock key) |
-/// | wait marker | `bid_lock_wait:{marketplace}:{posting}` (short-lived: someone waits) |
-///
-/// A prefix ending in `_lock` has its completion records under the same name ending in
-/// `_done` (`bid_lock` → `bid_done`, `staging_bid_lock` → `staging_bid_done`); any other
-/// prefix `p` uses `p_done`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySpace {
-    prefix: String,
-    done_prefix: String,
-}
-
-impl Default for KeySpace {
-    fn default() -> Self {
-        KeySpace {
-            prefix: DEFAULT_PREFIX.to_owned(),
-            done_prefix: "bid_done".to_owned(),
-        }
-    }
-}
-
-impl KeySpace {
-    /// A key space for `prefix`.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidKey::Prefix`] when the prefix is not `[A-Za-z0-9_.-]{1,64}`: other
-    /// characters (`:`, glob characters) would make keys ambiguous or SCAN patterns unsafe.
-    pub fn new(prefix: &str) -> Result<KeySpace, InvalidKey> {
-        if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(is_id_char) {
-            return Err(InvalidKey::Prefix {
-                prefix: prefix.to_owned(),
-            });
-        }
-        let done_prefix = match prefix.strip_suffix("_lock") {
-            Some(stem) if !stem.is_empty() => format!("{stem}_done"),
-            _ => format!("{prefix}_done"),
-        };
-        Ok(KeySpace {
-            prefix: prefix.to_owned(),
-            done_prefix,
-        })
-    }
-
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The lock's Redis key.
-    pub fn lock_key(&self, key: &LockKey) -> String {
-        format!("{}:{}", self.prefix, key.joined)
-    }
-
-    /// The completion record's Redis key.
-    pub fn done_key(&self, key: &LockKey) -> String {
-        format!("{}:{}", self.done_prefix, key.joined)
-    }
-
-    /// The wait marker's Redis key: set by a try that found the lock held, so that the
-    /// release publishes; without waiters, releases publish nothing.
-    pub fn wait_key(&self, key: &LockKey) -> String {
-        format!("{}_wait:{}", self.prefix, key.joined)
-    }
-
-    /// The fencing counter's Redis key.
-    pub fn fence_key(&self) -> String {
-        format!("{}_fence", self.prefix)
-    }
-
-    /// The pub/sub channel that release messages go to.
-    pub fn release_channel(&self) -> String {
-        format!("{}_released", self.prefix)
-    }
-
-    /// The SCAN pattern for locks, optionally of one marketplace. Marketplace ids cannot
-    /// contain glob characters, so the pattern matches exactly what it says.
-    pub fn scan_pattern(&self, marketplace: Option<&str>) -> String {
-        match marketplace {
-            Some(m) => format!("{}:{}:*", self.prefix, m),
-            None => format!("{}:*", self.prefix),
-        }
-    }
-
-    /// Parses a lock key back into its ids; `None` when the name is not a valid lock key
-    /// of this prefix.
-    pub fn parse_lock_key(&self, redis_key: &str) -> Option<LockKey> {
-        let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
-        let (m, p) = rest.split_once(':')?;
-        LockKey::new(m, p).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,33 +213,5 @@ mod tests {
         );
         assert!(LockKey::new("m", "p".repeat(512)).is_ok());
         assert!(LockKey::new("m".repeat(64), "p").is_ok());
-    }
-
-    #[test]
-    fn keys_are_unambiguous_and_parse_back() {
-        let ks = KeySpace::default();
-        let k = LockKey::new("a", "b:c").unwrap();
-        assert_eq!(ks.parse_lock_key(&ks.lock_key(&k)), Some(k));
-        assert_eq!(ks.parse_lock_key("bid_lock_fence"), None);
-        assert_eq!(ks.parse_lock_key("other:a:b"), None);
-    }
-
-    #[test]
-    fn prefixes() {
-        assert_eq!(
-            KeySpace::new("staging_bid_lock")
-                .unwrap()
-                .done_key(&LockKey::new("m", "p").unwrap()),
-            "staging_bid_done:m:p"
-        );
-        let ks = KeySpace::new("foo").unwrap();
-        assert_eq!(ks.fence_key(), "foo_fence");
-        assert_eq!(
-            ks.done_key(&LockKey::new("m", "p").unwrap()),
-            "foo_done:m:p"
-        );
-        assert!(KeySpace::new("a:b").is_err());
-        assert!(KeySpace::new("a*").is_err());
-        assert!(KeySpace::new("").is_err());
     }
 }

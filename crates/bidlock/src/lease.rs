@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -86,20 +86,57 @@ fn base() -> Instant {
 
 const FOREVER: u64 = u64::MAX;
 
+fn micros_since_base(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(FOREVER - 1)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(FOREVER - 1)
+}
+
+/// What a store guarantees for a lock taken or extended by a request sent at some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validity {
+    /// Held until the moment the request was sent plus this much: never later than the
+    /// store's own expiry (Redlock subtracts its clock-drift allowance).
+    For(Duration),
+    /// Held for as long as the lease lives and is not lost: the store keeps it itself
+    /// (the in-process store), so nothing needs renewing.
+    WhileHeld,
+}
+
+/// The validity bookkeeping, changed only under its lock (readers use `valid_until`).
+#[derive(Debug, Default)]
+struct Extends {
+    /// Extends started: only the newest one's reply may raise the deadline.
+    started: u64,
+    /// When the request that set the current deadline was sent (µs since `base()`).
+    confirmed_at: u64,
+    /// The shortest validity (µs) of an extend whose outcome is unknown: it may still
+    /// reach the store after later extends and shorten the lock, so no later deadline
+    /// may count on more than this from its own send.
+    uncertain: Option<u64>,
+}
+
 pub(crate) struct LeaseShared {
     pub(crate) key: LockKey,
     pub(crate) holder: Holder,
+    /// The holder id was given by the caller (not generated for this acquisition alone).
+    given: bool,
     pub(crate) token: AtomicU64,
     ttl_ms: AtomicU64,
-    renew: std::sync::atomic::AtomicBool,
+    renew: AtomicBool,
     keeper_id: AtomicU64,
-    released: std::sync::atomic::AtomicBool,
-    lost: std::sync::atomic::AtomicBool,
+    /// A notice asked for this lease to be checked at once.
+    check: AtomicBool,
+    released: AtomicBool,
+    lost: AtomicBool,
     lost_notify: Notify,
     reason: OnceLock<&'static str>,
-    /// Microseconds after `base()` until which the lease is known valid; FOREVER while a
-    /// store renews it implicitly.
+    /// Microseconds after `base()` until which the lease is known valid; FOREVER while
+    /// its store keeps it alive. Written under `extends`.
     valid_until: AtomicU64,
+    extends: Mutex<Extends>,
     metrics: Arc<Metrics>,
 }
 
@@ -120,19 +157,29 @@ impl fmt::Debug for Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(key: LockKey, holder: Holder, metrics: Arc<Metrics>) -> Lease {
+    pub(crate) fn new(
+        key: LockKey,
+        holder: Holder,
+        given: bool,
+        ttl: Duration,
+        renew: bool,
+        metrics: Arc<Metrics>,
+    ) -> Lease {
         Lease(Arc::new(LeaseShared {
             key,
             holder,
+            given,
             token: AtomicU64::new(0),
-            ttl_ms: AtomicU64::new(0),
-            renew: std::sync::atomic::AtomicBool::new(true),
+            ttl_ms: AtomicU64::new(ms(ttl)),
+            renew: AtomicBool::new(renew),
             keeper_id: AtomicU64::new(0),
-            released: std::sync::atomic::AtomicBool::new(false),
-            lost: std::sync::atomic::AtomicBool::new(false),
+            check: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             lost_notify: Notify::new(),
             reason: OnceLock::new(),
-            valid_until: AtomicU64::new(FOREVER),
+            valid_until: AtomicU64::new(0),
+            extends: Mutex::new(Extends::default()),
             metrics,
         }))
     }
@@ -159,7 +206,7 @@ impl Lease {
     /// Whether the lock may no longer be held: it was found gone or taken, or the lease
     /// ran past its last confirmed extension. On doubt this is `true`.
     pub fn is_lost(&self) -> bool {
-        if self.is_cancelled() {
+        if self.is_marked_lost() {
             return true;
         }
         let until = self.0.valid_until.load(Ordering::Acquire);
@@ -168,6 +215,10 @@ impl Lease {
 
     /// Resolves when the lease is found lost. Use it in `tokio::select!` to stop the
     /// critical section.
+    ///
+    /// It resolves when a renewal finds the lock gone or taken, when the lease runs out
+    /// without a confirmed renewal (then no later than its end, give or take the
+    /// scheduler), or when the manager is closed.
     ///
     /// # Cancel safety
     ///
@@ -188,10 +239,10 @@ impl Lease {
         }
     }
 
-    /// Until when the lease is confirmed valid: the start of the last successful acquire
-    /// or extension plus the ttl (measured before the request was sent, so it is never
-    /// later than the expiry in Redis). `None` while the store keeps it valid for as long
-    /// as the guard lives (memory with renewal).
+    /// Until when the lease is confirmed valid: when the last successful acquire or
+    /// extension was sent, plus its ttl (less Redlock's drift allowance), so it is never
+    /// later than the expiry in Redis. `None` while the store keeps the lease valid for as
+    /// long as the guard lives (memory with renewal).
     pub fn expires_at(&self) -> Option<std::time::Instant> {
         self.deadline().map(Instant::into_std)
     }
@@ -214,16 +265,70 @@ impl Lease {
         tracing::warn!(target: "bidlock::lease", key = %self.0.key, holder = %self.0.holder, %reason, "lock lost");
     }
 
-    /// The lease is valid until `deadline` unless extended again.
-    pub(crate) fn valid_until(&self, deadline: Instant) {
-        self.0
-            .valid_until
-            .store(micros_since_base(deadline), Ordering::Release);
+    pub(crate) fn is_marked_lost(&self) -> bool {
+        self.0.lost.load(Ordering::Acquire)
     }
 
-    /// The lease is renewed implicitly by its store for as long as it lives.
-    pub(crate) fn valid_while_alive(&self) {
-        self.0.valid_until.store(FOREVER, Ordering::Release);
+    fn extends(&self) -> MutexGuard<'_, Extends> {
+        // The critical sections below do not panic; recover from poisoning regardless.
+        self.0.extends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The acquire sent at `sent` succeeded with `validity`.
+    pub(crate) fn confirm(&self, sent: Instant, validity: Validity) {
+        let mut st = self.extends();
+        st.confirmed_at = micros_since_base(sent);
+        let until = match validity {
+            Validity::WhileHeld => FOREVER,
+            Validity::For(d) => st.confirmed_at.saturating_add(micros(d)),
+        };
+        self.0.valid_until.store(until, Ordering::Release);
+    }
+
+    /// An extend to `ttl`, promising `validity`, is about to be sent at `sent`. Renewals
+    /// use the new ttl from now on, and the deadline drops to what this extend alone would
+    /// guarantee: if it shortens the lock and its reply is lost, the store still holds the
+    /// lock at least that long, and no longer than before. Returns the extend's number.
+    pub(crate) fn begin_extend(&self, sent: Instant, ttl: Duration, validity: Validity) -> u64 {
+        self.0.ttl_ms.store(ms(ttl), Ordering::Release);
+        let mut st = self.extends();
+        st.started += 1;
+        if let Validity::For(d) = validity {
+            let floor = micros_since_base(sent).saturating_add(st.bounded(d));
+            self.0.valid_until.fetch_min(floor, Ordering::AcqRel);
+        }
+        st.started
+    }
+
+    /// Extend number `n`, sent at `sent`, succeeded. Only the newest extend moves the
+    /// deadline forward: an older reply says nothing about what a newer request did.
+    /// Returns whether it was applied.
+    pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Validity) -> bool {
+        let mut st = self.extends();
+        if st.started != n {
+            return false;
+        }
+        if let Validity::For(d) = validity {
+            st.confirmed_at = micros_since_base(sent);
+            let until = st.confirmed_at.saturating_add(st.bounded(d));
+            self.0.valid_until.store(until, Ordering::Release);
+        }
+        true
+    }
+
+    /// An extend promising `validity` failed without a known outcome: it may still reach
+    /// the store later.
+    pub(crate) fn extend_unknown(&self, validity: Validity) {
+        if let Validity::For(d) = validity {
+            let mut st = self.extends();
+            let d = micros(d);
+            st.uncertain = Some(st.uncertain.map_or(d, |u| u.min(d)));
+        }
+    }
+
+    /// When the lease's current validity was confirmed (the send time of that request).
+    pub(crate) fn confirmed_at(&self) -> Instant {
+        base() + Duration::from_micros(self.extends().confirmed_at)
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -231,21 +336,17 @@ impl Lease {
         (until != FOREVER).then(|| base() + Duration::from_micros(until))
     }
 
-    pub(crate) fn set_ttl(&self, ttl: Duration) {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.0.ttl_ms.store(ms, Ordering::Release);
-    }
-
     pub(crate) fn ttl(&self) -> Duration {
         Duration::from_millis(self.0.ttl_ms.load(Ordering::Acquire))
     }
 
-    pub(crate) fn set_renews(&self, renew: bool) {
-        self.0.renew.store(renew, Ordering::Release);
-    }
-
     pub(crate) fn renews(&self) -> bool {
         self.0.renew.load(Ordering::Acquire)
+    }
+
+    /// Whether the caller chose the holder id (it may be shared with other acquisitions).
+    pub(crate) fn holder_given(&self) -> bool {
+        self.0.given
     }
 
     pub(crate) fn keeper_id(&self) -> u64 {
@@ -254,6 +355,16 @@ impl Lease {
 
     pub(crate) fn set_keeper_id(&self, id: u64) {
         self.0.keeper_id.store(id, Ordering::Release);
+    }
+
+    /// Asks the keeper's next attention to verify the lock (not just wait for the end).
+    pub(crate) fn mark_check(&self) {
+        self.0.check.store(true, Ordering::Release);
+    }
+
+    /// Whether a check was asked for (and clears the request).
+    pub(crate) fn take_check(&self) -> bool {
+        self.0.check.swap(false, Ordering::AcqRel)
     }
 
     /// The guard let go of the lock (released, completed or dropped): no more renewals,
@@ -266,11 +377,20 @@ impl Lease {
         self.0.released.load(Ordering::Acquire)
     }
 
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.0.lost.load(Ordering::Acquire)
+    /// Whether two handles are the same acquisition.
+    pub(crate) fn same(&self, other: &Arc<LeaseShared>) -> bool {
+        Arc::ptr_eq(&self.0, other)
     }
 }
 
-fn micros_since_base(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(FOREVER - 1)
+impl Extends {
+    /// `d` (µs), or less when an extend with an unknown outcome promised less.
+    fn bounded(&self, d: Duration) -> u64 {
+        let d = micros(d);
+        self.uncertain.map_or(d, |u| u.min(d))
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -7,7 +7,7 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), bidlock::Error> {
 //! use std::time::Duration;
-//! use bidlock::{AcquireOptions, LockKey};
+//! use bidlock::{AcquireOptions, BidOutcome, LockKey};
 //!
 //! // Redis when REDIS_URL / REDIS_HOST point at one that answers, else memory.
 //! let manager = bidlock::connect().await?;
@@ -22,8 +22,11 @@
 //!     })
 //!     .await;
 //! match outcome {
-//!     Ok(Ok(token)) => println!("bid placed with fencing token {token}"),
-//!     Ok(Err(bid_error)) => println!("bid failed, another instance may retry: {bid_error}"),
+//!     Ok(BidOutcome::Placed(token)) => println!("bid placed with fencing token {token}"),
+//!     Ok(BidOutcome::Unrecorded { value, error }) => {
+//!         println!("bid {value} placed, but not recorded ({error}): another instance may bid again")
+//!     }
+//!     Ok(BidOutcome::Failed(bid_error)) => println!("bid failed, another instance may retry: {bid_error}"),
 //!     Err(e) if e.is_already_done() => println!("someone already bid"),
 //!     Err(e) if e.is_timeout() => println!("another instance is bidding"),
 //!     Err(e) => return Err(e),
@@ -34,12 +37,13 @@
 //!
 //! What it gives beyond a plain lock:
 //!
-//! - **Fencing tokens**: every acquire returns a token greater than all before it, so the
+//! - **Fencing tokens**: every acquire returns a token greater than all before it (a
+//!   hybrid logical clock: above the last token and above the server clock in µs), so the
 //!   receiver of a bid can refuse a holder that paused past its ttl.
 //! - **Renewed leases**: a watchdog extends the ttl every ttl/3 while the guard lives,
 //!   and reports loss ([`LockGuard::lost`]).
 //! - **Exactly-once bids**: [`BidLockManager::bid_once`] records completion atomically
-//!   with the release.
+//!   with the release, and records a placed bid even if the lease lapsed meanwhile.
 //! - **Fast, fair handover**: waiters are woken by the release (pub/sub), first come
 //!   first served within a process; polling with backoff is only the safety net.
 //!
@@ -50,32 +54,42 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod acquire;
 mod backend;
 mod backoff;
+mod bid;
+mod completion;
 mod config;
 mod error;
 mod guard;
+mod health;
 mod keeper;
 mod key;
+mod keyspace;
 mod lease;
 mod manager;
 mod metrics;
+mod notices;
+mod options;
 mod waiters;
 
 pub use backend::{LockInfo, LockStatus};
 pub use backoff::RetryPolicy;
+pub use bid::BidOutcome;
 pub use config::{
     parse_seconds, Backend, Config, ConfigBuilder, RedisTarget, DEFAULT_DETECT_TIMEOUT,
     DEFAULT_DONE_RETENTION, DEFAULT_IO_TIMEOUT, DEFAULT_REDIS_URL, DEFAULT_TTL, ENV_VARS,
 };
 pub use error::{ConfigError, Error};
 pub use guard::LockGuard;
+pub use health::Health;
 pub use key::{
     InvalidKey, KeySpace, LockKey, DEFAULT_PREFIX, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN,
 };
 pub use lease::{FencingToken, Holder, Lease};
-pub use manager::{connect, AcquireOptions, BidLockManager, DEFAULT_WAIT};
+pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};
+pub use options::{AcquireOptions, DEFAULT_WAIT};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -11,6 +11,7 @@ pub(crate) struct Metrics {
     pub(crate) lock_attempts: AtomicU64,
     pub(crate) lock_successes: AtomicU64,
     pub(crate) lock_conflicts: AtomicU64,
+    pub(crate) lock_busy_tries: AtomicU64,
     pub(crate) lock_timeouts: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) releases: AtomicU64,
@@ -30,6 +31,7 @@ pub(crate) enum Counter {
     LockAttempts,
     LockSuccesses,
     LockConflicts,
+    LockBusyTries,
     LockTimeouts,
     RedisErrors,
     Releases,
@@ -49,6 +51,7 @@ impl Counter {
             Counter::LockAttempts => "bidlock_lock_attempts_total",
             Counter::LockSuccesses => "bidlock_lock_successes_total",
             Counter::LockConflicts => "bidlock_lock_conflicts_total",
+            Counter::LockBusyTries => "bidlock_lock_busy_tries_total",
             Counter::LockTimeouts => "bidlock_lock_timeouts_total",
             Counter::RedisErrors => "bidlock_redis_errors_total",
             Counter::Releases => "bidlock_releases_total",
@@ -68,6 +71,7 @@ impl Metrics {
             Counter::LockAttempts => &self.lock_attempts,
             Counter::LockSuccesses => &self.lock_successes,
             Counter::LockConflicts => &self.lock_conflicts,
+            Counter::LockBusyTries => &self.lock_busy_tries,
             Counter::LockTimeouts => &self.lock_timeouts,
             Counter::RedisErrors => &self.redis_errors,
             Counter::Releases => &self.releases,
@@ -117,6 +121,7 @@ impl Metrics {
             lock_attempts: self.lock_attempts.load(Relaxed),
             lock_successes: self.lock_successes.load(Relaxed),
             lock_conflicts: self.lock_conflicts.load(Relaxed),
+            lock_busy_tries: self.lock_busy_tries.load(Relaxed),
             lock_timeouts: self.lock_timeouts.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
             releases: self.releases.load(Relaxed),
@@ -149,8 +154,12 @@ pub struct MetricsSnapshot {
     pub lock_attempts: u64,
     /// Acquires that got the lock.
     pub lock_successes: u64,
-    /// Tries that found the lock held by another holder.
+    /// Acquires that found the lock held by another holder (once per acquire, however
+    /// many tries it made: the original system's meaning, so its `lock_conflicts > 100`
+    /// alert keeps working).
     pub lock_conflicts: u64,
+    /// Tries that found the lock held (an acquire that waits may try several times).
+    pub lock_busy_tries: u64,
     /// Acquires that gave up when their wait ran out.
     pub lock_timeouts: u64,
     /// Failed backend commands (Redis errors, timeouts, lost connections).
@@ -190,7 +199,7 @@ impl MetricsSnapshot {
             let _ = write!(lbl, ",{}=\"{}\"", k, escape_label(v));
         }
         let mut out = String::new();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             ("lock_attempts", "Calls to acquire.", self.lock_attempts),
             (
                 "lock_successes",
@@ -199,8 +208,13 @@ impl MetricsSnapshot {
             ),
             (
                 "lock_conflicts",
-                "Tries that found the lock held by another holder.",
+                "Acquires that found the lock held by another holder.",
                 self.lock_conflicts,
+            ),
+            (
+                "lock_busy_tries",
+                "Tries that found the lock held by another holder.",
+                self.lock_busy_tries,
             ),
             (
                 "lock_timeouts",
@@ -414,6 +428,6 @@ mod tests {
         assert!(text.contains(
             "bidlock_lock_attempts_total{backend=\"memory\",marketplace=\"up\\\"work\"} 3"
         ));
-        assert_eq!(text.matches("# TYPE").count(), 13);
+        assert_eq!(text.matches("# TYPE").count(), 14);
     }
 }

@@ -381,7 +381,7 @@ async fn status_and_locks_listing(fx: Fx) {
         .await
         .unwrap();
     let st = fx.manager.status(&key("s1")).await.unwrap();
-    assert_eq!(st.redis_key, "bid_lock:upwork:s1");
+    assert_eq!(st.redis_key, fx.lock_key(&key("s1")));
     assert_eq!(st.holder.as_deref(), Some("h1"));
     let left = st.ttl_left_ms.unwrap();
     assert!(left > 50_000 && left <= 60_000, "{left}");

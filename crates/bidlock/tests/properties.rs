@@ -110,8 +110,70 @@ proptest! {
     }
 
     #[test]
-    fn prefixes_validate(p in ".{0,70}") {
+    fn prefixes_validate(p in prop_oneof![".{0,70}".boxed(), adversarial_prefix().boxed()]) {
         let ok = KeySpace::new(&p).is_ok();
-        prop_assert_eq!(ok, valid_marketplace(&p));
+        prop_assert_eq!(ok, valid_prefix(&p), "{:?}", p);
     }
+
+    #[test]
+    fn no_prefix_reaches_another_prefixs_keys(p in adversarial_prefix(), q in adversarial_prefix(), post in "[a-z:_]{1,12}") {
+        let (Ok(a), Ok(b)) = (KeySpace::new(&p), KeySpace::new(&q)) else {
+            return Ok(());
+        };
+        if p == q {
+            return Ok(());
+        }
+        let keys: Vec<LockKey> = ["m", "done", "wait", "bid_lock", "x_done"]
+            .iter()
+            .map(|m| LockKey::new(*m, &post).unwrap())
+            .collect();
+        let names = |ks: &KeySpace| -> Vec<String> {
+            let mut v = vec![ks.fence_key()];
+            for k in &keys {
+                v.extend([ks.lock_key(k), ks.done_key(k), ks.wait_key(k)]);
+            }
+            v
+        };
+        let (na, nb) = (names(&a), names(&b));
+        for n in &na {
+            prop_assert!(!nb.contains(n), "{} and {} share {}", p, q, n);
+        }
+        prop_assert_ne!(a.release_channel(), b.release_channel());
+        // SCAN patterns are `head:*` with no other glob character: a name matches when it
+        // starts with the head and its colon.
+        for pattern in [a.scan_pattern(None), a.done_pattern(), a.wait_pattern()] {
+            let head = pattern.strip_suffix('*').unwrap();
+            for n in &nb {
+                prop_assert!(!n.starts_with(head), "{}'s pattern {} matches {}'s {}", p, pattern, q, n);
+            }
+        }
+    }
+}
+
+/// The prefix rule, restated: an id, not ending in a derived name's suffix, and not `bid`
+/// (whose records would be the default prefix's `bid_done`).
+fn valid_prefix(p: &str) -> bool {
+    valid_marketplace(p)
+        && !["_done", "_wait", "_queue", "_fence", "_released"]
+            .iter()
+            .any(|s| p.ends_with(s))
+        && p != "bid"
+}
+
+/// Prefixes built to collide: stems that are other prefixes' heads, with derived suffixes.
+fn adversarial_prefix() -> impl Strategy<Value = String> {
+    (
+        prop_oneof!["bid", "bid_lock", "a", "x_y", "bid_done", "[a-z_]{1,6}"],
+        prop_oneof![
+            "",
+            "_lock",
+            "_done",
+            "_wait",
+            "_fence",
+            "_released",
+            "_queue",
+            "_lock_wait"
+        ],
+    )
+        .prop_map(|(stem, suffix)| format!("{stem}{suffix}"))
 }

@@ -225,3 +225,38 @@ async fn two_nodes_are_refused_with_a_clear_error() {
     assert!(err.is_invalid_input(), "{err}");
     assert!(err.to_string().contains("at least 3"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_completion_need_a_majority() {
+    let (mut servers, urls) = start(3);
+    let m = redlock(&urls).await;
+    let released = m
+        .acquire(&key("maj-release"), &AcquireOptions::new())
+        .await
+        .unwrap();
+    let completed = m
+        .acquire(&key("maj-complete"), &AcquireOptions::new())
+        .await
+        .unwrap();
+    let holder = released.holder().clone();
+    servers[0].kill();
+    servers[1].kill();
+    // One node of three cannot release or record: an error, never "done".
+    let e = m.release(&key("maj-release"), &holder).await.unwrap_err();
+    assert!(matches!(e, bidlock::Error::NoQuorum { .. }), "{e}");
+    let e = released.release().await.unwrap_err();
+    assert!(matches!(e, bidlock::Error::NoQuorum { .. }), "{e}");
+    let e = completed.complete().await.unwrap_err();
+    assert!(matches!(e, bidlock::Error::NoQuorum { .. }), "{e}");
+    // With a majority back, both work again.
+    servers[0].restart();
+    let g = common::acquire_eventually(
+        &m,
+        &key("maj-after"),
+        &AcquireOptions::new(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(g.complete().await.unwrap());
+    assert!(m.is_done(&key("maj-after")).await.unwrap());
+}

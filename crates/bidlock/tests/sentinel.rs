@@ -24,9 +24,11 @@ async fn follows_the_master_through_a_failover() {
         .redis_url(cluster.url())
         .response_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_secs(1))
+        // Only a release message can wake a waiter quickly (checked at the end).
+        .retry(common::no_polling())
         .build()
         .unwrap();
-    let m = BidLockManager::new(cfg).await.unwrap();
+    let m = BidLockManager::new(cfg.clone()).await.unwrap();
     assert!(m.location().starts_with("redis+sentinel://"));
     let g = m
         .acquire(
@@ -86,4 +88,33 @@ async fn follows_the_master_through_a_failover() {
         assert_eq!(kept.as_deref(), Some(g.holder().as_str()));
         assert!(g.release().await.unwrap());
     }
+    // The release subscriber followed the master too: a waiter of the manager that
+    // predates the failover is woken by a release on the new master, not by polling.
+    let other = BidLockManager::new(cfg).await.unwrap();
+    let k = key("handover");
+    let held = other.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (m, k) = (m.clone(), k.clone());
+        tokio::spawn(async move {
+            m.acquire(&k, &AcquireOptions::new().timeout(Duration::from_secs(20)))
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.metrics().lock_busy_tries == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let released_at = std::time::Instant::now();
+    assert!(held.release().await.unwrap());
+    let g3 = waiter.await.unwrap().unwrap();
+    assert!(
+        released_at.elapsed() < Duration::from_secs(3),
+        "woken after {:?}: the subscriber did not follow the failover",
+        released_at.elapsed()
+    );
+    drop(g3);
 }

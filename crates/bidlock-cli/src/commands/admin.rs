@@ -120,30 +120,44 @@ pub(crate) async fn cleanup(g: &Global, yes: bool) -> Result<u8, CliError> {
 
 pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
     let m = g.manager(true).await?;
-    match m.ping().await {
-        Ok(rtt) => {
-            if g.json {
-                print_json(
-                    &json!({ "ok": true, "backend": m.backend().to_string(), "location": m.location(), "latency_ms": rtt.as_secs_f64() * 1000.0 }),
-                );
-            } else {
-                print(&format!(
-                    "ok {} latency {:.2} ms\n",
-                    m.location(),
-                    rtt.as_secs_f64() * 1000.0
-                ));
-            }
-            Ok(exit::OK)
-        }
+    let h = match m.health().await {
+        Ok(h) => h,
         Err(e) => {
             if g.json {
                 print_json(
                     &json!({ "ok": false, "location": m.location(), "error": e.to_string() }),
                 );
             }
-            Err(CliError::new(exit::UNAVAILABLE, e.to_string()))
+            return Err(CliError::new(exit::UNAVAILABLE, e.to_string()));
         }
+    };
+    let policy = match (&h.maxmemory_policy, h.backend) {
+        (Some(p), _) => p.as_str(),
+        (None, "memory") => "n/a",
+        (None, _) => "unknown",
+    };
+    let latency_ms = (h.latency.as_secs_f64() * 1e5).round() / 100.0;
+    if h.can_evict() == Some(true) {
+        eprintln!(
+            "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
+        );
     }
+    if g.json {
+        print_json(&json!({
+            "ok": true,
+            "backend": h.backend,
+            "location": h.location,
+            "latency_ms": latency_ms,
+            "maxmemory_policy": policy,
+            "can_evict": h.can_evict(),
+        }));
+    } else {
+        print(&format!(
+            "ok {} latency {latency_ms:.2} ms, maxmemory-policy {policy}\n",
+            h.location
+        ));
+    }
+    Ok(exit::OK)
 }
 
 /// Acquire, contend, release and complete a few locks in a marketplace of its own, then

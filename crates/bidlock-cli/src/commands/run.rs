@@ -127,6 +127,11 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
         tokio::select! {
             status = child.wait() => break status,
             _ = &mut lost => {
+                // The command may have finished just before the loss was seen: then it
+                // did its work while we held the lock, and its exit decides.
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Ok(status);
+                }
                 eprintln!(
                     "bidlock: lock {redis_key} lost ({}); stopping the command",
                     guard.lease().lost_reason().unwrap_or("unknown")
@@ -151,13 +156,19 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
         }
     };
     if args.once && code == 0 {
+        // The command did its work: record it whoever holds the lock by now.
         match guard.complete().await {
-            Ok(()) => {}
-            Err(e) if e.is_lost() => {
-                eprintln!("bidlock: {e}; completion not recorded");
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("bidlock: completion of {redis_key} recorded, but the lock was lost before the command finished");
                 return Ok(exit::LOCK_LOST);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(CliError::new(
+                    exit::UNAVAILABLE,
+                    format!("the command succeeded but its completion could not be recorded: {e}"),
+                ))
+            }
         }
     } else {
         match guard.release().await {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, BidLockManager, FencingToken, Histogram, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, BidOutcome, FencingToken, Histogram, LockKey};
 use clap::Args;
 use serde::Serialize;
 
@@ -188,10 +188,16 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
                     })
                     .await;
                 match outcome {
-                    Ok(Ok(true)) => {
+                    Ok(BidOutcome::Placed(true)) => {
                         counts.bids.fetch_add(1, Relaxed);
                     }
-                    Ok(Ok(false)) | Ok(Err(_)) => {}
+                    Ok(BidOutcome::Unrecorded { value, .. }) => {
+                        if value {
+                            counts.bids.fetch_add(1, Relaxed);
+                        }
+                        counts.errors.fetch_add(1, Relaxed);
+                    }
+                    Ok(BidOutcome::Placed(false) | BidOutcome::Failed(_)) => {}
                     Err(e) if e.is_already_done() => {
                         counts.done.fetch_add(1, Relaxed);
                         if let Some(at) = ledger.bid_at(p) {

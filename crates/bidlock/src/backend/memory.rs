@@ -7,12 +7,12 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use super::{completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe};
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease, LeaseShared};
@@ -30,6 +30,8 @@ struct Entry {
     expires_at: Instant,
     ttl: Duration,
     renew: bool,
+    /// The manager (store handle) that took it: `close` releases only its own.
+    owner: u64,
     lease: Weak<LeaseShared>,
 }
 
@@ -42,7 +44,7 @@ impl Entry {
         }
         if self.renew {
             if let Some(lease) = self.lease.upgrade() {
-                if !Lease(lease).is_cancelled() {
+                if !Lease(lease).is_marked_lost() {
                     self.expires_at = now + self.ttl;
                     return true;
                 }
@@ -59,6 +61,13 @@ impl Entry {
 
     fn ttl_left(&self, now: Instant) -> Duration {
         self.expires_at.saturating_duration_since(now)
+    }
+
+    /// Whether this entry is `lease`'s acquisition (not merely the same holder id).
+    fn is(&self, lease: &Lease) -> bool {
+        self.lease
+            .upgrade()
+            .is_some_and(|shared| lease.same(&shared))
     }
 }
 
@@ -121,9 +130,28 @@ impl Shard {
             None => false,
         }
     }
+
+    /// The entry of `key` if it is `lease`'s live acquisition (or, without a lease,
+    /// any live acquisition by `holder`).
+    fn own(
+        &mut self,
+        key: &LockKey,
+        holder: &Holder,
+        lease: Option<&Lease>,
+        now: Instant,
+    ) -> Option<&mut Entry> {
+        let e = self.locks.get_mut(key)?;
+        let mine = match lease {
+            Some(l) => e.is(l),
+            None => e.holder == *holder,
+        };
+        (mine && e.live(now)).then_some(e)
+    }
 }
 
-pub(crate) struct MemoryStore {
+/// The locks of one prefix in this process. Every manager of that prefix shares it, so
+/// two managers of one process exclude each other, as two clients of one Redis do.
+struct Core {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     fence: AtomicU64,
@@ -131,43 +159,89 @@ pub(crate) struct MemoryStore {
     queues: Arc<WaitQueues>,
 }
 
+/// The process-wide stores, by prefix; an entry lives while a manager uses it.
+static CORES: LazyLock<Mutex<HashMap<String, Weak<Core>>>> = LazyLock::new(Mutex::default);
+static OWNERS: AtomicU64 = AtomicU64::new(1);
+
+/// One manager's handle on the in-process store of its prefix.
+pub(crate) struct MemoryStore {
+    core: Arc<Core>,
+    owner: u64,
+}
+
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").finish_non_exhaustive()
+        f.debug_struct("MemoryStore")
+            .field("prefix", &self.core.keys.prefix())
+            .finish_non_exhaustive()
     }
 }
 
-/// Seeds fencing counters from the wall clock in microseconds, so tokens keep
-/// increasing across restarts of the process (as long as the clock does not go back and
-/// fewer than a million tokens a second are issued on average).
-pub(crate) fn clock_seed() -> u64 {
+/// The wall clock in microseconds since the Unix epoch (0 if it is before the epoch).
+pub(crate) fn clock_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
         .unwrap_or(0)
 }
 
+/// The next fencing token: a hybrid logical clock, above the last token and above the
+/// wall clock in µs, as the Redis acquire script computes it. Tokens then keep increasing
+/// across restarts of the process, as long as the clock does not step back further than
+/// the time between two acquires.
+fn next_token(fence: &AtomicU64) -> u64 {
+    let now = clock_us();
+    let prev = fence
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            Some(c.saturating_add(1).max(now))
+        })
+        .unwrap_or_else(|c| c);
+    prev.saturating_add(1).max(now)
+}
+
+fn lock_shard(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Shard critical sections do not panic; recover from poisoning regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl MemoryStore {
-    pub(crate) fn new(keys: KeySpace, queues: Arc<WaitQueues>) -> MemoryStore {
+    /// Joins the process-wide store of `keys`' prefix, creating it if no manager uses it.
+    pub(crate) fn shared(keys: KeySpace) -> MemoryStore {
+        let mut cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+        cores.retain(|_, c| c.strong_count() > 0);
+        let core = match cores.get(keys.prefix()).and_then(Weak::upgrade) {
+            Some(core) => core,
+            None => {
+                let core = Arc::new(Core {
+                    shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                    hasher: RandomState::default(),
+                    fence: AtomicU64::new(0),
+                    queues: Arc::default(),
+                    keys: keys.clone(),
+                });
+                cores.insert(keys.prefix().to_owned(), Arc::downgrade(&core));
+                core
+            }
+        };
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::default(),
-            fence: AtomicU64::new(clock_seed()),
-            keys,
-            queues,
+            core,
+            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
+    /// The wait queues of this store: shared by the managers of the prefix, so a release
+    /// through one wakes the waiters of all, first come first served.
+    pub(crate) fn queues(&self) -> Arc<WaitQueues> {
+        self.core.queues.clone()
+    }
+
     fn shard(&self, key: &LockKey) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // Shard critical sections do not panic; recover from poisoning regardless.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        let i = (self.core.hasher.hash_one(key) as usize) % SHARDS;
+        lock_shard(&self.core.shards[i])
     }
 
     fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
+        self.core.shards.iter().map(lock_shard)
     }
 
     pub(crate) async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
@@ -189,7 +263,7 @@ impl MemoryStore {
             }
             e.lose("lock expired and was taken by another holder");
         }
-        let token = self.fence.fetch_add(1, Ordering::AcqRel) + 1;
+        let token = next_token(&self.core.fence);
         shard.locks.insert(
             req.key.clone(),
             Entry {
@@ -197,88 +271,87 @@ impl MemoryStore {
                 expires_at: now + req.ttl,
                 ttl: req.ttl,
                 renew: req.renew,
+                owner: self.owner,
                 lease: Arc::downgrade(&req.lease.0),
             },
         );
         shard.maybe_sweep(now);
-        Attempt::Acquired {
-            token,
-            valid_for: None,
-        }
+        Attempt::Acquired { token }
     }
 
-    pub(crate) fn release_sync(&self, key: &LockKey, holder: &Holder) -> bool {
-        let now = Instant::now();
-        let released = {
-            let mut shard = self.shard(key);
-            match shard.locks.get_mut(key) {
-                Some(e) if e.holder == *holder => {
-                    let live = e.live(now);
-                    shard.locks.remove(key);
-                    live
-                }
-                _ => false,
-            }
-        };
-        if released {
-            self.queues.signal(key);
-        }
-        released
-    }
-
-    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        Ok(self.release_sync(key, holder))
-    }
-
-    pub(crate) async fn extend(
+    pub(crate) async fn release(
         &self,
         key: &LockKey,
         holder: &Holder,
-        ttl: Duration,
+        lease: Option<&Lease>,
     ) -> Result<bool, Error> {
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        Ok(match shard.locks.get_mut(key) {
-            Some(e) if e.holder == *holder => {
-                let live = e.live(now);
-                if live {
-                    e.expires_at = now + ttl;
-                    e.ttl = ttl;
-                }
-                live
+        let released = {
+            let mut shard = self.shard(key);
+            let mine = shard.own(key, holder, lease, now).is_some();
+            if mine {
+                shard.locks.remove(key);
             }
-            _ => false,
-        })
+            mine
+        };
+        if released {
+            self.core.queues.signal(key);
+        }
+        Ok(released)
     }
 
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+    pub(crate) async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
         let now = Instant::now();
-        let key = lease.key();
-        let done = {
-            let mut shard = self.shard(key);
-            let held = shard
-                .locks
-                .get_mut(key)
-                .is_some_and(|e| e.holder == *lease.holder() && e.live(now));
-            match held {
-                true => {
-                    shard.locks.remove(key);
-                    shard.done.insert(
-                        key.clone(),
-                        Done {
-                            record: format!("{} {}", lease.fencing_token(), lease.holder()),
-                            expires_at: now + retention,
-                        },
-                    );
+        let mut shard = self.shard(lease.key());
+        Ok(
+            match shard.own(lease.key(), lease.holder(), Some(lease), now) {
+                Some(e) => {
+                    e.expires_at = now + ttl;
+                    e.ttl = ttl;
                     true
                 }
-                false => false,
+                None => false,
+            },
+        )
+    }
+
+    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut shard = self.shard(lease.key());
+        Ok(shard
+            .own(lease.key(), lease.holder(), Some(lease), now)
+            .is_some())
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        lease: &Lease,
+        retention: Duration,
+    ) -> Result<Completed, Error> {
+        let now = Instant::now();
+        let key = lease.key();
+        let outcome = {
+            let mut shard = self.shard(key);
+            let held = shard.own(key, lease.holder(), Some(lease), now).is_some();
+            if held {
+                shard.locks.remove(key);
+            }
+            shard.done.insert(
+                key.clone(),
+                Done {
+                    record: completion_record(lease),
+                    expires_at: now + retention,
+                },
+            );
+            if held {
+                Completed::Released
+            } else {
+                Completed::NotHeld
             }
         };
-        if done {
-            self.queues.signal(key);
-        }
-        Ok(done)
+        // Waiters wake either way: with the record present they get "already done".
+        self.core.queues.signal(key);
+        Ok(outcome)
     }
 
     pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
@@ -286,7 +359,7 @@ impl MemoryStore {
         let released = removed.is_some();
         if let Some(e) = removed {
             e.lose("lock released by force");
-            self.queues.signal(key);
+            self.core.queues.signal(key);
         }
         Ok(released)
     }
@@ -313,7 +386,7 @@ impl MemoryStore {
             _ => (None, None),
         };
         Ok(LockStatus {
-            redis_key: self.keys.lock_key(key),
+            redis_key: self.core.keys.lock_key(key),
             holder,
             ttl_left_ms: ttl,
             done,
@@ -330,7 +403,7 @@ impl MemoryStore {
                     continue;
                 }
                 out.push(LockInfo {
-                    redis_key: self.keys.lock_key(k),
+                    redis_key: self.core.keys.lock_key(k),
                     marketplace: k.marketplace().to_owned(),
                     posting: k.posting().to_owned(),
                     holder: e.holder.to_string(),
@@ -342,26 +415,40 @@ impl MemoryStore {
         Ok(out)
     }
 
-    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+    /// Removes the locks for which `pick` is true, telling their holders first.
+    fn remove_where(&self, reason: &'static str, pick: impl Fn(&Entry) -> bool) -> u64 {
         let mut removed = 0u64;
         for mut shard in self.shards() {
-            for (_, e) in shard.locks.drain() {
-                e.lose("lock removed by cleanup_all");
+            shard.locks.retain(|_, e| {
+                if !pick(e) {
+                    return true;
+                }
+                e.lose(reason);
                 removed += 1;
-            }
-            shard.locks.shrink_to_fit();
+                false
+            });
         }
-        self.queues.signal_all();
-        Ok(removed)
+        self.core.queues.signal_all();
+        removed
+    }
+
+    pub(crate) async fn cleanup_all(&self) -> Result<u64, Error> {
+        Ok(self.remove_where("lock removed by cleanup_all", |_| true))
     }
 
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         Ok(())
     }
 
+    pub(crate) async fn probe(&self) -> Probe {
+        Probe::default()
+    }
+
+    /// Releases the locks taken through this handle (other managers of the prefix keep
+    /// theirs), marking each lease lost before its lock goes.
     pub(crate) async fn close(&self) {
-        // Locks of a closed in-process store cannot be held by anyone else.
-        let _ = self.cleanup_all().await;
+        let owner = self.owner;
+        self.remove_where("the manager was closed", |e| e.owner == owner);
     }
 
     /// Entries currently stored (held or expired but not yet swept).
@@ -391,7 +478,14 @@ mod tests {
 
     fn put(store: &MemoryStore, metrics: &Arc<Metrics>, posting: String, ttl: Duration) {
         let key = LockKey::new("m", posting).unwrap();
-        let lease = Lease::new(key.clone(), Holder::new("h"), metrics.clone());
+        let lease = Lease::new(
+            key.clone(),
+            Holder::new("h"),
+            true,
+            ttl,
+            false,
+            metrics.clone(),
+        );
         let req = AcquireRequest {
             key: &key,
             lease: &lease,
@@ -409,7 +503,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expired_entries_are_swept_so_memory_stays_bounded() {
-        let store = MemoryStore::new(KeySpace::default(), Arc::new(WaitQueues::default()));
+        let store = MemoryStore::shared(KeySpace::new("sweep_test").unwrap());
         let metrics = Arc::new(Metrics::default());
         for i in 0..200_000 {
             put(
@@ -441,7 +535,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_living_renewing_guard_outlives_its_ttl() {
         let m = crate::BidLockManager::memory();
-        let k = LockKey::new("m", "p").unwrap();
+        let k = LockKey::new("m", "renewing-guard-outlives-its-ttl").unwrap();
         let opts = crate::AcquireOptions::new().ttl(Duration::from_secs(1));
         let g = m.acquire(&k, &opts).await.unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;

@@ -2,11 +2,17 @@
 //! backends, so it never knows which one it has; each backend implements the same
 //! operations with the same meaning.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::config::{Backend, Config};
+use crate::error::{ConfigError, Error};
+use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
-use crate::lease::{Holder, Lease};
+use crate::lease::{Holder, Lease, Validity};
+use crate::metrics::Metrics;
+use crate::notices::Notices;
+use crate::waiters::WaitQueues;
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -15,12 +21,9 @@ pub(crate) mod redlock;
 /// The outcome of one try to take a lock.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    /// Taken, with this fencing token; `valid_for` shortens the lease (Redlock: the ttl
-    /// less the time the acquire took and the drift allowance).
-    Acquired {
-        token: u64,
-        valid_for: Option<Duration>,
-    },
+    /// Taken, with this fencing token. How long it is held from the moment the request
+    /// was sent is what [`Store::validity`] says.
+    Acquired { token: u64 },
     /// Held by someone else, for about this much longer (`None`: no expiry known).
     Held {
         holder: Option<String>,
@@ -60,6 +63,33 @@ pub struct LockStatus {
     pub done: Option<String>,
     /// Time left before the completion record expires, in milliseconds.
     pub done_ttl_left_ms: Option<u64>,
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completed {
+    /// The record is written and this holder's lock was released with it.
+    Released,
+    /// The record is written; the lock was no longer this holder's (lost before), and was
+    /// left as it is.
+    NotHeld,
+}
+
+/// What a health probe found besides the round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// Redis' `maxmemory-policy`; `None` when it could not be read (or no Redis).
+    pub(crate) maxmemory_policy: Option<String>,
+}
+
+/// Whether a `maxmemory-policy` lets Redis evict keys that have a ttl (locks, records).
+pub(crate) fn policy_can_evict(policy: &str) -> bool {
+    policy != "noeviction"
+}
+
+/// The completion record's value: `"{token} {holder}"` (one format for every store).
+pub(crate) fn completion_record(lease: &Lease) -> String {
+    format!("{} {}", lease.fencing_token(), lease.holder())
 }
 
 /// What one acquire asks of the store.
@@ -120,22 +150,19 @@ impl Store {
         }
     }
 
-    /// Whether operations leave the process (and can fail or be cancelled half-way).
-    pub(crate) fn is_remote(&self) -> bool {
-        !matches!(self, Store::Memory(_))
-    }
-
-    /// How long a lease confirmed now stays valid for a lock of `ttl`.
-    pub(crate) fn validity(&self, ttl: Duration) -> Duration {
+    /// What a successful acquire or extend of `ttl`, sent at some moment, guarantees.
+    pub(crate) fn validity(&self, ttl: Duration, renew: bool) -> Validity {
         match self {
-            Store::Redlock(s) => s.validity(ttl),
-            _ => ttl,
+            Store::Memory(_) if renew => Validity::WhileHeld,
+            Store::Redlock(s) => Validity::For(s.validity(ttl)),
+            _ => Validity::For(ttl),
         }
     }
 
-    /// Whether a held lease stays valid for as long as its guard lives without a
-    /// watchdog (the memory store checks the lease itself).
-    pub(crate) fn renews_implicitly(&self) -> bool {
+    /// Whether a release can tell two acquisitions with the same holder id apart (it
+    /// compares the lease itself). When it cannot, a background release of a caller-given
+    /// holder id is never sent: it might remove a later acquisition that uses the same id.
+    pub(crate) fn tells_acquisitions_apart(&self) -> bool {
         matches!(self, Store::Memory(_))
     }
 
@@ -143,28 +170,41 @@ impl Store {
         dispatch!(self, s => s.try_acquire(req).await)
     }
 
-    pub(crate) async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        dispatch!(self, s => s.release(key, holder).await)
-    }
-
-    /// Releases without waiting, where the store can (memory): `Some(released)`.
-    pub(crate) fn release_now(&self, key: &LockKey, holder: &Holder) -> Option<bool> {
-        match self {
-            Store::Memory(s) => Some(s.release_sync(key, holder)),
-            _ => None,
-        }
-    }
-
-    pub(crate) async fn extend(
+    /// Releases `key` if `holder` holds it; with `lease`, only if that acquisition does.
+    pub(crate) async fn release(
         &self,
         key: &LockKey,
         holder: &Holder,
-        ttl: Duration,
+        lease: Option<&Lease>,
     ) -> Result<bool, Error> {
-        dispatch!(self, s => s.extend(key, holder, ttl).await)
+        match self {
+            Store::Memory(s) => s.release(key, holder, lease).await,
+            Store::Redis(s) => s.release(key, holder).await,
+            Store::Redlock(s) => s.release(key, holder).await,
+        }
     }
 
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+    /// Extends the lock of `lease` to `ttl` from now if it still holds it.
+    pub(crate) async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+        match self {
+            Store::Memory(s) => s.extend(lease, ttl).await,
+            Store::Redis(s) => s.extend(lease.key(), lease.holder(), ttl).await,
+            Store::Redlock(s) => s.extend(lease.key(), lease.holder(), ttl).await,
+        }
+    }
+
+    /// Whether the lock of `lease` is still its own (a check without extending).
+    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        dispatch!(self, s => s.holds(lease).await)
+    }
+
+    /// Writes the completion record of `lease`'s key whoever holds the lock now, and
+    /// releases the lock if it is still this lease's.
+    pub(crate) async fn complete(
+        &self,
+        lease: &Lease,
+        retention: Duration,
+    ) -> Result<Completed, Error> {
         dispatch!(self, s => s.complete(lease, retention).await)
     }
 
@@ -188,11 +228,124 @@ impl Store {
         dispatch!(self, s => s.cleanup_all().await)
     }
 
+    /// One round trip.
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         dispatch!(self, s => s.ping().await)
     }
 
+    /// What the store says about its own safety (after a successful ping).
+    pub(crate) async fn probe(&self) -> Probe {
+        dispatch!(self, s => s.probe().await)
+    }
+
+    /// Stops background tasks. A store that keeps leases alive by itself releases the
+    /// locks taken through it, marking their leases lost first.
     pub(crate) async fn close(&self) {
         dispatch!(self, s => s.close().await)
     }
+}
+
+/// A store, and what the manager needs to go with it.
+pub(crate) struct Connected {
+    pub(crate) store: Store,
+    /// The local wait queues the store signals (shared by every manager of an in-process
+    /// store, one per manager otherwise).
+    pub(crate) queues: Arc<WaitQueues>,
+    /// The backend in use (never `Auto`).
+    pub(crate) backend: Backend,
+    /// `Backend::Auto` found no Redis and fell back to memory.
+    pub(crate) fallback: bool,
+}
+
+/// The in-process store of `config`'s prefix.
+pub(crate) fn memory(config: &Config) -> Connected {
+    let store = memory::MemoryStore::shared(config.keys.clone());
+    Connected {
+        queues: store.queues(),
+        store: Store::Memory(store),
+        backend: Backend::Memory,
+        fallback: false,
+    }
+}
+
+/// Builds the store `config` asks for. With [`Backend::Auto`], Redis when it answers
+/// within the detect timeout, else memory (one WARN log).
+pub(crate) async fn connect(
+    config: &Config,
+    keeper: &Arc<LeaseKeeper>,
+    metrics: &Arc<Metrics>,
+) -> Result<Connected, Error> {
+    let timeout = match config.backend {
+        Backend::Memory => return Ok(memory(config)),
+        Backend::Redis => config.connect_timeout,
+        Backend::Auto => config.detect_timeout,
+    };
+    let queues = Arc::new(WaitQueues::default());
+    let notices = Arc::new(Notices::new(queues.clone(), keeper.clone()));
+    match connect_redis(config, timeout, notices, metrics).await {
+        Ok(store) => Ok(Connected {
+            store,
+            queues,
+            backend: Backend::Redis,
+            fallback: false,
+        }),
+        Err(e) if config.backend == Backend::Auto && e.is_backend() => {
+            tracing::warn!(target: "bidlock::manager", error = %e,
+                "Redis is not reachable; using in-memory locks, which exclude only tasks of this process");
+            Ok(Connected {
+                fallback: true,
+                ..memory(config)
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One Redis (or Sentinel) target, or Redlock over three or more.
+async fn connect_redis(
+    config: &Config,
+    connect_timeout: Duration,
+    notices: Arc<Notices>,
+    metrics: &Arc<Metrics>,
+) -> Result<Store, Error> {
+    let mut targets = config.redis_or_default()?;
+    let settings = redis::RedisSettings {
+        connect_timeout,
+        response_timeout: config.response_timeout,
+        subscribe: true,
+        lazy: false,
+        tls_ca_cert: config.tls_ca_cert.clone(),
+    };
+    if targets.len() > 1 {
+        if targets.len() < 3 {
+            return Err(ConfigError::InvalidValue {
+                field: "redis urls",
+                reason: format!(
+                    "Redlock needs at least 3 independent masters, {} given",
+                    targets.len()
+                ),
+            }
+            .into());
+        }
+        let store = redlock::RedlockStore::connect(
+            targets,
+            config.keys.clone(),
+            &settings,
+            notices,
+            metrics.clone(),
+            config.drift_factor,
+        )
+        .await?;
+        return Ok(Store::Redlock(store));
+    }
+    let target = targets.remove(0);
+    let store = redis::RedisStore::connect(
+        target,
+        config.keys.clone(),
+        &settings,
+        notices,
+        metrics.clone(),
+    )
+    .await?;
+    Ok(Store::Redis(store))
 }

@@ -28,14 +28,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::memory::ms;
-use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use super::{
+    completion_record, policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus,
+    Probe,
+};
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::config::{RedisTarget, SentinelSpec};
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
 use crate::metrics::{Counter, Metrics};
-use crate::waiters::WaitQueues;
+use crate::notices::Notices;
 
 static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
@@ -146,11 +149,11 @@ impl Failover {
 
     /// After an error that may mean a failover: ask again, and move to the new master if
     /// it changed. At most one at a time.
-    fn check(self: &Arc<Self>, master: &Arc<Master>, queues: &Arc<WaitQueues>) {
+    fn check(self: &Arc<Self>, master: &Arc<Master>, notices: &Arc<Notices>) {
         if self.resolving.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (this, master, queues) = (self.clone(), master.clone(), queues.clone());
+        let (this, master, notices) = (self.clone(), master.clone(), notices.clone());
         tokio::spawn(async move {
             if let Ok(addr) = this.resolve().await {
                 let changed = {
@@ -171,7 +174,7 @@ impl Failover {
                             *master.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
                             *master.client.write().unwrap_or_else(|e| e.into_inner()) = client;
                             tracing::warn!(target: "bidlock::redis", url = this.target.redacted(), master = %format!("{}:{}", addr.0, addr.1), "Sentinel reports a new master; following it");
-                            queues.signal_all();
+                            notices.all();
                         }
                     }
                 }
@@ -216,7 +219,7 @@ pub(crate) struct RedisStore {
     fence_key: String,
     channel: String,
     metrics: Arc<Metrics>,
-    queues: Arc<WaitQueues>,
+    notices: Arc<Notices>,
     subscriber: Option<JoinHandle<()>>,
 }
 
@@ -259,7 +262,7 @@ impl RedisStore {
         target: RedisTarget,
         keys: KeySpace,
         settings: &RedisSettings,
-        queues: Arc<WaitQueues>,
+        notices: Arc<Notices>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisStore, Error> {
         let unavailable = |reason: String| Error::Unavailable {
@@ -316,6 +319,7 @@ impl RedisStore {
             if let Err(e) = pong {
                 return Err(unavailable(describe(&e)));
             }
+            warn_if_evicting(&mut probe, target.redacted()).await;
             conn
         };
         let master = Arc::new(Master {
@@ -329,7 +333,7 @@ impl RedisStore {
                 master.clone(),
                 channel.clone(),
                 keys.clone(),
-                queues.clone(),
+                notices.clone(),
                 settings.connect_timeout,
                 target.redacted().to_owned(),
                 ready_tx,
@@ -357,7 +361,7 @@ impl RedisStore {
             keys,
             target,
             metrics,
-            queues,
+            notices,
             subscriber,
         })
     }
@@ -381,7 +385,7 @@ impl RedisStore {
                 || e.is_unrecoverable_error()
                 || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
             if moved {
-                f.check(&self.master, &self.queues);
+                f.check(&self.master, &self.notices);
             }
         }
         if e.code() == Some("WRONGTYPE") {
@@ -418,7 +422,6 @@ impl RedisStore {
         match code {
             1 => Ok(Attempt::Acquired {
                 token: u64::try_from(n).unwrap_or(0),
-                valid_for: None,
             }),
             0 => Ok(Attempt::Held {
                 holder: Some(String::from_utf8_lossy(&text).into_owned()),
@@ -471,23 +474,40 @@ impl RedisStore {
         Ok(n == 1)
     }
 
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(lease.key());
+        let holder: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&lock)
+            .query_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("holds", &lock, e))?;
+        Ok(holder.as_deref() == Some(lease.holder().as_str().as_bytes()))
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        lease: &Lease,
+        retention: Duration,
+    ) -> Result<Completed, Error> {
         let lock = self.keys.lock_key(lease.key());
         let done = self.keys.done_key(lease.key());
-        let record = format!("{} {}", lease.fencing_token(), lease.holder());
         let mut inv = COMPLETE.prepare_invoke();
         inv.key(&lock)
             .key(&done)
             .key(self.keys.wait_key(lease.key()))
             .arg(lease.holder().as_str())
-            .arg(record)
+            .arg(completion_record(lease))
             .arg(ms(retention).max(1))
             .arg(&self.channel);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("complete", &lock, e))?;
-        Ok(n == 1)
+        Ok(if n == 1 {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
     }
 
     pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
@@ -651,6 +671,14 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
+    /// services).
+    pub(crate) async fn probe(&self) -> Probe {
+        Probe {
+            maxmemory_policy: maxmemory_policy(&mut self.call()).await,
+        }
+    }
+
     pub(crate) async fn close(&self) {
         if let Some(s) = &self.subscriber {
             s.abort();
@@ -658,12 +686,37 @@ impl RedisStore {
     }
 }
 
-/// Listens for release messages and wakes local waiters; reconnects with backoff.
+/// Redis' `maxmemory-policy`, or `None` when it cannot be read.
+async fn maxmemory_policy(conn: &mut ConnectionManager) -> Option<String> {
+    let reply: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    reply.ok().and_then(|v| v.into_iter().nth(1))
+}
+
+/// Warns once (at connect) when Redis may evict locks and completion records.
+async fn warn_if_evicting(conn: &mut ConnectionManager, url: &str) {
+    match maxmemory_policy(conn).await {
+        Some(policy) if policy_can_evict(&policy) => {
+            tracing::warn!(target: "bidlock::redis", url, %policy,
+                "Redis may evict keys under memory pressure (maxmemory-policy {policy}): a lock or completion record can vanish while held; set maxmemory-policy noeviction");
+        }
+        Some(_) => {}
+        None => {
+            tracing::debug!(target: "bidlock::redis", url, "maxmemory-policy unknown (CONFIG GET refused)");
+        }
+    }
+}
+
+/// Listens for release messages, wakes local waiters and has held leases of the key
+/// checked; reconnects with backoff.
 async fn run_subscriber(
     master: Arc<Master>,
     channel: String,
     keys: KeySpace,
-    queues: Arc<WaitQueues>,
+    notices: Arc<Notices>,
     connect_timeout: Duration,
     url: String,
     ready: oneshot::Sender<()>,
@@ -687,17 +740,17 @@ async fn run_subscriber(
                     let _ = r.send(());
                 }
                 // Releases may have happened while we were away.
-                queues.signal_all();
+                notices.all();
                 let mut stream = ps.into_on_message();
                 while let Some(msg) = stream.next().await {
                     if let Ok(payload) = msg.get_payload::<String>() {
                         if let Some(key) = keys.parse_lock_key(&payload) {
-                            queues.signal(&key);
+                            notices.released(&key);
                         }
                     }
                 }
                 tracing::debug!(target: "bidlock::redis", url, "release subscriber disconnected; waiters poll until it is back");
-                queues.signal_all();
+                notices.all();
             }
             Ok(Err(e)) => {
                 tracing::debug!(target: "bidlock::redis", url, error = %e, "release subscriber could not connect");

@@ -23,13 +23,13 @@ use redis::Script;
 use tokio::time::Instant;
 
 use super::redis::{RedisSettings, RedisStore};
-use super::{AcquireRequest, Attempt, LockInfo, LockStatus};
+use super::{policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe};
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::{KeySpace, LockKey};
 use crate::lease::{Holder, Lease};
 use crate::metrics::Metrics;
-use crate::waiters::WaitQueues;
+use crate::notices::Notices;
 
 pub(crate) static FENCE_FLOOR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/fence_floor.lua")));
@@ -57,7 +57,7 @@ impl RedlockStore {
         targets: Vec<RedisTarget>,
         keys: KeySpace,
         settings: &RedisSettings,
-        queues: Arc<WaitQueues>,
+        notices: Arc<Notices>,
         metrics: Arc<Metrics>,
         drift_factor: f64,
     ) -> Result<RedlockStore, Error> {
@@ -70,7 +70,7 @@ impl RedlockStore {
         let mut nodes = Vec::with_capacity(total);
         for t in targets {
             nodes.push(
-                RedisStore::connect(t, keys.clone(), &lazy, queues.clone(), metrics.clone())
+                RedisStore::connect(t, keys.clone(), &lazy, notices.clone(), metrics.clone())
                     .await?,
             );
         }
@@ -106,7 +106,9 @@ impl RedlockStore {
         ttl.mul_f64(self.drift_factor) + Duration::from_millis(2)
     }
 
-    /// How long a lease confirmed now stays valid: the ttl less the clock-drift allowance.
+    /// How long a lock taken or extended by a request sent at some moment stays valid
+    /// from that moment: the ttl less the clock-drift allowance. (The time the request took
+    /// is not subtracted here: the caller counts from the moment it sent the request.)
     pub(crate) fn validity(&self, ttl: Duration) -> Duration {
         ttl.saturating_sub(self.drift(ttl))
     }
@@ -151,7 +153,7 @@ impl RedlockStore {
         let mut wrong_type = None;
         for (i, r) in results.into_iter().enumerate() {
             match r {
-                Some(Ok(Attempt::Acquired { token, .. })) => {
+                Some(Ok(Attempt::Acquired { token })) => {
                     tokens.push(token);
                     took.push(i);
                 }
@@ -171,14 +173,10 @@ impl RedlockStore {
             .into_iter()
             .filter(|r| matches!(r, Ok(Ok(()))))
             .count();
-            let valid_for = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
-            if raised >= self.quorum {
-                if let Some(valid_for) = valid_for.filter(|v| !v.is_zero()) {
-                    return Ok(Attempt::Acquired {
-                        token,
-                        valid_for: Some(valid_for),
-                    });
-                }
+            // Still valid now? (The caller checks again against its own send time.)
+            let left = req.ttl.checked_sub(start.elapsed() + self.drift(req.ttl));
+            if raised >= self.quorum && left.is_some_and(|v| !v.is_zero()) {
+                return Ok(Attempt::Acquired { token });
             }
         }
         // Not held: let go everywhere at once (holder-checked, so only our own copies),
@@ -237,11 +235,35 @@ impl RedlockStore {
         self.majority("extend", r).await
     }
 
-    pub(crate) async fn complete(&self, lease: &Lease, retention: Duration) -> Result<bool, Error> {
+    /// Whether a majority still has `lease`'s holder in the lock.
+    pub(crate) async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
+        let r = self.on_all(self.response_timeout, |n| n.holds(lease)).await;
+        self.majority("holds", r).await
+    }
+
+    /// Recorded once a majority wrote the record; released when a majority released.
+    pub(crate) async fn complete(
+        &self,
+        lease: &Lease,
+        retention: Duration,
+    ) -> Result<Completed, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.complete(lease, retention))
             .await;
-        self.majority("complete", r).await
+        first_error(&r)?;
+        let answers: Vec<Completed> = r.into_iter().flatten().filter_map(Result::ok).collect();
+        if answers.len() < self.quorum {
+            return Err(self.no_quorum("complete", answers.len()));
+        }
+        let released = answers
+            .iter()
+            .filter(|c| **c == Completed::Released)
+            .count();
+        Ok(if released >= self.quorum {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
     }
 
     pub(crate) async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
@@ -252,10 +274,16 @@ impl RedlockStore {
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
 
+    /// Deleted from every node that answered; an error unless a majority answered (a
+    /// record left on a majority would still say "done").
     pub(crate) async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
         let r = self
             .on_all(self.response_timeout, |n| n.clear_done(key))
             .await;
+        let answered = r.iter().filter(|x| matches!(x, Some(Ok(_)))).count();
+        if answered < self.quorum {
+            return Err(self.no_quorum("clear_done", answered));
+        }
         Ok(r.iter().any(|x| matches!(x, Some(Ok(true)))))
     }
 
@@ -336,6 +364,30 @@ impl RedlockStore {
             Ok(())
         } else {
             Err(self.no_quorum("ping", ok))
+        }
+    }
+
+    /// The policy shown is an evicting one if any node has one, `noeviction` when every
+    /// node says so, else unknown.
+    pub(crate) async fn probe(&self) -> Probe {
+        let r = self
+            .on_all(
+                self.response_timeout,
+                |n| async move { Ok(n.probe().await) },
+            )
+            .await;
+        let policies: Vec<Option<String>> = r
+            .into_iter()
+            .map(|p| p.and_then(Result::ok).and_then(|p| p.maxmemory_policy))
+            .collect();
+        let evicting = policies
+            .iter()
+            .flatten()
+            .find(|p| policy_can_evict(p))
+            .cloned();
+        let all_known = policies.iter().all(Option::is_some);
+        Probe {
+            maxmemory_policy: evicting.or_else(|| all_known.then(|| "noeviction".to_owned())),
         }
     }
 

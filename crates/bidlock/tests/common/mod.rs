@@ -16,8 +16,8 @@ pub enum Which {
     Redis,
 }
 
-/// One test's backend. For Redis, every `instance()` is a separate manager (as separate
-/// processes would be); for memory, instances share one store, as tasks of one process.
+/// One test's backend. Every `instance()` is a separate manager, as separate processes
+/// would be; in memory they share the store of the test's own prefix.
 pub struct Fx {
     pub which: Which,
     pub server: Option<RedisServer>,
@@ -30,8 +30,60 @@ pub fn base_config(which: Which, server: Option<&RedisServer>) -> ConfigBuilder 
         .connect_timeout(Duration::from_secs(2));
     match (which, server) {
         (Which::Redis, Some(s)) => b.backend(Backend::Redis).redis_url(s.url_with_auth()),
-        _ => b.backend(Backend::Memory),
+        // The in-memory store is shared per prefix by the whole process (as one Redis is
+        // by its clients): a prefix of its own keeps each test apart from the others.
+        _ => b.backend(Backend::Memory).prefix(unique_prefix()),
     }
+}
+
+/// Log lines captured on the current thread (the runtime of a `#[tokio::test]`).
+pub struct Logs {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    pub fn contains(&self, needle: &str) -> bool {
+        self.text().contains(needle)
+    }
+}
+
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures DEBUG and above from bidlock on this thread until the result is dropped.
+pub fn capture_logs() -> Logs {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || SharedBuf(writer.clone()))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    Logs {
+        buf,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+/// A key prefix no other test of this process uses.
+pub fn unique_prefix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("t{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Fx {
@@ -58,14 +110,17 @@ impl Fx {
         }
     }
 
-    /// Another instance on the same backend.
+    /// Another instance on the same backend: a manager of its own (in memory it shares
+    /// the store of the prefix, as another instance shares Redis).
     pub async fn instance(&self) -> BidLockManager {
-        match self.which {
-            Which::Memory => self.manager.clone(),
-            Which::Redis => BidLockManager::new(self.manager.config().clone())
-                .await
-                .unwrap(),
-        }
+        BidLockManager::new(self.manager.config().clone())
+            .await
+            .unwrap()
+    }
+
+    /// The lock's Redis key (the prefix differs per test in memory).
+    pub fn lock_key(&self, key: &bidlock::LockKey) -> String {
+        self.manager.config().keys().lock_key(key)
     }
 
     pub fn server(&self) -> &RedisServer {

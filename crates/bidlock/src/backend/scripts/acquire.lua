@@ -8,13 +8,16 @@ if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
   return {2, 0, ''}
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local token = redis.call('INCR', KEYS[2])
-  if token == 1 then
-    -- The counter was missing (first use, or Redis lost its data): seed it from the
-    -- server clock in microseconds so tokens stay above those issued before.
-    local t = redis.call('TIME')
-    token = redis.call('INCRBY', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  end
+  -- A hybrid logical clock: above the counter and above the server clock in µs, so
+  -- tokens keep increasing when the counter is deleted or rolled back (a restart
+  -- without persistence, an AOF everysec crash, an RDB restore, a failover to a
+  -- replica that was behind), as long as the clock does not step back further than
+  -- the time between two acquires.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local token = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+  if now > token then token = now end
+  redis.call('SET', KEYS[2], string.format('%d', token))
   if ARGV[4] == '1' then
     redis.call('SET', KEYS[4], '1', 'PX', tonumber(ARGV[2]) + 5000)
   end

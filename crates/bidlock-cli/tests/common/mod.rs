@@ -1,0 +1,65 @@
+//! The CLI tests' helpers: run the built `bidlock` binary with a clean environment.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+
+use bidlock_testkit::{dead_port, RedisServer};
+
+/// A `bidlock` invocation with a clean environment.
+pub struct TestCommand {
+    pub cmd: Command,
+}
+
+impl TestCommand {
+    pub fn new(args: &[&str]) -> TestCommand {
+        TestCommand::with_url(None, args)
+    }
+
+    /// Global flags go first: anything after `--` belongs to the command `run` starts.
+    pub fn with_url(url: Option<&str>, args: &[&str]) -> TestCommand {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bidlock"));
+        for var in bidlock::ENV_VARS {
+            cmd.env_remove(var);
+        }
+        // Point the default at a dead port so no stray local Redis is ever used.
+        cmd.env("REDIS_URL", format!("redis://127.0.0.1:{}/0", dead_port()));
+        if let Some(url) = url {
+            cmd.arg("--redis-url").arg(url);
+        }
+        cmd.env_remove("RUST_LOG").args(args).stdin(Stdio::null());
+        TestCommand { cmd }
+    }
+
+    pub fn on(server: &RedisServer, args: &[&str]) -> TestCommand {
+        TestCommand::with_url(Some(&server.url()), args)
+    }
+
+    pub fn output(mut self) -> Output {
+        self.cmd.output().expect("run bidlock")
+    }
+
+    pub fn assert_exit_code(self, code: i32) -> Output {
+        let out = self.output();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
