@@ -1,11 +1,11 @@
-//! The one place that knows the shape of `bid_once`'s result, so the switch to
-//! `BidOutcome` (lead's change 1 of issue 12) is a change here only.
+//! The one place that knows the shape of `bid_once`'s result and of `run --once`'s exit,
+//! so the switch to `BidOutcome` (lead's change 1 of issue 12) is a change here only.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use bidlock::{AcquireOptions, BidLockManager, Error, Lease, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, BidOutcome, Error, Lease, LockKey};
+
+use super::history::Verdict;
 
 /// What `bid_once` told its caller, in the new API's terms.
 #[derive(Debug)]
@@ -21,19 +21,6 @@ pub enum Told {
 }
 
 /// Runs `bid_once` and says what the caller was told.
-///
-/// Today's API returns `Result<Result<T, E>, Error>`, where an `Err` after a successful
-/// closure is the completion that could not be written: the adapter tells it apart by
-/// watching the closure. With `BidOutcome` this becomes:
-///
-/// ```text
-/// match m.bid_once(key, opts, f).await {
-///     Ok(BidOutcome::Placed(_)) => Told::Placed,
-///     Ok(BidOutcome::Unrecorded { error, .. }) => Told::Unrecorded(error),
-///     Ok(BidOutcome::Failed(_)) => Told::Failed,
-///     Err(e) => Told::NotRun(e),
-/// }
-/// ```
 pub async fn bid_once<F, Fut>(
     m: &BidLockManager,
     key: &LockKey,
@@ -44,20 +31,25 @@ where
     F: FnOnce(Lease) -> Fut,
     Fut: Future<Output = Result<u64, String>>,
 {
-    let succeeded = Arc::new(AtomicBool::new(false));
-    let s2 = succeeded.clone();
-    let wrapped = move |lease: Lease| {
-        let fut = f(lease);
-        async move {
-            let r = fut.await;
-            s2.store(r.is_ok(), Ordering::Release);
-            r
-        }
-    };
-    match m.bid_once(key, opts, wrapped).await {
-        Ok(Ok(_)) => Told::Placed,
-        Ok(Err(_)) => Told::Failed,
-        Err(e) if succeeded.load(Ordering::Acquire) => Told::Unrecorded(e),
+    match m.bid_once(key, opts, f).await {
+        Ok(BidOutcome::Placed(_)) => Told::Placed,
+        Ok(BidOutcome::Unrecorded { error, .. }) => Told::Unrecorded(error),
+        Ok(BidOutcome::Failed(_)) => Told::Failed,
         Err(e) => Told::NotRun(e),
+    }
+}
+
+/// What a `bidlock run --once` process told its caller once its command finished (its
+/// `end` line printed): exit 0, recorded; exit 77 with "recorded, but the lock was lost",
+/// recorded too (issue 12: once the bid ran, the record is written whoever holds the
+/// lock); exit 77 "completion not recorded", the old behaviour (the record dropped
+/// because the lock had lapsed); anything else (69: Redis unreachable), not recorded.
+pub fn once_exit(code: Option<i32>, stderr: &str) -> Verdict {
+    let error = format!("exit {code:?}: {}", stderr.trim());
+    match code {
+        Some(0) => Verdict::Placed,
+        Some(77) if stderr.contains("recorded, but") => Verdict::Placed,
+        Some(77) => Verdict::Unrecorded { lost: true, error },
+        _ => Verdict::Unrecorded { lost: false, error },
     }
 }
