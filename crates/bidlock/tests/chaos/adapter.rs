@@ -1,11 +1,13 @@
-//! The one place that knows the shape of `bid_once`'s result, so the switch to
-//! `BidOutcome` (lead's change 1 of issue 12) is a change here only.
+//! The one place that knows the shape of `bid_once`'s result and of `run --once`'s exit,
+//! so the switch to `BidOutcome` (lead's change 1 of issue 12) is a change here only.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bidlock::{AcquireOptions, BidLockManager, Error, Lease, LockKey};
+
+use super::history::Verdict;
 
 /// What `bid_once` told its caller, in the new API's terms.
 #[derive(Debug)]
@@ -59,5 +61,20 @@ where
         Ok(Err(_)) => Told::Failed,
         Err(e) if succeeded.load(Ordering::Acquire) => Told::Unrecorded(e),
         Err(e) => Told::NotRun(e),
+    }
+}
+
+/// What a `bidlock run --once` process told its caller once its command finished (its
+/// `end` line printed): exit 0, recorded; exit 77 with "recorded, but the lock was lost",
+/// recorded too (issue 12: once the bid ran, the record is written whoever holds the
+/// lock); exit 77 "completion not recorded", the old behaviour (the record dropped
+/// because the lock had lapsed); anything else (69: Redis unreachable), not recorded.
+pub fn once_exit(code: Option<i32>, stderr: &str) -> Verdict {
+    let error = format!("exit {code:?}: {}", stderr.trim());
+    match code {
+        Some(0) => Verdict::Placed,
+        Some(77) if stderr.contains("recorded, but") => Verdict::Placed,
+        Some(77) => Verdict::Unrecorded { lost: true, error },
+        _ => Verdict::Unrecorded { lost: false, error },
     }
 }

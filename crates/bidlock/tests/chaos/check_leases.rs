@@ -152,7 +152,10 @@ fn lease_end(c: &Ctx, s: &Section) -> Option<(Instant, Duration, String)> {
         }
         (Some(e), None) => {
             let shorter = s.notes.iter().any(|(_, n)| n.starts_with("extend shorter"));
-            let hint = if shorter {
+            let raced_close = matches!(s.who, Who::Lib { inst, .. } if c.faults.iter().any(|f| f.inst == Some(inst) && f.start <= s.acquired_at && f.end >= s.called_at));
+            let hint = if raced_close {
+                "an acquire that raced close() returned a guard its manager no longer keeps (no renewal, lost() never resolves)".into()
+            } else if shorter {
                 "hole 2: extend(shorter) leaves the lease keeper on the old schedule".into()
             } else {
                 String::new()

@@ -316,11 +316,7 @@ fn record(
     }
     if spec.once {
         let verdict = match (start.is_some(), end_seen, code) {
-            (_, true, Some(0)) => Verdict::Placed,
-            (_, true, c) => Verdict::Unrecorded {
-                lost: c == Some(77),
-                error: format!("exit {exit}: {}", err.trim()),
-            },
+            (_, true, c) => super::adapter::once_exit(c, err),
             (true, false, _) => Verdict::Failed,
             (false, _, _) => Verdict::NotRun {
                 why: format!("exit {exit}"),
