@@ -7,8 +7,6 @@ use bidlock::{AcquireOptions, BidLockManager, BidOutcome, Error, Lease, LockKey}
 
 use super::history::Verdict;
 
-use super::history::Verdict;
-
 /// What `bid_once` told its caller, in the new API's terms.
 #[derive(Debug)]
 pub enum Told {
