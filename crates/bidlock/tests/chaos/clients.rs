@@ -500,8 +500,8 @@ fn verdict(r: &Round, told: Result<Told, tokio::time::error::Elapsed>) -> Verdic
 }
 
 /// After the faults: every posting is bid once more, with time to spare, so each one
-/// has run at least once (or says it already has), and every hot key is taken once (the
-/// system recovered). A manager may need one failed call to find a new master, so
+/// has run at least once (or says it already has), and a fresh key is taken (the system
+/// recovered). A manager may need one failed call to find a new master, so
 /// backend errors are retried within the wait.
 pub async fn sweep(r: &Arc<Round>, m: &BidLockManager) {
     let mut tasks = Vec::new();
@@ -521,10 +521,13 @@ pub async fn sweep(r: &Arc<Round>, m: &BidLockManager) {
             }
         }));
     }
-    for key in r.hot.clone() {
-        let (r, m) = (r.clone(), m.clone());
-        tasks.push(tokio::spawn(async move { sweep_key(&r, &m, key).await }));
-    }
+    // Recovery on a key of its own: the hot keys may rightly stay held for a ttl (a
+    // given holder id is not released in the background).
+    let fresh = LockKey::new("chaos", format!("recovered-r{}", r.index)).expect("key");
+    let (r2, m2) = (r.clone(), m.clone());
+    tasks.push(tokio::spawn(
+        async move { sweep_key(&r2, &m2, fresh).await },
+    ));
     for t in tasks {
         let _ = t.await;
     }
