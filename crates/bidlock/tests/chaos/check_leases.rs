@@ -82,7 +82,7 @@ fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
         ),
         Cause::Unexplained if s.given => (
             Duration::ZERO,
-            "hole 5: a background release of a shared given holder id".into(),
+            "hole 5: another acquisition with the same given holder id released or completed (a background release, or one whose lease had lapsed)".into(),
         ),
         Cause::Unexplained => (Duration::ZERO, String::new()),
     }

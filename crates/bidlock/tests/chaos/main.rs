@@ -140,7 +140,7 @@ fn schedule(
 ) -> Vec<(FaultClass, Duration)> {
     let len_for = |c: FaultClass, base: Duration| {
         if c == FaultClass::LaggingFailover {
-            base.max(Duration::from_secs(9))
+            base.max(Duration::from_secs(8))
         } else {
             base
         }
