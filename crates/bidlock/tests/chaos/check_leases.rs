@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::checks::{
-    data_loss_notice, ms, Ctx, EXPIRY_SLACK, FORCED_NOTICE, LOSS_SLACK, ORPHAN_BOUND,
+    data_loss_notice, ms, Ctx, CLOCK_SLACK, EXPIRY_SLACK, FORCED_NOTICE, LOSS_SLACK, ORPHAN_BOUND,
     PROC_STOP_SLACK,
 };
 use super::history::{Harm, Kind, Section, Who};
@@ -49,6 +49,9 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
     if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::Operator]) {
         return Cause::Operator(f.what.clone());
     }
+    if let Some(cause) = same_id_after_harm(c, s, from, claim.gone_seen) {
+        return cause;
+    }
     if let Who::Lib { inst, .. } = s.who {
         let close = c
             .faults
@@ -59,6 +62,46 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
         }
     }
     Cause::Unexplained
+}
+
+/// Another acquisition with the same given holder id let go just then, and its own lock
+/// had vanished in data loss or an operator's release it had not noticed yet: its
+/// release removed this one's lock, which no library can tell apart by holder id. That
+/// is the fault's doing.
+fn same_id_after_harm(c: &Ctx, s: &Section, from: Instant, gone: Instant) -> Option<Cause> {
+    if !s.given {
+        return None;
+    }
+    let window = from.checked_sub(Duration::from_secs(1)).unwrap_or(from);
+    c.sections
+        .iter()
+        .filter(|o| o.id != s.id && o.key == s.key && o.holder == s.holder)
+        .filter(|o| o.work_end >= window && o.work_end <= gone + CLOCK_SLACK)
+        .find_map(|o| {
+            let f = c.explain(
+                &s.key,
+                o.acquired_at,
+                o.work_end,
+                &[Harm::DataLoss, Harm::Operator],
+            )?;
+            let what = format!(
+                "{} (then {} released with the same holder id)",
+                f.what, o.who
+            );
+            Some(match f.harm {
+                Harm::DataLoss => Cause::DataLoss(what),
+                _ => Cause::Operator(what),
+            })
+        })
+}
+
+/// Why Redis stopped holding section `s`'s lock while it still claimed it, when the
+/// observer caught that, and whether the cause is one the README names as unsafe (data
+/// loss) or an operator's release: then other holders may rightly overlap it.
+pub fn inherent_drop(c: &Ctx, s: &Section) -> bool {
+    c.claim_of(s.id).is_some_and(|(claim, _)| {
+        matches!(cause(c, s, claim), Cause::DataLoss(_) | Cause::Operator(_))
+    })
 }
 
 /// How long a holder may go on claiming after a cause, and the hint when it does longer.

@@ -138,6 +138,30 @@ async fn partition(topo: &Arc<Topology>, d: Duration) -> Fault {
     f
 }
 
+/// Writes a marker key straight to the server: if it is gone after the fault, the fault
+/// lost (or rolled back) the writes made after that moment. The fencing counter cannot
+/// prove it: with tokens above the server clock it never comes back lower.
+async fn mark(topo: &Arc<Topology>) -> Option<String> {
+    let t = topo.clone();
+    let name = format!("chaos:marker:{}", super::history::wall_us());
+    blocking(move || {
+        let mut c = t.direct()?;
+        let ok: redis::RedisResult<()> = redis::cmd("SET").arg(&name).arg(1).query(&mut c);
+        ok.ok().map(|()| name)
+    })
+    .await
+}
+
+/// Whether the marker survived (`None`: it could not be asked).
+async fn survived(topo: &Arc<Topology>, marker: Option<String>) -> Option<bool> {
+    let (t, name) = (topo.clone(), marker?);
+    blocking(move || {
+        let mut c = t.direct()?;
+        redis::cmd("EXISTS").arg(&name).query::<bool>(&mut c).ok()
+    })
+    .await
+}
+
 async fn fence(topo: &Arc<Topology>) -> Option<u64> {
     let t = topo.clone();
     blocking(move || t.fence()).await
@@ -166,6 +190,7 @@ async fn restart_empty(r: &Round, topo: &Arc<Topology>) -> Fault {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = fence(topo).await;
+    let marker = mark(topo).await;
     let start = Instant::now();
     let up = on_server(topo, |s| {
         s.restart();
@@ -173,12 +198,11 @@ async fn restart_empty(r: &Round, topo: &Arc<Topology>) -> Fault {
     })
     .await
     .unwrap_or(false);
+    let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault("kill -9 + restart, no persistence", Harm::DataLoss, start);
-    // Gone, or seeded again from the server clock (far above the old count).
-    f.effective =
-        up && before.is_some() && after.is_none_or(|a| Some(a) > before.map(|b| b + 10_000));
-    f.detail = format!("fence {before:?} -> {after:?}");
+    f.effective = up && kept == Some(false);
+    f.detail = format!("marker kept: {kept:?}; fence {before:?} -> {after:?}");
     f
 }
 
@@ -201,17 +225,19 @@ async fn aof_crash(topo: &Arc<Topology>) -> Fault {
         .copied()
         .unwrap_or((first, 0));
     let before = fence(topo).await;
+    let marker = mark(topo).await;
     let cut = on_server(topo, move |s| s.crash_losing_aof_tail(keep))
         .await
         .unwrap_or(0);
+    let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault(
         "kill -9, AOF everysec loses its last second",
         Harm::DataLoss,
         synced_at,
     );
-    f.effective = cut > 0 && after < before;
-    f.detail = format!("cut {cut} bytes; fence {before:?} -> {after:?}");
+    f.effective = cut > 0 && kept == Some(false);
+    f.detail = format!("cut {cut} bytes; marker kept: {kept:?}; fence {before:?} -> {after:?}");
     f
 }
 
@@ -220,15 +246,17 @@ async fn rdb_rollback(topo: &Arc<Topology>, gap: Duration) -> Fault {
         return fault("RDB rollback", Harm::DataLoss, Instant::now());
     };
     let at_snap = fence(topo).await;
+    let marker = mark(topo).await;
     tokio::time::sleep(gap).await;
     writes_after(topo, at_snap, Duration::from_secs(2)).await;
     let before = fence(topo).await;
     let taken = snap.taken_at;
     on_server(topo, move |s| s.restore_snapshot(&snap)).await;
+    let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault("kill -9, restore an older RDB", Harm::DataLoss, taken);
-    f.effective = after < before;
-    f.detail = format!("fence at SAVE {at_snap:?}, before the kill {before:?}, after {after:?}");
+    f.effective = kept == Some(false);
+    f.detail = format!("marker written after SAVE kept: {kept:?}; fence at SAVE {at_snap:?}, before the kill {before:?}, after {after:?}");
     f
 }
 
@@ -241,6 +269,7 @@ async fn failover(topo: &Arc<Topology>, lag: Duration) -> Fault {
     .await;
     let start = Instant::now();
     let at_cut = fence(topo).await;
+    let marker = mark(topo).await;
     tokio::time::sleep(lag).await;
     writes_after(topo, at_cut, Duration::from_secs(2)).await;
     let before = fence(topo).await;
@@ -256,13 +285,14 @@ async fn failover(topo: &Arc<Topology>, lag: Duration) -> Fault {
     if let Some(p) = promoted {
         topo.observed.store(p, Ordering::Release);
     }
+    let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault(
         "failover to a replica cut off from the master",
         Harm::DataLoss,
         start,
     );
-    f.effective = cut && promoted.is_some() && after < before;
-    f.detail = format!("replica cut: {cut}; fence at cut {at_cut:?}, master's last {before:?}, new master's {after:?}");
+    f.effective = cut && promoted.is_some() && kept == Some(false);
+    f.detail = format!("replica cut: {cut}; marker written after the cut kept: {kept:?}; fence at cut {at_cut:?}, master's last {before:?}, new master's {after:?}");
     f
 }
