@@ -144,7 +144,8 @@ def chaos_intro(run):
 def chaos_tables(classes):
     w("| fault class | rounds | s | faults (took effect) | sections (processes, bids) | told lost | "
       "expected overlaps | unsafe overlaps | token order (per key / global) | held after Redis ended | "
-      "late loss | max loss delay | worked past lease | expired at acquire | orphans | recovery | errors | violations |")
+      "late loss (hidden by a shared id) | max loss delay | worked past lease | expired at acquire | orphans | recovery | "
+      "errors | violations |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for d in classes:
         o = d["outcomes"]
@@ -152,7 +153,7 @@ def chaos_tables(classes):
           f"{o['faults_injected']} ({o['faults_effective']}) | {o['sections']} ({o['process_sections']}, "
           f"{o['bid_sections']}) | {o['lost_reported']} | {o['expected_overlaps']} | {o['unsafe_overlaps']} | "
           f"{o['token_order_violations']} / {o['global_token_violations']} | {o['held_after_server_end']} | "
-          f"{o['late_loss_reports']} | {fmt(o['max_loss_report_delay_ms'], ' ms')} | "
+          f"{o['late_loss_reports']} ({o.get('loss_hidden_by_shared_id', 0)}) | {fmt(o['max_loss_report_delay_ms'], ' ms')} | "
           f"{o['kept_working_after_lease']} | {o['expired_at_acquire']} | {o['orphans']} | "
           f"{fmt(o.get('recovery_ms_max'), ' ms')} | {o['errors']} | {o['violations']} |")
     w("")

@@ -100,6 +100,26 @@ fn report(name: &str, doc: serde_json::Value) {
     bidlock_testkit::write_report(name, &format!("{doc:#}"));
 }
 
+/// SIGKILL to a holder and its command; returns once both are gone (the fault took
+/// effect).
+fn kill_whole(holder: &mut Child) {
+    let command = bidlock_testkit::process::children(holder.id());
+    signal_with_children(holder.id(), Signal::SIGKILL);
+    let status = holder.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while command
+        .iter()
+        .any(|c| state(*c).is_some_and(|st| st != 'Z'))
+    {
+        assert!(Instant::now() < deadline, "the command survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_holder_killed_with_sigkill_blocks_only_until_its_ttl() {
     let s = RedisServer::start();
@@ -115,24 +135,9 @@ fn a_holder_killed_with_sigkill_blocks_only_until_its_ttl() {
     .spawn()
     .unwrap();
     let a = first_line(&mut holder, Duration::from_secs(10));
-    let command = bidlock_testkit::process::children(holder.id());
-    signal_with_children(holder.id(), Signal::SIGKILL);
-    let status = holder.wait().unwrap();
+    kill_whole(&mut holder);
     let killed_us = now_us();
     let killed_at = Instant::now();
-    // The fault took effect: the holder and its command are gone.
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while command
-        .iter()
-        .any(|c| state(*c).is_some_and(|st| st != 'Z'))
-    {
-        assert!(Instant::now() < deadline, "the command survived SIGKILL");
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let out = bidlock(
         &s,
         &[
@@ -182,6 +187,31 @@ fn a_holder_killed_with_sigkill_blocks_only_until_its_ttl() {
     assert!(recovery < Duration::from_secs(3), "{recovery:?}");
 }
 
+/// Waits until `ledger` holds a line starting with `what`.
+fn wait_for_line(ledger: &std::path::Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(ledger)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(what))
+    {
+        assert!(Instant::now() < deadline, "no {what} line in the ledger");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Freezes a holder and its command (a GC pause, a swapped-out VM) and waits until they
+/// are really stopped.
+fn freeze(pid: u32) -> Instant {
+    signal_with_children(pid, Signal::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !all_stopped(pid) {
+        assert!(Instant::now() < deadline, "SIGSTOP did not stop the holder");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Instant::now()
+}
+
 #[test]
 fn a_holder_paused_past_its_ttl_is_told_lost_and_its_late_bid_is_fenced_off() {
     let s = RedisServer::start();
@@ -193,45 +223,22 @@ fn a_holder_paused_past_its_ttl_is_told_lost_and_its_late_bid_is_fenced_off() {
         mark("A-start"),
         mark("A-late")
     );
-    let a = bidlock(
-        &s,
-        &[
-            "run", "upwork", "paused", "--ttl", "1", "--grace", "1", "--", "bash", "-c", &a_script,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let a_args = [
+        "run", "upwork", "paused", "--ttl", "1", "--grace", "1", "--", "bash", "-c", &a_script,
+    ];
+    let a = bidlock(&s, &a_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Ready when A's command has written its start line (it holds the lock and works).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&ledger)
-        .unwrap_or_default()
-        .contains("A-start")
-    {
-        assert!(Instant::now() < deadline, "A never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Freeze the holder and its command (a GC pause, a swapped-out VM).
-    signal_with_children(a.id(), Signal::SIGSTOP);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !all_stopped(a.id()) {
-        assert!(Instant::now() < deadline, "SIGSTOP did not stop the holder");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let paused_at = Instant::now();
+    wait_for_line(&ledger, "A-start");
+    let paused_at = freeze(a.id());
+    let b_script = format!("{} >> {l}", mark("B"));
     let b = bidlock(
         &s,
         &[
-            "run",
-            "upwork",
-            "paused",
-            "--wait",
-            "10",
-            "--",
-            "bash",
-            "-c",
-            &format!("{} >> {l}", mark("B")),
+            "run", "upwork", "paused", "--wait", "10", "--", "bash", "-c", &b_script,
         ],
     )
     .output()
@@ -245,13 +252,9 @@ fn a_holder_paused_past_its_ttl_is_told_lost_and_its_late_bid_is_fenced_off() {
     );
     signal_with_children(a.id(), Signal::SIGCONT);
     let out = a.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(77),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lost"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("lost"), "{err}");
     let text = std::fs::read_to_string(&ledger).unwrap();
     let marks: Vec<Mark> = text.lines().filter_map(parse).collect();
     let find = |w: &str| marks.iter().find(|m| m.what == w).cloned();

@@ -37,6 +37,50 @@ pub fn bids(c: &mut Ctx) {
 }
 
 fn posting(c: &mut Ctx, key: &str, runs: &[BidRun]) {
+    verdicts(c, key, runs);
+    let mut ok: Vec<&BidRun> = runs.iter().filter(|b| b.ran.is_some_and(|r| r.2)).collect();
+    ok.sort_by_key(|b| b.ran.map(|r| r.0));
+    if ok.is_empty() {
+        c.f.never_ran += 1;
+        let told: Vec<String> = runs
+            .iter()
+            .filter(|b| b.who == super::history::Who::Sweep)
+            .map(|b| format!("{:?}", b.verdict))
+            .collect();
+        let (at, msg) = (
+            c.r.stop_at,
+            format!("no bid on this posting succeeded; the sweep was told {told:?}"),
+        );
+        c.violation("(d) posting never bid", key, at, msg, String::new(), vec![]);
+    }
+    for w in ok.windows(2) {
+        twice(c, key, w[0], w[1]);
+    }
+    for b in runs.iter().filter(|b| already_done(b)) {
+        let earlier = ok
+            .iter()
+            .any(|a| a.ran.is_some_and(|r| r.0 < b.returned_at));
+        if !earlier {
+            c.f.phantom_records += 1;
+            let msg = format!(
+                "{} was told the posting was already handled, but no bid on it had succeeded",
+                b.who
+            );
+            c.violation(
+                "(d) record without a bid",
+                key,
+                b.returned_at,
+                msg,
+                String::new(),
+                vec![],
+            );
+        }
+    }
+}
+
+/// What the callers were told; a bid that ran and succeeded must be recorded unless
+/// Redis could not be reached (a lost lock is no excuse).
+fn verdicts(c: &mut Ctx, key: &str, runs: &[BidRun]) {
     for b in runs {
         match &b.verdict {
             Verdict::Placed => c.f.bids_placed += 1,
@@ -62,78 +106,44 @@ fn posting(c: &mut Ctx, key: &str, runs: &[BidRun]) {
             Verdict::Failed | Verdict::NotRun { .. } => {}
         }
     }
-    let mut ok: Vec<&BidRun> = runs.iter().filter(|b| b.ran.is_some_and(|r| r.2)).collect();
-    ok.sort_by_key(|b| b.ran.map(|r| r.0));
-    if ok.is_empty() {
-        c.f.never_ran += 1;
-        let told: Vec<String> = runs
-            .iter()
-            .filter(|b| b.who == super::history::Who::Sweep)
-            .map(|b| format!("{:?}", b.verdict))
-            .collect();
-        let at = c.r.stop_at;
-        c.violation(
-            "(d) posting never bid",
-            key,
-            at,
-            format!("no bid on this posting succeeded; the sweep was told {told:?}"),
-            String::new(),
-            vec![],
+}
+
+/// `b` bid after `a` had: allowed when `a` was told its record is missing, when `a`
+/// outlived its lease and `b` began before `a`'s record existed, or when Redis lost the
+/// record in between.
+fn twice(c: &mut Ctx, key: &str, a: &BidRun, b: &BidRun) {
+    let (Some(ra), Some(rb)) = (a.ran, b.ran) else {
+        return;
+    };
+    if matches!(a.verdict, Verdict::Unrecorded { .. }) {
+        c.f.ran_twice_told += 1;
+    } else if outlived(c, a) && rb.0 <= a.returned_at {
+        c.f.ran_twice_after_lapse += 1;
+    } else if c.explain(key, ra.1, rb.0, &[Harm::DataLoss]).is_some() {
+        c.f.ran_twice_after_data_loss += 1;
+    } else {
+        c.f.ran_twice_untold += 1;
+        let msg = format!(
+            "{} bid after {} had bid (and was told {:?})",
+            b.who, a.who, a.verdict
         );
-    }
-    for w in ok.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        let (Some(ra), Some(rb)) = (a.ran, b.ran) else {
-            continue;
-        };
-        if matches!(a.verdict, Verdict::Unrecorded { .. }) {
-            c.f.ran_twice_told += 1;
-        } else if outlived(c, a) && rb.0 <= a.returned_at {
-            c.f.ran_twice_after_lapse += 1;
-        } else if c.explain(key, ra.1, rb.0, &[Harm::DataLoss]).is_some() {
-            c.f.ran_twice_after_data_loss += 1;
-        } else {
-            c.f.ran_twice_untold += 1;
-            let msg = format!(
-                "{} bid after {} had bid (and was told {:?})",
-                b.who, a.who, a.verdict
-            );
-            let foreign = c.faults.iter().any(|f| {
-                f.effective && f.what.contains("prefix") && f.start <= rb.0 && f.end >= ra.1
-            });
-            let hint = if foreign {
-                "hole 3: another prefix's cleanup deleted this prefix's completion records".into()
-            } else {
-                String::new()
-            };
-            c.violation(
-                "(d) bid twice without being told",
-                key,
-                rb.0,
-                msg,
-                hint,
-                a.section.into_iter().chain(b.section).collect(),
-            );
-        }
-    }
-    for b in runs.iter().filter(|b| already_done(b)) {
-        let earlier = ok
+        let foreign = c
+            .faults
             .iter()
-            .any(|a| a.ran.is_some_and(|r| r.0 < b.returned_at));
-        if !earlier {
-            c.f.phantom_records += 1;
-            let msg = format!(
-                "{} was told the posting was already handled, but no bid on it had succeeded",
-                b.who
-            );
-            c.violation(
-                "(d) record without a bid",
-                key,
-                b.returned_at,
-                msg,
-                String::new(),
-                vec![],
-            );
-        }
+            .any(|f| f.effective && f.what.contains("prefix") && f.start <= rb.0 && f.end >= ra.1);
+        let hint = if foreign {
+            "hole 3: another prefix's cleanup deleted this prefix's completion records".into()
+        } else {
+            String::new()
+        };
+        let ids = a.section.into_iter().chain(b.section).collect();
+        c.violation(
+            "(d) bid twice without being told",
+            key,
+            rb.0,
+            msg,
+            hint,
+            ids,
+        );
     }
 }

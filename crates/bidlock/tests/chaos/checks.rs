@@ -72,6 +72,7 @@ pub struct Figures {
     pub expected_claims: u64,
     pub max_expected_claim_ms: u64,
     pub late_loss_reports: u64,
+    pub loss_hidden_by_shared_id: u64,
     pub max_loss_report_delay_ms: u64,
     pub kept_working_after_lease: u64,
     pub bids_past_lease: u64,

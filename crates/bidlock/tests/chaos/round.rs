@@ -63,81 +63,102 @@ pub struct Outcome {
     pub histories: String,
 }
 
-pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
-    let wall = Instant::now();
-    let topo = Arc::new(Topology::start(class).await);
+fn keys(prefix: &str, n: usize) -> Vec<LockKey> {
+    (0..n)
+        .map(|i| LockKey::new("chaos", format!("{prefix}{i}")).expect("key"))
+        .collect()
+}
+
+/// The round's shared state, with its clients connected; clients start nothing before
+/// `started`.
+async fn setup(
+    index: usize,
+    class: FaultClass,
+    len: Duration,
+    seed: u64,
+    bin: &Path,
+    topo: &Topology,
+) -> Arc<Round> {
     let hist = Arc::new(History::default());
     hist.clock.anchor();
-    let reg = Arc::new(Registry::default());
-    let keys = KeySpace::new(DEFAULT_PREFIX).expect("default prefix");
-    let hot: Vec<LockKey> = (0..HOT_KEYS)
-        .map(|i| LockKey::new("chaos", format!("hot{i}")).unwrap())
-        .collect();
-    let postings: Vec<LockKey> = (0..POSTINGS)
-        .map(|i| LockKey::new("chaos", format!("r{index}-p{i}")).unwrap())
-        .collect();
-    let watched: Vec<String> = hot
-        .iter()
-        .chain(&postings)
-        .map(|k| keys.lock_key(k))
-        .collect();
-    let obs = observer::start(topo.observed.clone(), watched, reg.clone(), hist.clone());
     let mut slots = Vec::new();
     for i in 0..INSTANCES {
         slots.push(Slot::start(i, &topo.url, &hist).await);
     }
-    let admin = clients::connect(&clients::config(&topo.admin_url), Duration::from_secs(10))
-        .await
-        .expect("operator's manager");
     let started = Instant::now();
-    let round = Arc::new(Round {
+    Arc::new(Round {
         class,
         index,
         seed,
-        hot,
-        postings,
+        hot: keys("hot", HOT_KEYS),
+        postings: keys(&format!("r{index}-p"), POSTINGS),
         given: vec![format!("given-{index}-a"), format!("given-{index}-b")],
         url: topo.url.clone(),
-        hist: hist.clone(),
-        reg,
+        hist,
+        reg: Arc::default(),
         board: Arc::default(),
         slots,
-        keys,
+        keys: KeySpace::new(DEFAULT_PREFIX).expect("default prefix"),
         bin: bin.to_owned(),
         started,
         stop_at: started + len,
-    });
-    let mut rng = StdRng::seed_from_u64(seed);
-    let plan = nemesis::plan(class, len, INSTANCES, &mut rng);
+    })
+}
+
+/// The nemesis, library clients and process holders, until all are done. Returns when
+/// the faults had healed and the clients had stopped.
+async fn drive(
+    round: &Arc<Round>,
+    topo: &Arc<Topology>,
+    admin: &bidlock::BidLockManager,
+    len: Duration,
+) -> Instant {
+    let mut rng = StdRng::seed_from_u64(round.seed);
+    let plan = nemesis::plan(round.class, len, INSTANCES, &mut rng);
     let nem = tokio::spawn(nemesis::run(
         round.clone(),
         topo.clone(),
         admin.clone(),
         plan,
     ));
-    let mut workers = clients::spawn(&round, TASKS_PER_INSTANCE);
-    workers.extend(procs::spawn(&round, PROCESS_DRIVERS, bin));
+    let mut workers = clients::spawn(round, TASKS_PER_INSTANCE);
+    workers.extend(procs::spawn(round, PROCESS_DRIVERS, &round.bin));
     let _ = tokio::time::timeout(Duration::from_secs(60), nem).await;
-    let nemesis_done = started.elapsed();
     for w in workers {
         if tokio::time::timeout(Duration::from_secs(20), w)
             .await
             .is_err()
         {
-            hist.error(
+            round.hist.error(
                 "checker",
                 &"a client did not finish within 20 s of the round's end",
             );
         }
     }
-    let healed_at = Instant::now();
-    let clients_done = started.elapsed();
-    clients::sweep(&round, &admin).await;
-    eprintln!(
-        "chaos: round {index} {}: nemesis done at {nemesis_done:?}, clients at {clients_done:?}, sweep at {:?}",
-        class.name(),
-        started.elapsed()
+    Instant::now()
+}
+
+pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
+    let wall = Instant::now();
+    let topo = Arc::new(Topology::start(class).await);
+    let round = setup(index, class, len, seed, bin, &topo).await;
+    let watched: Vec<String> = round
+        .hot
+        .iter()
+        .chain(&round.postings)
+        .map(|k| round.redis_key(k))
+        .collect();
+    let obs = observer::start(
+        topo.observed.clone(),
+        watched,
+        round.reg.clone(),
+        round.hist.clone(),
     );
+    let admin = clients::connect(&clients::config(&topo.admin_url), Duration::from_secs(10))
+        .await
+        .expect("operator's manager");
+    let healed_at = drive(&round, &topo, &admin, len).await;
+    clients::sweep(&round, &admin).await;
     admin.close().await;
     for s in &round.slots {
         s.close().await;
@@ -149,10 +170,11 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
     if !violations.is_empty() {
         let logs = topo.logs();
         let tail: Vec<&str> = logs.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         eprintln!(
             "round {index} ({}) server log tail:\n{}",
             class.name(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            tail.join("\n")
         );
     }
     let topo = Arc::try_unwrap(topo).ok();
