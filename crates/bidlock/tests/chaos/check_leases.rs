@@ -95,6 +95,14 @@ fn same_id_after_harm(c: &Ctx, s: &Section, from: Instant, gone: Instant) -> Opt
         })
 }
 
+/// What the observer's claims say about section `s`: why Redis stopped holding its lock
+/// while it still claimed it (the hint of the (c) check), when it did.
+pub fn drop_hint(c: &Ctx, s: &Section) -> Option<String> {
+    let (claim, _) = c.claim_of(s.id)?;
+    let (_, hint) = allowance(&cause(c, s, claim), s);
+    (!hint.is_empty()).then_some(hint)
+}
+
 /// Why Redis stopped holding section `s`'s lock while it still claimed it, when the
 /// observer caught that, and whether the cause is one the README names as unsafe (data
 /// loss) or an operator's release: then other holders may rightly overlap it.

@@ -392,9 +392,11 @@ fn tokens_per_key(c: &mut Ctx) {
                 let cause = c
                     .explain(&key, w[0].0, w[1].0, &[Harm::DataLoss])
                     .map(|f| f.what.clone());
-                let hint = cause.map_or(String::new(), |w| {
-                    format!("hole 1: the counter was rolled back ({w})")
-                });
+                let hint = cause
+                    .map(|w| format!("hole 1: the counter was rolled back ({w})"))
+                    .or_else(|| super::check_leases::drop_hint(c, b))
+                    .or_else(|| super::check_leases::drop_hint(c, a))
+                    .unwrap_or_default();
                 let msg = format!(
                     "{} got token {} after {} had {} on the same key",
                     b.who, b.token, a.who, a.token
@@ -488,14 +490,17 @@ fn overlaps(c: &mut Ctx) {
                     continue;
                 }
                 let msg = format!("{} (token {}) still held validly until +{} ms when {} (token {}) was told \"held\"", a.who, a.token, ms(c.valid_end(a) - b.acquired_at), b.who, b.token);
-                let hint = match c.explain(&key, a_at, b.acquired_at, &[Harm::Benign, Harm::Freeze])
-                {
-                    _ if a.given => {
-                        "hole 5: a background release of a shared given holder id".into()
-                    }
-                    Some(f) => format!("during {}", f.what),
-                    None => String::new(),
-                };
+                let hint = super::check_leases::drop_hint(c, a)
+                    .or_else(|| {
+                        a.given.then(|| {
+                            "hole 5: a background release of a shared given holder id".into()
+                        })
+                    })
+                    .or_else(|| {
+                        c.explain(&key, a_at, b.acquired_at, &[Harm::Benign, Harm::Freeze])
+                            .map(|f| format!("during {}", f.what))
+                    })
+                    .unwrap_or_default();
                 found.push((key.clone(), b.acquired_at, msg, hint, vec![a.id, b.id]));
             }
         }

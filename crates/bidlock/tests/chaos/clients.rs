@@ -111,6 +111,19 @@ pub fn spawn(round: &Arc<Round>, tasks: u8) -> Vec<tokio::task::JoinHandle<()>> 
             }));
         }
     }
+    let (r, seed) = (round.clone(), round.seed ^ 0x10f6);
+    v.push(tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        long_holds(
+            &r,
+            Who::Lib {
+                inst: 0,
+                task: tasks,
+            },
+            &mut rng,
+        )
+        .await;
+    }));
     v
 }
 
@@ -203,7 +216,7 @@ impl Open {
         let acquired_at = Instant::now();
         let id = r.hist.next_id();
         let key = r.redis_key(&d.key);
-        r.reg.register(id, who, &key, g.lease());
+        r.reg.register(id, who, &key, g.lease(), d.ttl);
         Open {
             id,
             who,
@@ -281,23 +294,53 @@ async fn hold(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
         None
     };
     let release = rng.random_bool(0.65);
+    hold_with(r, m, who, &d, hold_for, extend, release).await;
+}
+
+/// One section: acquire as drawn, work for `hold_for` (extending once when asked: at a
+/// fraction of the hold, to a ttl), then release or drop.
+async fn hold_with(
+    r: &Round,
+    m: &BidLockManager,
+    who: Who,
+    d: &Draw,
+    hold_for: Duration,
+    extend: Option<(f64, Duration, &'static str)>,
+    release: bool,
+) {
     let called_at = Instant::now();
-    let g = match tokio::time::timeout(
-        d.wait + Duration::from_secs(5),
-        m.acquire(&d.key, &d.opts()),
-    )
-    .await
-    {
+    let limit = d.wait + Duration::from_secs(5);
+    let g = match tokio::time::timeout(limit, m.acquire(&d.key, &d.opts())).await {
         Ok(Ok(g)) => g,
         Ok(Err(e)) => return note_acquire_error(r, "acquire", &e),
         Err(_) => return r.hist.error("acquire", &"no answer within wait + 5 s"),
     };
     r.hist.count("acquire.ok");
-    let mut open = Open::begin(r, who, &d, &g, called_at);
+    let mut open = Open::begin(r, who, d, &g, called_at);
     let until = (open.acquired_at + hold_for).min(r.stop_at.max(open.acquired_at));
+    r.reg.holds_until(open.id, until);
     let extend = extend.map(|(f, t, how)| (hold_for.mul_f64(f), t, how));
     work(r, &g, until, extend, &mut open.notes).await;
-    open.end(r, &d, g, release).await;
+    open.end(r, d, g, release).await;
+}
+
+/// A task that only holds long, on a ttl renewed less often than a forced release must
+/// be noticed (4.5 s: every 1.5 s): the sections a forced release, a pause or a
+/// partition most likely finds held.
+async fn long_holds(r: &Round, who: Who, rng: &mut StdRng) {
+    while Instant::now() < r.stop_at {
+        let m = r.slots[0].get();
+        let d = Draw {
+            key: r.hot[rng.random_range(0..r.hot.len())].clone(),
+            ttl: Duration::from_millis(4500),
+            renew: true,
+            holder: None,
+            wait: Duration::from_secs(1),
+        };
+        let hold_for = Duration::from_millis(rng.random_range(1500..3000));
+        hold_with(r, &m, who, &d, hold_for, None, true).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+    }
 }
 
 /// Works under the lock until `until`, stopping when `lost()` resolves; extends once
@@ -413,7 +456,7 @@ async fn run_bid(r: &Round, m: &BidLockManager, who: Who, d: &Draw, behaviour: B
     let closure = move |lease: bidlock::Lease| async move {
         let start = Instant::now();
         let id = hist.next_id();
-        reg.register(id, who, &k2, &lease);
+        reg.register(id, who, &k2, &lease, ttl);
         let expires_at_start = lease.expires_at();
         let (ok, dur) = match behaviour {
             Bid::Succeeds(t) => (true, t),

@@ -206,6 +206,7 @@ async fn randomized_checker() {
     let mut per_class: BTreeMap<FaultClass, (Figures, Vec<String>)> = BTreeMap::new();
     let mut failures = String::new();
     let mut violations = 0;
+    let mut by_hint: BTreeMap<String, usize> = BTreeMap::new();
     for (i, (class, len)) in rounds.into_iter().enumerate() {
         if long.is_some_and(|total| t0.elapsed() >= total) {
             break;
@@ -230,6 +231,15 @@ async fn randomized_checker() {
             }
         }
         violations += out.violations.len();
+        for v in &out.violations {
+            let what = v
+                .hint
+                .split(':')
+                .next()
+                .filter(|h| h.starts_with("hole"))
+                .unwrap_or(v.check);
+            *by_hint.entry(what.to_owned()).or_default() += 1;
+        }
         failures.push_str(&out.histories);
     }
     sampler.abort();
@@ -239,10 +249,11 @@ async fn randomized_checker() {
         profile: profile.clone(),
         seconds: t0.elapsed().as_secs_f64(),
         samples: samples.lock().unwrap().clone(),
+        by_hint: by_hint.clone(),
     };
     report::write(&per_class, &run);
     assert!(
         violations == 0,
-        "chaos: {violations} violations with seed {seed} (replay: BIDLOCK_CHAOS_SEED={seed}, profile {profile}):\n{failures}"
+        "chaos: {violations} violations with seed {seed} (replay: BIDLOCK_CHAOS_SEED={seed}, profile {profile}); by likely cause: {by_hint:?}\n{failures}"
     );
 }

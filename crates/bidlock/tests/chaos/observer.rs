@@ -18,6 +18,10 @@ use super::history::{History, Who};
 /// A lease some client holds right now, as the client registered it.
 struct Live {
     who: Who,
+    /// Renewed less often than a forced release must be noticed (ttl/3 > 1 s).
+    slow_renewal: bool,
+    /// Until when the client means to hold it.
+    until: Option<Instant>,
     key: String,
     holder: String,
     lease: Lease,
@@ -36,7 +40,7 @@ pub struct Registry {
 
 impl Registry {
     /// Registers `lease` of section `id`; a watcher notes when `lost()` resolves.
-    pub fn register(&self, id: u64, who: Who, key: &str, lease: &Lease) {
+    pub fn register(&self, id: u64, who: Who, key: &str, lease: &Lease, ttl: Duration) {
         let lost_at = Arc::new(Mutex::new(None));
         let (l2, la) = (lease.clone(), lost_at.clone());
         let watcher = tokio::spawn(async move {
@@ -45,6 +49,8 @@ impl Registry {
         });
         let live = Live {
             who,
+            slow_renewal: ttl > Duration::from_secs(3),
+            until: None,
             key: key.to_owned(),
             holder: lease.holder().as_str().to_owned(),
             lease: lease.clone(),
@@ -53,6 +59,25 @@ impl Registry {
             watcher,
         };
         self.live.lock().unwrap().insert(id, live);
+    }
+
+    /// The key of a lease held now whose renewals come less often than a forced release
+    /// must be noticed: where a forced release tests loss notification, not renewal.
+    pub fn slowly_renewed_key(&self, among: &[String]) -> Option<String> {
+        let later = Instant::now() + Duration::from_millis(1500);
+        let live = self.live.lock().unwrap();
+        live.values()
+            .find(|l| {
+                l.slow_renewal && l.until.is_some_and(|u| u > later) && among.contains(&l.key)
+            })
+            .map(|l| l.key.clone())
+    }
+
+    /// Section `id` means to hold its lock until `until`.
+    pub fn holds_until(&self, id: u64, until: Instant) {
+        if let Some(l) = self.live.lock().unwrap().get_mut(&id) {
+            l.until = Some(until);
+        }
     }
 
     /// How many leases instance `inst` holds now.

@@ -134,6 +134,8 @@ pub struct RunInfo {
     pub seconds: f64,
     /// (seconds since start, RSS KiB, tokio tasks alive).
     pub samples: Vec<(f64, u64, u64)>,
+    /// Violations by likely cause (the hole of issue 12 they point at, else the check).
+    pub by_hint: BTreeMap<String, usize>,
 }
 
 /// Writes one report per fault class and one for the run.
@@ -159,6 +161,7 @@ pub fn write(classes: &BTreeMap<FaultClass, (Figures, Vec<String>)>, run: &RunIn
         "rss_kib": run.samples.iter().map(|(t, kib, _)| serde_json::json!([t, kib])).collect::<Vec<_>>(),
         "tasks_alive": run.samples.iter().map(|(t, _, n)| serde_json::json!([t, n])).collect::<Vec<_>>(),
         "totals": total,
+        "violations_by_likely_cause": run.by_hint,
         "bounds_ms": {
             "expiry_slack": checks::ms(checks::EXPIRY_SLACK),
             "loss_slack": checks::ms(checks::LOSS_SLACK),
