@@ -446,10 +446,13 @@ async fn bid(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
     run_bid(r, m, who, &d, behaviour).await;
 }
 
+/// What a bid closure did: start, end, whether it succeeded, its section.
+type Ran = (Instant, Instant, bool, u64);
+
 /// Runs one `bid_once` and records the call, the closure's section and the verdict.
 async fn run_bid(r: &Round, m: &BidLockManager, who: Who, d: &Draw, behaviour: Bid) {
     let key = r.redis_key(&d.key);
-    let ran: Arc<Mutex<Option<(Instant, Instant, bool, u64)>>> = Arc::default();
+    let ran: Arc<Mutex<Option<Ran>>> = Arc::default();
     let (ran2, ttl, renew, given) = (ran.clone(), d.ttl, d.renew, d.holder.is_some());
     let (hist, reg, k2) = (r.hist.clone(), r.reg.clone(), key.clone());
     let called_at = Instant::now();

@@ -185,10 +185,7 @@ impl WallClock {
     /// The monotonic instant of a wall-clock stamp in µs since the epoch.
     pub fn to_instant(&self, wall: u64) -> Option<Instant> {
         let a = self.anchors.lock().unwrap();
-        let i = a
-            .partition_point(|(w, _)| *w <= wall)
-            .checked_sub(1)
-            .unwrap_or(0);
+        let i = a.partition_point(|(w, _)| *w <= wall).saturating_sub(1);
         let (w, m) = *a.get(i)?;
         if wall >= w {
             m.checked_add(Duration::from_micros(wall - w))
