@@ -29,6 +29,16 @@ enum Cause {
 }
 
 fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
+    if let Some(f) = twin_after_harm(c, s, claim.gone_seen) {
+        let what = format!(
+            "{} (then two acquisitions shared one given holder id)",
+            f.what
+        );
+        return match f.harm {
+            Harm::DataLoss => Cause::DataLoss(what),
+            _ => Cause::Operator(what),
+        };
+    }
     if let Some(pe) = claim.tenure.as_ref().and_then(|t| t.predicted_expiry()) {
         if pe <= claim.gone_seen + Duration::from_millis(2) {
             return Cause::Expiry(pe);
@@ -62,6 +72,35 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
         }
     }
     Cause::Unexplained
+}
+
+/// Another section with the same given holder id held the same key at the same time as
+/// `s` (up to `until`), after data loss or an operator's release deleted one of them:
+/// from then on an extend or release by either acts on the other's lock too, and no
+/// library can tell them apart by holder id. The fault that let them coexist, if any.
+fn twin_after_harm<'a>(
+    c: &'a Ctx,
+    s: &Section,
+    until: Instant,
+) -> Option<&'a super::history::Fault> {
+    if !s.given {
+        return None;
+    }
+    let twin = c.sections.iter().find(|o| {
+        o.id != s.id
+            && o.key == s.key
+            && o.holder == s.holder
+            && o.acquired_at < until
+            && o.work_end > s.acquired_at
+    })?;
+    let from = s.acquired_at.min(twin.acquired_at);
+    let since = from.checked_sub(Duration::from_secs(2)).unwrap_or(from);
+    c.explain(
+        &s.key,
+        since,
+        s.acquired_at.max(twin.acquired_at),
+        &[Harm::DataLoss, Harm::Operator],
+    )
 }
 
 /// Another acquisition with the same given holder id let go just then, and its own lock
