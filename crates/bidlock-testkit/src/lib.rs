@@ -16,14 +16,31 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod link;
+mod persistence;
+pub mod process;
 mod proxy;
 mod sentinel;
 mod tls;
 
+pub use link::Link;
+pub use persistence::Snapshot;
 pub use sentinel::SentinelCluster;
 
 pub use proxy::{Fault, FaultProxy};
 pub use tls::{self_signed, TlsFiles};
+
+/// How an append-only server flushes its file to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AofFsync {
+    /// `appendfsync always`: every write is on disk before the reply.
+    #[default]
+    Always,
+    /// `appendfsync everysec`: the default of many deployments (and of
+    /// `deploy/compose.yaml`); a machine crash loses up to about a second of writes,
+    /// which [`RedisServer::crash_losing_aof_tail`] reproduces.
+    EverySec,
+}
 
 /// Options for a server.
 #[derive(Debug, Clone, Default)]
@@ -32,8 +49,10 @@ pub struct ServerOptions {
     pub password: Option<String>,
     /// An ACL user: (name, password) with all permissions.
     pub acl_user: Option<(String, String)>,
-    /// Append-only file with `appendfsync always`.
+    /// Append-only file, synced as `aof_fsync` says.
     pub aof: bool,
+    /// How the append-only file is synced (when `aof` is set).
+    pub aof_fsync: AofFsync,
     /// Extra command-line arguments, as given (`["--replicaof", "127.0.0.1", "6379"]`).
     pub extra: Vec<String>,
     /// Serve TLS only (the plain port is closed), with a self-signed certificate.
@@ -125,7 +144,11 @@ impl RedisServer {
             .arg("--enable-debug-command")
             .arg("local");
         if self.opts.aof {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            let fsync = match self.opts.aof_fsync {
+                AofFsync::Always => "always",
+                AofFsync::EverySec => "everysec",
+            };
+            cmd.args(["--appendonly", "yes", "--appendfsync", fsync]);
         } else {
             cmd.args(["--appendonly", "no"]);
         }
@@ -279,6 +302,18 @@ impl RedisServer {
             .map(|c| Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)))
     }
 
+    /// The server's process id, while it runs.
+    pub fn process_id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server is stopped by a signal (SIGSTOP) right now, from `/proc`.
+    pub fn is_paused(&self) -> bool {
+        self.process_id()
+            .and_then(process::state)
+            .is_some_and(|s| s == 'T')
+    }
+
     /// Kills the server with SIGKILL (no goodbye to clients) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -306,11 +341,17 @@ impl RedisServer {
         panic!("restart on port {} failed: {last}", self.port);
     }
 
-    /// Pauses the server (SIGSTOP): connections stay open, nothing answers.
-    pub fn pause(&self) {
+    /// Pauses the server (SIGSTOP): connections stay open, nothing answers. Waits (up
+    /// to 1 s) until the process is really stopped and returns whether it is.
+    pub fn pause(&self) -> bool {
         if let Some(pid) = self.pid() {
             let _ = kill(pid, Signal::SIGSTOP);
         }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.is_paused() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.is_paused()
     }
 
     /// Resumes a paused server (SIGCONT).

@@ -97,23 +97,39 @@ impl FaultProxy {
         let _ = self.fault.send(fault);
     }
 
-    /// Closes every live connection at once (both directions).
-    pub fn drop_connections(&self) {
-        if let Ok(mut c) = self.conns.lock() {
-            for (t, _) in c.drain(..) {
-                t.abort();
-            }
+    /// Closes every live connection at once (both directions). Returns how many were
+    /// open (0 means the fault hit nothing).
+    pub fn drop_connections(&self) -> usize {
+        let Ok(mut c) = self.conns.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (t, _) in c.drain(..) {
+            n += usize::from(!t.is_finished());
+            t.abort();
         }
+        n
     }
 
     /// Half-closes every live connection: the client sees EOF, its writes still go
-    /// through to Redis.
-    pub fn half_close(&self) {
-        if let Ok(c) = self.conns.lock() {
-            for (_, hc) in c.iter() {
+    /// through to Redis. Returns how many were open.
+    pub fn half_close(&self) -> usize {
+        let Ok(c) = self.conns.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (t, hc) in c.iter() {
+            if !t.is_finished() {
+                n += 1;
                 hc.notify_one();
             }
         }
+        n
+    }
+
+    /// The fault in force now.
+    pub fn fault(&self) -> Fault {
+        *self.fault.borrow()
     }
 }
 

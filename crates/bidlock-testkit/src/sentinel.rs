@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, RedisServer, ServerOptions};
+use crate::{free_port, Link, RedisServer, ServerOptions};
 
 /// The name the sentinels know the master by.
 pub const SERVICE: &str = "bidmaster";
@@ -16,22 +16,38 @@ pub struct SentinelCluster {
     pub servers: Vec<RedisServer>,
     sentinels: Vec<(u16, Child)>,
     dir: tempfile::TempDir,
+    /// The replica's link to the master, when it goes through a relay.
+    link: Option<Link>,
 }
 
 impl SentinelCluster {
     /// Starts the servers and sentinels and waits until the sentinels see the replica.
     pub fn start() -> SentinelCluster {
+        SentinelCluster::start_inner(false)
+    }
+
+    /// As [`SentinelCluster::start`], with the replica's link to the master going through
+    /// a relay that [`SentinelCluster::cut_replication`] cuts: the replica then falls
+    /// behind while the master takes writes, and a failover promotes a replica that
+    /// missed them.
+    pub fn start_with_cuttable_link() -> SentinelCluster {
+        SentinelCluster::start_inner(true)
+    }
+
+    fn start_inner(cuttable: bool) -> SentinelCluster {
         // No delay before the first (diskless) sync: the replica must hold the data
         // before a test kills the master.
         let master = RedisServer::start_with(ServerOptions {
             extra: vec!["--repl-diskless-sync-delay".into(), "0".into()],
             ..Default::default()
         });
+        let link = cuttable.then(|| Link::start(master.port()));
+        let upstream = link.as_ref().map_or(master.port(), Link::port);
         let replica = RedisServer::start_with(ServerOptions {
             extra: vec![
                 "--replicaof".into(),
                 "127.0.0.1".into(),
-                master.port().to_string(),
+                upstream.to_string(),
             ],
             ..Default::default()
         });
@@ -69,6 +85,7 @@ impl SentinelCluster {
             servers: vec![master, replica],
             sentinels,
             dir,
+            link,
         };
         cluster.wait_for(Duration::from_secs(15), |c| {
             c.servers[1]
@@ -153,6 +170,52 @@ impl SentinelCluster {
             c.master_port().is_some_and(|p| p != old)
         });
         start.elapsed()
+    }
+
+    /// Cuts the replica's link to the master (started with
+    /// [`SentinelCluster::start_with_cuttable_link`]) and waits until the replica reports
+    /// the link down: from then on it misses every write. Returns false when the cluster
+    /// has no cuttable link or the replica never noticed (within 10 s).
+    pub fn cut_replication(&self) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        link.cut();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let info = self.ask::<String>(self.servers[1].port(), &["INFO", "replication"]);
+            if info.is_some_and(|i| i.contains("master_link_status:down")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kills the current master with SIGKILL (no failover wait). Returns its port.
+    pub fn kill_master(&mut self) -> Option<u16> {
+        let old = self.master_port()?;
+        let server = self.servers.iter_mut().find(|s| s.port() == old)?;
+        server.kill();
+        Some(old)
+    }
+
+    /// Waits up to `limit` until the sentinels report a master other than `old`, and
+    /// returns its port.
+    pub fn wait_new_master(&self, old: u16, limit: Duration) -> Option<u16> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(p) = self.master_port().filter(|p| *p != old) {
+                return Some(p);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The server on `port`.
+    pub fn server(&self, port: u16) -> Option<&RedisServer> {
+        self.servers.iter().find(|s| s.port() == port)
     }
 
     /// The directory with the sentinels' logs.

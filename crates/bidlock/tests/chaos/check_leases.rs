@@ -1,0 +1,448 @@
+//! Checks on what holders were told about their leases: (c) never "held" after Redis
+//! stopped holding the lock for them (beyond what a stated fault allows), `lost()`
+//! resolved no later than the lease's end plus a stated slack, process commands stopped
+//! when their lock went, and no cancelled acquire left its lock behind.
+
+use std::time::{Duration, Instant};
+
+use super::checks::{
+    data_loss_notice, ms, Ctx, CLOCK_SLACK, EXPIRY_SLACK, FORCED_NOTICE, LOSS_SLACK, ORPHAN_BOUND,
+    PROC_STOP_SLACK,
+};
+use super::history::{Harm, Kind, Section, Who};
+use super::observer::Claim;
+use super::FaultClass;
+
+/// Why Redis stopped holding a lock for a holder that still held it, and how long the
+/// holder may take to notice.
+enum Cause {
+    /// Its ttl ran out by the server's clock (the client's deadline must be earlier).
+    Expiry(Instant),
+    /// Data loss: noticed at the next renewal.
+    DataLoss(String),
+    /// An operator deleted it: noticed within [`FORCED_NOTICE`].
+    Operator(String),
+    /// The holder's own manager was closed under it: must be marked lost first.
+    OwnClose(String),
+    /// Nothing the run did explains it.
+    Unexplained,
+}
+
+fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
+    if let Some(f) = twin_after_harm(c, s, claim.gone_seen) {
+        let what = format!(
+            "{} (then two acquisitions shared one given holder id)",
+            f.what
+        );
+        return match f.harm {
+            Harm::DataLoss => Cause::DataLoss(what),
+            _ => Cause::Operator(what),
+        };
+    }
+    if let Some(pe) = claim.tenure.as_ref().and_then(|t| t.predicted_expiry()) {
+        if pe <= claim.gone_seen + Duration::from_millis(2) {
+            return Cause::Expiry(pe);
+        }
+    }
+    // Redis keeps expiry in whole milliseconds (and a late reading overestimates it):
+    // a lease that was itself about to end is judged as an expiry.
+    if let Some(e) = claim
+        .expires_at
+        .filter(|e| *e <= claim.gone_seen + EXPIRY_SLACK)
+    {
+        return Cause::Expiry(e.min(claim.gone_seen));
+    }
+    let from = claim.tenure.as_ref().map_or(s.acquired_at, |t| t.last_seen);
+    if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::DataLoss]) {
+        return Cause::DataLoss(f.what.clone());
+    }
+    if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::Operator]) {
+        return Cause::Operator(f.what.clone());
+    }
+    if let Some(cause) = same_id_after_harm(c, s, from, claim.gone_seen) {
+        return cause;
+    }
+    if let Who::Lib { inst, .. } = s.who {
+        let close = c
+            .faults
+            .iter()
+            .find(|f| f.inst == Some(inst) && f.start <= claim.gone_seen && f.end >= from);
+        if let Some(f) = close {
+            return Cause::OwnClose(f.what.clone());
+        }
+    }
+    Cause::Unexplained
+}
+
+/// Another section with the same given holder id held the same key at the same time as
+/// `s` (up to `until`), after data loss or an operator's release deleted one of them:
+/// from then on an extend or release by either acts on the other's lock too, and no
+/// library can tell them apart by holder id. The fault that let them coexist, if any.
+fn twin_after_harm<'a>(
+    c: &'a Ctx,
+    s: &Section,
+    until: Instant,
+) -> Option<&'a super::history::Fault> {
+    if !s.given {
+        return None;
+    }
+    let twin = c.sections.iter().find(|o| {
+        o.id != s.id
+            && o.key == s.key
+            && o.holder == s.holder
+            && o.acquired_at < until
+            && o.work_end > s.acquired_at
+    })?;
+    let from = s.acquired_at.min(twin.acquired_at);
+    let since = from.checked_sub(Duration::from_secs(2)).unwrap_or(from);
+    c.explain(
+        &s.key,
+        since,
+        s.acquired_at.max(twin.acquired_at),
+        &[Harm::DataLoss, Harm::Operator],
+    )
+}
+
+/// Another acquisition with the same given holder id let go just then, and its own lock
+/// had vanished in data loss or an operator's release it had not noticed yet: its
+/// release removed this one's lock, which no library can tell apart by holder id. That
+/// is the fault's doing.
+fn same_id_after_harm(c: &Ctx, s: &Section, from: Instant, gone: Instant) -> Option<Cause> {
+    if !s.given {
+        return None;
+    }
+    let window = from.checked_sub(Duration::from_secs(1)).unwrap_or(from);
+    c.sections
+        .iter()
+        .filter(|o| o.id != s.id && o.key == s.key && o.holder == s.holder)
+        .filter(|o| o.work_end >= window && o.work_end <= gone + CLOCK_SLACK)
+        .find_map(|o| {
+            let f = c.explain(
+                &s.key,
+                o.acquired_at,
+                o.work_end,
+                &[Harm::DataLoss, Harm::Operator],
+            )?;
+            let what = format!(
+                "{} (then {} released with the same holder id)",
+                f.what, o.who
+            );
+            Some(match f.harm {
+                Harm::DataLoss => Cause::DataLoss(what),
+                _ => Cause::Operator(what),
+            })
+        })
+}
+
+/// What the observer's claims say about section `s`: why Redis stopped holding its lock
+/// while it still claimed it (the hint of the (c) check), when it did.
+pub fn drop_hint(c: &Ctx, s: &Section) -> Option<String> {
+    let (claim, _) = c.claim_of(s.id)?;
+    let (_, hint) = allowance(&cause(c, s, claim), s);
+    (!hint.is_empty()).then_some(hint)
+}
+
+/// Why Redis stopped holding section `s`'s lock while it still claimed it, when the
+/// observer caught that, and whether the cause is one the README names as unsafe (data
+/// loss) or an operator's release: then other holders may rightly overlap it.
+pub fn inherent_drop(c: &Ctx, s: &Section) -> bool {
+    c.claim_of(s.id).is_some_and(|(claim, _)| {
+        matches!(cause(c, s, claim), Cause::DataLoss(_) | Cause::Operator(_))
+    })
+}
+
+/// How long a holder may go on claiming after a cause, and the hint when it does longer.
+fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
+    match cause {
+        Cause::Expiry(_) => (
+            EXPIRY_SLACK,
+            "the local deadline ran past Redis' expiry".into(),
+        ),
+        Cause::DataLoss(w) => (
+            data_loss_notice(s.ttl),
+            format!("noticed later than ttl/3 after {w}"),
+        ),
+        Cause::Operator(w) => (
+            FORCED_NOTICE,
+            format!("hole 8: {w} is noticed only at the next renewal"),
+        ),
+        Cause::OwnClose(w) => (
+            Duration::ZERO,
+            format!("hole 6: {w} released before marking its leases lost"),
+        ),
+        Cause::Unexplained if s.given => (
+            Duration::ZERO,
+            "hole 5: another acquisition with the same given holder id released or completed (a background release, or one whose lease had lapsed)".into(),
+        ),
+        Cause::Unexplained => (Duration::ZERO, String::new()),
+    }
+}
+
+/// (c): the observer caught a lease claiming its lock after Redis stopped holding it.
+pub fn claims(c: &mut Ctx) {
+    let mut found = Vec::new();
+    let (mut expected, mut max_expected) = (0, 0);
+    let mut ids: Vec<u64> = c.log.claims.iter().map(|cl| cl.section).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let (Some(s), Some((claim, last))) = (c.section(id), c.claim_of(id)) else {
+            continue;
+        };
+        let why = cause(c, s, claim);
+        let over = match why {
+            Cause::Expiry(pe) => last.saturating_duration_since(pe),
+            _ => last.saturating_duration_since(claim.gone_seen),
+        };
+        let (allowed, hint) = allowance(&why, s);
+        let inherent = matches!(why, Cause::DataLoss(_) | Cause::Operator(_));
+        if over <= allowed && (inherent || matches!(why, Cause::Expiry(_))) {
+            expected += u64::from(inherent);
+            max_expected = max_expected.max(ms(over));
+            continue;
+        }
+        let shown = claim.now_held_by.as_deref().unwrap_or("nobody");
+        let msg = format!(
+            "{} ({}, token {}) claimed \"held\" for {} ms after Redis showed {shown} (expires_at {:?} ahead)",
+            s.who,
+            s.holder,
+            s.token,
+            ms(over),
+            claim.expires_at.map(|e| e.saturating_duration_since(claim.first_claim)),
+        );
+        found.push((s.key.clone(), claim.first_claim, msg, hint, vec![s.id]));
+    }
+    c.f.expected_claims = expected;
+    c.f.max_expected_claim_ms = max_expected;
+    c.f.held_after_server_end = found.len() as u64;
+    for (key, at, msg, hint, ids) in found {
+        c.violation(
+            "(c) held after Redis stopped holding it",
+            &key,
+            at,
+            msg,
+            hint,
+            ids,
+        );
+    }
+}
+
+/// When the lease of a library section ended while the section ran, and how long
+/// `lost()` may take to say so.
+fn lease_end(c: &Ctx, s: &Section) -> Option<(Instant, Duration, String)> {
+    let lapse = s.final_expires.filter(|e| *e < s.work_end);
+    let drop = c
+        .claim_of(s.id)
+        .map(|(cl, _)| (cl.gone_seen, cause(c, s, cl)));
+    match (lapse, drop) {
+        (Some(e), Some((g, _))) if e <= g => Some((e, LOSS_SLACK, "lease ran out".into())),
+        (_, Some((g, why))) => {
+            let (allowed, hint) = allowance(&why, s);
+            Some((g, allowed.max(LOSS_SLACK), hint))
+        }
+        (Some(e), None) => {
+            let shorter = s.notes.iter().any(|(_, n)| n.starts_with("extend shorter"));
+            let raced_close = matches!(s.who, Who::Lib { inst, .. } if c.faults.iter().any(|f| f.inst == Some(inst) && f.start <= s.acquired_at && f.end >= s.called_at));
+            let hint = if raced_close {
+                "an acquire that raced close() returned a guard its manager no longer keeps (no renewal, lost() never resolves)".into()
+            } else if shorter {
+                "hole 2: extend(shorter) leaves the lease keeper on the old schedule".into()
+            } else {
+                String::new()
+            };
+            Some((e, LOSS_SLACK, hint))
+        }
+        (None, None) => None,
+    }
+}
+
+/// Another acquisition with the same given holder id took the key again before the loss
+/// was due to be noticed: a check that compares holder ids (all Redis holds) then finds
+/// "our" id and cannot tell the loss. Counted, not a violation: given ids shared by two
+/// owners are documented as unable to tell their acquisitions apart.
+fn retaken_by_same_id(c: &Ctx, s: &Section, end: Instant, due: Instant) -> bool {
+    s.given
+        && c.sections.iter().any(|o| {
+            o.id != s.id
+                && o.key == s.key
+                && o.holder == s.holder
+                && o.acquired_at >= end
+                && o.acquired_at <= due
+        })
+}
+
+/// `lost()` must resolve no later than the lease's end plus a slack; sections that kept
+/// working after their lease ended are counted (by design for bids, which do not watch).
+pub fn loss_reports(c: &mut Ctx) {
+    let mut found = Vec::new();
+    let (mut max_delay, mut max_past, mut kept, mut bids_past, mut hidden) = (0, 0, 0, 0, 0);
+    for s in c
+        .sections
+        .iter()
+        .filter(|s| s.kind != Kind::Proc && !Ctx::expired_at_start(s))
+    {
+        let Some((end, allowed, hint)) = lease_end(c, s) else {
+            continue;
+        };
+        if let Some(l) = s.lost_at {
+            max_delay = max_delay.max(ms(l.saturating_duration_since(end)));
+        }
+        let past = s.work_end.saturating_duration_since(end);
+        max_past = max_past.max(ms(past));
+        if past > allowed {
+            if s.kind == Kind::Bid {
+                bids_past += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        let due = end + allowed;
+        if s.work_end > due
+            && s.lost_at.is_none_or(|l| l > due)
+            && retaken_by_same_id(c, s, end, due)
+        {
+            hidden += 1;
+        } else if s.work_end > due && s.lost_at.is_none_or(|l| l > due) {
+            let when = s
+                .lost_at
+                .map_or("never (while the section ran)".to_owned(), |l| {
+                    format!("{} ms after", ms(l - end))
+                });
+            let msg = format!(
+                "{}'s lease (ttl {:?}, token {}) ended; lost() resolved {when} (allowed {} ms)",
+                s.who,
+                s.ttl,
+                s.token,
+                ms(allowed)
+            );
+            found.push((s.key.clone(), end, msg, hint, vec![s.id]));
+        }
+    }
+    c.f.max_loss_report_delay_ms = max_delay;
+    c.f.max_work_past_lease_ms = max_past;
+    c.f.kept_working_after_lease = kept;
+    c.f.bids_past_lease = bids_past;
+    c.f.late_loss_reports = found.len() as u64;
+    c.f.loss_hidden_by_shared_id = hidden;
+    for (key, at, msg, hint, ids) in found {
+        c.violation("(e) loss reported late", &key, at, msg, hint, ids);
+    }
+}
+
+/// A `bidlock run` must stop its command once its lock is gone (a frozen holder thaws
+/// into a lost lock: its late ticks are counted, and only fencing protects them).
+pub fn process_ticks(c: &mut Ctx) {
+    let mut found = Vec::new();
+    let mut frozen = 0;
+    for s in c.sections.iter().filter(|s| s.kind == Kind::Proc) {
+        let Some(t) = c.tenure(s) else { continue };
+        let Some(gone) = t.gone_seen else { continue };
+        let from = t.last_seen;
+        let expired = t
+            .predicted_expiry()
+            .is_some_and(|pe| pe <= gone + Duration::from_millis(2));
+        let allowed = if c
+            .explain(&s.key, s.acquired_at, gone, &[Harm::Freeze])
+            .is_some()
+        {
+            None
+        } else if expired {
+            Some((LOSS_SLACK, String::new()))
+        } else if let Some(f) = c.explain(&s.key, from, gone, &[Harm::DataLoss]) {
+            Some((data_loss_notice(s.ttl), format!("after {}", f.what)))
+        } else if let Some(f) = c.explain(&s.key, from, gone, &[Harm::Operator]) {
+            Some((
+                FORCED_NOTICE,
+                format!("hole 8: {} is noticed only at the next renewal", f.what),
+            ))
+        } else {
+            Some((
+                LOSS_SLACK,
+                if s.given {
+                    "hole 5: shared given holder id".into()
+                } else {
+                    String::new()
+                },
+            ))
+        };
+        let past = s.work_end.saturating_duration_since(gone);
+        match allowed {
+            None if past > PROC_STOP_SLACK => frozen += 1,
+            Some((a, hint)) if past > a + PROC_STOP_SLACK => {
+                let msg = format!(
+                    "{}'s command (token {}) worked {} ms after its lock was gone (allowed {} ms)",
+                    s.who,
+                    s.token,
+                    ms(past),
+                    ms(a + PROC_STOP_SLACK)
+                );
+                found.push((s.key.clone(), gone, msg, hint, vec![s.id]));
+            }
+            _ => {}
+        }
+    }
+    c.f.frozen_late_ticks = frozen;
+    c.f.kept_working_after_lease += found.len() as u64;
+    for (key, at, msg, hint, ids) in found {
+        c.violation(
+            "(e) process kept working without its lock",
+            &key,
+            at,
+            msg,
+            hint,
+            ids,
+        );
+    }
+}
+
+/// Locks held in Redis by a library instance's generated holder id that no section
+/// accounts for: an acquire cancelled mid-flight whose lock stayed.
+pub fn orphans(c: &mut Ctx) {
+    let bases = c.r.hist.holder_bases.lock().unwrap().clone();
+    let quiet = matches!(
+        c.r.class,
+        FaultClass::Calm | FaultClass::ForcedRelease | FaultClass::HolderFreeze
+    );
+    let mut found = Vec::new();
+    let (mut n, mut max) = (0, 0);
+    for t in &c.log.tenures {
+        let generated = bases.iter().any(|b| {
+            t.holder
+                .strip_prefix(b.as_str())
+                .is_some_and(|r| r.starts_with(':'))
+        });
+        if !generated
+            || c.sections
+                .iter()
+                .any(|s| s.key == t.key && s.holder == t.holder)
+        {
+            continue;
+        }
+        n += 1;
+        let held = t.last_seen - t.first_seen;
+        max = max.max(ms(held));
+        let restored = c
+            .explain(&t.key, t.first_seen, t.last_seen, &[Harm::DataLoss])
+            .is_some();
+        if quiet && !restored && held > ORPHAN_BOUND {
+            let msg = format!(
+                "{} held the lock for {} ms with no client holding it",
+                t.holder,
+                ms(held)
+            );
+            found.push((t.key.clone(), t.first_seen, msg));
+        }
+    }
+    c.f.orphans = n;
+    c.f.max_orphan_ms = max;
+    for (key, at, msg) in found {
+        c.violation(
+            "(f) orphan lock",
+            &key,
+            at,
+            msg,
+            "a cancelled acquire's lock was not released in the background".into(),
+            vec![],
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! One round: fresh servers shaped for a fault class, the observer, library instances,
+//! process holders and the nemesis for a bounded time; then a calm sweep over the
+//! postings, and the checks over what was recorded. Nothing outlives the round but its
+//! figures and violations.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bidlock::{KeySpace, LockKey, DEFAULT_PREFIX};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::checks::{self, Figures, Violation};
+use super::clients::{self, Slot};
+use super::history::History;
+use super::observer::{self, Registry};
+use super::procs::{self, Board};
+use super::topology::Topology;
+use super::{nemesis, report, FaultClass};
+
+pub const INSTANCES: u8 = 3;
+pub const TASKS_PER_INSTANCE: u8 = 3;
+pub const PROCESS_DRIVERS: u8 = 2;
+pub const HOT_KEYS: usize = 3;
+pub const POSTINGS: usize = 8;
+
+/// What every part of a round shares.
+pub struct Round {
+    pub class: FaultClass,
+    pub index: usize,
+    pub seed: u64,
+    /// Contended lock keys.
+    pub hot: Vec<LockKey>,
+    /// Postings for `bid_once` and `run --once`.
+    pub postings: Vec<LockKey>,
+    /// Holder ids given by callers, each shared by several tasks and processes.
+    pub given: Vec<String>,
+    pub url: String,
+    pub hist: Arc<History>,
+    pub reg: Arc<Registry>,
+    pub board: Arc<Board>,
+    pub slots: Vec<Arc<Slot>>,
+    pub keys: KeySpace,
+    pub bin: PathBuf,
+    pub started: Instant,
+    /// Clients start nothing new after this.
+    pub stop_at: Instant,
+}
+
+impl Round {
+    pub fn redis_key(&self, k: &LockKey) -> String {
+        self.keys.lock_key(k)
+    }
+}
+
+/// A round's outcome.
+pub struct Outcome {
+    pub class: FaultClass,
+    pub figures: Figures,
+    pub violations: Vec<Violation>,
+    /// The history around each violation, printed when the run fails.
+    pub histories: String,
+}
+
+fn keys(prefix: &str, n: usize) -> Vec<LockKey> {
+    (0..n)
+        .map(|i| LockKey::new("chaos", format!("{prefix}{i}")).expect("key"))
+        .collect()
+}
+
+/// The round's shared state, with its clients connected; clients start nothing before
+/// `started`.
+async fn setup(
+    index: usize,
+    class: FaultClass,
+    len: Duration,
+    seed: u64,
+    bin: &Path,
+    topo: &Topology,
+) -> Arc<Round> {
+    let hist = Arc::new(History::default());
+    hist.clock.anchor();
+    let mut slots = Vec::new();
+    for i in 0..INSTANCES {
+        slots.push(Slot::start(i, &topo.url, &hist).await);
+    }
+    let started = Instant::now();
+    Arc::new(Round {
+        class,
+        index,
+        seed,
+        hot: keys("hot", HOT_KEYS),
+        postings: keys(&format!("r{index}-p"), POSTINGS),
+        given: vec![format!("given-{index}-a"), format!("given-{index}-b")],
+        url: topo.url.clone(),
+        hist,
+        reg: Arc::default(),
+        board: Arc::default(),
+        slots,
+        keys: KeySpace::new(DEFAULT_PREFIX).expect("default prefix"),
+        bin: bin.to_owned(),
+        started,
+        stop_at: started + len,
+    })
+}
+
+/// The nemesis, library clients and process holders, until all are done. Returns when
+/// the faults had healed and the clients had stopped.
+async fn drive(
+    round: &Arc<Round>,
+    topo: &Arc<Topology>,
+    admin: &bidlock::BidLockManager,
+    len: Duration,
+) -> Instant {
+    let mut rng = StdRng::seed_from_u64(round.seed);
+    let plan = nemesis::plan(round.class, len, INSTANCES, &mut rng);
+    let nem = tokio::spawn(nemesis::run(
+        round.clone(),
+        topo.clone(),
+        admin.clone(),
+        plan,
+    ));
+    let mut workers = clients::spawn(round, TASKS_PER_INSTANCE);
+    workers.extend(procs::spawn(round, PROCESS_DRIVERS, &round.bin));
+    let _ = tokio::time::timeout(Duration::from_secs(60), nem).await;
+    for w in workers {
+        if tokio::time::timeout(Duration::from_secs(20), w)
+            .await
+            .is_err()
+        {
+            round.hist.error(
+                "checker",
+                &"a client did not finish within 20 s of the round's end",
+            );
+        }
+    }
+    Instant::now()
+}
+
+pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
+    let wall = Instant::now();
+    let topo = Arc::new(Topology::start(class).await);
+    let round = setup(index, class, len, seed, bin, &topo).await;
+    let watched: Vec<String> = round
+        .hot
+        .iter()
+        .chain(&round.postings)
+        .map(|k| round.redis_key(k))
+        .collect();
+    let obs = observer::start(
+        topo.observed.clone(),
+        watched,
+        round.reg.clone(),
+        round.hist.clone(),
+    );
+    let admin = clients::connect(&clients::config(&topo.admin_url), Duration::from_secs(10))
+        .await
+        .expect("operator's manager");
+    let healed_at = drive(&round, &topo, &admin, len).await;
+    clients::sweep(&round, &admin).await;
+    admin.close().await;
+    for s in &round.slots {
+        s.close().await;
+    }
+    let log = obs.stop();
+    let (mut figures, violations) = checks::check(&round, &log, healed_at);
+    figures.wall_secs = wall.elapsed().as_secs_f64();
+    let histories = report::histories(&round, &log, &violations);
+    if !violations.is_empty() {
+        let logs = topo.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        eprintln!(
+            "round {index} ({}) server log tail:\n{}",
+            class.name(),
+            tail.join("\n")
+        );
+    }
+    let topo = Arc::try_unwrap(topo).ok();
+    let _ = tokio::task::spawn_blocking(move || drop(topo)).await;
+    Outcome {
+        class,
+        figures,
+        violations,
+        histories,
+    }
+}
