@@ -323,6 +323,10 @@ impl<'a> Acquiring<'a> {
     ) -> Result<Option<LockGuard>, Error> {
         if lease.is_lost() {
             tracing::debug!(target: "bidlock::manager", key = %self.key, "acquired after the ttl ran out; released, trying again");
+            // The next try uses a new holder id: nothing meant for this one may count.
+            if let Some(t) = &self.ticket {
+                t.queued_as(None);
+            }
             drop(in_flight);
             return Ok(None);
         }
@@ -449,7 +453,10 @@ impl<'a> Acquiring<'a> {
             _ = ticket.signalled() => true,
             _ = tokio::time::sleep_until(wake_at) => false,
         };
-        self.grant = ticket.take_grant();
+        self.grant = self
+            .lease
+            .as_ref()
+            .and_then(|lease| ticket.take_grant(lease.holder()));
         // At the deadline, one last look if it is our turn.
         self.may_try = self.grant.is_none() && (signalled || ticket.is_front());
         true

@@ -182,7 +182,7 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<bool, Error> {
         use tracing::Instrument as _;
         self.let_go();
-        if self.lease.holder_given() && self.lease.is_lost() {
+        if !self.lease.owns_its_id() {
             return Ok(false);
         }
         let span = tracing::debug_span!(target: "bidlock::guard", "release", key = %self.key(), holder = %self.holder(), token = self.fencing_token().get());

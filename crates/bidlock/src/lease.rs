@@ -380,6 +380,13 @@ impl Lease {
         self.0.given
     }
 
+    /// Whether a holder-checked change by this lease's holder id can only touch this
+    /// acquisition's lock: not once a lease with a caller-given id is lost, since a later
+    /// acquisition may hold the lock under the same id.
+    pub(crate) fn owns_its_id(&self) -> bool {
+        !(self.0.given && self.is_lost())
+    }
+
     pub(crate) fn keeper_id(&self) -> u64 {
         self.0.keeper_id.load(Ordering::Acquire)
     }

@@ -10,7 +10,7 @@
 //! queue is marked with its holder id, and a grant for that holder wakes exactly it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -22,13 +22,25 @@ use crate::lease::Holder;
 struct Slot {
     signalled: AtomicBool,
     notify: Notify,
-    /// The holder id this waiter queued in the store with, if it did.
-    queued_as: Mutex<Option<Holder>>,
-    /// The fencing token of a lock handed to this waiter (0: none).
-    granted: AtomicU64,
+    /// The holder id this waiter queued in the store with, if it did, and the fencing
+    /// token of a lock handed to that holder, not yet taken up. One mutex for both: a
+    /// grant is only ever taken by the holder it names (a grant that arrives late, after
+    /// the waiter moved on to another holder id, must never confirm the new one).
+    queued: Mutex<Queued>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    as_holder: Option<Holder>,
+    granted: Option<(Holder, u64)>,
 }
 
 impl Slot {
+    fn queued(&self) -> MutexGuard<'_, Queued> {
+        // Plain assignments under this lock: poisoning cannot hide a broken invariant.
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         self.notify.notify_one();
@@ -82,16 +94,14 @@ impl WaitQueues {
         let Some(queue) = map.get(key) else {
             return;
         };
-        let to = queue.iter().find(|s| {
-            s.queued_as
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_some_and(|h| h.as_str() == holder)
-        });
-        if let Some(slot) = to {
-            slot.granted.store(token, Ordering::Release);
-            slot.signal();
+        for slot in queue {
+            let mut q = slot.queued();
+            if let Some(h) = q.as_holder.as_ref().filter(|h| h.as_str() == holder) {
+                q.granted = Some((h.clone(), token));
+                drop(q);
+                slot.signal();
+                return;
+            }
         }
     }
 
@@ -146,18 +156,22 @@ impl Ticket {
     }
 
     /// This waiter's try joined the store's queue as `holder` (`None`: it no longer is).
+    /// A pending grant for any other holder id is dropped.
     pub(crate) fn queued_as(&self, holder: Option<&Holder>) {
-        *self
-            .slot
-            .queued_as
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = holder.cloned();
+        let mut q = self.slot.queued();
+        if q.granted.as_ref().map(|(h, _)| Some(h)) != Some(holder) {
+            q.granted = None;
+        }
+        q.as_holder = holder.cloned();
     }
 
-    /// The token of a lock handed to this waiter, if one was (taken once).
-    pub(crate) fn take_grant(&self) -> Option<u64> {
-        let token = self.slot.granted.swap(0, Ordering::AcqRel);
-        (token != 0).then_some(token)
+    /// The token of a lock handed to `holder`, if one was (taken once). A grant for
+    /// another holder id (an earlier try of this waiter) is dropped, never returned.
+    pub(crate) fn take_grant(&self, holder: &Holder) -> Option<u64> {
+        match self.slot.queued().granted.take() {
+            Some((h, token)) if &h == holder => Some(token),
+            _ => None,
+        }
     }
 
     /// Consumes a pending signal, if any.
@@ -242,6 +256,34 @@ mod tests {
         b.signalled().await;
         drop(b);
         assert_eq!(q.keys_waited(), 0);
+    }
+
+    #[test]
+    fn a_grant_is_taken_only_by_the_holder_it_names() {
+        let q = Arc::new(WaitQueues::default());
+        let a = q.enqueue(&key());
+        let (first, second) = (Holder::new("try-1"), Holder::new("try-2"));
+        a.queued_as(Some(&first));
+        q.grant(&key(), "try-1", 7);
+        assert!(a.take_signal());
+        assert_eq!(
+            a.take_grant(&second),
+            None,
+            "another holder id never takes it"
+        );
+        // A late grant for the first try, after the waiter queued again as the second.
+        q.grant(&key(), "try-1", 7);
+        a.queued_as(Some(&second));
+        assert_eq!(a.take_grant(&second), None);
+        q.grant(&key(), "try-1", 8);
+        assert_eq!(
+            a.take_grant(&second),
+            None,
+            "not routed to a waiter of another id"
+        );
+        q.grant(&key(), "try-2", 9);
+        assert_eq!(a.take_grant(&second), Some(9));
+        assert_eq!(a.take_grant(&second), None, "taken once");
     }
 
     #[tokio::test]

@@ -316,7 +316,8 @@ impl Store for RedisStore {
             .arg(lease.holder().as_str())
             .arg(completion_record(lease))
             .arg(ms(retention).max(1))
-            .arg(&self.channel);
+            .arg(&self.channel)
+            .arg(if lease.owns_its_id() { "1" } else { "0" });
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await

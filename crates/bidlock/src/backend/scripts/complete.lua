@@ -2,9 +2,11 @@
 -- The record is written either way: the bid was placed, so no one may place it again,
 -- even when the lease lapsed meanwhile and someone else holds the lock now.
 -- KEYS[1] lock key, KEYS[2] completion record, KEYS[3] wait marker; ARGV[1] holder id,
--- ARGV[2] record value, ARGV[3] retention in ms, ARGV[4] release channel
+-- ARGV[2] record value, ARGV[3] retention in ms, ARGV[4] release channel, ARGV[5] '0'
+-- when the lock must be left alone even if it shows this holder id (a lost lease whose id
+-- the caller chose: a later acquisition may hold the lock under the same id)
 -- Returns 1 recorded and released; 2 recorded, the lock was not this holder's (untouched).
-local held = redis.call('GET', KEYS[1]) == ARGV[1]
+local held = ARGV[5] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1]
 if held then
   redis.call('DEL', KEYS[1])
 end

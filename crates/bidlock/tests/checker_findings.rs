@@ -1,0 +1,72 @@
+//! Holes the randomized checker (`tests/chaos`) found after the review of the issue-12
+//! fixes: each test forces the interleaving the checker reported, and its failure message
+//! names the broken promise.
+
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::RedisServer;
+use tokio::time::Instant;
+
+async fn manager(url: &str) -> BidLockManager {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(url)
+        .build()
+        .unwrap();
+    BidLockManager::new(cfg).await.unwrap()
+}
+
+/// A completion by a lapsed lease whose holder id the caller chose: another acquisition
+/// of the same id holds the lock now. The record is written (the bid was placed), but the
+/// other acquisition's lock must stay: it says "held", and Redis must agree (checker seed
+/// 4, a variant of hole 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_completion_leaves_a_later_acquisition_of_its_holder_id_alone() {
+    let s = RedisServer::start();
+    let m1 = manager(&s.url()).await;
+    let m2 = manager(&s.url()).await;
+    let k = LockKey::new("upwork", "shared-id-complete").unwrap();
+    let shared = AcquireOptions::new().holder("instance-1");
+    let first = m1
+        .acquire(
+            &k,
+            &shared.clone().ttl(Duration::from_millis(150)).renew(false),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !first.is_lost() {
+        assert!(Instant::now() < deadline, "the first lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let redis_key = "bid_lock:upwork:shared-id-complete";
+    let second = m2
+        .acquire(
+            &k,
+            &shared
+                .clone()
+                .ttl(Duration::from_secs(30))
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !first.complete().await.unwrap(),
+        "a lapsed lease must not be told its lock was released with the record"
+    );
+    assert_eq!(
+        s.cmd::<Option<String>>(&["GET", "bid_lock:upwork:shared-id-complete"])
+            .as_deref(),
+        Some("instance-1"),
+        "the lapsed completion deleted the later acquisition's lock while it says held"
+    );
+    assert!(s.cmd::<i64>(&["PTTL", redis_key]) > 20_000);
+    assert_eq!(
+        s.cmd::<i64>(&["EXISTS", "bid_done:upwork:shared-id-complete"]),
+        1,
+        "the placed bid must be recorded"
+    );
+    assert!(!second.is_lost());
+    assert!(second.release().await.unwrap());
+}
