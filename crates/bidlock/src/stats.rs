@@ -171,7 +171,7 @@ mod tests {
         let waiter = tokio::spawn({
             let (m, a) = (m.clone(), a.clone());
             let opts = opts.clone().timeout(Duration::from_secs(30));
-            async move { m.acquire(&a, &opts).await.map(drop) }
+            async move { m.acquire(&a, &opts).await?.release().await }
         });
         // The count itself says when the waiter is queued.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -191,7 +191,10 @@ mod tests {
         assert_eq!((fi.locks, fi.waiting, fi.done_records), (1, 0, 0));
         assert_eq!(s.by_marketplace.len(), 2);
         held_a.release().await.unwrap();
-        waiter.await.unwrap().unwrap();
+        assert!(
+            waiter.await.unwrap().unwrap(),
+            "the waiter got it and released it"
+        );
         let s = m.stats().await.unwrap();
         assert_eq!((s.locks, s.waiting, s.done_records), (1, 0, 1), "{s:?}");
         assert!(
