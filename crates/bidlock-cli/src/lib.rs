@@ -94,8 +94,8 @@ BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. Exit: the command's code; 75 not acquir
         marketplace: String,
         /// Posting id.
         posting: String,
-        /// Release only if this holder has it.
-        #[arg(long, required_unless_present = "force", conflicts_with = "force")]
+        /// Release only if this holder has it (or give --force).
+        #[arg(long, conflicts_with = "force")]
         holder: Option<String>,
         /// Release whoever holds it.
         #[arg(long)]
@@ -108,11 +108,28 @@ BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. Exit: the command's code; 75 not acquir
         #[arg(long)]
         yes: bool,
     },
+    /// The fleet's picture from Redis: held locks, postings with waiters, completion
+    /// records, the fencing token, per marketplace.
+    #[command(
+        after_help = "Read with SCAN (never KEYS): safe on a busy Redis, but a picture taken over a \
+moment, not an atomic snapshot. --json prints {locks, waiting, done_records, fence, \
+by_marketplace: {MARKETPLACE: {locks, waiting, done_records}}}.\n\n\
+Examples:\n  bidlock stats\n  bidlock stats --json\n  bidlock stats --watch 2"
+    )]
+    Stats(commands::stats::StatsArgs),
     /// Ping the backend and print the latency (exit 0 ok, 69 unavailable).
     #[command(after_help = "Example (readiness probe):\n  bidlock health")]
     Health,
-    /// Run a short self-check on the backend and print its metrics.
-    #[command(after_help = "Example:\n  bidlock metrics --format prometheus")]
+    /// The counters of this command's own short self-check, not of a running instance.
+    #[command(
+        long_about = "Runs a short self-check on the backend (8 locks taken, contended, released or \
+completed in a marketplace of its own, then cleaned up) and prints the counters of that \
+self-check: they are not the counters of any running instance.\n\n\
+For a running instance, scrape the agent's /metrics endpoint (bidlock-agent --metrics-addr \
+HOST:PORT serves http://HOST:PORT/metrics). For the fleet's locks, waiters and completion \
+records, run `bidlock stats`.",
+        after_help = "Example:\n  bidlock metrics --format prometheus"
+    )]
     Metrics {
         /// Output format.
         #[arg(long, value_enum, default_value_t = MetricsFormat::Json)]
@@ -270,6 +287,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             force,
         } => commands::admin::release(g, &marketplace, &posting, holder.as_deref(), force).await,
         Command::Cleanup { yes } => commands::admin::cleanup(g, yes).await,
+        Command::Stats(args) => commands::stats::stats(g, args).await,
         Command::Health => commands::admin::health(g).await,
         Command::Metrics { format } => commands::admin::metrics(g, format).await,
         Command::Simulate(args) => commands::simulate::simulate(g, args).await,

@@ -43,6 +43,63 @@ pub fn human_ms(ms: Option<u64>) -> String {
     }
 }
 
+/// `x` with three significant digits (two decimals below 10, one below 100, none above).
+fn sig3(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.2}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// A whole number with thousands separators: `85572` → `85,572`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration for people, rounded to three significant digits: `850 µs`, `1.24 ms`,
+/// `2.35 s`, `1m05s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 999.5 {
+        format!("{} µs", sig3(us))
+    } else if us < 999_500.0 {
+        format!("{} ms", sig3(us / 1e3))
+    } else if us < 59_500_000.0 {
+        format!("{} s", sig3(us / 1e6))
+    } else {
+        let secs = d.as_secs_f64().round() as u64;
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// A measured number for people: whole with thousands separators (`85,572`), three
+/// significant digits below 100 (`4.25`).
+pub fn human_number(x: f64) -> String {
+    if !x.is_finite() || x < 0.0 {
+        "-".to_owned()
+    } else if x < 99.5 {
+        sig3(x)
+    } else {
+        grouped(x.round() as u64)
+    }
+}
+
+/// A rate for people: `85,572/s`, `4.25/s`.
+pub fn human_rate(per_sec: f64) -> String {
+    format!("{}/s", human_number(per_sec))
+}
+
 /// A plain left-aligned table.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -68,4 +125,25 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         s.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn durations_and_rates_are_rounded_for_people() {
+        assert_eq!(human_duration(Duration::from_nanos(1_240_846)), "1.24 ms");
+        assert_eq!(human_duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(human_duration(Duration::from_micros(999_700)), "1.00 s");
+        assert_eq!(human_duration(Duration::from_millis(12_345)), "12.3 s");
+        assert_eq!(human_duration(Duration::from_secs(65)), "1m05s");
+        assert_eq!(human_rate(85_572.067_8), "85,572/s");
+        assert_eq!(human_rate(4.2512), "4.25/s");
+        assert_eq!(human_rate(1_234_567.4), "1,234,567/s");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+    }
 }

@@ -187,6 +187,11 @@ impl KeySpace {
         format!("{}_wait:*", self.prefix)
     }
 
+    /// The SCAN pattern for wait queues.
+    pub fn queue_pattern(&self) -> String {
+        format!("{}_queue:*", self.prefix)
+    }
+
     /// Parses a lock key back into its ids; `None` when the name is not a valid lock key
     /// of this prefix.
     pub fn parse_lock_key(&self, redis_key: &str) -> Option<LockKey> {

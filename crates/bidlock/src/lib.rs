@@ -76,6 +76,7 @@ mod metrics;
 mod notices;
 mod options;
 mod renewal;
+mod stats;
 mod ttl;
 mod waiters;
 
@@ -95,6 +96,7 @@ pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};
 pub use options::{AcquireOptions, DEFAULT_WAIT};
+pub use stats::{FleetStats, MarketplaceStats};
 pub use ttl::{parse_seconds, Ttl};
 
 /// The README's examples, compiled as doctests so they cannot rot.

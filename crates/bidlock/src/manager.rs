@@ -19,6 +19,7 @@ use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
 use crate::lease::Holder;
 use crate::metrics::{Counter, Metrics, MetricsSnapshot};
+use crate::stats::FleetStats;
 
 /// Coordinates bids: one lock per `(marketplace, posting)`, in Redis or in memory.
 ///
@@ -260,6 +261,25 @@ impl BidLockManager {
             crate::key::validate_marketplace(m)?;
         }
         self.inner.store.list(marketplace).await
+    }
+
+    /// The fleet's picture as the backend holds it: held locks, postings with waiters,
+    /// completion records and the last fencing token of this prefix, in total and per
+    /// marketplace (see [`FleetStats`]). Unlike [`metrics`](Self::metrics), which counts
+    /// what this manager did, this reads what every instance left in the store.
+    ///
+    /// Redis: SCAN in batches (never `KEYS`) over the prefix's names, so it is safe on a
+    /// busy server but not an atomic snapshot. Sentinel: the current master. Redlock:
+    /// every node at once, a majority must answer, and the picture is what they agree on
+    /// (a lock held by the same holder on a majority, as [`locks`](Self::locks) lists
+    /// them; a waiter or completion record on any answering node; the highest counter).
+    /// Memory: this process's store of the prefix.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors; [`Error::NoQuorum`] when too few Redlock nodes answer.
+    pub async fn stats(&self) -> Result<FleetStats, Error> {
+        Ok(self.inner.store.census().await?.count())
     }
 
     /// A point-in-time snapshot of the counters (names of the original system plus more).

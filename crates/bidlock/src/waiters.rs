@@ -115,6 +115,15 @@ impl WaitQueues {
         }
     }
 
+    /// The keys someone in this process waits for.
+    pub(crate) fn waited_keys(&self) -> Vec<LockKey> {
+        self.map()
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Whether anyone in this process waits for `key`.
     #[cfg(test)]
     pub(crate) fn has_waiters(&self, key: &LockKey) -> bool {

@@ -6,7 +6,7 @@ use bidlock::{AcquireOptions, LockKey};
 use serde_json::json;
 
 use crate::exit::{self, CliError};
-use crate::output::{human_ms, print, print_json, table};
+use crate::output::{human_duration, human_ms, print, print_json, table};
 use crate::{lock_key, Global, MetricsFormat};
 
 pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
@@ -80,11 +80,16 @@ pub(crate) async fn release(
             return Err(CliError::usage("--holder must not be empty"));
         }
     }
+    if holder.is_none() && !force {
+        return Err(CliError::usage(
+            "release needs --holder ID (release only if that holder has the lock) \
+             or --force (release it whoever holds it)",
+        ));
+    }
     let m = g.manager(true).await?;
-    let released = match (holder, force) {
-        (_, true) => m.force_release(&key).await?,
-        (Some(h), false) => m.release(&key, &h.into()).await?,
-        (None, false) => return Err(CliError::usage("give --holder ID or --force")),
+    let released = match holder {
+        Some(h) if !force => m.release(&key, &h.into()).await?,
+        _ => m.force_release(&key).await?,
     };
     if g.json {
         print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }))?;
@@ -137,7 +142,7 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
         (None, "memory") => "n/a",
         (None, _) => "unknown",
     };
-    let latency_ms = (h.latency.as_secs_f64() * 1e5).round() / 100.0;
+    let latency_ms = h.latency.as_secs_f64() * 1e3;
     if h.can_evict() == Some(true) {
         eprintln!(
             "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
@@ -154,12 +159,19 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
         }))?;
     } else {
         print(&format!(
-            "ok {} latency {latency_ms:.2} ms, maxmemory-policy {policy}\n",
-            h.location
+            "ok {} latency {}, maxmemory-policy {policy}\n",
+            h.location,
+            human_duration(h.latency)
         ))?;
     }
     Ok(exit::OK)
 }
+
+/// What `metrics` prints first, so nobody mistakes its counters for an instance's.
+const SELF_CHECK_NOTE: &str =
+    "bidlock metrics: the counters of this command's own short self-check, \
+not of a running instance; scrape the agent's /metrics endpoint (bidlock-agent --metrics-addr) \
+for an instance, run `bidlock stats` for the fleet";
 
 /// Acquire, contend, release and complete a few locks in a marketplace of its own, then
 /// report the manager's metrics: a quick proof that the backend works end to end.
@@ -190,11 +202,18 @@ pub(crate) async fn metrics(g: &Global, format: MetricsFormat) -> Result<u8, Cli
         }
     }
     let snapshot = m.metrics();
+    eprintln!("{SELF_CHECK_NOTE}");
     match format {
-        MetricsFormat::Json => {
-            print_json(&json!({ "backend": m.backend().to_string(), "metrics": snapshot }))?
-        }
-        MetricsFormat::Prometheus => print(&snapshot.to_prometheus(&m.backend().to_string(), &[]))?,
+        MetricsFormat::Json => print_json(&json!({
+            "scope": "self-check",
+            "backend": m.backend().to_string(),
+            "metrics": snapshot,
+        }))?,
+        // A comment line: the note stays with the text when it is saved or piped.
+        MetricsFormat::Prometheus => print(&format!(
+            "# {SELF_CHECK_NOTE}\n{}",
+            snapshot.to_prometheus(&m.backend().to_string(), &[])
+        ))?,
     }
     Ok(exit::OK)
 }

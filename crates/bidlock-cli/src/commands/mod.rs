@@ -4,3 +4,4 @@ pub(crate) mod admin;
 pub(crate) mod bench;
 pub(crate) mod run;
 pub(crate) mod simulate;
+pub(crate) mod stats;

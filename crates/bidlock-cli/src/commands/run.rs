@@ -2,15 +2,16 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bidlock::AcquireOptions;
+use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
 use clap::Args;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit::{self, CliError};
+use crate::output::human_duration;
 use crate::{lock_key, Global};
 
 #[derive(Debug, Args)]
@@ -20,10 +21,11 @@ pub(crate) struct RunArgs {
     /// Posting id (1-512 bytes, no control characters).
     posting: String,
     /// Seconds to wait for the lock; 0 tries once.
-    #[arg(long, default_value = "0", value_parser = crate::seconds, value_name = "S")]
+    #[arg(long, default_value = "0", value_parser = crate::seconds, value_name = "S",
+          allow_negative_numbers = true)]
     wait: Duration,
     /// Lock ttl in seconds, 0.01 to 30 days (renewed every ttl/3 while the command runs).
-    #[arg(long, value_parser = crate::ttl, value_name = "S")]
+    #[arg(long, value_parser = crate::ttl, value_name = "S", allow_negative_numbers = true)]
     ttl: Option<Duration>,
     /// Holder id to store (default: generated, host:pid:random:n).
     #[arg(long, value_name = "ID")]
@@ -32,8 +34,12 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     once: bool,
     /// Seconds between SIGTERM and SIGKILL when the lock is lost.
-    #[arg(long, default_value = "10", value_parser = crate::seconds, value_name = "S")]
+    #[arg(long, default_value = "10", value_parser = crate::seconds, value_name = "S",
+          allow_negative_numbers = true)]
     grace: Duration,
+    /// Print nothing when the lock is busy and `run` starts waiting.
+    #[arg(short, long)]
+    quiet: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
     command: Vec<String>,
@@ -55,6 +61,50 @@ fn send(pid: Option<u32>, sig: Signal) {
     }
 }
 
+/// Takes the lock; with a wait, one try first, so that a busy lock is announced (who
+/// holds it, for how long) before the silence of waiting.
+async fn acquire(
+    m: &BidLockManager,
+    key: &LockKey,
+    opts: &AcquireOptions,
+    wait: Duration,
+    quiet: bool,
+) -> Result<LockGuard, CliError> {
+    if wait.is_zero() || quiet {
+        return Ok(m.acquire(key, opts).await?);
+    }
+    let start = Instant::now();
+    let holder = match m.try_acquire(key, opts).await {
+        Ok(guard) => return Ok(guard),
+        Err(bidlock::Error::NotAcquired { holder, .. }) => holder,
+        Err(e) => return Err(e.into()),
+    };
+    // The holder's ttl, and its name if the try did not see it; a failed look is no
+    // reason not to wait.
+    let status = m.status(key).await.ok();
+    let holder = status
+        .as_ref()
+        .and_then(|s| s.holder.clone())
+        .or(holder)
+        .unwrap_or_else(|| "another holder".to_owned());
+    let ttl = status
+        .and_then(|s| s.ttl_left_ms)
+        .map(|ms| {
+            format!(
+                ", {} left on its ttl",
+                human_duration(Duration::from_millis(ms))
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "bidlock: {} is held by {holder}{ttl}; waiting up to {}",
+        m.config().keys().lock_key(key),
+        human_duration(wait)
+    );
+    let rest = wait.saturating_sub(start.elapsed());
+    Ok(m.acquire(key, &opts.clone().timeout(rest)).await?)
+}
+
 pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     let key = lock_key(&args.marketplace, &args.posting)?;
     if args.holder.as_deref() == Some("") {
@@ -71,7 +121,7 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
         opts = opts.holder(h.as_str());
     }
     // Not acquired in time (75) and already done (76) are errors with their own codes.
-    let guard = m.acquire(&key, &opts).await?;
+    let guard = acquire(&m, &key, &opts, args.wait, args.quiet).await?;
     let redis_key = m.config().keys().lock_key(&key);
     let spawned = tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])

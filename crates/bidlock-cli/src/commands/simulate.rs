@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 
 use bidlock::{AcquireOptions, BidLockManager, BidOutcome, FencingToken, Histogram, LockKey};
 use clap::Args;
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::exit::{self, CliError};
-use crate::output::{print, print_json};
+use crate::output::{grouped, human_duration, human_number, print, print_json};
 use crate::Global;
+
+/// The marketplace every simulated posting is in.
+const MARKETPLACE: &str = "simulate";
 
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
@@ -25,11 +29,28 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     postings: u32,
     /// Seconds an agent waits for a busy posting.
-    #[arg(long, default_value = "30", value_parser = crate::seconds, value_name = "S")]
+    #[arg(long, default_value = "30", value_parser = crate::seconds, value_name = "S",
+          allow_negative_numbers = true)]
     wait: Duration,
     /// Milliseconds a bid takes (simulated work under the lock).
-    #[arg(long, default_value_t = 0.0)]
-    bid_ms: f64,
+    #[arg(long, default_value = "0", value_parser = milliseconds, value_name = "MS",
+          allow_negative_numbers = true)]
+    bid_ms: Duration,
+    /// Keep the run's completion records in Redis (10 minutes) instead of deleting them
+    /// at the end.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn milliseconds(s: &str) -> Result<Duration, String> {
+    let ms: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(format!("{s:?} must be zero or more milliseconds"));
+    }
+    crate::seconds(&(ms / 1000.0).to_string())
 }
 
 /// The marketplace side: records bids, counts duplicates, refuses stale tokens.
@@ -96,6 +117,8 @@ struct Report {
     handover_p50_us: u64,
     handover_p99_us: u64,
     handover_samples: u64,
+    /// What became of the run's completion records.
+    records: Records,
 }
 
 #[derive(Default)]
@@ -133,7 +156,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
     let ledger = Arc::new(Ledger::default());
     let counts = Arc::new(Counts::default());
     let handover = Arc::new(Histogram::new());
-    let bid_time = Duration::from_secs_f64(args.bid_ms.max(0.0) / 1000.0);
+    let bid_time = args.bid_ms;
     let total = u64::from(args.agents) * u64::from(args.postings);
     let bar = progress(total, g.json);
     let start = Instant::now();
@@ -152,7 +175,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
             for p in 0..postings {
                 // Every agent sees the same postings in the same order, as a fleet
                 // polling one marketplace does: maximal contention.
-                let key = match LockKey::new("simulate", format!("{run}-{p}")) {
+                let key = match LockKey::new(MARKETPLACE, format!("{run}-{p}")) {
                     Ok(k) => k,
                     Err(_) => continue,
                 };
@@ -248,7 +271,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
         conflicts += s.lock_conflicts;
         attempts += s.lock_attempts;
     }
-    let report = Report {
+    let mut report = Report {
         backend: backend.to_string(),
         agents: args.agents,
         postings: args.postings,
@@ -265,47 +288,123 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
         handover_p50_us: handover.quantile_us(0.5),
         handover_p99_us: handover.quantile_us(0.99),
         handover_samples: handover.count(),
+        ..Report::default()
     };
+    report.records = records(&managers[0], &run, args.postings, args.keep).await?;
     for m in &managers {
         m.close().await;
     }
     if g.json {
         print_json(&report)?;
     } else {
-        print(&format!(
-            "bidlock simulate: {} agents x {} postings on {}\n\
-             bids placed           {}\n\
-             duplicates            {}\n\
-             stale-token refusals  {}\n\
-             already done (skips)  {}\n\
-             conflicts             {}\n\
-             timeouts              {}\n\
-             errors                {}\n\
-             elapsed               {:.2} s ({:.0} postings/s, {:.0} acquires/s)\n\
-             handover p50 / p99    {} us / {} us ({} samples: bid recorded -> next agent told)\n",
-            report.agents,
-            report.postings,
-            report.backend,
-            report.bids,
-            report.duplicates,
-            report.stale_token_refusals,
-            report.already_done,
-            report.conflicts,
-            report.timeouts,
-            report.errors,
-            report.elapsed_s,
-            report.postings_per_sec,
-            report.acquires_per_sec,
-            report.handover_p50_us,
-            report.handover_p99_us,
-            report.handover_samples,
-        ))?;
+        print(&render(&report))?;
     }
     Ok(if report.duplicates > 0 || report.errors > 0 {
         exit::FAILURE
     } else {
         exit::OK
     })
+}
+
+/// The run's completion records (`{done prefix}:simulate:{run}-*`) at the end: deleted
+/// from Redis unless kept; in memory they go with the process.
+#[derive(Debug, Default, Serialize)]
+struct Records {
+    /// `deleted`, `kept` (10 minutes) or `memory`.
+    fate: &'static str,
+    /// Their names.
+    pattern: String,
+    /// How many were deleted.
+    deleted: u64,
+}
+
+async fn records(
+    m: &BidLockManager,
+    run: &str,
+    postings: u32,
+    keep: bool,
+) -> Result<Records, CliError> {
+    let pattern = m
+        .config()
+        .keys()
+        .done_key(&LockKey::new(MARKETPLACE, format!("{run}-*"))?);
+    let fate = match (m.backend(), keep) {
+        (bidlock::Backend::Memory, _) => "memory",
+        (_, true) => "kept",
+        (_, false) => "deleted",
+    };
+    let mut out = Records {
+        fate,
+        pattern,
+        deleted: 0,
+    };
+    if fate != "deleted" {
+        return Ok(out);
+    }
+    // Through the library, which knows where records live (every node for Redlock), a
+    // few at a time: one DEL per posting at most.
+    let keys = (0..postings).filter_map(|p| LockKey::new(MARKETPLACE, format!("{run}-{p}")).ok());
+    let mut deletes = futures_util::stream::iter(keys)
+        .map(|key| async move { m.clear_done(&key).await })
+        .buffer_unordered(64);
+    while let Some(deleted) = deletes.next().await {
+        match deleted {
+            Ok(true) => out.deleted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!(
+                    "bidlock: could not delete the run's completion records ({e}); {} expire in 10 minutes",
+                    out.pattern
+                );
+                out.fate = "partly deleted";
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The report for people: counts grouped, durations and rates rounded.
+fn render(r: &Report) -> String {
+    let us = |us: u64| human_duration(Duration::from_micros(us));
+    let records = match r.records.fate {
+        "memory" => "in this process's memory, gone when it exits".to_owned(),
+        "kept" => format!("kept {} for 10 minutes (--keep)", r.records.pattern),
+        _ => format!(
+            "{} deleted ({}; --keep keeps them)",
+            grouped(r.records.deleted),
+            r.records.pattern
+        ),
+    };
+    format!(
+        "bidlock simulate: {} agents x {} postings on {}\n\
+         bids placed           {}\n\
+         duplicates            {}\n\
+         stale-token refusals  {}\n\
+         already done (skips)  {}\n\
+         conflicts             {}\n\
+         timeouts              {}\n\
+         errors                {}\n\
+         elapsed               {} ({} postings/s, {} acquires/s)\n\
+         handover p50 / p99    {} / {} ({} samples: bid recorded -> next agent told)\n\
+         completion records    {records}\n",
+        grouped(r.agents.into()),
+        grouped(r.postings.into()),
+        r.backend,
+        grouped(r.bids),
+        grouped(r.duplicates),
+        grouped(r.stale_token_refusals),
+        grouped(r.already_done),
+        grouped(r.conflicts),
+        grouped(r.timeouts),
+        grouped(r.errors),
+        human_duration(Duration::from_secs_f64(r.elapsed_s)),
+        human_number(r.postings_per_sec),
+        human_number(r.acquires_per_sec),
+        us(r.handover_p50_us),
+        us(r.handover_p99_us),
+        grouped(r.handover_samples),
+    )
 }
 
 fn progress(total: u64, json: bool) -> Option<indicatif::ProgressBar> {

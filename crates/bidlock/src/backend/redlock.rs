@@ -34,6 +34,7 @@ use crate::keyspace::KeySpace;
 use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::Metrics;
 use crate::notices::Notices;
+use crate::stats::Census;
 
 pub(crate) struct RedlockStore {
     nodes: Vec<RedisStore>,
@@ -371,6 +372,21 @@ impl Store for RedlockStore {
             .filter_map(Result::ok)
             .max()
             .unwrap_or(0))
+    }
+
+    /// Reads every node at once and needs a majority to answer; the picture is what they
+    /// agree on ([`Census::agreed`]): a lock held by the same holder on a majority, a
+    /// waiter or a completion record on any answering node, the highest counter.
+    async fn census(&self) -> Result<Census, Error> {
+        let r = self
+            .on_all(self.response_timeout * 10, |n| n.census())
+            .await;
+        first_error(&r)?;
+        let views: Vec<Census> = r.into_iter().flatten().filter_map(Result::ok).collect();
+        if views.len() < self.quorum {
+            return Err(self.no_quorum("stats", views.len()));
+        }
+        Ok(Census::agreed(views, self.quorum))
     }
 
     async fn ping(&self) -> Result<(), Error> {

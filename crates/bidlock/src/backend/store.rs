@@ -12,6 +12,7 @@ use super::{
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::stats::Census;
 
 /// A place where locks live.
 ///
@@ -105,6 +106,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes every lock of the prefix (not records or counters).
     async fn cleanup_all(&self) -> Result<u64, Error>;
+
+    /// What the store holds for the prefix now, posting by posting: held locks, postings
+    /// with waiters, completion records, and the fencing counter (a read; changes nothing).
+    async fn census(&self) -> Result<Census, Error>;
 
     /// One round trip.
     async fn ping(&self) -> Result<(), Error>;

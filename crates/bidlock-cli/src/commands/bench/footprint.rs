@@ -38,8 +38,8 @@ pub(crate) async fn run(m: &BidLockManager, locks: u32) -> Result<Value, CliErro
         "locks": locks,
         "rss_kib_before": before,
         "rss_kib_held": after,
-        "bytes_per_held_lock": bytes.round(),
-        "acquires_per_sec": (f64::from(locks) / held_secs).round(),
+        "bytes_per_held_lock": bytes,
+        "acquires_per_sec": f64::from(locks) / held_secs,
         "note": "bytes per held lock = client RSS growth / locks held, guard included (keys are allocated before the measurement)",
     }))
 }

@@ -153,6 +153,6 @@ pub(crate) async fn across_processes(
     );
     out["processes"] = json!(processes);
     let cs = out["cs"].as_f64().unwrap_or(0.0).max(1.0);
-    out["redis_cmds_per_cs"] = json!(super::stats::round2(calls as f64 / cs));
+    out["redis_cmds_per_cs"] = json!(calls as f64 / cs);
     Ok(out)
 }

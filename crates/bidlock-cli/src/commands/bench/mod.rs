@@ -6,6 +6,7 @@ mod contender;
 mod footprint;
 mod hot_key;
 mod stats;
+mod summary;
 mod uncontended;
 
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::exit::{self, CliError};
 use crate::output::print;
 use crate::Global;
 use contender::{commands_processed, Contender, RawClient, RawWait};
-use stats::{merge, ratio, round2};
+use stats::{merge, ratio};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -38,7 +39,8 @@ enum Workload {
         #[command(flatten)]
         common: Common,
         /// Microseconds of work under the lock.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = microseconds,
+              allow_negative_numbers = true)]
         hold_us: u64,
         /// Run the workers in this many processes (W each), as a fleet contends; the
         /// figures cover all of them (no raw baseline then).
@@ -63,11 +65,19 @@ pub(crate) struct Common {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) workers: u32,
     /// Seconds per measured run.
-    #[arg(long, default_value = "5", value_parser = crate::seconds)]
+    #[arg(long, default_value = "5", value_parser = crate::seconds, allow_negative_numbers = true)]
     pub(crate) duration: Duration,
     /// Skip the raw redis-rs baseline.
     #[arg(long)]
     no_baseline: bool,
+}
+
+fn microseconds(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(us) if us < 0 => Err(format!("{s:?} must be zero or more microseconds")),
+        Ok(us) => u64::try_from(us).map_err(|_| format!("{s:?} is too many microseconds")),
+        Err(_) => Err(format!("{s:?} is not a whole number of microseconds")),
+    }
 }
 
 pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
@@ -107,8 +117,7 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
             merge(&mut out, &figures, "");
             if let (Some(before), Ok(after)) = (before, commands_processed(g).await) {
                 let cs = figures["cs"].as_f64().unwrap_or(0.0).max(1.0);
-                out["redis_server_calls_per_cs"] =
-                    json!(round2(after.saturating_sub(before) as f64 / cs));
+                out["redis_server_calls_per_cs"] = json!(after.saturating_sub(before) as f64 / cs);
             }
             out
         }
@@ -123,6 +132,12 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
         serde_json::to_string(&line)
             .map_err(|e| CliError::new(exit::FAILURE, format!("cannot encode JSON: {e}")))?
     ))?;
+    // The JSON line is for machines (full precision); people get the gist on stderr.
+    if !g.json {
+        if let Some(text) = summary::line(&line) {
+            eprintln!("{text}");
+        }
+    }
     Ok(exit::OK)
 }
 
@@ -165,8 +180,8 @@ async fn hot_key(
     };
     let after = commands_processed(g).await?;
     let cs = lib["cs"].as_f64().unwrap_or(0.0).max(1.0);
-    out["redis_cmds_per_cs"] = json!(round2(m.metrics().backend_calls as f64 / cs));
-    out["redis_server_calls_per_cs"] = json!(round2(after.saturating_sub(before) as f64 / cs));
+    out["redis_cmds_per_cs"] = json!(m.metrics().backend_calls as f64 / cs);
+    out["redis_server_calls_per_cs"] = json!(after.saturating_sub(before) as f64 / cs);
     if baseline {
         let poll = RawWait::Poll(Duration::from_micros(1000));
         let raw = Contender::Raw(RawClient::connect(g, poll).await?);

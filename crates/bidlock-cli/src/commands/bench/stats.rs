@@ -28,7 +28,7 @@ impl PairStats {
 
     pub(crate) fn summary(&self, secs: f64) -> Value {
         json!({
-            "pairs_per_sec": (self.pairs.load(Relaxed) as f64 / secs).round(),
+            "pairs_per_sec": self.pairs.load(Relaxed) as f64 / secs,
             "acquire_p50_us": self.acquire.quantile_us(0.5),
             "acquire_p99_us": self.acquire.quantile_us(0.99),
             "errors": self.errors.load(Relaxed),
@@ -114,11 +114,11 @@ pub(crate) fn hot_key_summary(
     let max_share = per.iter().copied().max().unwrap_or(0) as f64 / n;
     json!({
         "cs": sections.len(),
-        "cs_per_sec": (sections.len() as f64 / secs).round(),
+        "cs_per_sec": sections.len() as f64 / secs,
         "gap_p50_us": gaps.quantile_us(0.5),
         "gap_p99_us": gaps.quantile_us(0.99),
-        "same_holder_frac": round2(same as f64 / (n - 1.0).max(1.0)),
-        "max_worker_share": round2(max_share),
+        "same_holder_frac": same as f64 / (n - 1.0).max(1.0),
+        "max_worker_share": max_share,
         "overlaps": overlaps,
         "timeouts": timeouts,
     })
@@ -133,16 +133,12 @@ pub(crate) fn merge(out: &mut Value, from: &Value, prefix: &str) {
     }
 }
 
-/// `a / b` rounded to two decimals, or null.
+/// `a / b`, or null.
 pub(crate) fn ratio(a: &Value, b: &Value) -> Value {
     match (a.as_f64(), b.as_f64()) {
-        (Some(a), Some(b)) if b > 0.0 => json!(round2(a / b)),
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
         _ => Value::Null,
     }
-}
-
-pub(crate) fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// A one-line countdown on a terminal (nothing when piped).

@@ -3,6 +3,7 @@
 //! fencing tokens, completion records, and instant wake-up of waiters.
 
 mod shard;
+mod stats;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::key::LockKey;
 use crate::keyspace::KeySpace;
 use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::stats::Census;
 use crate::waiters::WaitQueues;
 
 const SHARDS: usize = 64;
@@ -360,6 +362,10 @@ impl Store for MemoryStore {
 
     async fn cleanup_all(&self) -> Result<u64, Error> {
         Ok(self.remove_where("lock removed by cleanup_all", |_| true))
+    }
+
+    async fn census(&self) -> Result<Census, Error> {
+        Ok(self.take_census())
     }
 
     async fn ping(&self) -> Result<(), Error> {

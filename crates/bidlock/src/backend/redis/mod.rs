@@ -24,6 +24,7 @@ mod handoff;
 mod scan;
 pub(crate) mod scripts;
 mod sentinel;
+mod stats;
 mod subscriber;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ use crate::keyspace::KeySpace;
 use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
+use crate::stats::Census;
 
 /// The store's background tasks (the subscriber, Sentinel checks): tracked, so `close()`
 /// stops them and waits for them.
@@ -408,5 +410,9 @@ impl Store for RedisStore {
 
     async fn cleanup_all(&self) -> Result<u64, Error> {
         self.delete_locks().await
+    }
+
+    async fn census(&self) -> Result<Census, Error> {
+        self.take_census().await
     }
 }

@@ -1,0 +1,116 @@
+//! `BidLockManager::stats` against real redis-server processes: a posting with a wait
+//! marker, a wait queue or both counts once; names of other prefixes are not counted;
+//! Redlock shows what a majority agrees on and fails closed without one.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::RedisServer;
+
+fn key(m: &str, p: &str) -> LockKey {
+    LockKey::new(m, p).unwrap()
+}
+
+async fn manager(urls: &[String]) -> BidLockManager {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_urls(urls.iter().cloned())
+        .response_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    BidLockManager::new(cfg).await.unwrap()
+}
+
+/// Waits (bounded) until `name` exists on `s`: the readiness signal of a queued waiter.
+async fn until_exists(s: &RedisServer, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.cmd::<i64>(&["EXISTS", name]) == 0 {
+        assert!(Instant::now() < deadline, "{name} never appeared");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_for_posting_counts_once_by_marker_or_queue() {
+    let s = RedisServer::start();
+    let m = manager(&[s.url()]).await;
+    let opts = AcquireOptions::new().ttl(Duration::from_secs(30));
+    let held = m.acquire(&key("upwork", "p"), &opts).await.unwrap();
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        let opts = opts.clone().timeout(Duration::from_secs(30));
+        async move { m.acquire(&key("upwork", "p"), &opts).await?.release().await }
+    });
+    until_exists(&s, "bid_lock_queue:upwork:p").await;
+    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock_wait:upwork:p"]), 1);
+    // Both a marker and a queue: one posting.
+    let st = m.stats().await.unwrap();
+    assert_eq!((st.locks, st.waiting), (1, 1), "{st:?}");
+    // The queue alone still says someone waits.
+    let _: i64 = s.cmd(&["DEL", "bid_lock_wait:upwork:p"]);
+    assert_eq!(m.stats().await.unwrap().waiting, 1);
+    // A marker alone too (a waiter that only watches, as a Redlock node's).
+    let _: () = s.cmd(&["SET", "bid_lock_wait:fiverr:q", "1", "PX", "60000"]);
+    let st = m.stats().await.unwrap();
+    assert_eq!(st.waiting, 2);
+    assert_eq!(st.by_marketplace["fiverr"].waiting, 1);
+    // Another prefix's names, and names that are no posting, are not ours.
+    for name in [
+        "staging:upwork:x",
+        "staging_done:upwork:x",
+        "staging_wait:upwork:x",
+        "bid_lock_wait:nocolon",
+        "bid_done:bad marketplace:x",
+    ] {
+        let _: () = s.cmd(&["SET", name, "1", "PX", "60000"]);
+    }
+    let st = m.stats().await.unwrap();
+    assert_eq!((st.locks, st.waiting, st.done_records), (1, 2, 0), "{st:?}");
+    held.release().await.unwrap();
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "the waiter got it and released it"
+    );
+    let st = m.stats().await.unwrap();
+    assert_eq!(
+        (st.locks, st.waiting),
+        (0, 1),
+        "only the foreign-made marker: {st:?}"
+    );
+    let fence: String = s.cmd(&["GET", "bid_lock_fence"]);
+    assert_eq!(st.fence, Some(fence.parse().unwrap()));
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_shows_what_a_majority_agrees_on() {
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let m = manager(&urls).await;
+    let opts = AcquireOptions::new().ttl(Duration::from_secs(30));
+    let _held = m.acquire(&key("upwork", "a"), &opts).await.unwrap();
+    // A lock on one node only is nobody's; a record on any node stops every bid.
+    let _: () = servers[0].cmd(&["SET", "bid_lock:upwork:minority", "h", "PX", "60000"]);
+    let _: () = servers[1].cmd(&["SET", "bid_done:fiverr:r", "1 h", "PX", "60000"]);
+    let _: () = servers[2].cmd(&["SET", "bid_lock_fence", "99999999999999999"]);
+    let st = m.stats().await.unwrap();
+    assert_eq!((st.locks, st.done_records), (1, 1), "{st:?}");
+    assert_eq!(st.by_marketplace["upwork"].locks, 1);
+    assert_eq!(st.by_marketplace["fiverr"].done_records, 1);
+    assert_eq!(
+        st.fence,
+        Some(99_999_999_999_999_999),
+        "the highest counter"
+    );
+    // One node down: the other two still agree.
+    servers[2].kill();
+    let st = m.stats().await.unwrap();
+    assert_eq!(st.locks, 1, "{st:?}");
+    // Two down: no majority, an error rather than a partial picture.
+    servers[1].kill();
+    let err = m.stats().await.unwrap_err();
+    assert!(err.to_string().contains("no quorum"), "{err}");
+}
