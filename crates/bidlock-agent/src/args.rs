@@ -38,7 +38,7 @@ pub(crate) struct Args {
 
     /// Stop after this many seconds, as on SIGTERM. Without it, run until SIGTERM or
     /// SIGINT.
-    #[arg(long, value_name = "S", value_parser = bidlock::parse_seconds)]
+    #[arg(long, value_name = "S", value_parser = bidlock::parse_seconds, allow_negative_numbers = true)]
     pub(crate) seconds: Option<Duration>,
 
     /// Serve Prometheus metrics at /metrics, readiness at /ready (the lock backend
@@ -49,7 +49,8 @@ pub(crate) struct Args {
 
     /// After a stop, how long running bids may take to finish before they are cut off.
     /// Closing the managers takes at most 1.5 s more.
-    #[arg(long, value_name = "S", default_value = "3", value_parser = bidlock::parse_seconds)]
+    #[arg(long, value_name = "S", default_value = "3", value_parser = bidlock::parse_seconds,
+          allow_negative_numbers = true)]
     pub(crate) grace: Duration,
 
     /// Postings the fake marketplace publishes per second.
@@ -59,7 +60,8 @@ pub(crate) struct Args {
 
     /// How long a posting accepts bids. Completion records are kept one minute longer,
     /// since a closed posting cannot be bid on anyway.
-    #[arg(long, value_name = "S", default_value = "60", value_parser = parse_positive_seconds)]
+    #[arg(long, value_name = "S", default_value = "60", value_parser = parse_positive_seconds,
+          allow_negative_numbers = true)]
     pub(crate) posting_open: Duration,
 
     /// How long the fake marketplace takes to answer a bid, in milliseconds.
@@ -111,6 +113,19 @@ mod tests {
                 Args::try_parse_from(std::iter::once("bidlock-agent").chain(bad.iter().copied()))
                     .unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn negative_durations_reach_the_own_message() {
+        for flag in ["--seconds", "--grace", "--posting-open"] {
+            let err = Args::try_parse_from(["bidlock-agent", flag, "-1"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(
+                text.contains("zero or more") && !text.contains("-- -1"),
+                "{flag}: {text}"
+            );
         }
     }
 }

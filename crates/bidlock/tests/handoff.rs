@@ -233,6 +233,33 @@ async fn a_waiter_that_times_out_as_it_is_granted_returns_not_acquired_and_hands
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_outlived_its_wait_marker_is_still_handed_the_lock() {
+    let s = RedisServer::start();
+    let (a, b) = (manager(&s.url()).await, manager(&s.url()).await);
+    let k = key("no-marker");
+    let g = a.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (b, k) = (b.clone(), k.clone());
+        tokio::spawn(async move { b.acquire(&k, &wait_for(Duration::from_secs(10))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "no-marker") == 1
+    })
+    .await;
+    // The marker goes (deleted by hand; or a foreign holder's lock outlived it).
+    let _: i64 = s.cmd(&["DEL", "bid_lock_wait:upwork:no-marker"]);
+    let handoffs = b.metrics().handoffs;
+    assert!(g.release().await.unwrap());
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        b.metrics().handoffs,
+        handoffs + 1,
+        "the release freed the lock instead of handing it to the queued waiter"
+    );
+    assert!(got.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_waiter_is_skipped_and_a_foreign_release_still_wakes_the_queue() {
     let s = RedisServer::start();
     let m = manager(&s.url()).await;

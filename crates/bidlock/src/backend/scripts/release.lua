@@ -13,7 +13,9 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   end
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
+-- Nobody waits when there is neither a marker nor a queue (a queue may outlive its marker:
+-- a marker deleted by hand, or one that a foreign client's lock outlived).
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
   return 1
 end

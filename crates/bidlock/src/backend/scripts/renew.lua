@@ -1,9 +1,8 @@
 -- Renew a lock if the caller holds it: its ttl becomes at least ARGV[2] ms, never less,
 -- so a renewal that arrives late (even on a later acquisition that uses the same holder
--- id) can never cut a lock short. The first renewal after a handoff also clears the
--- holder's grant entry.
--- KEYS[1] lock key, KEYS[2] wait marker, KEYS[3] waiters; ARGV[1] holder id, ARGV[2] ttl
--- in ms
+-- id) can never cut a lock short.
+-- KEYS[1] lock key, KEYS[2] wait marker, KEYS[3] waiters (unused: kept so the key list
+-- matches extend's); ARGV[1] holder id, ARGV[2] ttl in ms
 -- Returns 1 renewed (or already long enough), 0 not held by this holder.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   local want = tonumber(ARGV[2])
