@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod cluster;
 mod proxy;
 mod sentinel;
 mod tls;
 
+pub use cluster::{ClusterNode, NodeInfo, RedisCluster};
 pub use sentinel::SentinelCluster;
 
 pub use proxy::{Fault, FaultProxy};

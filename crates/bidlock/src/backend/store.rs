@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Topology};
+use super::{
+    AcquireRequest, Attempt, ClusterProbe, Completed, LockInfo, LockStatus, Probe, Topology,
+};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::lease::{Extend, Holder, Lease, Validity};
@@ -98,6 +100,11 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
 
     /// What the store says about its own safety (after a successful ping).
     async fn probe(&self) -> Probe;
+
+    /// A cluster's state and masters; `None` for a store that is not a cluster.
+    async fn cluster_probe(&self) -> Option<ClusterProbe> {
+        None
+    }
 
     /// Stops background tasks. A store that keeps leases alive by itself releases the
     /// locks taken through it, marking their leases lost first.

@@ -16,13 +16,21 @@
 //!   back, every waiting key and held lease is looked at again.
 //! - With a `redis+sentinel://` URL, the master is found through the sentinels and
 //!   followed when an error suggests it moved ([`sentinel`]).
+//! - With a `redis+cluster://` URL, the same scripts and operations run over a cluster
+//!   connection ([`conn`], [`cluster`]): the names of a posting share a hash slot
+//!   ([`Layout::Cluster`]), releases are announced by `SPUBLISH` on the posting's own
+//!   channel, and a manager listens only to the channels it has waiters for ([`shards`]);
+//!   `locks` and `cleanup` scan every master.
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
 mod client;
+mod cluster;
+mod conn;
 mod scan;
 pub(crate) mod scripts;
 mod sentinel;
+mod shards;
 mod subscriber;
 
 use std::future::Future;
@@ -31,26 +39,29 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::RedisError;
+use redis::{ErrorKind, RedisError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
-use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
+use client::{connect_checked, describe, make_client, maxmemory_policy, warn_if_evicting, Master};
+use cluster::ClusterLink;
+use conn::Conn;
 use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, RENEW, STATUS};
 use sentinel::Failover;
+use shards::Shards;
 use subscriber::Subscriber;
 
 use super::memory::ms;
 use super::{
-    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
-    Topology,
+    completion_record, AcquireRequest, Attempt, ClusterProbe, Completed, LockInfo, LockStatus,
+    Probe, Store, Topology,
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::keyspace::KeySpace;
+use crate::keyspace::{KeySpace, Layout};
 use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
@@ -81,13 +92,26 @@ impl Background {
     }
 }
 
+/// How long a cluster keeps a posting's fencing counter beyond the lock's ttl. Without the
+/// counter, tokens still increase by the server clock; the counter covers a clock that
+/// steps back by up to this much.
+const FENCE_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Where the commands go.
+enum Link {
+    /// One server, swapped when Sentinel reports a new master.
+    Single(Arc<Master>),
+    /// A cluster: redis-rs routes each command to the node of its slot.
+    Cluster(ClusterLink),
+}
+
 pub(crate) struct RedisStore {
-    master: Arc<Master>,
+    link: Link,
     failover: Option<Arc<Failover>>,
     target: RedisTarget,
     keys: KeySpace,
-    fence_key: String,
-    channel: String,
+    /// `PUBLISH` to the prefix's channel, or `SPUBLISH` to the posting's on a cluster.
+    publish: &'static str,
     metrics: Arc<Metrics>,
     notices: Arc<Notices>,
     background: Background,
@@ -111,7 +135,8 @@ impl Drop for RedisStore {
 
 impl RedisStore {
     /// Connects (bounded by the connect timeout; Sentinel: to the master the sentinels
-    /// name), checks the server answers, and starts the release subscriber.
+    /// name; a cluster: through its seeds), checks the server answers, and starts the
+    /// release subscriber.
     pub(crate) async fn connect(
         target: RedisTarget,
         keys: KeySpace,
@@ -119,6 +144,9 @@ impl RedisStore {
         notices: Arc<Notices>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisStore, Error> {
+        if target.is_cluster() {
+            return RedisStore::connect_cluster(target, keys, settings, notices, metrics).await;
+        }
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
             reason,
@@ -137,16 +165,17 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client.clone(), settings.manager_config())
                 .map_err(|e| unavailable(describe(&e)))?
         } else {
-            connect_checked(&client, settings, target.redacted())
+            let mut conn = connect_checked(&client, settings, target.redacted())
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            cluster::refuse_cluster_node(&mut conn, &target).await?;
+            conn
         };
         let store = RedisStore {
-            master: Arc::new(Master::new(conn, client)),
+            link: Link::Single(Arc::new(Master::new(conn, client))),
             failover,
-            fence_key: keys.fence_key(),
-            channel: keys.release_channel(),
-            keys,
+            publish: "PUBLISH",
+            keys: keys.with_layout(Layout::Classic),
             target,
             metrics,
             notices,
@@ -159,14 +188,60 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// A cluster: connects through the seeds, checks that it answers and which masters
+    /// serve slots, and starts listening for pushes (sharded release messages).
+    async fn connect_cluster(
+        target: RedisTarget,
+        keys: KeySpace,
+        settings: &RedisSettings,
+        notices: Arc<Notices>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisStore, Error> {
+        let (conn, pushes) = cluster::connect(&target, settings).await?;
+        let keys = keys.with_layout(Layout::Cluster);
+        let (shards, requests) = Shards::new(keys.clone(), notices.clone(), settings.wait_linger);
+        let link = ClusterLink::new(conn.clone(), shards.clone());
+        let masters = link.masters().await.map_err(|e| Error::Unavailable {
+            url: target.redacted().to_owned(),
+            reason: describe(&e),
+        })?;
+        if let Some(policy) = link.maxmemory_policy(&masters).await {
+            warn_if_evicting(Some(policy), target.redacted());
+        }
+        let store = RedisStore {
+            link: Link::Cluster(link),
+            failover: None,
+            publish: "SPUBLISH",
+            keys,
+            target,
+            metrics,
+            notices,
+            background: Background::default(),
+            response_timeout: settings.response_timeout,
+        };
+        if settings.subscribe {
+            store.background.spawn(shards.clone().run_pushes(pushes));
+            store.background.spawn(shards.run_subscriptions(
+                conn,
+                requests,
+                settings.response_timeout,
+            ));
+        }
+        tracing::debug!(target: "bidlock::redis", url = store.target.redacted(), masters = masters.len(), "connected to the cluster");
+        Ok(store)
+    }
+
     /// Starts the subscriber and waits for its first subscription: that closes the window
     /// in which an early waiter could miss a release. If it takes too long, polling covers
     /// it. A lazily connected node (Redlock) may be down: do not wait long for it.
     async fn start_subscriber(&self, settings: &RedisSettings) {
+        let Link::Single(master) = &self.link else {
+            return;
+        };
         let (ready_tx, ready_rx) = oneshot::channel();
         let subscriber = Subscriber {
-            master: self.master.clone(),
-            channel: self.channel.clone(),
+            master: master.clone(),
+            channel: self.keys.release_channel(),
             keys: self.keys.clone(),
             notices: self.notices.clone(),
             connect_timeout: settings.connect_timeout,
@@ -183,14 +258,24 @@ impl RedisStore {
         }
     }
 
-    fn call(&self) -> ConnectionManager {
+    fn call(&self) -> Conn {
         self.metrics.count(Counter::BackendCalls, None);
-        self.master.conn()
+        match &self.link {
+            Link::Single(master) => Conn::Single(master.conn()),
+            Link::Cluster(c) => Conn::Cluster(c.conn.clone()),
+        }
+    }
+
+    fn cluster(&self) -> Option<&ClusterLink> {
+        match &self.link {
+            Link::Cluster(c) => Some(c),
+            Link::Single(_) => None,
+        }
     }
 
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
         self.metrics.count(Counter::RedisErrors, None);
-        if let Some(f) = &self.failover {
+        if let (Some(f), Link::Single(master)) = (&self.failover, &self.link) {
             let moved = e.is_io_error()
                 || e.is_timeout()
                 || e.is_connection_dropped()
@@ -198,7 +283,7 @@ impl RedisStore {
                 || e.is_unrecoverable_error()
                 || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
             if moved {
-                f.check(&self.master, &self.notices, &self.background);
+                f.check(master, &self.notices, &self.background);
             }
         }
         if e.code() == Some("WRONGTYPE") {
@@ -217,12 +302,32 @@ impl RedisStore {
 
     /// Raises the fencing counter to at least `token` (Redlock write-back).
     pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
+        let fence = self.keys.fence_key();
         let mut inv = FENCE_FLOOR.prepare_invoke();
-        inv.key(&self.fence_key).arg(token);
+        inv.key(&fence).arg(token);
         let _: u64 = inv
             .invoke_async(&mut self.call())
             .await
-            .map_err(|e| self.err("raise_fence", &self.fence_key, e))?;
+            .map_err(|e| self.err("raise_fence", &fence, e))?;
+        Ok(())
+    }
+
+    /// A try found the lock held. On a cluster, its waiters need the posting's channel;
+    /// and a lock held by this very try means redis-rs sent the script twice (it re-sends
+    /// a command whose connection dropped) and the first run took it: that outcome is
+    /// unknown to the caller, so it is an error, and the lock is released in the background.
+    fn held_on_cluster(&self, req: &AcquireRequest<'_>, holder: &str) -> Result<(), Error> {
+        let Some(c) = self.cluster() else {
+            return Ok(());
+        };
+        if holder == req.holder().as_str() && !req.lease.holder_given() {
+            let e = RedisError::from((
+                ErrorKind::Io,
+                "the acquire reached the cluster twice (a retried request); outcome unknown",
+            ));
+            return Err(self.err("acquire", &self.keys.lock_key(req.key), e));
+        }
+        c.shards.waiting(req.key);
         Ok(())
     }
 }
@@ -238,7 +343,11 @@ impl Store for RedisStore {
     }
 
     fn topology(&self) -> Topology {
-        if self.failover.is_some() {
+        if let Some(c) = self.cluster() {
+            Topology::Cluster {
+                masters: c.master_count(),
+            }
+        } else if self.failover.is_some() {
             Topology::Sentinel
         } else {
             Topology::Single
@@ -255,13 +364,17 @@ impl Store for RedisStore {
         let wait = self.keys.wait_key(req.key);
         let mut inv = ACQUIRE.prepare_invoke();
         inv.key(&lock)
-            .key(&self.fence_key)
+            .key(self.keys.fence_key_of(req.key))
             .key(&done)
             .key(&wait)
             .arg(req.holder().as_str())
             .arg(ms(req.ttl).max(1))
             .arg(if req.check_done { "1" } else { "0" })
             .arg(if req.waiters_behind { "1" } else { "0" });
+        if self.cluster().is_some() {
+            // A counter per posting: kept a day beyond the lock, then the clock suffices.
+            inv.arg(ms(req.ttl.saturating_add(FENCE_KEPT)));
+        }
         let (code, n, text): (i64, i64, Vec<u8>) = inv
             .invoke_async(&mut self.call())
             .await
@@ -270,10 +383,14 @@ impl Store for RedisStore {
             1 => Ok(Attempt::Acquired {
                 token: u64::try_from(n).unwrap_or(0),
             }),
-            0 => Ok(Attempt::Held {
-                holder: Some(String::from_utf8_lossy(&text).into_owned()),
-                ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
-            }),
+            0 => {
+                let holder = String::from_utf8_lossy(&text).into_owned();
+                self.held_on_cluster(req, &holder)?;
+                Ok(Attempt::Held {
+                    holder: Some(holder),
+                    ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
+                })
+            }
             2 => Ok(Attempt::Done),
             _ => {
                 self.metrics.count(Counter::RedisErrors, None);
@@ -296,7 +413,8 @@ impl Store for RedisStore {
         inv.key(&lock)
             .key(self.keys.wait_key(key))
             .arg(holder.as_str())
-            .arg(&self.channel);
+            .arg(self.keys.release_channel_of(key))
+            .arg(self.publish);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
@@ -345,7 +463,8 @@ impl Store for RedisStore {
             .arg(lease.holder().as_str())
             .arg(completion_record(lease))
             .arg(ms(retention).max(1))
-            .arg(&self.channel);
+            .arg(self.keys.release_channel_of(lease.key()))
+            .arg(self.publish);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
@@ -362,7 +481,8 @@ impl Store for RedisStore {
         let mut inv = FORCE_RELEASE.prepare_invoke();
         inv.key(&lock)
             .key(self.keys.wait_key(key))
-            .arg(&self.channel);
+            .arg(self.keys.release_channel_of(key))
+            .arg(self.publish);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
@@ -419,11 +539,24 @@ impl Store for RedisStore {
     }
 
     /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
-    /// services).
+    /// services); on a cluster, an evicting one if any master evicts.
     async fn probe(&self) -> Probe {
-        Probe {
-            maxmemory_policy: maxmemory_policy(&mut self.call()).await,
-        }
+        let maxmemory_policy = match self.cluster() {
+            None => maxmemory_policy(&mut self.call()).await,
+            Some(c) => match c.masters().await {
+                Ok(m) => c.maxmemory_policy(&m).await,
+                Err(_) => None,
+            },
+        };
+        Probe { maxmemory_policy }
+    }
+
+    async fn cluster_probe(&self) -> Option<ClusterProbe> {
+        let c = self.cluster()?;
+        Some(ClusterProbe {
+            state: c.state().await,
+            masters: c.masters().await.ok().map(|m| m.len()),
+        })
     }
 
     async fn close(&self) {
