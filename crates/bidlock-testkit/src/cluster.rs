@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use crate::redis_server_bin;
 
 /// Cluster node ports are drawn from here: the bus port (port + 10000) then stays below
@@ -90,6 +93,22 @@ impl ClusterNode {
     /// This node's cluster id.
     pub fn id(&self) -> String {
         self.cmd(&["CLUSTER", "MYID"])
+    }
+
+    /// Stops the process (SIGSTOP): it neither answers nor replicates until resumed.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Resumes a paused node (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)), sig);
+        }
     }
 
     /// Kills the node with SIGKILL and reaps it.
@@ -350,9 +369,9 @@ impl RedisCluster {
 
     /// Moves `slot`, with every key in it, to the master on port `to`, the way
     /// `redis-cli --cluster reshard` does: `SETSLOT IMPORTING` / `MIGRATING`, `MIGRATE`
-    /// the keys a few at a time (waiting `pause` between batches, so clients meet the slot
-    /// half moved and get `ASK` / `TRYAGAIN`), then `SETSLOT NODE` everywhere. Returns how
-    /// many keys moved.
+    /// the keys one at a time (waiting `pause` after each, so clients meet the slot half
+    /// moved and get `ASK` / `TRYAGAIN`), then `SETSLOT NODE` everywhere. Returns how many
+    /// keys moved.
     pub fn migrate_slot(&self, slot: u16, to: u16, pause: Duration) -> usize {
         let from = self.master_of_slot(slot);
         assert_ne!(from, to, "slot {slot} is already on {to}");
@@ -365,7 +384,7 @@ impl RedisCluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < deadline, "slot {slot} did not drain in 30 s");
-            let keys: Vec<String> = src.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "4"]);
+            let keys: Vec<String> = src.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "1"]);
             if keys.is_empty() {
                 break;
             }
@@ -382,26 +401,56 @@ impl RedisCluster {
         moved
     }
 
-    /// Kills the master on port `port` with SIGKILL and waits until one of its replicas
-    /// is promoted and every other node reports `cluster_state:ok`. Returns the new
-    /// master's port.
-    pub fn kill_master(&mut self, port: u16) -> u16 {
-        let before = self.topology();
-        let id = before
-            .iter()
-            .find(|n| n.port == port && n.master)
-            .map(|n| n.id.clone())
-            .unwrap_or_else(|| panic!("{port} is not a master"));
-        let text: String = self.node(port).cmd(&["CLUSTER", "NODES"]);
-        let replicas: Vec<u16> = text
-            .lines()
+    /// Waits until every replica of the master on `port` has what the master had when
+    /// this was called (replication is asynchronous).
+    pub fn wait_replicated(&self, port: u16) {
+        let master = self.node(port);
+        let info: String = master.cmd(&["INFO", "replication"]);
+        let field = |text: &str, name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let target = field(&info, "master_repl_offset:").unwrap_or(0);
+        self.wait_until(Duration::from_secs(10), "replicas caught up", |_| {
+            let info: String = master.try_cmd(&["INFO", "replication"]).unwrap_or_default();
+            let offsets: Vec<u64> = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                .filter_map(|l| {
+                    l.split(',')
+                        .find_map(|kv| kv.strip_prefix("offset="))
+                        .and_then(|v| v.parse().ok())
+                })
+                .collect();
+            !offsets.is_empty() && offsets.iter().all(|o| *o >= target)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The ports of the replicas of the master on `port`, as that master sees them.
+    pub fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let master = self.node(port);
+        let id = master.id();
+        let text: String = master.cmd(&["CLUSTER", "NODES"]);
+        text.lines()
             .filter(|l| l.split(' ').nth(3) == Some(id.as_str()))
             .filter_map(parse_node_line)
             .map(|n| n.port)
-            .collect();
+            .collect()
+    }
+
+    /// Kills the master on port `port` with SIGKILL, resumes its replicas (a test may
+    /// have paused one to keep a write from it), and waits until one of them is promoted
+    /// and every other node reports `cluster_state:ok`. Returns the new master's port.
+    pub fn kill_master(&mut self, port: u16) -> u16 {
+        let replicas = self.replicas_of(port);
         assert!(!replicas.is_empty(), "master {port} has no replica");
         if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
             n.kill();
+        }
+        for r in &replicas {
+            self.node(*r).resume();
         }
         let promoted = |c: &Self| {
             replicas.iter().copied().find(|r| {
