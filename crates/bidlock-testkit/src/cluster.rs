@@ -107,7 +107,10 @@ impl ClusterNode {
 
     fn signal(&self, sig: Signal) {
         if let Some(c) = &self.child {
-            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)), sig);
+            let _ = kill(
+                Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)),
+                sig,
+            );
         }
     }
 
@@ -141,7 +144,10 @@ impl ClusterNode {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
-                format!("spawn {}: {e} (apt-get install redis-server)", redis_server_bin())
+                format!(
+                    "spawn {}: {e} (apt-get install redis-server)",
+                    redis_server_bin()
+                )
             })?;
         let mut node = ClusterNode {
             port,
@@ -245,7 +251,10 @@ impl RedisCluster {
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let mut nodes = Vec::new();
         for port in pick_ports(6, &[]) {
-            nodes.push(ClusterNode::start(port, &dir.path().join(port.to_string()))?);
+            nodes.push(ClusterNode::start(
+                port,
+                &dir.path().join(port.to_string()),
+            )?);
         }
         let cluster = RedisCluster { nodes, _dir: dir };
         let out = Command::new("redis-cli")
@@ -383,7 +392,10 @@ impl RedisCluster {
         let mut moved = 0;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(Instant::now() < deadline, "slot {slot} did not drain in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "slot {slot} did not drain in 30 s"
+            );
             let keys: Vec<String> = src.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "1"]);
             if keys.is_empty() {
                 break;
@@ -470,7 +482,14 @@ impl RedisCluster {
 /// `id addr@bus flags master-id ping pong epoch link slot...`.
 fn parse_node_line(line: &str) -> Option<NodeInfo> {
     let f: Vec<&str> = line.split(' ').collect();
-    let port = f.get(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+    let port = f
+        .get(1)?
+        .split('@')
+        .next()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()?;
     let flags = f.get(2)?;
     let slots = f
         .iter()

@@ -324,7 +324,9 @@ mod tests {
     fn postings_with_braces_keep_their_names_in_one_slot() {
         use redis::cluster_routing::Slot;
         let ks = KeySpace::new("p").unwrap().with_layout(Layout::Cluster);
-        for posting in ["a}b", "}", "{", "{x}", "a{b}c", "}}{{", "job:1}{2", "{}", "é}日"] {
+        for posting in [
+            "a}b", "}", "{", "{x}", "a{b}c", "}}{{", "job:1}{2", "{}", "é}日",
+        ] {
             let k = LockKey::new("m", posting).unwrap();
             let names = [
                 ks.lock_key(&k),

@@ -42,7 +42,10 @@ fn config(c: &RedisCluster) -> ConfigBuilder {
         .connect_timeout(Duration::from_secs(2))
 }
 
-async fn manager(c: &RedisCluster, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> BidLockManager {
+async fn manager(
+    c: &RedisCluster,
+    f: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> BidLockManager {
     BidLockManager::new(f(config(c)).build().unwrap())
         .await
         .unwrap()
@@ -55,7 +58,9 @@ fn key(m: &str, p: &str) -> LockKey {
 /// The masters that serve the lock keys of these postings (default prefix).
 fn masters_of(c: &RedisCluster, keys: &[LockKey]) -> BTreeSet<u16> {
     let ks = bidlock::KeySpace::default().with_layout(Layout::Cluster);
-    keys.iter().map(|k| c.master_of_key(&ks.lock_key(k))).collect()
+    keys.iter()
+        .map(|k| c.master_of_key(&ks.lock_key(k)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,9 +88,15 @@ async fn contention_over_postings_on_every_master() {
     let used: Vec<LockKey> = {
         let sections = rec.sections.lock().unwrap();
         let ix: BTreeSet<usize> = sections.iter().map(|s| s.key).collect();
-        ix.into_iter().map(|i| key("rel", &format!("hot{i}"))).collect()
+        ix.into_iter()
+            .map(|i| key("rel", &format!("hot{i}")))
+            .collect()
     };
-    assert_eq!(masters_of(&c, &used).len(), 3, "the contended postings must cover every master");
+    assert_eq!(
+        masters_of(&c, &used).len(),
+        3,
+        "the contended postings must cover every master"
+    );
     // Each posting has its own counter, in its own slot, kept beyond the lock's ttl.
     let ks = managers[0].config().keys().clone();
     for k in &used {
@@ -157,7 +168,11 @@ async fn postings_with_braces_keep_every_name_in_one_slot() {
         let k = key("brace", posting);
         let g = a.acquire(&k, &AcquireOptions::new()).await.unwrap();
         // A refused try leaves a wait marker; completion writes the record and publishes.
-        assert!(b.try_acquire(&k, &AcquireOptions::new()).await.unwrap_err().is_timeout());
+        assert!(b
+            .try_acquire(&k, &AcquireOptions::new())
+            .await
+            .unwrap_err()
+            .is_timeout());
         let names = [
             ks.lock_key(&k),
             ks.done_key(&k),
@@ -184,9 +199,16 @@ async fn every_operation_works_on_a_cluster() {
     let c = cluster().await;
     let m = manager(&c, |b| b.prefix("ops")).await;
     let h = m.health().await.unwrap();
-    assert_eq!((h.cluster_state.as_deref(), h.masters), (Some("ok"), Some(3)), "{h:?}");
+    assert_eq!(
+        (h.cluster_state.as_deref(), h.masters),
+        (Some("ok"), Some(3)),
+        "{h:?}"
+    );
     assert_eq!(h.maxmemory_policy.as_deref(), Some("noeviction"));
-    assert!(h.location.starts_with("redis+cluster://127.0.0.1:"), "{h:?}");
+    assert!(
+        h.location.starts_with("redis+cluster://127.0.0.1:"),
+        "{h:?}"
+    );
     // Scripts reach nodes that lost them (SCRIPT FLUSH everywhere).
     for port in c.master_ports() {
         let _: String = c.node(port).cmd(&["SCRIPT", "FLUSH"]);
@@ -213,7 +235,11 @@ async fn every_operation_works_on_a_cluster() {
     let g = m.acquire(&k, &AcquireOptions::new()).await.unwrap();
     assert!(g.complete().await.unwrap());
     assert!(m.is_done(&k).await.unwrap());
-    assert!(m.acquire(&k, &AcquireOptions::new()).await.unwrap_err().is_already_done());
+    assert!(m
+        .acquire(&k, &AcquireOptions::new())
+        .await
+        .unwrap_err()
+        .is_already_done());
     assert!(m.clear_done(&k).await.unwrap());
     let g = m.acquire(&k, &AcquireOptions::new()).await.unwrap();
     assert!(g.release().await.unwrap());
@@ -221,7 +247,10 @@ async fn every_operation_works_on_a_cluster() {
     let foreign = key("ops", "foreign");
     let name = m.config().keys().lock_key(&foreign);
     let _: i64 = c.cmd_for_key(&name, &["HSET", &name, "f", "v"]);
-    assert!(m.acquire(&foreign, &AcquireOptions::new().no_wait()).await.is_err());
+    assert!(m
+        .acquire(&foreign, &AcquireOptions::new().no_wait())
+        .await
+        .is_err());
     assert!(m.force_release(&foreign).await.is_err());
     m.close().await;
 }
@@ -237,7 +266,10 @@ async fn locks_and_cleanup_see_every_master() {
         .map(|i| key(if i % 2 == 0 { "m1" } else { "m2" }, &format!("p{i}")))
         .collect();
     let ks = a.config().keys().clone();
-    let on: BTreeSet<u16> = postings.iter().map(|k| c.master_of_key(&ks.lock_key(k))).collect();
+    let on: BTreeSet<u16> = postings
+        .iter()
+        .map(|k| c.master_of_key(&ks.lock_key(k)))
+        .collect();
     assert_eq!(on.len(), 3, "the locks must live on every master");
     let opts = AcquireOptions::new().ttl(Duration::from_secs(60));
     let mut guards = Vec::new();
@@ -286,7 +318,10 @@ fn listeners(c: &RedisCluster, channel: &str) -> i64 {
 async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok() {
-        assert!(Instant::now() < deadline, "{what} not seen within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -324,7 +359,10 @@ async fn a_sharded_message_wakes_a_waiter_and_channels_are_dropped_when_nobody_w
     // With a short backoff and response timeout the linger is short: once nobody waits,
     // the channel is dropped.
     let quick = RetryPolicy::new(Duration::from_millis(50), 2.0, Duration::from_millis(200));
-    let w2 = manager(&c, |b| b.retry(quick).response_timeout(Duration::from_millis(800))).await;
+    let w2 = manager(&c, |b| {
+        b.retry(quick).response_timeout(Duration::from_millis(800))
+    })
+    .await;
     let k = key("wake", "job_2");
     let channel = holder.config().keys().release_channel_of(&k);
     let g = holder.acquire(&k, &long).await.unwrap();
@@ -332,7 +370,10 @@ async fn a_sharded_message_wakes_a_waiter_and_channels_are_dropped_when_nobody_w
         let (w2, k) = (w2.clone(), k.clone());
         tokio::spawn(async move { w2.acquire(&k, &AcquireOptions::new()).await })
     };
-    wait_for("a subscription", Duration::from_secs(10), || listeners(&c, &channel) == 1).await;
+    wait_for("a subscription", Duration::from_secs(10), || {
+        listeners(&c, &channel) == 1
+    })
+    .await;
     assert!(g.release().await.unwrap());
     let g3 = t.await.unwrap().unwrap();
     assert!(g3.release().await.unwrap());
@@ -356,7 +397,10 @@ async fn a_url_of_the_wrong_kind_is_a_clear_error() {
         assert!(e.is_invalid_input(), "{msg}");
         assert!(msg.contains(&node.url()), "{msg}");
         assert!(msg.contains("cluster_enabled:1"), "{msg}");
-        assert!(msg.contains(&format!("redis+cluster://{}", node.addr())), "{msg}");
+        assert!(
+            msg.contains(&format!("redis+cluster://{}", node.addr())),
+            "{msg}"
+        );
     }
     // A cluster URL pointed at a single server (with a password that must not show).
     let single = tokio::task::spawn_blocking(|| {
@@ -373,7 +417,13 @@ async fn a_url_of_the_wrong_kind_is_a_clear_error() {
     let msg = format!("{e} {e:?}");
     assert!(e.is_invalid_input(), "{msg}");
     assert!(!msg.contains("s3cret-pw"), "{msg}");
-    assert!(msg.contains(&format!("redis+cluster://:***@127.0.0.1:{}", single.port())), "{msg}");
+    assert!(
+        msg.contains(&format!("redis+cluster://:***@127.0.0.1:{}", single.port())),
+        "{msg}"
+    );
     assert!(msg.contains("not a Redis Cluster node"), "{msg}");
-    assert!(msg.contains(&format!("redis://127.0.0.1:{}", single.port())), "{msg}");
+    assert!(
+        msg.contains(&format!("redis://127.0.0.1:{}", single.port())),
+        "{msg}"
+    );
 }

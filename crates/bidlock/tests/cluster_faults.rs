@@ -72,17 +72,27 @@ async fn resharding_slots_that_hold_live_locks_while_clients_contend() {
     let pin_token = pin.fencing_token();
     let run = tokio::spawn(checker::contend(managers.clone(), w));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while managers.iter().map(|m| m.metrics().lock_successes).sum::<u64>() < 20 {
+    while managers
+        .iter()
+        .map(|m| m.metrics().lock_successes)
+        .sum::<u64>()
+        < 20
+    {
         assert!(Instant::now() < deadline, "the contention never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ks = names();
-    let slots: Vec<u16> = contended.iter().map(|k| c.slot_of(&ks.lock_key(k))).collect();
+    let slots: Vec<u16> = contended
+        .iter()
+        .map(|k| c.slot_of(&ks.lock_key(k)))
+        .collect();
     let (c, moves) = tokio::task::spawn_blocking(move || {
         let mut moves = Vec::new();
         for slot in slots {
             let from = c.master_of_slot(slot);
-            let live: i64 = c.node(from).cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+            let live: i64 = c
+                .node(from)
+                .cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
             let to = *c.master_ports().iter().find(|p| **p != from).unwrap();
             let moved = c.migrate_slot(slot, to, Duration::from_millis(150));
             moves.push((slot, from, to, live, moved));
@@ -108,7 +118,10 @@ async fn resharding_slots_that_hold_live_locks_while_clients_contend() {
     assert_eq!(holder, pin.holder().as_str());
     assert!(pin.release().await.unwrap());
     // Tokens of the moved postings keep increasing after the move.
-    let after = managers[1].acquire(&pinned, &AcquireOptions::new()).await.unwrap();
+    let after = managers[1]
+        .acquire(&pinned, &AcquireOptions::new())
+        .await
+        .unwrap();
     assert!(after.fencing_token() > pin_token);
     for m in managers {
         m.close().await;
@@ -123,10 +136,17 @@ async fn kept_or_told(g: &bidlock::LockGuard, healed: Instant, ttl: Duration) ->
         if g.is_lost() {
             return false;
         }
-        if g.lease().expires_at().is_some_and(|e| e > healed + ttl.mul_f64(0.9)) {
+        if g.lease()
+            .expires_at()
+            .is_some_and(|e| e > healed + ttl.mul_f64(0.9))
+        {
             return true;
         }
-        assert!(Instant::now() < deadline, "{} neither renewed nor lost", g.key());
+        assert!(
+            Instant::now() < deadline,
+            "{} neither renewed nor lost",
+            g.key()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -181,8 +201,13 @@ async fn a_killed_master_fails_over_and_holders_are_kept_or_told() {
         } else {
             // Told: the new master does not have it under our name; the next holder's
             // token is higher.
-            assert_ne!(on_new.as_deref(), Some(g.holder().as_str()), "{name} lost but held");
-            let next = common::acquire_eventually(&b, g.key(), &opts, Duration::from_secs(10)).await;
+            assert_ne!(
+                on_new.as_deref(),
+                Some(g.holder().as_str()),
+                "{name} lost but held"
+            );
+            let next =
+                common::acquire_eventually(&b, g.key(), &opts, Duration::from_secs(10)).await;
             assert!(next.fencing_token() > g.fencing_token());
         }
     }
@@ -198,5 +223,9 @@ async fn a_killed_master_fails_over_and_holders_are_kept_or_told() {
     let g = common::acquire_eventually(&a, &fresh, &opts, Duration::from_secs(10)).await;
     assert!(g.release().await.unwrap());
     let h = a.health().await.unwrap();
-    assert_eq!((h.cluster_state.as_deref(), h.masters), (Some("ok"), Some(3)), "{h:?}");
+    assert_eq!(
+        (h.cluster_state.as_deref(), h.masters),
+        (Some("ok"), Some(3)),
+        "{h:?}"
+    );
 }

@@ -442,7 +442,10 @@ mod tests {
             .build()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cannot be combined") && !e.contains(":pw@"), "{e}");
+        assert!(
+            e.contains("cannot be combined") && !e.contains(":pw@"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -167,7 +167,11 @@ impl RedisTarget {
             url: redact_url(url),
             reason,
         };
-        let scheme = if tls { "rediss+cluster" } else { "redis+cluster" };
+        let scheme = if tls {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
         let rest = url.split_once("://").map_or("", |(_, r)| r);
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if !matches!(path, "" | "0") {

@@ -90,7 +90,13 @@ impl ClusterLink {
         for m in masters {
             // A map in RESP3, which the cluster connection speaks (for its pushes).
             let reply: RedisResult<std::collections::HashMap<String, String>> = self
-                .on_node(m, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone())
+                .on_node(
+                    m,
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("maxmemory-policy")
+                        .clone(),
+                )
                 .await;
             let p = reply.ok()?.remove("maxmemory-policy")?;
             if policy.is_none() || policy_can_evict(&p) {
@@ -112,8 +118,12 @@ fn parse_masters(reply: &Value) -> Vec<Node> {
         let Some(Value::Array(node)) = parts.get(2) else {
             continue;
         };
-        let host: Option<String> = node.first().and_then(|v| redis::from_redis_value_ref(v).ok());
-        let port: Option<u16> = node.get(1).and_then(|v| redis::from_redis_value_ref(v).ok());
+        let host: Option<String> = node
+            .first()
+            .and_then(|v| redis::from_redis_value_ref(v).ok());
+        let port: Option<u16> = node
+            .get(1)
+            .and_then(|v| redis::from_redis_value_ref(v).ok());
         if let (Some(h), Some(p)) = (host, port) {
             if !out.contains(&(h.clone(), p)) {
                 out.push((h, p));
@@ -220,7 +230,10 @@ fn seed_infos(target: &RedisTarget) -> Vec<redis::ConnectionInfo> {
 async fn single_server_seed(target: &RedisTarget, settings: &RedisSettings) -> Option<String> {
     for info in seed_infos(target) {
         let name = match info.addr() {
-            ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => {
                 format!("{h}:{p}")
             }
             _ => continue,
@@ -300,9 +313,15 @@ mod tests {
         ]);
         assert_eq!(
             parse_masters(&reply),
-            vec![("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002)
+            ]
         );
-        assert_eq!(cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"), Some(true));
+        assert_eq!(
+            cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"),
+            Some(true)
+        );
         assert_eq!(cluster_enabled("cluster_enabled:0"), Some(false));
         assert_eq!(cluster_enabled(""), None);
     }

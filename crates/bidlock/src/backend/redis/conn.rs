@@ -85,7 +85,11 @@ mod tests {
     #[test]
     fn evalsha_of_our_scripts_becomes_eval_with_the_same_keys_and_args() {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(RELEASE.get_hash()).arg(2).arg("k1").arg("k2").arg("h");
+        cmd.arg(RELEASE.get_hash())
+            .arg(2)
+            .arg("k1")
+            .arg("k2")
+            .arg("h");
         let eval = as_eval(&cmd).unwrap();
         let args: Vec<Vec<u8>> = eval
             .args_iter()
@@ -96,7 +100,10 @@ mod tests {
             .collect();
         assert_eq!(args[0], b"EVAL");
         assert!(String::from_utf8_lossy(&args[1]).contains("redis.call('DEL', KEYS[1])"));
-        assert_eq!(&args[2..], &[b"2".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"h".to_vec()]);
+        assert_eq!(
+            &args[2..],
+            &[b"2".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"h".to_vec()]
+        );
         let mut other = redis::cmd("EVALSHA");
         other.arg("0000").arg(0);
         assert!(as_eval(&other).is_none());

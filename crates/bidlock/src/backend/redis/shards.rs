@@ -63,7 +63,11 @@ pub(crate) struct Shards {
 pub(crate) struct Requests(mpsc::UnboundedReceiver<Request>);
 
 impl Shards {
-    pub(crate) fn new(keys: KeySpace, notices: Arc<Notices>, linger: Duration) -> (Arc<Shards>, Requests) {
+    pub(crate) fn new(
+        keys: KeySpace,
+        notices: Arc<Notices>,
+        linger: Duration,
+    ) -> (Arc<Shards>, Requests) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shards = Shards {
             keys,
@@ -182,7 +186,11 @@ impl Shards {
                 // A release may have come before the subscription: look once.
                 self.notices.released(&key);
             }
-            Ok(Err(e)) if e.to_string().to_ascii_lowercase().contains("unknown command") => {
+            Ok(Err(e))
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("unknown command") =>
+            {
                 tracing::warn!(target: "bidlock::redis", error = %e,
                     "the cluster has no sharded pub/sub (Redis 7+): waiters poll for releases");
                 self.supported.store(false, Ordering::Relaxed);
