@@ -123,9 +123,74 @@ async fn resharding_slots_that_hold_live_locks_while_clients_contend() {
         .await
         .unwrap();
     assert!(after.fencing_token() > pin_token);
+    assert!(after.release().await.unwrap());
+    a_waiter_follows_its_channel_when_the_slot_moves(&c, &managers[0]).await;
     for m in managers {
         m.close().await;
     }
+}
+
+/// How many clients of `port` listen on `channel`.
+fn listeners(c: &RedisCluster, port: u16, channel: &str) -> i64 {
+    let reply: Vec<redis::Value> = c.node(port).cmd(&["PUBSUB", "SHARDNUMSUB", channel]);
+    match reply.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("PUBSUB SHARDNUMSUB: {other:?}"),
+    }
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} not seen within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A waiter subscribed before its slot moves is unsubscribed by the server, subscribes
+/// again on the new master, and is woken there by the release message (its retry policy
+/// sleeps 30 s, so only the message explains a quick wake).
+async fn a_waiter_follows_its_channel_when_the_slot_moves(
+    c: &RedisCluster,
+    holder: &BidLockManager,
+) {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(c.url())
+        .retry(common::no_polling())
+        .build()
+        .unwrap();
+    let waiter = BidLockManager::new(cfg).await.unwrap();
+    let k = LockKey::new("moving", "job").unwrap();
+    let ks = names();
+    let (lock, channel) = (ks.lock_key(&k), ks.release_channel_of(&k));
+    let g = holder
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let task = {
+        let (w, k) = (waiter.clone(), k.clone());
+        tokio::spawn(async move {
+            w.acquire(&k, &AcquireOptions::new().timeout(Duration::from_secs(25)))
+                .await
+        })
+    };
+    let from = c.master_of_key(&lock);
+    wait_for("the subscription", || listeners(c, from, &channel) == 1).await;
+    let to = *c.master_ports().iter().find(|p| **p != from).unwrap();
+    let moved = c.migrate_slot(c.slot_of(&lock), to, Duration::ZERO);
+    assert!(moved >= 2, "the lock and its marker moved: {moved}");
+    wait_for("the subscription on the new master", || {
+        listeners(c, to, &channel) == 1
+    })
+    .await;
+    let released = Instant::now();
+    assert!(g.release().await.unwrap());
+    let g2 = task.await.unwrap().unwrap();
+    let took = released.elapsed();
+    assert!(took < Duration::from_secs(5), "woken after {took:?}");
+    assert!(g2.release().await.unwrap());
+    waiter.close().await;
 }
 
 /// Waits until `g` is told it is lost, or a renewal sent after `healed` succeeded (its

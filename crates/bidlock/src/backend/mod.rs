@@ -243,7 +243,11 @@ async fn connect_redis(
         tls_ca_cert: config.tls_ca_cert.clone(),
         // A waiter tries at least every longest backoff step (plus a round trip); the
         // next in line takes over within another.
-        wait_linger: (config.retry.max + config.response_timeout) * 2,
+        wait_linger: config
+            .retry
+            .max
+            .saturating_add(config.response_timeout)
+            .saturating_mul(2),
     };
     if targets.len() > 1 {
         if targets.len() < 3 {

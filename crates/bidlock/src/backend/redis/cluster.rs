@@ -14,11 +14,15 @@ use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Client, ConnectionAddr, FromRedisValue, PushInfo, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::client::{describe, RedisSettings};
+use super::client::{describe, warn_if_evicting, RedisSettings};
 use super::shards::Shards;
+use super::{Background, Link, RedisStore};
 use crate::backend::policy_can_evict;
 use crate::config::RedisTarget;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Error};
+use crate::keyspace::{KeySpace, Layout};
+use crate::metrics::Metrics;
+use crate::notices::Notices;
 
 /// One master: `(host, port)` as the cluster announces it.
 pub(crate) type Node = (String, u16);
@@ -105,6 +109,47 @@ impl ClusterLink {
         }
         policy
     }
+}
+
+/// A cluster: connects through the seeds, checks that it answers and which masters
+/// serve slots, and starts listening for pushes (sharded release messages).
+pub(super) async fn connect_store(
+    target: RedisTarget,
+    keys: KeySpace,
+    settings: &RedisSettings,
+    notices: Arc<Notices>,
+    metrics: Arc<Metrics>,
+) -> Result<RedisStore, Error> {
+    let (conn, pushes) = connect(&target, settings).await?;
+    let keys = keys.with_layout(Layout::Cluster);
+    let (shards, requests) = Shards::new(keys.clone(), notices.clone(), settings.wait_linger);
+    let link = ClusterLink::new(conn.clone(), shards.clone());
+    let masters = link.masters().await.map_err(|e| Error::Unavailable {
+        url: target.redacted().to_owned(),
+        reason: describe(&e),
+    })?;
+    if let Some(policy) = link.maxmemory_policy(&masters).await {
+        warn_if_evicting(Some(policy), target.redacted());
+    }
+    let store = RedisStore {
+        link: Link::Cluster(link),
+        failover: None,
+        publish: "SPUBLISH",
+        keys,
+        target,
+        metrics,
+        notices,
+        background: Background::default(),
+        response_timeout: settings.response_timeout,
+    };
+    if settings.subscribe {
+        store.background.spawn(shards.clone().run_pushes(pushes));
+        store
+            .background
+            .spawn(shards.run_subscriptions(conn, requests, settings.response_timeout));
+    }
+    tracing::debug!(target: "bidlock::redis", url = store.target.redacted(), masters = masters.len(), "connected to the cluster");
+    Ok(store)
 }
 
 /// The masters in a `CLUSTER SLOTS` reply: the first node of every slot range.

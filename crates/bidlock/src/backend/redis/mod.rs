@@ -45,12 +45,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
-use client::{connect_checked, describe, make_client, maxmemory_policy, warn_if_evicting, Master};
+use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
 use cluster::ClusterLink;
 use conn::Conn;
 use scripts::{ACQUIRE, COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RELEASE, RENEW, STATUS};
 use sentinel::Failover;
-use shards::Shards;
 use subscriber::Subscriber;
 
 use super::memory::ms;
@@ -145,7 +144,7 @@ impl RedisStore {
         metrics: Arc<Metrics>,
     ) -> Result<RedisStore, Error> {
         if target.is_cluster() {
-            return RedisStore::connect_cluster(target, keys, settings, notices, metrics).await;
+            return cluster::connect_store(target, keys, settings, notices, metrics).await;
         }
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
@@ -185,49 +184,6 @@ impl RedisStore {
         if settings.subscribe {
             store.start_subscriber(settings).await;
         }
-        Ok(store)
-    }
-
-    /// A cluster: connects through the seeds, checks that it answers and which masters
-    /// serve slots, and starts listening for pushes (sharded release messages).
-    async fn connect_cluster(
-        target: RedisTarget,
-        keys: KeySpace,
-        settings: &RedisSettings,
-        notices: Arc<Notices>,
-        metrics: Arc<Metrics>,
-    ) -> Result<RedisStore, Error> {
-        let (conn, pushes) = cluster::connect(&target, settings).await?;
-        let keys = keys.with_layout(Layout::Cluster);
-        let (shards, requests) = Shards::new(keys.clone(), notices.clone(), settings.wait_linger);
-        let link = ClusterLink::new(conn.clone(), shards.clone());
-        let masters = link.masters().await.map_err(|e| Error::Unavailable {
-            url: target.redacted().to_owned(),
-            reason: describe(&e),
-        })?;
-        if let Some(policy) = link.maxmemory_policy(&masters).await {
-            warn_if_evicting(Some(policy), target.redacted());
-        }
-        let store = RedisStore {
-            link: Link::Cluster(link),
-            failover: None,
-            publish: "SPUBLISH",
-            keys,
-            target,
-            metrics,
-            notices,
-            background: Background::default(),
-            response_timeout: settings.response_timeout,
-        };
-        if settings.subscribe {
-            store.background.spawn(shards.clone().run_pushes(pushes));
-            store.background.spawn(shards.run_subscriptions(
-                conn,
-                requests,
-                settings.response_timeout,
-            ));
-        }
-        tracing::debug!(target: "bidlock::redis", url = store.target.redacted(), masters = masters.len(), "connected to the cluster");
         Ok(store)
     }
 
