@@ -61,7 +61,7 @@ done
 cl_url="redis+cluster://$(printf '127.0.0.1:%s,' "${cl_ports[@]}" | sed 's/,$//')"
 cl_masters=($(redis-cli -p "${cl_ports[0]}" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && NF > 8 {split($2, a, "[:@]"); print a[2]}'))
 # Server CPU and script calls of each given node, for the per-master cost model.
-snap() { for p in "$@"; do redis-cli -p "$p" info | tr -d '\r' | awk -F'[:=,]' -v p="$p" '
+snap() { for p in "$@"; do redis-cli -p "$p" info all | tr -d '\r' | awk -F'[:=,]' -v p="$p" '
   /^used_cpu_user:/ {u = $2} /^used_cpu_sys:/ {s = $2} /^cmdstat_evalsha:/ {c = $3} /^cmdstat_eval:/ {e = $3}
   END {printf "%s %s %d ", p, u + s, c + e}'; done; echo; }
 # One JSON line per node: CPU seconds and acquire+release pairs (two scripts each) it served.

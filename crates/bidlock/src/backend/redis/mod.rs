@@ -327,9 +327,14 @@ impl Store for RedisStore {
             .arg(ms(req.ttl).max(1))
             .arg(if req.check_done { "1" } else { "0" })
             .arg(if req.waiters_behind { "1" } else { "0" });
-        if self.cluster().is_some() {
+        if let Some(c) = self.cluster() {
             // A counter per posting: kept a day beyond the lock, then the clock suffices.
             inv.arg(ms(req.ttl.saturating_add(FENCE_KEPT)));
+            if req.waiters_behind {
+                // Local waiters queue behind this try: its release will announce itself
+                // on the posting's channel, and they need to hear it.
+                c.shards.waiting(req.key);
+            }
         }
         let (code, n, text): (i64, i64, Vec<u8>) = inv
             .invoke_async(&mut self.call())

@@ -2,12 +2,14 @@
 //! posting has its own channel in its own slot; a manager listens only to the channels of
 //! keys it has local waiters for, on the node that serves the slot.
 //!
-//! - A try that finds a key held marks the key wanted ([`Shards::waiting`]); the
-//!   subscription task subscribes to its channel, then wakes the key's waiters once, so a
-//!   release between the failed try and the subscription is not missed.
-//! - While anyone waits, the front waiter tries again at least every backoff step, which
-//!   keeps the key wanted; a key not tried for a linger (twice the longest backoff step
-//!   plus twice the response timeout) has no waiter left, and its channel is dropped.
+//! - A try that finds a key held, or that has local waiters queued behind it, marks the
+//!   key wanted ([`Shards::waiting`]); the subscription task subscribes to its channel,
+//!   then wakes the key's waiters once, so a release before the subscription is not
+//!   missed.
+//! - While anyone waits, the front waiter tries at least every backoff step (finding the
+//!   key held, or taking it with the others still behind it), which keeps the key wanted;
+//!   a key without such a try for a linger (twice the longest backoff step plus twice the
+//!   response timeout) has no waiter left, and its channel is dropped.
 //! - When a slot moves, the server ends its subscriptions (`sunsubscribe`); when a node
 //!   goes away, its connection drops. Either way the channels are subscribed again where
 //!   the slot lives now, and their waiters look again. Waiters poll meanwhile, and on a
@@ -34,7 +36,7 @@ const TICK: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 struct Want {
     key: LockKey,
-    /// The last time a local try found the key held.
+    /// The last local try that found the key held or had waiters behind it.
     seen: Instant,
     subscribed: bool,
 }
@@ -85,7 +87,8 @@ impl Shards {
         self.wanted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A local try found `key` held: its waiters need the release message.
+    /// A local try found `key` held, or has local waiters behind it: they need the
+    /// release message.
     pub(crate) fn waiting(&self, key: &LockKey) {
         if !self.supported.load(Ordering::Relaxed) {
             return;
