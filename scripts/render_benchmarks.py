@@ -58,7 +58,9 @@ def cluster_model():
     w("Redis runs each node's commands on one thread, so a master's CPU time per acquire +")
     w("release pair bounds what it can serve: `1 s / (CPU per pair)`. Measured here from each")
     w("master's `used_cpu_user + used_cpu_sys` and its script calls (`INFO`) during the")
-    w("uncontended run with 32 workers; the CPU includes feeding the master's replica.\n")
+    w("uncontended run with 32 workers. A cluster master's CPU includes feeding its replica;")
+    w("the single server of this run has no replica, and it gets all 32 workers' commands on one")
+    w("connection, so fewer reads per command.\n")
     w("| node | share of pairs | server CPU µs per pair | one core's ceiling, pairs/s |")
     w("| --- | ---: | ---: | ---: |")
     for n, (c, p) in single.items():
@@ -70,8 +72,8 @@ def cluster_model():
     w(f"shares above). A cluster saturates when its busiest master does: with these {len(masters)}")
     w(f"masters on cores of their own, about **{fmt(busiest)} pairs/s**, and in general about")
     w(f"M × {fmt(per_master)} pairs/s for M masters (the median master's ceiling), as long as the")
-    w("clients bring enough concurrency (a worker per ~round trip of each master) and the network")
-    w("keeps up. Projection from the measured ceiling:\n")
+    w("clients bring enough concurrency and the network keeps up. Projection from the measured")
+    w("ceiling:\n")
     w("| masters | projected ceiling, pairs/s |")
     w("| ---: | ---: |")
     for m in [1, 3, 6, 12]:

@@ -150,7 +150,7 @@ impl Shards {
         }
     }
 
-    /// Subscribes and unsubscribes, one command at a time, in the order asked.
+    /// Subscribes and unsubscribes in the order asked (what was asked meanwhile, together).
     pub(crate) async fn run_subscriptions(
         self: Arc<Self>,
         mut conn: ClusterConnection,
@@ -161,18 +161,38 @@ impl Shards {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                req = requests.recv() => match req {
-                    Some(Request::Subscribe(channel)) => self.subscribe(conn.clone(), channel, timeout).await,
-                    Some(Request::Resync) => {
-                        for w in self.wanted().values_mut() {
-                            w.subscribed = false;
-                        }
+                req = requests.recv() => {
+                    let Some(first) = req else { return };
+                    // Everything asked meanwhile goes out together.
+                    let mut batch = vec![first];
+                    while let Ok(more) = requests.try_recv() {
+                        batch.push(more);
                     }
-                    None => return,
-                },
+                    self.handle(&conn, batch, timeout).await;
+                }
                 _ = tick.tick() => self.sweep(&mut conn, timeout).await,
             }
         }
+    }
+
+    async fn handle(&self, conn: &ClusterConnection, batch: Vec<Request>, timeout: Duration) {
+        let mut channels: Vec<String> = Vec::new();
+        for req in batch {
+            match req {
+                Request::Subscribe(c) if !channels.contains(&c) => channels.push(c),
+                Request::Subscribe(_) => {}
+                // Subscribed again at the next sweep.
+                Request::Resync => {
+                    for w in self.wanted().values_mut() {
+                        w.subscribed = false;
+                    }
+                }
+            }
+        }
+        let subscribing = channels
+            .into_iter()
+            .map(|channel| self.subscribe(conn.clone(), channel, timeout));
+        futures_util::future::join_all(subscribing).await;
     }
 
     async fn subscribe(&self, mut conn: ClusterConnection, channel: String, timeout: Duration) {
