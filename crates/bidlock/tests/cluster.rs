@@ -216,9 +216,16 @@ async fn every_operation_works_on_a_cluster() {
     let k = key("ops", "job_1");
     let opts = AcquireOptions::new().ttl(Duration::from_millis(600));
     let g = m.acquire(&k, &opts).await.unwrap();
-    // Renewal keeps it past its ttl; extend sets a new one exactly.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(!g.is_lost());
+    // Renewals go through the cluster (the deadline moves on); extend sets a ttl exactly.
+    let first = g.lease().expires_at().unwrap();
+    wait_for("two renewals", Duration::from_secs(10), || {
+        g.is_lost()
+            || g.lease()
+                .expires_at()
+                .is_some_and(|e| e > first + Duration::from_millis(350))
+    })
+    .await;
+    assert!(!g.is_lost(), "{:?}", g.lease().lost_reason());
     g.extend(Duration::from_secs(30)).await.unwrap();
     let lock = m.config().keys().lock_key(&k);
     let pttl: i64 = c.cmd_for_key(&lock, &["PTTL", &lock]);
