@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark workload 3 times against a redis-server it starts on a free
-# loopback port, and the peers' workloads too, then writes BENCHMARKS.md (medians).
+# loopback port (and Redlock's three masters, and a six-node Redis Cluster), and the
+# peers' workloads too, then writes BENCHMARKS.md (medians).
 #   scripts/bench.sh            (about 5 minutes)
 #   ROUNDS=1 DURATION=2 scripts/bench.sh   (a quick look)
 set -euo pipefail
@@ -25,8 +26,51 @@ for i in 1 2 3; do
   rl_args+=(--redis-url "redis://127.0.0.1:$p/0")
   rl_ports+=("$p")
 done
-trap 'for p in "$port" "${rl_ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"' EXIT
-for p in "${rl_ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+# A Redis Cluster: six nodes (three masters, three replicas). Its ports stay below the
+# ephemeral range so that each bus port (port + 10000) is free too.
+cl_ports=($(python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+ports = []
+while len(ports) < 6:
+    p = random.randrange(20000, 22700)
+    if p not in ports and free(p) and free(p + 10000):
+        ports.append(p)
+print(" ".join(map(str, ports)))
+PY
+))
+for p in "${cl_ports[@]}"; do
+  mkdir -p "$dir/cl$p"
+  redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout 5000 --save "" --appendonly no --dir "$dir/cl$p" --daemonize yes --logfile "$dir/cl$p/redis.log"
+done
+trap 'for p in "$port" "${rl_ports[@]}" "${cl_ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"' EXIT
+for p in "${rl_ports[@]}" "${cl_ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cl_ports[@]}") --cluster-replicas 1 --cluster-yes >/dev/null
+for _ in $(seq 100); do
+  ok=1; for p in "${cl_ports[@]}"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || ok=0; done
+  [ "$ok" = 1 ] && break; sleep 0.1
+done
+cl_url="redis+cluster://$(printf '127.0.0.1:%s,' "${cl_ports[@]}" | sed 's/,$//')"
+cl_masters=($(redis-cli -p "${cl_ports[0]}" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && NF > 8 {split($2, a, "[:@]"); print a[2]}'))
+# Server CPU and script calls of each given node, for the per-master cost model.
+snap() { for p in "$@"; do redis-cli -p "$p" info all | tr -d '\r' | awk -F'[:=,]' -v p="$p" '
+  /^used_cpu_user:/ {u = $2} /^used_cpu_sys:/ {s = $2} /^cmdstat_evalsha:/ {c = $3} /^cmdstat_eval:/ {e = $3}
+  END {printf "%s %s %d ", p, u + s, c + e}'; done; echo; }
+# One JSON line per node: CPU seconds and acquire+release pairs (two scripts each) it served.
+cost() { python3 -c 'import json, sys
+backend, before, after = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+for i in range(0, len(before), 3):
+    cpu = float(after[i + 1]) - float(before[i + 1]); pairs = (int(after[i + 2]) - int(before[i + 2])) / 2
+    print(json.dumps({"workload": "server-cost", "backend": backend, "node": int(before[i]), "workers": 32,
+        "server_cpu_s": round(cpu, 3), "pairs": pairs, "cpu_us_per_pair": round(cpu * 1e6 / pairs, 2) if pairs else None}))' "$@"; }
 # bidlock's Python package, built (release) into the peers' virtualenv once per run.
 bench/peers/run.sh setup
 out=target/bench.jsonl
@@ -35,8 +79,18 @@ run() { "$@" | tee -a "$out"; }
 for round in $(seq "$rounds"); do
   echo "round $round/$rounds" >&2
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$url"
+  # The server's cost per pair, without the raw baseline's commands mixed in.
+  before=$(snap "$port")
+  $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url" --no-baseline >/dev/null
+  cost redis "$before" "$(snap "$port")" | tee -a "$out"
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url"
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$url"
+  # The cluster in the same run (no raw baseline: it talks to one server).
+  run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$cl_url"
+  before=$(snap "${cl_masters[@]}")
+  run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$cl_url"
+  cost cluster "$before" "$(snap "${cl_masters[@]}")" | tee -a "$out"
+  run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$cl_url"
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
@@ -49,7 +103,7 @@ for round in $(seq "$rounds"); do
     run bench/peers/run.sh uncontended --peer $peer --workers 32 --duration "$duration" --redis-url "$url"
     run bench/peers/run.sh hot-key --peer $peer --workers 8 --hold-us 1000 --duration "$duration" --redis-url "$url"
   done
-  for p in "$port" "${rl_ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
+  for p in "$port" "${rl_ports[@]}" "${cl_masters[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
 done
 python3 scripts/render_benchmarks.py "$out" "$rounds" "$duration" "$(redis-server --version | awk '{print $3}')" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod cluster;
 mod link;
 mod persistence;
 pub mod process;
@@ -23,6 +24,7 @@ mod proxy;
 mod sentinel;
 mod tls;
 
+pub use cluster::{ClusterNode, NodeInfo, RedisCluster};
 pub use link::Link;
 pub use persistence::Snapshot;
 pub use sentinel::SentinelCluster;

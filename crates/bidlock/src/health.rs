@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::backend::policy_can_evict;
+use crate::backend::{policy_can_evict, ClusterProbe, Probe};
 
 /// What [`BidLockManager::health`](crate::BidLockManager::health) found.
 ///
@@ -11,7 +11,7 @@ use crate::backend::policy_can_evict;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
-    /// The store: `redis`, `redlock` or `memory`.
+    /// The store: `redis` (one server, Sentinel or a cluster), `redlock` or `memory`.
     pub backend: &'static str,
     /// Where the locks are (URL without password, or `memory`).
     pub location: String,
@@ -21,8 +21,14 @@ pub struct Health {
     pub fallback: bool,
     /// Redis' `maxmemory-policy`; `None` for memory, or when `CONFIG GET` is refused (as
     /// on several managed services): unknown. For Redlock, an evicting policy if any node
-    /// has one.
+    /// has one; for a cluster, an evicting one if any master has one.
     pub maxmemory_policy: Option<String>,
+    /// A Redis Cluster's `cluster_state` (`ok`, or `fail` while slots are not served);
+    /// `None` when the backend is not a cluster or the state could not be read.
+    pub cluster_state: Option<String>,
+    /// How many masters of a Redis Cluster serve slots; `None` when not a cluster or
+    /// unknown.
+    pub masters: Option<usize>,
 }
 
 impl Health {
@@ -31,14 +37,18 @@ impl Health {
         location: String,
         latency: Duration,
         fallback: bool,
-        maxmemory_policy: Option<String>,
+        probe: Probe,
+        cluster: Option<ClusterProbe>,
     ) -> Health {
+        let cluster = cluster.unwrap_or_default();
         Health {
             backend,
             location,
             latency,
             fallback,
-            maxmemory_policy,
+            maxmemory_policy: probe.maxmemory_policy,
+            cluster_state: cluster.state,
+            masters: cluster.masters,
         }
     }
 

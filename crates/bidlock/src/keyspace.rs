@@ -1,5 +1,6 @@
-//! The names bidlock uses in Redis for one key prefix, and the rule that keeps two
-//! prefixes from ever reaching each other's keys.
+//! The names bidlock uses in Redis for one key prefix, in the single-node layout or the
+//! cluster layout, and the rule that keeps two prefixes from ever reaching each other's
+//! keys.
 
 use crate::key::{is_id_char, InvalidKey, LockKey};
 
@@ -18,9 +19,23 @@ const DERIVED_SUFFIXES: &[&str] = &[
     "_grants",
 ];
 
+/// How the names of one posting are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum Layout {
+    /// One Redis server (incl. Sentinel and each Redlock node): the original system's
+    /// names, one fencing counter per prefix, one release channel per prefix.
+    #[default]
+    Classic,
+    /// Redis Cluster: every name of a posting carries the hash tag `{marketplace:posting}`,
+    /// so everything one script touches for a posting lives in one hash slot; the fencing
+    /// counter and the release channel are per posting.
+    Cluster,
+}
+
 /// The names bidlock uses in Redis for one prefix.
 ///
-/// With the default prefix `bid_lock` (the original system's layout):
+/// With the default prefix `bid_lock` (the original system's layout, [`Layout::Classic`]):
 ///
 /// | what | name |
 /// | --- | --- |
@@ -36,6 +51,23 @@ const DERIVED_SUFFIXES: &[&str] = &[
 /// Any other prefix `p` uses `p:…` for locks and `p_done:…`, `p_wait:…`, `p_queue:…`,
 /// `p_waiters:…`, `p_fence`, `p_released`, `p_grants:…` for the rest.
 ///
+/// On a Redis Cluster ([`Layout::Cluster`]) the same heads carry the hash tag
+/// `{marketplace:posting}`, and the counter and channel are per posting:
+///
+/// | what | name |
+/// | --- | --- |
+/// | lock | `bid_lock:{upwork:job_123}` |
+/// | completion record | `bid_done:{upwork:job_123}` |
+/// | fencing counter | `bid_lock_fence:{upwork:job_123}` |
+/// | release channel (sharded) | `bid_lock_released:{upwork:job_123}` |
+/// | wait marker | `bid_lock_wait:{upwork:job_123}` |
+/// | wait queue, waiters | `bid_lock_queue:{upwork:job_123}`, `bid_lock_waiters:{upwork:job_123}` (unused: waiters do not queue on a cluster) |
+///
+/// Redis hashes the text after the *first* `{` up to the next `}`. The prefix and the
+/// marketplace contain no braces, so every name of a posting has the same hash tag (and
+/// slot) even when the posting id contains `{` or `}`: the names differ only before their
+/// first `{`, and the text after it is the same.
+///
 /// # No prefix reaches another's keys
 ///
 /// Every name that carries a posting is `head:{marketplace}:{posting}`, and its head (the
@@ -45,11 +77,14 @@ const DERIVED_SUFFIXES: &[&str] = &[
 /// `_fence`, `_released`, `_grants`), and may not be `bid` (whose records would be the
 /// default prefix's `bid_done:*`). With
 /// that, `cleanup`, `locks` and every script of one prefix touch only its own keys; the
-/// property tests check it for arbitrary pairs of prefixes.
+/// property tests check it for arbitrary pairs of prefixes, in both layouts. The two
+/// layouts cannot alias either: after its head, a cluster name goes on with `{`, which no
+/// marketplace id (and so no classic name) starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpace {
     prefix: String,
     done_prefix: String,
+    layout: Layout,
 }
 
 impl Default for KeySpace {
@@ -57,6 +92,7 @@ impl Default for KeySpace {
         KeySpace {
             prefix: DEFAULT_PREFIX.to_owned(),
             done_prefix: "bid_done".to_owned(),
+            layout: Layout::Classic,
         }
     }
 }
@@ -118,7 +154,20 @@ impl KeySpace {
         Ok(KeySpace {
             prefix: prefix.to_owned(),
             done_prefix: done_head(prefix),
+            layout: Layout::Classic,
         })
+    }
+
+    /// The same prefix in another layout.
+    #[must_use]
+    pub fn with_layout(mut self, layout: Layout) -> KeySpace {
+        self.layout = layout;
+        self
+    }
+
+    /// The layout of the names.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The prefix.
@@ -126,76 +175,119 @@ impl KeySpace {
         &self.prefix
     }
 
+    /// `head:{marketplace}:{posting}`, or `head:{marketplace:posting}` (hash-tagged) on a
+    /// cluster.
+    fn name(&self, head: &str, key: &LockKey) -> String {
+        match self.layout {
+            Layout::Classic => format!("{head}:{}", key.as_str()),
+            Layout::Cluster => format!("{head}:{{{}}}", key.as_str()),
+        }
+    }
+
     /// The lock's Redis key.
     pub fn lock_key(&self, key: &LockKey) -> String {
-        format!("{}:{}", self.prefix, key.as_str())
+        self.name(&self.prefix, key)
     }
 
     /// The completion record's Redis key.
     pub fn done_key(&self, key: &LockKey) -> String {
-        format!("{}:{}", self.done_prefix, key.as_str())
+        self.name(&self.done_prefix, key)
     }
 
     /// The wait marker's Redis key: set by a try that found the lock held, so that the
     /// release publishes; without waiters, releases publish nothing.
     pub fn wait_key(&self, key: &LockKey) -> String {
-        format!("{}_wait:{}", self.prefix, key.as_str())
+        self.name(&format!("{}_wait", self.prefix), key)
     }
 
     /// The wait queue's Redis key: a ZSET of the waiters that take handoffs, by arrival.
     pub fn queue_key(&self, key: &LockKey) -> String {
-        format!("{}_queue:{}", self.prefix, key.as_str())
+        self.name(&format!("{}_queue", self.prefix), key)
     }
 
     /// The waiters' Redis key: a HASH of each queued waiter's entry (how long it is alive,
     /// its grant ttl and channel), or of the token a release handed it.
     pub fn waiters_key(&self, key: &LockKey) -> String {
-        format!("{}_waiters:{}", self.prefix, key.as_str())
+        self.name(&format!("{}_waiters", self.prefix), key)
     }
 
-    /// The pub/sub channel on which releases hand locks to the waiters of manager `uid`.
+    /// The pub/sub channel on which releases hand locks to the waiters of manager `uid`
+    /// (classic layout only: on a cluster, waiters do not queue).
     pub fn grant_channel(&self, uid: &str) -> String {
         format!("{}_grants:{uid}", self.prefix)
     }
 
-    /// The fencing counter's Redis key.
+    /// The prefix-wide fencing counter of the classic layout (also what Redlock raises).
     pub fn fence_key(&self) -> String {
         format!("{}_fence", self.prefix)
     }
 
-    /// The pub/sub channel that release messages go to.
+    /// The fencing counter an acquire of `key` uses: the prefix's one counter, or on a
+    /// cluster the posting's own (no key can live in every slot).
+    pub fn fence_key_of(&self, key: &LockKey) -> String {
+        match self.layout {
+            Layout::Classic => self.fence_key(),
+            Layout::Cluster => self.name(&self.fence_key(), key),
+        }
+    }
+
+    /// The prefix-wide pub/sub channel of the classic layout.
     pub fn release_channel(&self) -> String {
         format!("{}_released", self.prefix)
     }
 
+    /// The channel a release of `key` is announced on: the prefix's channel, or on a
+    /// cluster the posting's sharded channel, in the slot of the posting's keys.
+    pub fn release_channel_of(&self, key: &LockKey) -> String {
+        match self.layout {
+            Layout::Classic => self.release_channel(),
+            Layout::Cluster => self.name(&self.release_channel(), key),
+        }
+    }
+
+    /// `head:` then `{` on a cluster: what every name of a head starts with.
+    fn pattern_head(&self, head: &str) -> String {
+        match self.layout {
+            Layout::Classic => format!("{head}:"),
+            Layout::Cluster => format!("{head}:{{"),
+        }
+    }
+
     /// The SCAN pattern for locks, optionally of one marketplace. Marketplace ids cannot
-    /// contain glob characters, so the pattern matches exactly what it says.
+    /// contain glob characters (nor do prefixes, and `{` is not one), so the pattern
+    /// matches exactly what it says.
     pub fn scan_pattern(&self, marketplace: Option<&str>) -> String {
+        let head = self.pattern_head(&self.prefix);
         match marketplace {
-            Some(m) => format!("{}:{}:*", self.prefix, m),
-            None => format!("{}:*", self.prefix),
+            Some(m) => format!("{head}{m}:*"),
+            None => format!("{head}*"),
         }
     }
 
     /// The SCAN pattern for completion records.
     pub fn done_pattern(&self) -> String {
-        format!("{}:*", self.done_prefix)
+        format!("{}*", self.pattern_head(&self.done_prefix))
     }
 
     /// The SCAN pattern for wait markers.
     pub fn wait_pattern(&self) -> String {
-        format!("{}_wait:*", self.prefix)
+        format!("{}*", self.pattern_head(&format!("{}_wait", self.prefix)))
     }
 
     /// The SCAN pattern for wait queues.
     pub fn queue_pattern(&self) -> String {
-        format!("{}_queue:*", self.prefix)
+        format!("{}*", self.pattern_head(&format!("{}_queue", self.prefix)))
     }
 
-    /// Parses a lock key back into its ids; `None` when the name is not a valid lock key
-    /// of this prefix.
+    /// Parses a lock key (or, on a cluster, a release channel's payload, which is the
+    /// lock key) back into its ids; `None` when the name is not a valid lock key of this
+    /// prefix and layout.
     pub fn parse_lock_key(&self, redis_key: &str) -> Option<LockKey> {
         let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        let rest = match self.layout {
+            Layout::Classic => rest,
+            Layout::Cluster => rest.strip_prefix('{')?.strip_suffix('}')?,
+        };
         let (m, p) = rest.split_once(':')?;
         LockKey::new(m, p).ok()
     }
@@ -237,6 +329,58 @@ mod tests {
         for bad in ["a:b", "a*", ""] {
             assert!(KeySpace::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_cluster_layout_tags_every_name_of_a_posting() {
+        let ks = KeySpace::default().with_layout(Layout::Cluster);
+        let k = LockKey::new("upwork", "job_123").unwrap();
+        assert_eq!(ks.lock_key(&k), "bid_lock:{upwork:job_123}");
+        assert_eq!(ks.done_key(&k), "bid_done:{upwork:job_123}");
+        assert_eq!(ks.wait_key(&k), "bid_lock_wait:{upwork:job_123}");
+        assert_eq!(ks.fence_key_of(&k), "bid_lock_fence:{upwork:job_123}");
+        assert_eq!(
+            ks.release_channel_of(&k),
+            "bid_lock_released:{upwork:job_123}"
+        );
+        assert_eq!(ks.scan_pattern(None), "bid_lock:{*");
+        assert_eq!(ks.scan_pattern(Some("upwork")), "bid_lock:{upwork:*");
+        assert_eq!(ks.done_pattern(), "bid_done:{*");
+        assert_eq!(ks.wait_pattern(), "bid_lock_wait:{*");
+        // The classic layout keeps its prefix-wide counter and channel.
+        let classic = KeySpace::default();
+        assert_eq!(classic.fence_key_of(&k), "bid_lock_fence");
+        assert_eq!(classic.release_channel_of(&k), "bid_lock_released");
+    }
+
+    /// Redis hashes the text after the first `{` up to the next `}`: postings with braces
+    /// must still put every name of theirs in one slot, and parse back.
+    #[test]
+    fn postings_with_braces_keep_their_names_in_one_slot() {
+        use redis::cluster_routing::Slot;
+        let ks = KeySpace::new("p").unwrap().with_layout(Layout::Cluster);
+        for posting in [
+            "a}b", "}", "{", "{x}", "a{b}c", "}}{{", "job:1}{2", "{}", "é}日",
+        ] {
+            let k = LockKey::new("m", posting).unwrap();
+            let names = [
+                ks.lock_key(&k),
+                ks.done_key(&k),
+                ks.wait_key(&k),
+                ks.fence_key_of(&k),
+                ks.release_channel_of(&k),
+            ];
+            let slot = Slot::for_key(&names[0]);
+            for n in &names {
+                assert_eq!(Slot::for_key(n), slot, "{posting:?}: {n} vs {}", names[0]);
+            }
+            assert_eq!(ks.parse_lock_key(&names[0]), Some(k), "{posting:?}");
+        }
+        // A classic name is not a cluster name and the other way round.
+        let k = LockKey::new("m", "x").unwrap();
+        let classic = KeySpace::new("p").unwrap();
+        assert_eq!(ks.parse_lock_key(&classic.lock_key(&k)), None);
+        assert_eq!(classic.parse_lock_key(&ks.lock_key(&k)), None);
     }
 
     #[test]

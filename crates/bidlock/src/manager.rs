@@ -159,8 +159,8 @@ impl BidLockManager {
         self.inner.backend
     }
 
-    /// The shape of the deployment behind the locks: memory, one Redis, Sentinel, or
-    /// Redlock over N masters.
+    /// The shape of the deployment behind the locks: memory, one Redis, Sentinel,
+    /// Redlock over N masters, or a Redis Cluster of N masters.
     pub fn topology(&self) -> Topology {
         self.inner.store.topology()
     }
@@ -307,7 +307,8 @@ impl BidLockManager {
     }
 
     /// Pings the backend and reports what an operator needs: latency, where the locks
-    /// are, and whether Redis may evict them.
+    /// are, whether Redis may evict them, and for a Redis Cluster its state and how many
+    /// masters serve slots.
     ///
     /// # Errors
     ///
@@ -315,12 +316,14 @@ impl BidLockManager {
     pub async fn health(&self) -> Result<Health, Error> {
         let latency = self.ping().await?;
         let probe = self.inner.store.probe().await;
+        let cluster = self.inner.store.cluster_probe().await;
         Ok(Health::new(
             self.inner.store.name(),
             self.location(),
             latency,
             self.inner.fallback,
-            probe.maxmemory_policy,
+            probe,
+            cluster,
         ))
     }
 

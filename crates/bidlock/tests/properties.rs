@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bidlock::{ConfigBuilder, InvalidKey, KeySpace, LockKey, RedisTarget, ENV_VARS};
+use bidlock::{ConfigBuilder, InvalidKey, KeySpace, Layout, LockKey, RedisTarget, ENV_VARS};
 use proptest::prelude::*;
 
 /// The rules, restated independently of the implementation.
@@ -38,6 +38,10 @@ proptest! {
                 let ks = KeySpace::default();
                 prop_assert_eq!(ks.parse_lock_key(&ks.lock_key(&k)), Some(k.clone()));
                 prop_assert!(ks.lock_key(&k).starts_with("bid_lock:"));
+                let cluster = KeySpace::default().with_layout(Layout::Cluster);
+                prop_assert_eq!(cluster.parse_lock_key(&cluster.lock_key(&k)), Some(k.clone()));
+                let tagged = cluster.lock_key(&k).starts_with("bid_lock:{");
+                prop_assert!(tagged);
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -90,7 +94,7 @@ proptest! {
 
     #[test]
     fn urls_never_panic_and_never_show_the_password(
-        scheme in prop_oneof!["redis", "rediss", "http", "", "redis+unix"],
+        scheme in prop_oneof!["redis", "rediss", "http", "", "redis+unix", "redis+cluster", "rediss+cluster"],
         user in "[a-z]{0,5}",
         pw in "[A-Za-z0-9]{4,12}",
         host in prop_oneof!["127.0.0.1", "localhost", "", "[::1]", "h:st"],
@@ -115,11 +119,21 @@ proptest! {
         prop_assert_eq!(ok, valid_prefix(&p), "{:?}", p);
     }
 
+    /// In either layout (one server, or a cluster with hash-tagged names, per-posting
+    /// counters and channels), and across layouts, no two prefixes share a name, a channel
+    /// or a SCAN pattern's match. Postings may contain braces.
     #[test]
-    fn no_prefix_reaches_another_prefixs_keys(p in adversarial_prefix(), q in adversarial_prefix(), post in "[a-z:_]{1,12}") {
+    fn no_prefix_reaches_another_prefixs_keys(
+        p in adversarial_prefix(),
+        q in adversarial_prefix(),
+        post in "[a-z:_{}]{1,12}",
+        la in layout(),
+        lb in layout(),
+    ) {
         let (Ok(a), Ok(b)) = (KeySpace::new(&p), KeySpace::new(&q)) else {
             return Ok(());
         };
+        let (a, b) = (a.with_layout(la), b.with_layout(lb));
         if p == q {
             return Ok(());
         }
@@ -136,17 +150,25 @@ proptest! {
                     ks.wait_key(k),
                     ks.queue_key(k),
                     ks.waiters_key(k),
+                    ks.fence_key_of(k),
                 ]);
             }
             v
+        };
+        let channels = |ks: &KeySpace| -> Vec<String> {
+            keys.iter().map(|k| ks.release_channel_of(k)).collect()
         };
         let (na, nb) = (names(&a), names(&b));
         for n in &na {
             prop_assert!(!nb.contains(n), "{} and {} share {}", p, q, n);
         }
+        let cb = channels(&b);
+        for ch in channels(&a) {
+            prop_assert!(!cb.contains(&ch), "{} and {} share the channel {}", p, q, ch);
+        }
         prop_assert_ne!(a.release_channel(), b.release_channel());
-        // SCAN patterns are `head:*` with no other glob character: a name matches when it
-        // starts with the head and its colon.
+        // SCAN patterns are `head:*` (`head:{*` on a cluster) with no other glob
+        // character: a name matches when it starts with what precedes the `*`.
         for pattern in [a.scan_pattern(None), a.done_pattern(), a.wait_pattern()] {
             let head = pattern.strip_suffix('*').unwrap();
             for n in &nb {
@@ -172,6 +194,10 @@ fn valid_prefix(p: &str) -> bool {
         .iter()
         .any(|s| p.ends_with(s))
         && p != "bid"
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![Just(Layout::Classic), Just(Layout::Cluster)]
 }
 
 /// Prefixes built to collide: stems that are other prefixes' heads, with derived suffixes.

@@ -148,21 +148,47 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
             "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
         );
     }
+    // A cluster that does not serve every slot answers for some postings only.
+    let cluster_failing = h.cluster_state.as_deref().is_some_and(|s| s != "ok");
     if g.json {
-        print_json(&json!({
-            "ok": true,
+        let mut v = json!({
+            "ok": !cluster_failing,
             "backend": h.backend,
             "location": h.location,
             "latency_ms": latency_ms,
             "maxmemory_policy": policy,
             "can_evict": h.can_evict(),
-        }))?;
+        });
+        if h.cluster_state.is_some() || h.masters.is_some() {
+            v["cluster_state"] = json!(h.cluster_state);
+            v["masters"] = json!(h.masters);
+        }
+        print_json(&v)?;
     } else {
+        let cluster = match (&h.cluster_state, h.masters) {
+            (None, None) => String::new(),
+            (state, masters) => format!(
+                ", cluster {} with {} masters",
+                state.as_deref().unwrap_or("unknown"),
+                masters.map_or_else(|| "?".to_owned(), |m| m.to_string())
+            ),
+        };
         print(&format!(
-            "ok {} latency {}, maxmemory-policy {policy}\n",
+            "{} {} latency {}, maxmemory-policy {policy}{cluster}\n",
+            if cluster_failing { "failing" } else { "ok" },
             h.location,
             human_duration(h.latency)
         ))?;
+    }
+    if cluster_failing {
+        return Err(CliError::new(
+            exit::UNAVAILABLE,
+            format!(
+                "the cluster at {} reports cluster_state:{}: some hash slots are not served",
+                h.location,
+                h.cluster_state.as_deref().unwrap_or("unknown")
+            ),
+        ));
     }
     Ok(exit::OK)
 }

@@ -148,6 +148,15 @@ pub(crate) struct Probe {
     pub(crate) maxmemory_policy: Option<String>,
 }
 
+/// What a health probe found about a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClusterProbe {
+    /// `cluster_state` (`ok` or `fail`) as a node reports it; `None` when unknown.
+    pub(crate) state: Option<String>,
+    /// How many masters serve slots; `None` when unknown.
+    pub(crate) masters: Option<usize>,
+}
+
 /// Whether a `maxmemory-policy` lets Redis evict keys that have a ttl (locks, records).
 pub(crate) fn policy_can_evict(policy: &str) -> bool {
     policy != "noeviction"
@@ -195,16 +204,23 @@ pub enum Topology {
         /// How many masters.
         nodes: usize,
     },
+    /// A Redis Cluster: each posting's lock lives on the master of its hash slot.
+    Cluster {
+        /// How many masters served slots when last looked at (at connect, or by the last
+        /// `health`, `locks` or `cleanup`).
+        masters: usize,
+    },
 }
 
 impl Topology {
-    /// A short name: `memory`, `redis`, `sentinel` or `redlock`.
+    /// A short name: `memory`, `redis`, `sentinel`, `redlock` or `cluster`.
     pub fn name(&self) -> &'static str {
         match self {
             Topology::Memory => "memory",
             Topology::Single => "redis",
             Topology::Sentinel => "sentinel",
             Topology::Redlock { .. } => "redlock",
+            Topology::Cluster { .. } => "cluster",
         }
     }
 }
@@ -216,6 +232,7 @@ impl std::fmt::Display for Topology {
             Topology::Single => f.write_str("redis"),
             Topology::Sentinel => f.write_str("sentinel"),
             Topology::Redlock { nodes } => write!(f, "redlock ({nodes} nodes)"),
+            Topology::Cluster { masters } => write!(f, "cluster ({masters} masters)"),
         }
     }
 }
@@ -294,6 +311,13 @@ async fn connect_redis(
         subscribe: true,
         lazy: false,
         tls_ca_cert: config.tls_ca_cert.clone(),
+        // A waiter tries at least every longest backoff step (plus a round trip); the
+        // next in line takes over within another.
+        wait_linger: config
+            .retry
+            .max
+            .saturating_add(config.response_timeout)
+            .saturating_mul(2),
     };
     if targets.len() > 1 {
         if targets.len() < 3 {

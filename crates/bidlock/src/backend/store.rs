@@ -1,5 +1,6 @@
-//! The store contract: what every backend (memory, one Redis or Sentinel, Redlock) must
-//! do, so that the manager, the guard and the keeper never know which one they talk to.
+//! The store contract: what every backend (memory, one Redis, Sentinel or a Redis
+//! Cluster, Redlock) must do, so that the manager, the guard and the keeper never know
+//! which one they talk to.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AcquireRequest, Attempt, Completed, Handoff, LockInfo, LockStatus, Probe, Topology, Waiting,
+    AcquireRequest, Attempt, ClusterProbe, Completed, Handoff, LockInfo, LockStatus, Probe,
+    Topology, Waiting,
 };
 use crate::error::Error;
 use crate::key::LockKey;
@@ -33,8 +35,9 @@ use crate::stats::Census;
 /// - **Validity.** A lock taken or extended by a request sent at time `t` is held at least
 ///   until what [`Store::validity`] says, counted from `t`.
 /// - **Tokens.** Every successful acquire returns a fencing token greater than every token
-///   this store issued before for the key's prefix (a hybrid logical clock: above the
-///   last token and above the store's clock in µs).
+///   this store issued before for the key's prefix (on a Redis Cluster: for the key, whose
+///   counter lives in its slot), a hybrid logical clock: above the last token and above
+///   the store's clock in µs.
 /// - **Notices.** A store that hears of releases made elsewhere tells the manager through
 ///   the [`Notices`](crate::notices::Notices) it was built with.
 #[async_trait]
@@ -116,6 +119,11 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
 
     /// What the store says about its own safety (after a successful ping).
     async fn probe(&self) -> Probe;
+
+    /// A cluster's state and masters; `None` for a store that is not a cluster.
+    async fn cluster_probe(&self) -> Option<ClusterProbe> {
+        None
+    }
 
     /// Stops background tasks. A store that keeps leases alive by itself releases the
     /// locks taken through it, marking their leases lost first.

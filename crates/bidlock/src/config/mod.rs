@@ -14,7 +14,7 @@ pub(crate) use target::SentinelSpec;
 
 use crate::backoff::RetryPolicy;
 use crate::error::ConfigError;
-use crate::keyspace::{KeySpace, DEFAULT_PREFIX};
+use crate::keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
 use crate::ttl::Ttl;
 
 /// The default lock ttl, as in the original system: 300 s.
@@ -307,7 +307,7 @@ impl ConfigBuilder {
         for url in &self.redis_urls {
             redis.push(RedisTarget::from_url(url)?);
         }
-        let redis = redis
+        let redis: Vec<RedisTarget> = redis
             .into_iter()
             .map(|t| {
                 t.with_default_credentials(
@@ -316,6 +316,16 @@ impl ConfigBuilder {
                 )
             })
             .collect();
+        let cluster = redis.iter().any(RedisTarget::is_cluster);
+        if cluster && redis.len() > 1 {
+            return Err(ConfigError::InvalidValue {
+                field: "redis urls",
+                reason: "a redis+cluster:// URL names one whole cluster (list its seed nodes \
+                         in that one URL, comma-separated) and cannot be combined with other \
+                         URLs: Redlock needs independent masters"
+                    .to_owned(),
+            });
+        }
         // Durations are bounded above too: instants are computed from them.
         let within =
             |field: &'static str, v: Option<Duration>, default: Duration, max: Duration| {
@@ -343,6 +353,12 @@ impl ConfigBuilder {
             })?,
             None => KeySpace::new(DEFAULT_PREFIX).unwrap_or_default(),
         };
+        // A cluster needs every name of a posting in one hash slot.
+        let keys = keys.with_layout(if cluster {
+            Layout::Cluster
+        } else {
+            Layout::Classic
+        });
         let retry = self.retry.unwrap_or(d.retry);
         if retry.initial.is_zero()
             || retry.max < retry.initial
@@ -402,6 +418,35 @@ impl ConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_url_selects_the_cluster_layout() {
+        let c = Config::builder()
+            .redis_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+            .prefix("p")
+            .build()
+            .unwrap();
+        assert_eq!(c.keys().layout(), Layout::Cluster);
+        assert_eq!(c.keys().prefix(), "p");
+        let c = Config::builder()
+            .redis_url("redis://127.0.0.1:7000")
+            .build()
+            .unwrap();
+        assert_eq!(c.keys().layout(), Layout::Classic);
+        let e = Config::builder()
+            .redis_urls([
+                "redis+cluster://:pw@127.0.0.1:7000",
+                "redis://a:1",
+                "redis://b:1",
+            ])
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot be combined") && !e.contains(":pw@"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn builder_rejects_out_of_range() {

@@ -1,6 +1,6 @@
-//! [`RedisTarget`]: where one Redis server is, parsed from a URL (`redis://`,
-//! `rediss://`, `redis+unix://`, `redis+sentinel://`) or from parts, shown only with its
-//! password hidden.
+//! [`RedisTarget`]: where one Redis server (or one Redis Cluster) is, parsed from a URL
+//! (`redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://`, `redis+cluster://`,
+//! `rediss+cluster://`) or from parts, shown only with its password hidden.
 
 use std::fmt;
 
@@ -9,12 +9,21 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 use crate::error::ConfigError;
 
 /// The URL schemes bidlock reads.
-const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix", "redis+sentinel"];
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis+unix",
+    "unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+];
 
 /// What every URL error says, so a newcomer sees the forms that work.
 const ACCEPTED: &str = "use redis://[user:password@]host[:port][/db], rediss:// for TLS, \
-redis+sentinel://host:port[,host:port...]/service[/db], or redis+unix:///path \
-(a bare host:port is not a URL)";
+redis+sentinel://host:port[,host:port...]/service[/db], \
+redis+cluster://host:port[,host:port...] (rediss+cluster:// for TLS) for a Redis Cluster, \
+or redis+unix:///path (a bare host:port is not a URL)";
 
 /// Where one Redis server is, with credentials. Its `Debug` and `Display` never show the
 /// password.
@@ -24,6 +33,15 @@ pub struct RedisTarget {
     display: String,
     /// Set for `redis+sentinel://` URLs: where to ask for the master.
     pub(crate) sentinel: Option<SentinelSpec>,
+    /// Set for `redis+cluster://` URLs: the seed nodes (`info` holds the first, with the
+    /// credentials and TLS every node uses).
+    pub(crate) cluster: Option<ClusterSpec>,
+}
+
+/// The seed nodes of a Redis Cluster: the client asks them for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterSpec {
+    pub(crate) seeds: Vec<(String, u16)>,
 }
 
 /// The sentinels to ask, and the name of the master they watch.
@@ -54,6 +72,9 @@ impl RedisTarget {
         }
         if let Some(rest) = trimmed.strip_prefix("redis+sentinel://") {
             return RedisTarget::from_sentinel_url(trimmed, rest);
+        }
+        if scheme.ends_with("+cluster") {
+            return RedisTarget::from_cluster_url(trimmed, scheme == "rediss+cluster");
         }
         let info = trimmed.into_connection_info().map_err(|e| {
             let why = e.to_string().replace(trimmed, "<url>");
@@ -106,26 +127,7 @@ impl RedisTarget {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let mut sentinels = Vec::new();
-        for h in hosts.split(',').filter(|h| !h.is_empty()) {
-            let (host, port) = match h.rsplit_once(':') {
-                Some((host, port)) => (
-                    host,
-                    port.parse::<u16>()
-                        .ok()
-                        .filter(|&p| p != 0)
-                        .ok_or_else(|| bad("a sentinel port is not a number 1-65535"))?,
-                ),
-                None => (h, 26379),
-            };
-            if host.is_empty() {
-                return Err(bad("a sentinel host is empty"));
-            }
-            sentinels.push((host.trim_matches(['[', ']']).to_owned(), port));
-        }
-        if sentinels.is_empty() {
-            return Err(bad("no sentinel address"));
-        }
+        let sentinels = parse_hosts(hosts, 26379, "sentinel").map_err(|why| bad(&why))?;
         let mut parts = path.split('/');
         let service = parts.next().unwrap_or("").to_owned();
         if service.is_empty() {
@@ -139,40 +141,82 @@ impl RedisTarget {
                 .ok_or_else(|| bad("the db is not a number >= 0"))?,
             None => 0,
         };
-        let mut redis = RedisConnectionInfo::default().set_db(db);
-        if let Some(u) = userinfo {
-            let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => (user, Some(pass)),
-                None => ("", Some(u)),
-            };
-            if !user.is_empty() {
-                redis = redis.set_username(user);
-            }
-            if let Some(p) = pass.filter(|p| !p.is_empty()) {
-                redis = redis.set_password(p);
-            }
-        }
+        let redis = credentials(RedisConnectionInfo::default().set_db(db), userinfo);
         let (host, port) = sentinels[0].clone();
         let info = (host, port)
             .into_connection_info()
             .map_err(|e| bad(&e.to_string()))?
             .set_redis_settings(redis);
-        let auth = match (
-            info.redis_settings().username(),
-            info.redis_settings().password(),
-        ) {
-            (Some(u), Some(_)) => format!("{u}:***@"),
-            (None, Some(_)) => ":***@".to_owned(),
-            (Some(u), None) => format!("{u}@"),
-            (None, None) => String::new(),
-        };
-        let hosts: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-        let display = format!("redis+sentinel://{auth}{}/{service}/{db}", hosts.join(","));
+        let display = format!(
+            "redis+sentinel://{}{}/{service}/{db}",
+            shown_auth(info.redis_settings()),
+            joined(&sentinels)
+        );
         Ok(RedisTarget {
             info,
             display,
             sentinel: Some(SentinelSpec { sentinels, service }),
+            cluster: None,
         })
+    }
+
+    /// `redis+cluster://[user:password@]host:port[,host:port...][/]` (`rediss+cluster://`
+    /// for TLS): seed nodes of one cluster, which has only database 0.
+    fn from_cluster_url(url: &str, tls: bool) -> Result<RedisTarget, ConfigError> {
+        let bad = |reason: String| ConfigError::InvalidUrl {
+            url: redact_url(url),
+            reason,
+        };
+        let scheme = if tls {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !matches!(path, "" | "0") {
+            return Err(bad(format!(
+                "a Redis Cluster has only database 0, so the URL takes no /{path}; {ACCEPTED}"
+            )));
+        }
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let seeds = parse_hosts(hosts, 6379, "cluster node")
+            .map_err(|why| bad(format!("{why}; {ACCEPTED}")))?;
+        let redis = credentials(RedisConnectionInfo::default(), userinfo);
+        let (host, port) = seeds[0].clone();
+        let addr = if tls {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        };
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| bad(e.to_string()))?
+            .set_redis_settings(redis);
+        let display = format!(
+            "{scheme}://{}{}",
+            shown_auth(info.redis_settings()),
+            joined(&seeds)
+        );
+        Ok(RedisTarget {
+            info,
+            display,
+            sentinel: None,
+            cluster: Some(ClusterSpec { seeds }),
+        })
+    }
+
+    /// Whether this is a Redis Cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
     }
 
     fn from_info(info: ConnectionInfo) -> RedisTarget {
@@ -181,6 +225,7 @@ impl RedisTarget {
             info,
             display,
             sentinel: None,
+            cluster: None,
         }
     }
 
@@ -191,7 +236,7 @@ impl RedisTarget {
         username: Option<&str>,
         password: Option<&str>,
     ) -> RedisTarget {
-        let sentinel = self.sentinel.clone();
+        let (sentinel, cluster) = (self.sentinel.clone(), self.cluster.clone());
         let mut redis = self.info.redis_settings().clone();
         if redis.password().is_none() {
             if let Some(p) = password {
@@ -204,9 +249,10 @@ impl RedisTarget {
             }
         }
         let mut t = RedisTarget::from_info(self.info.set_redis_settings(redis));
-        if sentinel.is_some() {
+        if sentinel.is_some() || cluster.is_some() {
             t.display = self.display;
             t.sentinel = sentinel;
+            t.cluster = cluster;
         }
         t
     }
@@ -240,14 +286,77 @@ impl fmt::Display for RedisTarget {
     }
 }
 
-fn display_info(info: &ConnectionInfo) -> String {
-    let r = info.redis_settings();
-    let auth = match (r.username(), r.password()) {
+/// `host:port[,host:port...]` (a port defaults to `default_port`; `[::1]:7000` for IPv6).
+fn parse_hosts(hosts: &str, default_port: u16, what: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for h in hosts.split(',').filter(|h| !h.is_empty()) {
+        let bracketed = h.starts_with('[');
+        let (host, port) = match h.rsplit_once(':') {
+            Some((host, port)) if !bracketed || host.ends_with(']') => (
+                host,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("a {what} port is not a number 1-65535"))?,
+            ),
+            _ => (h, default_port),
+        };
+        let host = host.trim_matches(['[', ']']);
+        if host.is_empty() {
+            return Err(format!("a {what} host is empty"));
+        }
+        out.push((host.to_owned(), port));
+    }
+    if out.is_empty() {
+        return Err(format!("no {what} address"));
+    }
+    Ok(out)
+}
+
+/// Applies `user:password` (or a lone password) from a URL's userinfo.
+fn credentials(mut redis: RedisConnectionInfo, userinfo: Option<&str>) -> RedisConnectionInfo {
+    if let Some(u) = userinfo {
+        let (user, pass) = match u.split_once(':') {
+            Some((user, pass)) => (user, Some(pass)),
+            None => ("", Some(u)),
+        };
+        if !user.is_empty() {
+            redis = redis.set_username(user);
+        }
+        if let Some(p) = pass.filter(|p| !p.is_empty()) {
+            redis = redis.set_password(p);
+        }
+    }
+    redis
+}
+
+fn joined(hosts: &[(String, u16)]) -> String {
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|(h, p)| {
+            if h.contains(':') {
+                format!("[{h}]:{p}")
+            } else {
+                format!("{h}:{p}")
+            }
+        })
+        .collect();
+    hosts.join(",")
+}
+
+/// `user:***@`, `:***@`, `user@` or nothing: credentials as they may be shown.
+fn shown_auth(r: &RedisConnectionInfo) -> String {
+    match (r.username(), r.password()) {
         (Some(u), Some(_)) => format!("{u}:***@"),
         (None, Some(_)) => ":***@".to_owned(),
         (Some(u), None) => format!("{u}@"),
         (None, None) => String::new(),
-    };
+    }
+}
+
+fn display_info(info: &ConnectionInfo) -> String {
+    let r = info.redis_settings();
+    let auth = shown_auth(r);
     match info.addr() {
         ConnectionAddr::Tcp(host, port) => format!("redis://{auth}{host}:{port}/{}", r.db()),
         ConnectionAddr::TcpTls { host, port, .. } => {
@@ -318,6 +427,53 @@ mod tests {
             assert!(RedisTarget::from_url(bad).is_err(), "{bad}");
         }
     }
+    #[test]
+    fn cluster_urls() {
+        let t = RedisTarget::from_url("redis+cluster://u:s3cret@10.0.0.1:7000,h2:7001,h3").unwrap();
+        let spec = t.cluster.clone().unwrap();
+        assert_eq!(
+            spec.seeds,
+            vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("h2".to_owned(), 7001),
+                ("h3".to_owned(), 6379)
+            ]
+        );
+        assert!(t.is_cluster() && !t.is_tls());
+        assert_eq!(t.info.redis_settings().password(), Some("s3cret"));
+        assert_eq!(t.info.redis_settings().username(), Some("u"));
+        assert_eq!(
+            t.redacted(),
+            "redis+cluster://u:***@10.0.0.1:7000,h2:7001,h3:6379"
+        );
+        assert!(!format!("{t:?} {t}").contains("s3cret"));
+        let t = RedisTarget::from_url("rediss+cluster://:pw@[::1]:7000/").unwrap();
+        assert!(t.is_tls() && t.is_cluster());
+        assert_eq!(t.redacted(), "rediss+cluster://:***@[::1]:7000");
+        let t = RedisTarget::from_url("redis+cluster://127.0.0.1:7000/0").unwrap();
+        assert_eq!(t.cluster.unwrap().seeds.len(), 1);
+        // Credentials from the environment reach the cluster and stay hidden.
+        let t = RedisTarget::from_url("redis+cluster://h:7000")
+            .unwrap()
+            .with_default_credentials(None, Some("envpw"));
+        assert!(t.is_cluster());
+        assert_eq!(t.info.redis_settings().password(), Some("envpw"));
+        assert!(!format!("{t:?} {t}").contains("envpw"));
+        for (bad, why) in [
+            ("redis+cluster://", "no cluster node address"),
+            ("redis+cluster://h:0", "port is not a number"),
+            ("redis+cluster://h:x,h2:1", "port is not a number"),
+            ("redis+cluster://:pw@h:7000/2", "only database 0"),
+            ("redis+cluster://u:pw@,:7000", "host is empty"),
+        ] {
+            let e = RedisTarget::from_url(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains("redis+cluster://host:port"), "{bad}: {e}");
+            assert!(!e.contains(":pw@"), "{bad}: {e}");
+        }
+        assert!(!RedisTarget::from_url("redis://h:1").unwrap().is_cluster());
+    }
+
     #[test]
     fn url_errors_name_the_accepted_forms() {
         for bad in [

@@ -5,7 +5,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Client, ErrorKind, RedisError};
 
@@ -23,6 +23,9 @@ pub(crate) struct RedisSettings {
     pub(crate) lazy: bool,
     /// A PEM CA to trust for TLS.
     pub(crate) tls_ca_cert: Option<Vec<u8>>,
+    /// Cluster: how long a posting nobody tried is still listened to (longer than a
+    /// waiter can go without trying: see `shards`).
+    pub(crate) wait_linger: Duration,
 }
 
 impl RedisSettings {
@@ -139,13 +142,13 @@ pub(crate) async fn connect_checked(
     let mut probe = conn.clone();
     let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut probe).await;
     pong.map_err(|e| describe(&e))?;
-    warn_if_evicting(&mut probe, url).await;
+    warn_if_evicting(maxmemory_policy(&mut probe).await, url);
     Ok(conn)
 }
 
 /// Redis' `maxmemory-policy`, or `None` when it cannot be read (`CONFIG` refused or
 /// renamed, as on several managed services).
-pub(crate) async fn maxmemory_policy(conn: &mut ConnectionManager) -> Option<String> {
+pub(crate) async fn maxmemory_policy(conn: &mut (impl ConnectionLike + Send)) -> Option<String> {
     let reply: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -155,8 +158,8 @@ pub(crate) async fn maxmemory_policy(conn: &mut ConnectionManager) -> Option<Str
 }
 
 /// Warns once (at connect) when Redis may evict locks and completion records.
-async fn warn_if_evicting(conn: &mut ConnectionManager, url: &str) {
-    match maxmemory_policy(conn).await {
+pub(crate) fn warn_if_evicting(policy: Option<String>, url: &str) {
+    match policy {
         Some(policy) if policy_can_evict(&policy) => {
             tracing::warn!(target: "bidlock::redis", url, %policy,
                 "Redis may evict keys under memory pressure (maxmemory-policy {policy}): a lock or completion record can vanish while held; set maxmemory-policy noeviction");

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::scripts::{ACQUIRE, REFRESH, RELEASE};
-use super::RedisStore;
+use super::{RedisStore, FENCE_KEPT};
 use crate::backend::memory::ms;
 use crate::backend::{AcquireRequest, Attempt, Handoff, Queue, Waiting};
 use crate::error::Error;
@@ -19,7 +19,7 @@ impl RedisStore {
         let lock = self.keys.lock_key(req.key);
         let mut inv = ACQUIRE.prepare_invoke();
         inv.key(&lock)
-            .key(&self.fence_key)
+            .key(self.keys.fence_key_of(req.key))
             .key(self.keys.done_key(req.key))
             .key(self.keys.wait_key(req.key))
             .key(self.keys.queue_key(req.key))
@@ -42,6 +42,15 @@ impl RedisStore {
                 false
             }
         };
+        if let Some(c) = self.cluster() {
+            // A counter per posting: kept a day beyond the lock, then the clock suffices.
+            inv.arg(ms(req.ttl.saturating_add(FENCE_KEPT)));
+            if req.waiters_behind {
+                // Local waiters queue behind this try: its release will announce itself
+                // on the posting's channel, and they need to hear it.
+                c.shards.waiting(req.key);
+            }
+        }
         let (code, n, text): (i64, i64, Vec<u8>) = inv
             .invoke_async(&mut self.call())
             .await
@@ -49,11 +58,15 @@ impl RedisStore {
         let token = || u64::try_from(n).unwrap_or(0);
         match code {
             1 => Ok(Attempt::Acquired { token: token() }),
-            0 => Ok(Attempt::Held {
-                holder: Some(String::from_utf8_lossy(&text).into_owned()),
-                ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
-                queued,
-            }),
+            0 => {
+                let holder = String::from_utf8_lossy(&text).into_owned();
+                self.held_on_cluster(req, &holder)?;
+                Ok(Attempt::Held {
+                    holder: Some(holder),
+                    ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
+                    queued,
+                })
+            }
             2 => Ok(Attempt::Done),
             4 => Ok(Attempt::Granted { token: token() }),
             _ => {
@@ -105,10 +118,11 @@ impl RedisStore {
             .key(self.keys.wait_key(key))
             .key(self.keys.queue_key(key))
             .key(self.keys.waiters_key(key))
-            .key(&self.fence_key)
+            .key(self.keys.fence_key_of(key))
             .key(self.keys.done_key(key))
             .arg(holder.as_str())
-            .arg(&self.channel);
+            .arg(self.keys.release_channel_of(key))
+            .arg(self.publish);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await

@@ -16,14 +16,22 @@
 //!   back, every waiting key and held lease is looked at again.
 //! - With a `redis+sentinel://` URL, the master is found through the sentinels and
 //!   followed when an error suggests it moved ([`sentinel`]).
+//! - With a `redis+cluster://` URL, the same scripts and operations run over a cluster
+//!   connection ([`conn`], [`cluster`]): the names of a posting share a hash slot
+//!   ([`Layout::Cluster`]), releases are announced by `SPUBLISH` on the posting's own
+//!   channel, and a manager listens only to the channels it has waiters for ([`shards`]);
+//!   `locks` and `cleanup` scan every master.
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
 mod client;
+mod cluster;
+mod conn;
 mod handoff;
 mod scan;
 pub(crate) mod scripts;
 mod sentinel;
+mod shards;
 mod stats;
 mod subscriber;
 
@@ -33,26 +41,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::RedisError;
+use redis::{ErrorKind, RedisError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
 use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
+use cluster::ClusterLink;
+use conn::Conn;
 use scripts::{COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RENEW, STATUS};
 use sentinel::Failover;
 use subscriber::Subscriber;
 
 use super::memory::ms;
 use super::{
-    completion_record, AcquireRequest, Attempt, Completed, Handoff, LockInfo, LockStatus, Probe,
-    Store, Topology, Waiting,
+    completion_record, AcquireRequest, Attempt, ClusterProbe, Completed, Handoff, LockInfo,
+    LockStatus, Probe, Store, Topology, Waiting,
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::keyspace::KeySpace;
+use crate::keyspace::{KeySpace, Layout};
 use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
@@ -84,15 +94,29 @@ impl Background {
     }
 }
 
+/// How long a cluster keeps a posting's fencing counter beyond the lock's ttl. Without the
+/// counter, tokens still increase by the server clock; the counter covers a clock that
+/// steps back by up to this much.
+pub(super) const FENCE_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Where the commands go.
+enum Link {
+    /// One server, swapped when Sentinel reports a new master.
+    Single(Arc<Master>),
+    /// A cluster: redis-rs routes each command to the node of its slot.
+    Cluster(ClusterLink),
+}
+
 pub(crate) struct RedisStore {
-    master: Arc<Master>,
+    link: Link,
     failover: Option<Arc<Failover>>,
     target: RedisTarget,
     keys: KeySpace,
-    fence_key: String,
-    channel: String,
+    /// `PUBLISH` to the prefix's channel, or `SPUBLISH` to the posting's on a cluster.
+    publish: &'static str,
     /// This manager's grant channel, when releases may hand it locks (single Redis and
-    /// Sentinel; not Redlock, whose nodes could each hand the lock to a different waiter).
+    /// Sentinel; not Redlock, whose nodes could each hand the lock to a different waiter,
+    /// nor a cluster, whose plain messages would reach every node).
     grants: Option<String>,
     metrics: Arc<Metrics>,
     notices: Arc<Notices>,
@@ -117,7 +141,8 @@ impl Drop for RedisStore {
 
 impl RedisStore {
     /// Connects (bounded by the connect timeout; Sentinel: to the master the sentinels
-    /// name), checks the server answers, and starts the release subscriber.
+    /// name; a cluster: through its seeds), checks the server answers, and starts the
+    /// release subscriber.
     pub(crate) async fn connect(
         target: RedisTarget,
         keys: KeySpace,
@@ -126,6 +151,9 @@ impl RedisStore {
         metrics: Arc<Metrics>,
         grants: Option<String>,
     ) -> Result<RedisStore, Error> {
+        if target.is_cluster() {
+            return cluster::connect_store(target, keys, settings, notices, metrics).await;
+        }
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
             reason,
@@ -144,17 +172,18 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client.clone(), settings.manager_config())
                 .map_err(|e| unavailable(describe(&e)))?
         } else {
-            connect_checked(&client, settings, target.redacted())
+            let mut conn = connect_checked(&client, settings, target.redacted())
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            cluster::refuse_cluster_node(&mut conn, &target).await?;
+            conn
         };
         let store = RedisStore {
-            master: Arc::new(Master::new(conn, client)),
+            link: Link::Single(Arc::new(Master::new(conn, client))),
             failover,
-            fence_key: keys.fence_key(),
-            channel: keys.release_channel(),
+            publish: "PUBLISH",
             grants,
-            keys,
+            keys: keys.with_layout(Layout::Classic),
             target,
             metrics,
             notices,
@@ -171,10 +200,13 @@ impl RedisStore {
     /// in which an early waiter could miss a release. If it takes too long, polling covers
     /// it. A lazily connected node (Redlock) may be down: do not wait long for it.
     async fn start_subscriber(&self, settings: &RedisSettings) {
+        let Link::Single(master) = &self.link else {
+            return;
+        };
         let (ready_tx, ready_rx) = oneshot::channel();
         let subscriber = Subscriber {
-            master: self.master.clone(),
-            channel: self.channel.clone(),
+            master: master.clone(),
+            channel: self.keys.release_channel(),
             grants: self.grants.clone(),
             keys: self.keys.clone(),
             notices: self.notices.clone(),
@@ -192,14 +224,24 @@ impl RedisStore {
         }
     }
 
-    fn call(&self) -> ConnectionManager {
+    fn call(&self) -> Conn {
         self.metrics.count(Counter::BackendCalls, None);
-        self.master.conn()
+        match &self.link {
+            Link::Single(master) => Conn::Single(master.conn()),
+            Link::Cluster(c) => Conn::Cluster(c.conn.clone()),
+        }
+    }
+
+    fn cluster(&self) -> Option<&ClusterLink> {
+        match &self.link {
+            Link::Cluster(c) => Some(c),
+            Link::Single(_) => None,
+        }
     }
 
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
         self.metrics.count(Counter::RedisErrors, None);
-        if let Some(f) = &self.failover {
+        if let (Some(f), Link::Single(master)) = (&self.failover, &self.link) {
             let moved = e.is_io_error()
                 || e.is_timeout()
                 || e.is_connection_dropped()
@@ -207,7 +249,7 @@ impl RedisStore {
                 || e.is_unrecoverable_error()
                 || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
             if moved {
-                f.check(&self.master, &self.notices, &self.background);
+                f.check(master, &self.notices, &self.background);
             }
         }
         if e.code() == Some("WRONGTYPE") {
@@ -226,12 +268,32 @@ impl RedisStore {
 
     /// Raises the fencing counter to at least `token` (Redlock write-back).
     pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
+        let fence = self.keys.fence_key();
         let mut inv = FENCE_FLOOR.prepare_invoke();
-        inv.key(&self.fence_key).arg(token);
+        inv.key(&fence).arg(token);
         let _: u64 = inv
             .invoke_async(&mut self.call())
             .await
-            .map_err(|e| self.err("raise_fence", &self.fence_key, e))?;
+            .map_err(|e| self.err("raise_fence", &fence, e))?;
+        Ok(())
+    }
+
+    /// A try found the lock held. On a cluster, its waiters need the posting's channel;
+    /// and a lock held by this very try means redis-rs sent the script twice (it re-sends
+    /// a command whose connection dropped) and the first run took it: that outcome is
+    /// unknown to the caller, so it is an error, and the lock is released in the background.
+    fn held_on_cluster(&self, req: &AcquireRequest<'_>, holder: &str) -> Result<(), Error> {
+        let Some(c) = self.cluster() else {
+            return Ok(());
+        };
+        if holder == req.holder().as_str() && !req.lease.holder_given() {
+            let e = RedisError::from((
+                ErrorKind::Io,
+                "the acquire reached the cluster twice (a retried request); outcome unknown",
+            ));
+            return Err(self.err("acquire", &self.keys.lock_key(req.key), e));
+        }
+        c.shards.waiting(req.key);
         Ok(())
     }
 }
@@ -247,7 +309,11 @@ impl Store for RedisStore {
     }
 
     fn topology(&self) -> Topology {
-        if self.failover.is_some() {
+        if let Some(c) = self.cluster() {
+            Topology::Cluster {
+                masters: c.master_count(),
+            }
+        } else if self.failover.is_some() {
             Topology::Sentinel
         } else {
             Topology::Single
@@ -318,7 +384,8 @@ impl Store for RedisStore {
             .arg(lease.holder().as_str())
             .arg(completion_record(lease))
             .arg(ms(retention).max(1))
-            .arg(&self.channel)
+            .arg(self.keys.release_channel_of(lease.key()))
+            .arg(self.publish)
             .arg(if lease.owns_its_id() { "1" } else { "0" });
         let n: i64 = inv
             .invoke_async(&mut self.call())
@@ -336,7 +403,8 @@ impl Store for RedisStore {
         let mut inv = FORCE_RELEASE.prepare_invoke();
         inv.key(&lock)
             .key(self.keys.wait_key(key))
-            .arg(&self.channel);
+            .arg(self.keys.release_channel_of(key))
+            .arg(self.publish);
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await
@@ -393,11 +461,24 @@ impl Store for RedisStore {
     }
 
     /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
-    /// services).
+    /// services); on a cluster, an evicting one if any master evicts.
     async fn probe(&self) -> Probe {
-        Probe {
-            maxmemory_policy: maxmemory_policy(&mut self.call()).await,
-        }
+        let maxmemory_policy = match self.cluster() {
+            None => maxmemory_policy(&mut self.call()).await,
+            Some(c) => match c.masters().await {
+                Ok(m) => c.maxmemory_policy(&m).await,
+                Err(_) => None,
+            },
+        };
+        Probe { maxmemory_policy }
+    }
+
+    async fn cluster_probe(&self) -> Option<ClusterProbe> {
+        let c = self.cluster()?;
+        Some(ClusterProbe {
+            state: c.state().await,
+            masters: c.masters().await.ok().map(|m| m.len()),
+        })
     }
 
     async fn close(&self) {

@@ -1,25 +1,43 @@
 //! The Lua scripts: every multi-step change is one script, run by `EVALSHA` (redis-rs
-//! loads it again on `NOSCRIPT`). The sources live in `backend/scripts/`.
+//! loads it again on `NOSCRIPT`; on a cluster the node that lacks it gets it by `EVAL`,
+//! see [`source_of`]). The sources live in `backend/scripts/`.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-macro_rules! script {
-    ($name:ident, $file:literal) => {
-        pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("../scripts/", $file))));
+macro_rules! scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            pub(crate) static $name: LazyLock<Script> =
+                LazyLock::new(|| Script::new(include_str!(concat!("../scripts/", $file))));
+        )*
+
+        /// Every script's SHA1 and source.
+        static SOURCES: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
+            vec![$(($name.get_hash(), include_str!(concat!("../scripts/", $file)))),*]
+        });
     };
 }
 
-script!(ACQUIRE, "acquire.lua");
-script!(RELEASE, "release.lua");
-script!(EXTEND, "extend.lua");
-script!(RENEW, "renew.lua");
-script!(REFRESH, "refresh.lua");
-script!(COMPLETE, "complete.lua");
-script!(FORCE_RELEASE, "force_release.lua");
-script!(CLEANUP, "cleanup.lua");
-script!(STATUS, "status.lua");
-script!(LIST, "list.lua");
-script!(FENCE_FLOOR, "fence_floor.lua");
+scripts! {
+    ACQUIRE => "acquire.lua",
+    RELEASE => "release.lua",
+    EXTEND => "extend.lua",
+    RENEW => "renew.lua",
+    REFRESH => "refresh.lua",
+    COMPLETE => "complete.lua",
+    FORCE_RELEASE => "force_release.lua",
+    CLEANUP => "cleanup.lua",
+    STATUS => "status.lua",
+    LIST => "list.lua",
+    FENCE_FLOOR => "fence_floor.lua",
+}
+
+/// The source of one of our scripts by its SHA1.
+pub(crate) fn source_of(sha: &[u8]) -> Option<&'static str> {
+    SOURCES
+        .iter()
+        .find(|(hash, _)| hash.as_bytes() == sha)
+        .map(|(_, source)| *source)
+}

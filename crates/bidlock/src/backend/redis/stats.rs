@@ -1,6 +1,7 @@
-//! The census of one Redis: what `bidlock stats` shows, read with SCAN (never KEYS) over
-//! the prefix's locks, completion records, wait markers and wait queues, and one GET of
-//! the fencing counter. A read only: nothing is changed.
+//! The census of one Redis (or every master of a cluster): what `bidlock stats` shows,
+//! read with SCAN (never KEYS) over the prefix's locks, completion records, wait markers
+//! and wait queues, and one GET of the fencing counter. A read only: nothing is changed.
+//! On a cluster the counters are per posting, so there is no one current token.
 
 use std::collections::HashSet;
 
@@ -9,11 +10,16 @@ use crate::error::Error;
 use crate::key::LockKey;
 use crate::stats::Census;
 
-/// The posting a name of `pattern` (`head:*`) is about: `head:{marketplace}:{posting}`.
+/// The posting a name of `pattern` is about: `head:{marketplace}:{posting}` for the
+/// pattern `head:*`, or `head:{{marketplace}:{posting}}` for the cluster's `head:{*`.
 /// `None` for a name that is not one of ours (a foreign key that happens to match).
 fn posting_of(name: &str, pattern: &str) -> Option<LockKey> {
     let head = pattern.strip_suffix('*')?;
-    let (marketplace, posting) = name.strip_prefix(head)?.split_once(':')?;
+    let mut rest = name.strip_prefix(head)?;
+    if head.ends_with('{') {
+        rest = rest.strip_suffix('}')?;
+    }
+    let (marketplace, posting) = rest.split_once(':')?;
     LockKey::new(marketplace, posting).ok()
 }
 
@@ -38,15 +44,19 @@ impl RedisStore {
     /// The postings that have a name of `pattern`.
     async fn postings(&self, pattern: String) -> Result<HashSet<LockKey>, Error> {
         let mut found = HashSet::new();
-        let mut scan = self.scan(pattern.clone());
-        while let Some(batch) = scan.next().await? {
-            found.extend(batch.iter().filter_map(|name| posting_of(name, &pattern)));
+        for mut scan in self.scans(pattern.clone()).await? {
+            while let Some(batch) = scan.next().await? {
+                found.extend(batch.iter().filter_map(|name| posting_of(name, &pattern)));
+            }
         }
         Ok(found)
     }
 
     /// The fencing counter: the last token issued (`None` when absent or not a number).
     async fn fence(&self) -> Result<Option<u64>, Error> {
+        if self.cluster().is_some() {
+            return Ok(None);
+        }
         let fence_key = self.keys.fence_key();
         let value: Option<String> = redis::cmd("GET")
             .arg(&fence_key)
@@ -71,5 +81,10 @@ mod tests {
         assert_eq!(posting_of("bid_lock_wait:bad", "bid_lock_wait:*"), None);
         assert_eq!(posting_of("other:upwork:1", "bid_lock_wait:*"), None);
         assert_eq!(posting_of("bid_done:a b:1", "bid_done:*"), None);
+        let k = LockKey::new("upwork", "}{").unwrap();
+        assert_eq!(
+            posting_of("bid_lock_queue:{upwork:}{}", "bid_lock_queue:{*"),
+            Some(k)
+        );
     }
 }

@@ -7,7 +7,8 @@
 -- exists, ARGV[4] '1' when the caller has waiters queued behind it (their release must
 -- publish), ARGV[5] queue: '0' do not queue, '1' queue on conflict, '2' queue on conflict
 -- and leave the queue when taking the lock (the caller queued before), ARGV[6] entry
--- lifetime in ms (renewed by refresh.lua), ARGV[7] grant ttl in ms, ARGV[8] grant channel
+-- lifetime in ms (renewed by refresh.lua), ARGV[7] grant ttl in ms, ARGV[8] grant channel,
+-- ARGV[9] (cluster only: the counter is per posting) how long to keep the counter, in ms
 -- Returns {1, token, ''} taken; {0, pttl, holder} held by another; {2, 0, ''} already
 -- done; {3, 0, type} the key is not a string; {4, token, ''} already handed to this holder.
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -20,11 +21,17 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   -- acquires.
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local token = (tonumber(redis.call('GETSET', KEYS[2], string.format('%d', now))) or 0) + 1
-  if token > now then
-    redis.call('SET', KEYS[2], string.format('%d', token))
+  local token
+  if ARGV[9] then
+    token = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now)
+    redis.call('SET', KEYS[2], string.format('%d', token), 'PX', ARGV[9])
   else
-    token = now
+    token = (tonumber(redis.call('GETSET', KEYS[2], string.format('%d', now))) or 0) + 1
+    if token > now then
+      redis.call('SET', KEYS[2], string.format('%d', token))
+    else
+      token = now
+    end
   end
   if ARGV[4] == '1' then
     redis.call('SET', KEYS[4], '1', 'PX', tonumber(ARGV[2]) + 5000)

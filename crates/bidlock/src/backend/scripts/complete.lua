@@ -2,18 +2,19 @@
 -- The record is written either way: the bid was placed, so no one may place it again,
 -- even when the lease lapsed meanwhile and someone else holds the lock now.
 -- KEYS[1] lock key, KEYS[2] completion record, KEYS[3] wait marker; ARGV[1] holder id,
--- ARGV[2] record value, ARGV[3] retention in ms, ARGV[4] release channel, ARGV[5] '0'
--- when the lock must be left alone even if it shows this holder id (a lost lease whose id
--- the caller chose: a later acquisition may hold the lock under the same id)
+-- ARGV[2] record value, ARGV[3] retention in ms, ARGV[4] release channel,
+-- ARGV[5] publish command: PUBLISH, or SPUBLISH on a cluster, ARGV[6] '0' when the lock
+-- must be left alone even if it shows this holder id (a lost lease whose id the caller
+-- chose: a later acquisition may hold the lock under the same id)
 -- Returns 1 recorded and released; 2 recorded, the lock was not this holder's (untouched).
-local held = ARGV[5] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1]
+local held = ARGV[6] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1]
 if held then
   redis.call('DEL', KEYS[1])
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 -- Waiters wake either way: with the record present they get "already done".
 if redis.call('DEL', KEYS[3]) == 1 then
-  redis.call('PUBLISH', ARGV[4], KEYS[1])
+  redis.pcall(ARGV[5] or 'PUBLISH', ARGV[4], KEYS[1])
 end
 if held then
   return 1

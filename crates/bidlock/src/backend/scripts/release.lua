@@ -3,7 +3,9 @@
 -- waiter holds it one message after the release, and nobody barges ahead of the queue.
 -- With no live waiter queued, free it and wake the waiters that only watch.
 -- KEYS[1] lock, KEYS[2] wait marker, KEYS[3] queue, KEYS[4] waiters, KEYS[5] fencing
--- counter, KEYS[6] completion record; ARGV[1] holder id, ARGV[2] release channel
+-- counter, KEYS[6] completion record; ARGV[1] holder id, ARGV[2] release channel,
+-- ARGV[3] publish command: PUBLISH, or SPUBLISH on a cluster (pcall: a server without it
+-- only skips the message; waiters then find the lock free by polling)
 -- Returns 0 not held by this holder (its queue entry, if any, is removed); 1 released,
 -- nobody waited; 2 released and published; 3 handed to a queued waiter.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -59,5 +61,5 @@ if redis.call('ZCARD', KEYS[3]) == 0 then
 else
   redis.call('HDEL', KEYS[4], '')
 end
-redis.call('PUBLISH', ARGV[2], KEYS[1])
+redis.pcall(ARGV[3] or 'PUBLISH', ARGV[2], KEYS[1])
 return 2

@@ -1,0 +1,205 @@
+//! The CLI with a `redis+cluster://` URL against a real six-node cluster on loopback:
+//! run, locks, status, release, cleanup, health, simulate and bench, and the exit code
+//! and message for a URL of the wrong kind.
+
+mod common;
+
+use std::sync::{Arc, Mutex, Weak};
+
+use bidlock_testkit::{RedisCluster, RedisServer};
+use common::{json, stderr, stdout, TestCommand};
+
+/// The cluster of this test binary: started by the first test that needs it, stopped
+/// when the last one running lets go of it.
+fn cluster() -> Arc<RedisCluster> {
+    static SHARED: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = shared.upgrade() {
+        return c;
+    }
+    let c = Arc::new(RedisCluster::start());
+    *shared = Arc::downgrade(&c);
+    c
+}
+
+fn on(c: &RedisCluster, args: &[&str]) -> TestCommand {
+    TestCommand::with_url(Some(&c.url()), args)
+}
+
+#[test]
+fn run_locks_status_release_and_cleanup_on_a_cluster() {
+    let c = cluster();
+    // Locks on postings spread over the masters, each held by a `run` in the background.
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let p = format!("p{i}");
+        let h = format!("h{i}");
+        let args = [
+            "--prefix", "cli", "run", "cm", &p, "--holder", &h, "--ttl", "3", "--", "sleep", "30",
+        ];
+        let mut t = on(&c, &args);
+        t.cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        held.push(t.cmd.spawn().unwrap());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listed = loop {
+        let out = on(&c, &["--prefix", "cli", "locks", "--json"]).assert_exit_code(0);
+        let v = json(&out);
+        if v["count"] == 6 {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "locks never showed 6: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let masters: std::collections::BTreeSet<u16> = listed["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| c.master_of_key(l["redis_key"].as_str().unwrap()))
+        .collect();
+    assert!(masters.len() >= 2, "locks on one master only: {listed}");
+    let out = on(&c, &["--prefix", "cli", "status", "cm", "p0"]).assert_exit_code(0);
+    assert!(
+        stdout(&out).contains("cli:{cm:p0}") && stdout(&out).contains("h0"),
+        "{}",
+        stdout(&out)
+    );
+    on(
+        &c,
+        &[
+            "--prefix", "cli", "release", "cm", "p1", "--holder", "nobody",
+        ],
+    )
+    .assert_exit_code(1);
+    on(&c, &["--prefix", "cli", "release", "cm", "p1", "--force"]).assert_exit_code(0);
+    let out = on(&c, &["--prefix", "cli", "cleanup", "--yes", "--json"]).assert_exit_code(0);
+    assert_eq!(json(&out)["removed"], 5);
+    let out = on(&c, &["--prefix", "cli", "locks"]).assert_exit_code(0);
+    assert_eq!(stdout(&out), "no locks held\n");
+    // The `run`s learn their locks are gone (at their next renewal at the latest), stop
+    // their commands and exit 77.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for mut child in held {
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a `run` did not notice its lock was removed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(77));
+    }
+    // `run --once` records completion on the cluster: a second run is refused with 76.
+    on(
+        &c,
+        &[
+            "--prefix", "cli", "run", "cm", "once", "--once", "--", "true",
+        ],
+    )
+    .assert_exit_code(0);
+    on(
+        &c,
+        &[
+            "--prefix", "cli", "run", "cm", "once", "--once", "--", "true",
+        ],
+    )
+    .assert_exit_code(76);
+    let out = on(&c, &["--prefix", "cli", "status", "cm", "once"]).assert_exit_code(1);
+    assert!(stdout(&out).contains("done"), "{}", stdout(&out));
+}
+
+#[test]
+fn health_prints_the_cluster_state_and_its_masters() {
+    let c = cluster();
+    let out = on(&c, &["health"]).assert_exit_code(0);
+    let text = stdout(&out);
+    assert!(text.starts_with("ok redis+cluster://127.0.0.1:"), "{text}");
+    assert!(text.contains("cluster ok with 3 masters"), "{text}");
+    assert!(text.contains("maxmemory-policy noeviction"), "{text}");
+    let v = json(&on(&c, &["health", "--json"]).assert_exit_code(0));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["cluster_state"], "ok");
+    assert_eq!(v["masters"], 3);
+}
+
+#[test]
+fn simulate_and_bench_run_on_a_cluster() {
+    let c = cluster();
+    let out = on(
+        &c,
+        &[
+            "simulate",
+            "--backend",
+            "redis",
+            "--agents",
+            "12",
+            "--postings",
+            "120",
+            "--json",
+        ],
+    )
+    .assert_exit_code(0);
+    let v = json(&out);
+    assert_eq!(v["bids"], 120);
+    assert_eq!(v["duplicates"], 0);
+    let out = on(
+        &c,
+        &["bench", "uncontended", "--workers", "4", "--duration", "1"],
+    )
+    .assert_exit_code(0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["backend"], "cluster");
+    assert!(v["pairs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    // The raw baseline talks to one server: skipped on a cluster.
+    assert!(v.get("raw_pairs_per_sec").is_none(), "{v}");
+    let out = on(
+        &c,
+        &[
+            "bench",
+            "hot-key",
+            "--workers",
+            "4",
+            "--duration",
+            "1",
+            "--hold-us",
+            "500",
+        ],
+    )
+    .assert_exit_code(0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["backend"], "cluster");
+    assert!(v["cs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn a_url_of_the_wrong_kind_exits_2_and_says_what_to_use() {
+    let c = cluster();
+    let node = &c.nodes[0];
+    let out = TestCommand::with_url(Some(&node.url()), &["locks"]).assert_exit_code(2);
+    let err = stderr(&out);
+    assert!(err.contains("cluster_enabled:1"), "{err}");
+    assert!(
+        err.contains(&format!("use redis+cluster://{}", node.addr())),
+        "{err}"
+    );
+    let single = RedisServer::start();
+    let url = format!("redis+cluster://127.0.0.1:{}", single.port());
+    let out = TestCommand::with_url(Some(&url), &["health"]).assert_exit_code(2);
+    let err = stderr(&out);
+    assert!(err.contains("not a Redis Cluster node"), "{err}");
+    assert!(
+        err.contains(&format!("use redis://127.0.0.1:{}", single.port())),
+        "{err}"
+    );
+    // A malformed cluster URL is refused before any connection, naming the forms.
+    let out = TestCommand::with_url(Some("redis+cluster://h:1/3"), &["health"]).assert_exit_code(2);
+    assert!(stderr(&out).contains("only database 0"), "{}", stderr(&out));
+}
