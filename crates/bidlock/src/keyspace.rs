@@ -122,6 +122,45 @@ fn refuse(prefix: &str, reason: impl Into<String>) -> InvalidKey {
     }
 }
 
+/// Which of a posting's names (see [`KeySpace::name_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    Lock,
+    Done,
+    Wait,
+    Queue,
+    Waiters,
+    /// The fencing counter: the prefix's (classic), or the posting's (cluster).
+    Fence,
+}
+
+/// A posting's name in Redis, formatted on display.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyName<'a> {
+    space: &'a KeySpace,
+    kind: Name,
+    key: &'a LockKey,
+}
+
+impl std::fmt::Display for KeyName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix = self.space.prefix.as_str();
+        let (head, suffix) = match self.kind {
+            Name::Lock => (prefix, ""),
+            Name::Done => (self.space.done_prefix.as_str(), ""),
+            Name::Wait => (prefix, "_wait"),
+            Name::Queue => (prefix, "_queue"),
+            Name::Waiters => (prefix, "_waiters"),
+            Name::Fence => (prefix, "_fence"),
+        };
+        match (self.space.layout, self.kind) {
+            (Layout::Classic, Name::Fence) => write!(f, "{head}{suffix}"),
+            (Layout::Classic, _) => write!(f, "{head}{suffix}:{}", self.key.as_str()),
+            (Layout::Cluster, _) => write!(f, "{head}{suffix}:{{{}}}", self.key.as_str()),
+        }
+    }
+}
+
 impl KeySpace {
     /// A key space for `prefix`.
     ///
@@ -184,31 +223,42 @@ impl KeySpace {
         }
     }
 
+    /// The Redis name of `kind` for `key`, written where it is displayed (into a command's
+    /// buffer on the hot path: no string of its own). The `*_key` methods are this as a
+    /// `String`.
+    pub(crate) fn name_of<'a>(&'a self, kind: Name, key: &'a LockKey) -> KeyName<'a> {
+        KeyName {
+            space: self,
+            kind,
+            key,
+        }
+    }
+
     /// The lock's Redis key.
     pub fn lock_key(&self, key: &LockKey) -> String {
-        self.name(&self.prefix, key)
+        self.name_of(Name::Lock, key).to_string()
     }
 
     /// The completion record's Redis key.
     pub fn done_key(&self, key: &LockKey) -> String {
-        self.name(&self.done_prefix, key)
+        self.name_of(Name::Done, key).to_string()
     }
 
     /// The wait marker's Redis key: set by a try that found the lock held, so that the
     /// release publishes; without waiters, releases publish nothing.
     pub fn wait_key(&self, key: &LockKey) -> String {
-        self.name(&format!("{}_wait", self.prefix), key)
+        self.name_of(Name::Wait, key).to_string()
     }
 
     /// The wait queue's Redis key: a ZSET of the waiters that take handoffs, by arrival.
     pub fn queue_key(&self, key: &LockKey) -> String {
-        self.name(&format!("{}_queue", self.prefix), key)
+        self.name_of(Name::Queue, key).to_string()
     }
 
     /// The waiters' Redis key: a HASH of each queued waiter's entry (how long it is alive,
     /// its grant ttl and channel), or of the token a release handed it.
     pub fn waiters_key(&self, key: &LockKey) -> String {
-        self.name(&format!("{}_waiters", self.prefix), key)
+        self.name_of(Name::Waiters, key).to_string()
     }
 
     /// The pub/sub channel on which releases hand locks to the waiters of manager `uid`
@@ -227,13 +277,24 @@ impl KeySpace {
     pub fn fence_key_of(&self, key: &LockKey) -> String {
         match self.layout {
             Layout::Classic => self.fence_key(),
-            Layout::Cluster => self.name(&self.fence_key(), key),
+            Layout::Cluster => self.name_of(Name::Fence, key).to_string(),
         }
     }
 
     /// The prefix-wide pub/sub channel of the classic layout.
     pub fn release_channel(&self) -> String {
-        format!("{}_released", self.prefix)
+        self.release_channel_name().to_string()
+    }
+
+    /// [`release_channel`](Self::release_channel), formatted on display.
+    pub(crate) fn release_channel_name(&self) -> impl std::fmt::Display + '_ {
+        struct Channel<'a>(&'a str);
+        impl std::fmt::Display for Channel<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}_released", self.0)
+            }
+        }
+        Channel(&self.prefix)
     }
 
     /// The channel a release of `key` is announced on: the prefix's channel, or on a

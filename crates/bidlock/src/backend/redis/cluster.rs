@@ -136,6 +136,7 @@ pub(super) async fn connect_store(
         failover: None,
         publish: "SPUBLISH",
         grants: None,
+        batches: None,
         keys,
         target,
         metrics,

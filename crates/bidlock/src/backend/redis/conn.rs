@@ -99,7 +99,7 @@ mod tests {
             })
             .collect();
         assert_eq!(args[0], b"EVAL");
-        assert!(String::from_utf8_lossy(&args[1]).contains("redis.call('DEL', KEYS[1])"));
+        assert!(String::from_utf8_lossy(&args[1]).contains("local function next_token"));
         assert_eq!(
             &args[2..],
             &[b"2".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"h".to_vec()]

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use super::scripts::{ACQUIRE, REFRESH, RELEASE};
+use redis::{ErrorKind, RedisError};
+
+use super::calls::{send_let_gos, send_takes, LetGo, Take};
+use super::scripts::REFRESH;
 use super::{RedisStore, FENCE_KEPT};
 use crate::backend::memory::ms;
 use crate::backend::{AcquireRequest, Attempt, Handoff, Queue, Waiting};
@@ -16,45 +19,44 @@ use crate::metrics::Counter;
 
 impl RedisStore {
     pub(super) async fn take(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        let lock = self.keys.lock_key(req.key);
-        let mut inv = ACQUIRE.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.fence_key_of(req.key))
-            .key(self.keys.done_key(req.key))
-            .key(self.keys.wait_key(req.key))
-            .key(self.keys.queue_key(req.key))
-            .key(self.keys.waiters_key(req.key))
-            .arg(req.holder().as_str())
-            .arg(ms(req.ttl).max(1))
-            .arg(if req.check_done { "1" } else { "0" })
-            .arg(if req.waiters_behind { "1" } else { "0" });
-        let channel = self.grants.as_deref().unwrap_or("");
-        let queued = match req.queue {
-            Queue::OnConflict { again, handoff } if !channel.is_empty() => {
-                inv.arg(if again { "2" } else { "1" })
-                    .arg(ms(handoff.entry_ttl).max(1))
-                    .arg(ms(handoff.grant_ttl).max(1))
-                    .arg(channel);
-                true
-            }
-            _ => {
-                inv.arg("0").arg(0).arg(0).arg("");
-                false
+        let grants = self.grants.as_deref().unwrap_or("");
+        let (mode, entry_ms, grant_ms) = match req.queue {
+            Queue::OnConflict { again, handoff } if !grants.is_empty() => (
+                if again { "2" } else { "1" },
+                ms(handoff.entry_ttl).max(1),
+                ms(handoff.grant_ttl).max(1),
+            ),
+            _ => ("0", 0, 0),
+        };
+        let item = Take {
+            key: req.key.clone(),
+            holder: req.holder().clone(),
+            ttl_ms: ms(req.ttl).max(1),
+            check_done: req.check_done,
+            waiters_behind: req.waiters_behind,
+            mode,
+            entry_ms,
+            grant_ms,
+        };
+        let answer = match (&self.batches, self.cluster()) {
+            (Some(b), _) => b.takes.call(item).await,
+            (None, cluster) => {
+                if let (Some(c), true) = (cluster, req.waiters_behind) {
+                    // Local waiters queue behind this try: its release will announce
+                    // itself on the posting's channel, and they need to hear it.
+                    c.shards.waiting(req.key);
+                }
+                // A counter per posting: kept a day beyond the lock, then the clock does.
+                let keep = ms(req.ttl.saturating_add(FENCE_KEPT)).to_string();
+                let mut conn = self.call();
+                let item = std::slice::from_ref(&item);
+                send_takes(&mut conn, &self.keys, item, grants, &keep)
+                    .await
+                    .and_then(|mut a| a.pop().ok_or_else(short))
             }
         };
-        if let Some(c) = self.cluster() {
-            // A counter per posting: kept a day beyond the lock, then the clock suffices.
-            inv.arg(ms(req.ttl.saturating_add(FENCE_KEPT)));
-            if req.waiters_behind {
-                // Local waiters queue behind this try: its release will announce itself
-                // on the posting's channel, and they need to hear it.
-                c.shards.waiting(req.key);
-            }
-        }
-        let (code, n, text): (i64, i64, Vec<u8>) = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("acquire", &lock, e))?;
+        let (code, n, text) =
+            answer.map_err(|e| self.err("acquire", &self.keys.lock_key(req.key), e))?;
         let token = || u64::try_from(n).unwrap_or(0);
         match code {
             1 => Ok(Attempt::Acquired { token: token() }),
@@ -64,7 +66,7 @@ impl RedisStore {
                 Ok(Attempt::Held {
                     holder: Some(holder),
                     ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
-                    queued,
+                    queued: mode != "0",
                 })
             }
             2 => Ok(Attempt::Done),
@@ -72,7 +74,7 @@ impl RedisStore {
             _ => {
                 self.metrics.count(Counter::RedisErrors, None);
                 Err(Error::WrongType {
-                    key: lock,
+                    key: self.keys.lock_key(req.key),
                     found: String::from_utf8_lossy(&text).into_owned(),
                 })
             }
@@ -112,26 +114,30 @@ impl RedisStore {
     /// Releases (handing over to the first live queued waiter), or, for a holder that
     /// does not hold the lock, takes its entry out of the queue.
     pub(super) async fn let_go(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        let lock = self.keys.lock_key(key);
-        let mut inv = RELEASE.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.wait_key(key))
-            .key(self.keys.queue_key(key))
-            .key(self.keys.waiters_key(key))
-            .key(self.keys.fence_key_of(key))
-            .key(self.keys.done_key(key))
-            .arg(holder.as_str())
-            .arg(self.keys.release_channel_of(key))
-            .arg(self.publish);
-        let n: i64 = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("release", &lock, e))?;
+        let item = LetGo {
+            key: key.clone(),
+            holder: holder.clone(),
+        };
+        let answer = match &self.batches {
+            Some(b) => b.let_gos.call(item).await,
+            None => {
+                let mut conn = self.call();
+                let item = std::slice::from_ref(&item);
+                send_let_gos(&mut conn, &self.keys, item, self.publish, "")
+                    .await
+                    .and_then(|mut a| a.pop().ok_or_else(short))
+            }
+        };
+        let n = answer.map_err(|e| self.err("release", &self.keys.lock_key(key), e))?;
         // Waiters, here and in other processes alike, learn of the release from Redis:
         // waking local waiters first would let one process keep a hot lock among its own
         // tasks while others starve.
         Ok(n >= 1)
     }
+}
+
+fn short() -> RedisError {
+    RedisError::from((ErrorKind::Parse, "the script answered no item"))
 }
 
 /// Parses a grant message: `"{token} {holder length} {holder}{lock key}"` (a holder id

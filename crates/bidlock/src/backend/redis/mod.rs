@@ -24,6 +24,8 @@
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
+mod batch;
+mod calls;
 mod client;
 mod cluster;
 mod conn;
@@ -118,6 +120,9 @@ pub(crate) struct RedisStore {
     /// Sentinel; not Redlock, whose nodes could each hand the lock to a different waiter,
     /// nor a cluster, whose plain messages would reach every node).
     grants: Option<String>,
+    /// Concurrent acquires and releases grouped into one script call each (one server;
+    /// none on a cluster).
+    batches: Option<calls::Batches>,
     metrics: Arc<Metrics>,
     notices: Arc<Notices>,
     background: Background,
@@ -178,12 +183,20 @@ impl RedisStore {
             cluster::refuse_cluster_node(&mut conn, &target).await?;
             conn
         };
+        let master = Arc::new(Master::new(conn, client));
+        let keys = keys.with_layout(Layout::Classic);
         let store = RedisStore {
-            link: Link::Single(Arc::new(Master::new(conn, client))),
+            batches: Some(calls::Batches::new(
+                master.clone(),
+                metrics.clone(),
+                keys.clone(),
+                grants.clone(),
+            )),
+            link: Link::Single(master),
             failover,
             publish: "PUBLISH",
             grants,
-            keys: keys.with_layout(Layout::Classic),
+            keys,
             target,
             metrics,
             notices,

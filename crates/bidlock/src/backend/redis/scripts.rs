@@ -7,31 +7,33 @@ use std::sync::LazyLock;
 use redis::Script;
 
 macro_rules! scripts {
-    ($($name:ident => $file:literal),* $(,)?) => {
+    ($($name:ident => [$($file:literal),+]),* $(,)?) => {
         $(
-            pub(crate) static $name: LazyLock<Script> =
-                LazyLock::new(|| Script::new(include_str!(concat!("../scripts/", $file))));
+            pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+                Script::new(concat!($(include_str!(concat!("../scripts/", $file))),+))
+            });
         )*
 
         /// Every script's SHA1 and source.
         static SOURCES: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
-            vec![$(($name.get_hash(), include_str!(concat!("../scripts/", $file)))),*]
+            vec![$(($name.get_hash(), concat!($(include_str!(concat!("../scripts/", $file))),+))),*]
         });
     };
 }
 
 scripts! {
-    ACQUIRE => "acquire.lua",
-    RELEASE => "release.lua",
-    EXTEND => "extend.lua",
-    RENEW => "renew.lua",
-    REFRESH => "refresh.lua",
-    COMPLETE => "complete.lua",
-    FORCE_RELEASE => "force_release.lua",
-    CLEANUP => "cleanup.lua",
-    STATUS => "status.lua",
-    LIST => "list.lua",
-    FENCE_FLOOR => "fence_floor.lua",
+    // The token rules (hlc.lua) are written once and prepended where tokens are issued.
+    ACQUIRE => ["hlc.lua", "acquire.lua"],
+    RELEASE => ["hlc.lua", "release.lua"],
+    EXTEND => ["extend.lua"],
+    RENEW => ["renew.lua"],
+    REFRESH => ["refresh.lua"],
+    COMPLETE => ["complete.lua"],
+    FORCE_RELEASE => ["force_release.lua"],
+    CLEANUP => ["cleanup.lua"],
+    STATUS => ["status.lua"],
+    LIST => ["list.lua"],
+    FENCE_FLOOR => ["fence_floor.lua"],
 }
 
 /// The source of one of our scripts by its SHA1.

@@ -1,0 +1,214 @@
+//! The two hot scripts as items: what one acquire or one release sends, how a batch of
+//! them becomes one script call (`acquire.lua` and `release.lua` take any number of
+//! items), and the batchers that group a single server's concurrent calls.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use redis::aio::ConnectionLike;
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisResult, RedisWrite, Script, ServerErrorKind, ToRedisArgs,
+};
+
+use super::batch::{Batcher, SendBatch, Unclaimed};
+use super::client::Master;
+use super::conn::Conn;
+use super::scripts::{ACQUIRE, RELEASE};
+use crate::key::LockKey;
+use crate::keyspace::{KeySpace, Layout, Name};
+use crate::lease::Holder;
+use crate::metrics::{Counter, Metrics};
+
+/// One acquire try, as `acquire.lua` takes it. Names are written straight into the
+/// command when it is sent: a try allocates no key strings.
+pub(super) struct Take {
+    pub(super) key: LockKey,
+    pub(super) holder: Holder,
+    pub(super) ttl_ms: u64,
+    pub(super) check_done: bool,
+    pub(super) waiters_behind: bool,
+    /// '0' do not queue, '1' queue on conflict, '2' queue and leave it when taking it.
+    pub(super) mode: &'static str,
+    pub(super) entry_ms: u64,
+    pub(super) grant_ms: u64,
+}
+
+/// What `acquire.lua` answers for one item: code, token or ttl, holder or type.
+pub(super) type TakeAnswer = (i64, i64, Vec<u8>);
+
+/// One release (or a waiter leaving the queue), as `release.lua` takes it.
+pub(super) struct LetGo {
+    pub(super) key: LockKey,
+    pub(super) holder: Holder,
+}
+
+/// A name (or any text) written into a command's buffer as one argument.
+struct Text<T>(T);
+
+impl<T: Display> ToRedisArgs for Text<T> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg_fmt(&self.0);
+    }
+}
+
+/// `EVALSHA` of `script` with `keys` names; the caller appends keys, then arguments.
+fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs `cmd` (an `EVALSHA` of `script`), loading the script first if the server lacks it.
+async fn run<T: FromRedisValue>(
+    conn: &mut impl ConnectionLike,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.prepare_invoke().load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Runs `acquire.lua` for `items`. `grants`: this manager's grant channel ('' for none);
+/// `keep`: how long a counter lives in ms ('' for ever).
+pub(super) async fn send_takes(
+    conn: &mut impl ConnectionLike,
+    keys: &KeySpace,
+    items: &[Take],
+    grants: &str,
+    keep: &str,
+) -> RedisResult<Vec<TakeAnswer>> {
+    let mut cmd = evalsha(&ACQUIRE, 6 * items.len());
+    for t in items {
+        for name in [
+            Name::Lock,
+            Name::Fence,
+            Name::Done,
+            Name::Wait,
+            Name::Queue,
+            Name::Waiters,
+        ] {
+            cmd.arg(Text(keys.name_of(name, &t.key)));
+        }
+    }
+    cmd.arg(grants).arg(keep);
+    for t in items {
+        cmd.arg(t.holder.as_str())
+            .arg(t.ttl_ms)
+            .arg(flag(t.check_done))
+            .arg(flag(t.waiters_behind))
+            .arg(t.mode)
+            .arg(t.entry_ms)
+            .arg(t.grant_ms);
+    }
+    run(conn, &ACQUIRE, &cmd).await
+}
+
+/// Runs `release.lua` for `items` with `publish` (PUBLISH or SPUBLISH).
+pub(super) async fn send_let_gos(
+    conn: &mut impl ConnectionLike,
+    keys: &KeySpace,
+    items: &[LetGo],
+    publish: &str,
+    keep: &str,
+) -> RedisResult<Vec<i64>> {
+    let mut cmd = evalsha(&RELEASE, 6 * items.len());
+    for g in items {
+        for name in [
+            Name::Lock,
+            Name::Wait,
+            Name::Queue,
+            Name::Waiters,
+            Name::Fence,
+            Name::Done,
+        ] {
+            cmd.arg(Text(keys.name_of(name, &g.key)));
+        }
+    }
+    cmd.arg(publish).arg(keep);
+    for g in items {
+        cmd.arg(g.holder.as_str());
+        match keys.layout() {
+            Layout::Classic => cmd.arg(Text(keys.release_channel_name())),
+            _ => cmd.arg(keys.release_channel_of(&g.key)),
+        };
+    }
+    run(conn, &RELEASE, &cmd).await
+}
+
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// The batchers of one server (Sentinel: of its current master). A cluster sends each
+/// call alone: a batch's keys would live in many slots.
+pub(super) struct Batches {
+    pub(super) takes: Arc<Batcher<Take, TakeAnswer>>,
+    pub(super) let_gos: Arc<Batcher<LetGo, i64>>,
+}
+
+impl Batches {
+    pub(super) fn new(
+        master: Arc<Master>,
+        metrics: Arc<Metrics>,
+        keys: KeySpace,
+        grants: Option<String>,
+    ) -> Self {
+        let keys = Arc::new(keys);
+        let grants: Arc<str> = grants.unwrap_or_default().into();
+        let conn = {
+            let master = master.clone();
+            Arc::new(move || {
+                metrics.count(Counter::BackendCalls, None);
+                Conn::Single(master.conn())
+            })
+        };
+        let send_takes: SendBatch<Take, TakeAnswer> = {
+            let (conn, keys) = (conn.clone(), keys.clone());
+            Arc::new(move |items: Arc<Vec<Take>>| {
+                let (mut c, keys, grants) = (conn(), keys.clone(), grants.clone());
+                async move { send_takes(&mut c, &keys, &items, &grants, "").await }.boxed()
+            })
+        };
+        // An acquire whose caller is gone when its lock is granted: release it at once,
+        // so the posting is not blocked for a whole ttl.
+        let unclaimed: Unclaimed<Take, TakeAnswer> = {
+            let keys = keys.clone();
+            Arc::new(move |t: &Take, answer| {
+                if !matches!(answer.0, 1 | 4) {
+                    return;
+                }
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let item = LetGo {
+                    key: t.key.clone(),
+                    holder: t.holder.clone(),
+                };
+                let (mut c, keys) = (Conn::Single(master.conn()), keys.clone());
+                rt.spawn(async move {
+                    if let Err(e) = send_let_gos(&mut c, &keys, &[item], "PUBLISH", "").await {
+                        tracing::warn!(target: "bidlock::redis", error = %e, "release of an unclaimed lock failed; it expires after its ttl");
+                    }
+                });
+            })
+        };
+        let send_let_gos: SendBatch<LetGo, i64> = Arc::new(move |items: Arc<Vec<LetGo>>| {
+            let (mut c, keys) = (conn(), keys.clone());
+            async move { send_let_gos(&mut c, &keys, &items, "PUBLISH", "").await }.boxed()
+        });
+        Batches {
+            takes: Batcher::new(send_takes, unclaimed),
+            let_gos: Batcher::new(send_let_gos, Arc::new(|_, _| {})),
+        }
+    }
+}
