@@ -36,7 +36,9 @@ const EXIT_CODES: &str = "Exit codes: 0 ok; 1 negative answer (free, not held, d
 
 #[derive(Debug, Args)]
 struct Global {
-    /// Redis URL (repeat for Redlock over several masters); default: the environment.
+    /// Redis URL: redis://, rediss://, redis+sentinel://, or redis+cluster://h1:p1,h2:p2
+    /// for a Redis Cluster (repeat for Redlock over several masters); default: the
+    /// environment.
     #[arg(long = "redis-url", global = true, value_name = "URL")]
     redis_url: Vec<String>,
     /// Which backend: auto (Redis if reachable), redis, or memory (this process only).
@@ -117,8 +119,17 @@ by_marketplace: {MARKETPLACE: {locks, waiting, done_records}}}.\n\n\
 Examples:\n  bidlock stats\n  bidlock stats --json\n  bidlock stats --watch 2"
     )]
     Stats(commands::stats::StatsArgs),
-    /// Ping the backend and print the latency (exit 0 ok, 69 unavailable).
-    #[command(after_help = "Example (readiness probe):\n  bidlock health")]
+    /// Ping the backend and print the latency (exit 0 ok, 69 unavailable or a cluster
+    /// that is not ok).
+    #[command(
+        long_about = "Ping the backend and print its location, the latency and Redis' \
+maxmemory-policy (a warning on stderr when it can evict locks). On a Redis Cluster it also \
+prints the cluster state and how many masters serve slots.\n\n\
+Exit 0 ok; 69 when the backend cannot be reached, and on a cluster whose cluster_state is \
+not ok (some hash slots are not served: postings there fail).",
+        after_help = "Examples (readiness probe):\n  bidlock health\n  \
+bidlock --redis-url redis+cluster://10.0.0.1:7000,10.0.0.2:7000 health --json"
+    )]
     Health,
     /// The counters of this command's own short self-check, not of a running instance.
     #[command(

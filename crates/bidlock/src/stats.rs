@@ -46,7 +46,8 @@ pub struct FleetStats {
     /// Completion records kept: postings already handled, within their retention.
     pub done_records: u64,
     /// The last fencing token issued for this prefix (`None`: none issued yet, or the
-    /// counter was deleted). The next acquire gets a greater one.
+    /// counter was deleted). The next acquire gets a greater one. Always `None` on a Redis
+    /// Cluster, where each posting has a counter of its own.
     pub fence: Option<u64>,
     /// The counts per marketplace; a marketplace with nothing to count is absent.
     pub by_marketplace: BTreeMap<String, MarketplaceStats>,

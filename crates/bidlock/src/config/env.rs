@@ -28,8 +28,8 @@ impl ConfigBuilder {
     /// | variable | meaning |
     /// | --- | --- |
     /// | `USE_REDIS_LOCKS` | `true` = Redis or fail, `false` = memory, unset/`auto` = detect |
-    /// | `REDIS_URL` | `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS |
-    /// | `REDIS_URLS` | several URLs, comma-separated: Redlock over independent masters |
+    /// | `REDIS_URL` | one server: `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS); Sentinel: `redis+sentinel://[user:password@]h1:26379,h2:26379/service[/db]`; a Redis Cluster: `redis+cluster://[user:password@]h1:7000,h2:7001` (`rediss+cluster://` for TLS), its seed nodes comma-separated, database 0 only |
+    /// | `REDIS_URLS` | three or more URLs, comma-separated: Redlock over independent masters (not a cluster URL) |
     /// | `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` | used when no URL is set (port 6379, db 0) |
     /// | `REDIS_USERNAME`, `REDIS_PASSWORD` | credentials (applied to a URL without its own) |
     /// | `BID_LOCK_TTL` | default lock ttl in seconds (decimals allowed), > 0 |
@@ -37,6 +37,13 @@ impl ConfigBuilder {
     /// | `REDIS_TLS_CA_CERT` | PEM file of the CA that signed the server's certificate (`rediss://`) |
     ///
     /// Empty values count as unset. Later builder calls override what the environment set.
+    ///
+    /// A `redis+cluster://` URL selects the cluster key layout ([`Layout::Cluster`]). It
+    /// names one whole cluster, so it cannot be combined with other URLs; whether the
+    /// servers are what the URL says (cluster nodes, or a single server for `redis://`) is
+    /// checked at connect, and a URL of the wrong kind is refused with the one to use.
+    ///
+    /// [`Layout::Cluster`]: crate::Layout::Cluster
     ///
     /// # Errors
     ///
