@@ -93,19 +93,26 @@ async fn acquire(
         .count(Counter::LockAttempts, Some(key.marketplace()));
     let mut a = Acquiring::new(inner, key, opts, ttl);
     loop {
+        let mut held = None;
         if let Some(token) = a.grant.take() {
-            if let Some(guard) = a.accept_grant(token)? {
-                return Ok(guard);
+            held = a.accept_grant(token)?;
+        }
+        if held.is_none() {
+            if a.refresh_due() {
+                a.refresh().await?;
+                continue;
+            }
+            if a.may_try {
+                held = a.try_once().await?;
             }
         }
-        if a.refresh_due() {
-            a.refresh().await?;
+        if let Some(guard) = held {
+            if let Some(guard) = a.settle(guard).await? {
+                return Ok(guard);
+            }
+            // The handed-over lock was gone before it could be made whole: try again.
+            a.may_try = true;
             continue;
-        }
-        if a.may_try {
-            if let Some(guard) = a.try_once().await? {
-                return Ok(guard);
-            }
         }
         if !a.wait().await {
             return Err(a.not_acquired());
@@ -142,6 +149,8 @@ struct Acquiring<'a> {
     in_queue: bool,
     /// A token handed to this waiter, not yet taken up.
     grant: Option<u64>,
+    /// The guard about to be returned came by a handoff (held for the grant ttl only).
+    handed_over: bool,
 }
 
 impl Drop for Acquiring<'_> {
@@ -191,6 +200,7 @@ impl<'a> Acquiring<'a> {
             queued: None,
             in_queue: false,
             grant: None,
+            handed_over: false,
         }
     }
 
@@ -370,8 +380,28 @@ impl<'a> Acquiring<'a> {
         self.inner
             .metrics
             .count(Counter::Handoffs, Some(self.key.marketplace()));
+        self.handed_over = true;
         let in_flight = ReleaseOnDrop::new(self.inner, &lease);
         self.take_up(lease, in_flight, since)
+    }
+
+    /// A handed-over lock lives for the grant ttl only (a short one, so a waiter that died
+    /// after queuing blocks nobody for long). With renewal, the keeper lengthens it at its
+    /// first renewal; without, it is extended to the full ttl here, once, before the caller
+    /// gets it. `Ok(None)`: the lock was gone by then (try again).
+    async fn settle(&mut self, guard: LockGuard) -> Result<Option<LockGuard>, Error> {
+        let handed_over = std::mem::take(&mut self.handed_over);
+        let short = self
+            .handoff
+            .is_some_and(|h| h.grant_ttl < self.ttl);
+        if !handed_over || self.opts.renew || !short {
+            return Ok(Some(guard));
+        }
+        match guard.extend(self.ttl).await {
+            Ok(()) => Ok(Some(guard)),
+            Err(Error::LockLost { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a queued waiter's entry needs refreshing now.

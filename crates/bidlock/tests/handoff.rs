@@ -232,6 +232,42 @@ async fn a_waiter_that_times_out_as_it_is_granted_returns_not_acquired_and_hands
     assert!(g3.release().await.unwrap());
 }
 
+/// A waiter without renewal (the Python package's `acquire_lock`) is handed a lock that
+/// Redis keeps only for the short grant ttl; it must hold it for the ttl it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_lock_without_renewal_lasts_its_full_ttl() {
+    let s = RedisServer::start();
+    let (a, b) = (manager(&s.url()).await, manager(&s.url()).await);
+    let k = key("no-renew");
+    let g = a.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (b, k) = (b.clone(), k.clone());
+        tokio::spawn(async move {
+            let opts = wait_for(Duration::from_secs(10))
+                .ttl(Duration::from_secs(30))
+                .renew(false);
+            b.acquire(&k, &opts).await
+        })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "no-renew") == 1
+    })
+    .await;
+    let handoffs = b.metrics().handoffs;
+    assert!(g.release().await.unwrap());
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(b.metrics().handoffs, handoffs + 1, "not a handoff");
+    let pttl: i64 = s.cmd(&["PTTL", "bid_lock:upwork:no-renew"]);
+    assert!(
+        pttl > 25_000,
+        "the handed-over lock lives {pttl} ms in Redis, not the 30 s asked for"
+    );
+    let left = got.lease().expires_at().unwrap() - std::time::Instant::now();
+    assert!(left > Duration::from_secs(25), "the lease says {left:?}");
+    assert!(!got.is_lost());
+    assert!(got.release().await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_outlived_its_wait_marker_is_still_handed_the_lock() {
     let s = RedisServer::start();
