@@ -391,9 +391,7 @@ impl<'a> Acquiring<'a> {
     /// gets it. `Ok(None)`: the lock was gone by then (try again).
     async fn settle(&mut self, guard: LockGuard) -> Result<Option<LockGuard>, Error> {
         let handed_over = std::mem::take(&mut self.handed_over);
-        let short = self
-            .handoff
-            .is_some_and(|h| h.grant_ttl < self.ttl);
+        let short = self.handoff.is_some_and(|h| h.grant_ttl < self.ttl);
         if !handed_over || self.opts.renew || !short {
             return Ok(Some(guard));
         }

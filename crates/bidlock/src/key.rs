@@ -28,8 +28,9 @@ pub const MAX_POSTING_LEN: usize = 512;
 pub struct LockKey {
     // `marketplace:posting` in one shared allocation: clones are a reference-count bump.
     // Unambiguous because a marketplace id never contains `:`.
+    // The split is found again when asked (a marketplace id is at most 64 bytes): keeping
+    // it would cost 8 bytes per key with padding, and keys are in every held lock.
     joined: std::sync::Arc<str>,
-    split: u8,
 }
 
 /// Why a marketplace or posting id was rejected.
@@ -143,19 +144,22 @@ impl LockKey {
         joined.push_str(p);
         Ok(LockKey {
             joined: joined.into(),
-            // Validated above: at most 64 bytes.
-            split: u8::try_from(m.len()).unwrap_or(u8::MAX),
         })
+    }
+
+    /// Where `marketplace:` ends (a marketplace id never contains `:`).
+    fn split(&self) -> usize {
+        self.joined.find(':').unwrap_or(self.joined.len())
     }
 
     /// The marketplace id.
     pub fn marketplace(&self) -> &str {
-        &self.joined[..usize::from(self.split)]
+        &self.joined[..self.split()]
     }
 
     /// The posting id.
     pub fn posting(&self) -> &str {
-        &self.joined[usize::from(self.split) + 1..]
+        &self.joined[self.split() + 1..]
     }
 
     /// `marketplace:posting`: the lock key without its prefix.

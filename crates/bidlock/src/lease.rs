@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -121,12 +121,19 @@ pub(crate) enum Extend {
 struct Extends {
     /// Extends started: only the newest one's reply may raise the deadline.
     started: u64,
+    /// When the request that set the current deadline was sent (µs since `base()`).
+    confirmed_at: u64,
+    /// Exact extends in doubt; boxed, and absent until the first exact extend, since a
+    /// lease is kept for every held lock and most never see one.
+    unsure: Option<Box<Unsure>>,
+}
+
+#[derive(Debug, Default)]
+struct Unsure {
     /// Exact extends sent and not answered yet: (number, validity in µs). Any of them may
     /// still reach the store after a newer one (a client library's NOSCRIPT retry, a
     /// reconnect) and shorten the lock, so no deadline counts on more than they promise.
     pending: Vec<(u64, u64)>,
-    /// When the request that set the current deadline was sent (µs since `base()`).
-    confirmed_at: u64,
     /// The shortest validity (µs) of an exact extend whose outcome is unknown: it may
     /// still reach the store after later extends and shorten the lock, so no later
     /// deadline may count on more than this from its own send.
@@ -139,7 +146,7 @@ pub(crate) struct LeaseShared {
     /// The holder id was given by the caller (not generated for this acquisition alone).
     given: bool,
     pub(crate) token: AtomicU64,
-    ttl_ms: AtomicU64,
+    ttl_ms: AtomicU32,
     renew: AtomicBool,
     keeper_id: AtomicU64,
     /// A notice asked for this lease to be checked at once.
@@ -185,7 +192,7 @@ impl Lease {
             holder,
             given,
             token: AtomicU64::new(0),
-            ttl_ms: AtomicU64::new(ms(ttl)),
+            ttl_ms: AtomicU32::new(ms32(ttl)),
             renew: AtomicBool::new(renew),
             keeper_id: AtomicU64::new(0),
             check: AtomicBool::new(false),
@@ -311,14 +318,17 @@ impl Lease {
         validity: Validity,
         how: Extend,
     ) -> u64 {
-        self.0.ttl_ms.store(ms(ttl), Ordering::Release);
+        self.0.ttl_ms.store(ms32(ttl), Ordering::Release);
         let mut st = self.extends();
         st.started += 1;
         let n = st.started;
         if let (Validity::For(d), Extend::Exact) = (validity, how) {
             let floor = micros_since_base(sent).saturating_add(st.bounded(d));
             self.0.valid_until.fetch_min(floor, Ordering::AcqRel);
-            st.pending.push((n, micros(d)));
+            st.unsure
+                .get_or_insert_default()
+                .pending
+                .push((n, micros(d)));
         }
         n
     }
@@ -329,7 +339,7 @@ impl Lease {
     /// applied.
     pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Validity) -> bool {
         let mut st = self.extends();
-        st.pending.retain(|(p, _)| *p != n);
+        st.forget(n);
         if st.started != n {
             return false;
         }
@@ -345,16 +355,19 @@ impl Lease {
     /// dropped): it may still reach the store later. Only an exact one can shorten.
     pub(crate) fn extend_unknown(&self, n: u64) {
         let mut st = self.extends();
-        let Some(i) = st.pending.iter().position(|(p, _)| *p == n) else {
+        let Some(unsure) = st.unsure.as_deref_mut() else {
             return;
         };
-        let (_, d) = st.pending.swap_remove(i);
-        st.uncertain = Some(st.uncertain.map_or(d, |u| u.min(d)));
+        let Some(i) = unsure.pending.iter().position(|(p, _)| *p == n) else {
+            return;
+        };
+        let (_, d) = unsure.pending.swap_remove(i);
+        unsure.uncertain = Some(unsure.uncertain.map_or(d, |u| u.min(d)));
     }
 
     /// Extend number `n` was answered "not held": nothing more can come of it.
     pub(crate) fn extend_refused(&self, n: u64) {
-        self.extends().pending.retain(|(p, _)| *p != n);
+        self.extends().forget(n);
     }
 
     /// When the lease's current validity was confirmed (the send time of that request).
@@ -368,7 +381,7 @@ impl Lease {
     }
 
     pub(crate) fn ttl(&self) -> Duration {
-        Duration::from_millis(self.0.ttl_ms.load(Ordering::Acquire))
+        Duration::from_millis(u64::from(self.0.ttl_ms.load(Ordering::Acquire)))
     }
 
     pub(crate) fn renews(&self) -> bool {
@@ -425,11 +438,22 @@ impl Extends {
     /// `d` (µs), or less when an exact extend that is unanswered, or whose outcome is
     /// unknown, promised less.
     fn bounded(&self, d: Duration) -> u64 {
-        let pending = self.pending.iter().map(|(_, p)| *p);
-        pending.chain(self.uncertain).fold(micros(d), u64::min)
+        let Some(unsure) = &self.unsure else {
+            return micros(d);
+        };
+        let pending = unsure.pending.iter().map(|(_, p)| *p);
+        pending.chain(unsure.uncertain).fold(micros(d), u64::min)
+    }
+
+    /// Extend number `n` is answered: it promises nothing more.
+    fn forget(&mut self, n: u64) {
+        if let Some(unsure) = self.unsure.as_deref_mut() {
+            unsure.pending.retain(|(p, _)| *p != n);
+        }
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// A ttl in ms: at most 30 days ([`crate::Ttl`]), well within 32 bits.
+fn ms32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

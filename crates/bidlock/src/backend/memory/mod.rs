@@ -7,7 +7,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,12 +46,12 @@ static CORES: LazyLock<Mutex<HashMap<String, Weak<Core>>>> = LazyLock::new(Mutex
 /// its last manager went away must not issue tokens below those issued before (the
 /// counter can run ahead of the clock when more than one token a µs is issued).
 static FENCES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
-static OWNERS: AtomicU64 = AtomicU64::new(1);
+static OWNERS: AtomicU32 = AtomicU32::new(1);
 
 /// One manager's handle on the in-process store of its prefix.
 pub(crate) struct MemoryStore {
     core: Arc<Core>,
-    owner: u64,
+    owner: u32,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -153,14 +153,7 @@ impl MemoryStore {
         let token = next_token(&self.core.fence);
         shard.locks.insert(
             req.key.clone(),
-            Entry {
-                holder: req.holder().clone(),
-                expires_at: now + req.ttl,
-                ttl: req.ttl,
-                renew: req.renew,
-                owner: self.owner,
-                lease: Arc::downgrade(&req.lease.0),
-            },
+            Entry::new(req.lease, req.ttl, req.renew, self.owner, now),
         );
         shard.maybe_sweep(now);
         Attempt::Acquired { token }
@@ -256,11 +249,7 @@ impl Store for MemoryStore {
         let Some(e) = shard.own(lease.key(), lease.holder(), Some(lease), now) else {
             return Ok(false);
         };
-        e.expires_at = match how {
-            Extend::Exact => now + ttl,
-            Extend::Renew => e.expires_at.max(now + ttl),
-        };
-        e.ttl = ttl;
+        e.extend(ttl, now, matches!(how, Extend::Renew));
         Ok(true)
     }
 

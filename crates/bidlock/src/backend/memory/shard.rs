@@ -3,7 +3,7 @@
 //! entries as traffic passes.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -17,28 +17,70 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// ...and only once it has seen this many inserts since the last sweep.
 pub(super) const SWEEP_AFTER_INSERTS: u32 = 256;
 
+/// A held lock. Compact (48 bytes; one per held lock): times as µs since the process's
+/// clock base, the ttl in ms (at most 30 days), the owner as a 32-bit handle number.
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) holder: Holder,
-    pub(super) expires_at: Instant,
-    pub(super) ttl: Duration,
-    pub(super) renew: bool,
+    expires_us: u64,
+    ttl_ms: u32,
     /// The manager (store handle) that took it: `close` releases only its own.
-    pub(super) owner: u64,
-    pub(super) lease: Weak<LeaseShared>,
+    pub(super) owner: u32,
+    renew: bool,
+    lease: Weak<LeaseShared>,
+}
+
+/// The process's clock base for [`Entry`] times.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn micros(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(u64::MAX)
+}
+
+fn ms32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Entry {
+    pub(super) fn new(lease: &Lease, ttl: Duration, renew: bool, owner: u32, now: Instant) -> Self {
+        Entry {
+            holder: lease.holder().clone(),
+            expires_us: micros(now + ttl),
+            ttl_ms: ms32(ttl),
+            owner,
+            renew,
+            lease: Arc::downgrade(&lease.0),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(u64::from(self.ttl_ms))
+    }
+
+    /// Extends to `ttl` from `now`: exactly, or (`at_least`) never shorter than it was.
+    pub(super) fn extend(&mut self, ttl: Duration, now: Instant, at_least: bool) {
+        let until = micros(now + ttl);
+        self.expires_us = if at_least {
+            self.expires_us.max(until)
+        } else {
+            until
+        };
+        self.ttl_ms = ms32(ttl);
+    }
+
     /// Whether the lock is still held at `now`. A renewing lease whose guard lives is
     /// extended here, exactly as a watchdog would have done every ttl/3.
     pub(super) fn live(&mut self, now: Instant) -> bool {
-        if now < self.expires_at {
+        if micros(now) < self.expires_us {
             return true;
         }
         if self.renew {
             if let Some(lease) = self.lease.upgrade() {
                 if !Lease(lease).is_marked_lost() {
-                    self.expires_at = now + self.ttl;
+                    self.expires_us = micros(now + self.ttl());
                     return true;
                 }
             }
@@ -53,7 +95,7 @@ impl Entry {
     }
 
     pub(super) fn ttl_left(&self, now: Instant) -> Duration {
-        self.expires_at.saturating_duration_since(now)
+        Duration::from_micros(self.expires_us.saturating_sub(micros(now)))
     }
 
     /// Whether this entry is `lease`'s acquisition (not merely the same holder id).
