@@ -2,7 +2,7 @@
 # Runs every benchmark workload 3 times against a redis-server it starts on a free
 # loopback port (and Redlock's three masters, and a six-node Redis Cluster), and the
 # peers' workloads too, then writes BENCHMARKS.md (medians).
-#   scripts/bench.sh            (about 5 minutes)
+#   scripts/bench.sh            (about 10 minutes)
 #   ROUNDS=1 DURATION=2 scripts/bench.sh   (a quick look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ duration=${DURATION:-4}
 command -v redis-server >/dev/null 2>&1 || { echo "redis-server missing: run scripts/test.sh first (it installs it)" >&2; exit 1; }
 cargo build --release -p bidlock-cli
 bin=target/release/bidlock
+# rslock, the Rust Redlock client, as a peer: a crate of its own (not in the workspace).
+CARGO_TARGET_DIR=target/peers cargo build --release --manifest-path bench/peers/rslock/Cargo.toml
+rslock=target/peers/release/bidlock-peer-rslock
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize yes --logfile "$dir/redis.log"
@@ -85,6 +88,11 @@ for round in $(seq "$rounds"); do
   cost redis "$before" "$(snap "$port")" | tee -a "$out"
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url"
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$url"
+  # Fairness across processes: the same 8 workers as 4 processes of 2.
+  run $bin bench hot-key --workers 2 --processes 4 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$url"
+  run $rslock uncontended --workers 1 --duration "$duration" --redis-url "$url"
+  run $rslock uncontended --workers 32 --duration "$duration" --redis-url "$url"
+  run $rslock hot-key --workers 8 --hold-us 1000 --duration "$duration" --redis-url "$url"
   # The cluster in the same run (no raw baseline: it talks to one server).
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$cl_url"
   before=$(snap "${cl_masters[@]}")
