@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bidlock::{AcquireOptions, Backend, BidLockManager, Config, Error, LockGuard, LockKey};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use super::adapter::{self, Told};
 use super::history::{BidRun, History, Kind, Section, Verdict, Who};

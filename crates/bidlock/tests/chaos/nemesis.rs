@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bidlock::BidLockManager;
 use bidlock_testkit::process::{all_stopped, signal_with_children, Signal};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 
 use super::history::{Fault, Harm};
 use super::round::Round;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bidlock_testkit::process::{signal_with_children, Signal};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::history::{BidRun, Kind, Section, Verdict, Who};
