@@ -1,5 +1,5 @@
 //! The CLI with a `redis+cluster://` URL against a real six-node cluster on loopback:
-//! run, locks, status, release, cleanup, health, simulate and bench, and the exit code
+//! run, locks, stats, status, release, cleanup, health, simulate and bench, and the exit code
 //! and message for a URL of the wrong kind.
 
 mod common;
@@ -63,6 +63,16 @@ fn run_locks_status_release_and_cleanup_on_a_cluster() {
         .map(|l| c.master_of_key(l["redis_key"].as_str().unwrap()))
         .collect();
     assert!(masters.len() >= 2, "locks on one master only: {listed}");
+    // `stats` counts over every master; there is no one fencing counter to show.
+    let v = json(&on(&c, &["--prefix", "cli", "stats", "--json"]).assert_exit_code(0));
+    assert_eq!(v["locks"], 6, "{v}");
+    assert!(v["fence"].is_null(), "{v}");
+    let out = on(&c, &["--prefix", "cli", "stats"]).assert_exit_code(0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("fencing token  - (one counter per posting on a cluster)"),
+        "{text}"
+    );
     let out = on(&c, &["--prefix", "cli", "status", "cm", "p0"]).assert_exit_code(0);
     assert!(
         stdout(&out).contains("cli:{cm:p0}") && stdout(&out).contains("h0"),

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use bidlock::{BidLockManager, FleetStats};
+use bidlock::{BidLockManager, FleetStats, Topology};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -117,9 +117,12 @@ fn one_line(s: &FleetStats) -> Result<String, CliError> {
 
 /// The human form: totals, then a table per marketplace.
 fn render(m: &BidLockManager, s: &FleetStats) -> String {
-    let fence = s
-        .fence
-        .map_or_else(|| "- (none issued)".to_owned(), |f| f.to_string());
+    let fence = match (s.fence, m.topology()) {
+        (Some(f), _) => f.to_string(),
+        // Each posting's counter lives in its own slot: there is no one fence to show.
+        (None, Topology::Cluster { .. }) => "- (one counter per posting on a cluster)".to_owned(),
+        (None, _) => "- (none issued)".to_owned(),
+    };
     let mut out = format!(
         "fleet on {} ({}), prefix {}\n\
          locks held     {}\n\
