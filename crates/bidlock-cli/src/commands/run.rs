@@ -8,6 +8,7 @@ use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
 use clap::Args;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit::{self, CliError};
@@ -123,65 +124,16 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     // Not acquired in time (75) and already done (76) are errors with their own codes.
     let guard = acquire(&m, &key, &opts, args.wait, args.quiet).await?;
     let redis_key = m.config().keys().lock_key(&key);
-    let spawned = tokio::process::Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .env("BIDLOCK_KEY", &redis_key)
-        .env("BIDLOCK_HOLDER", guard.holder().as_str())
-        .env("BIDLOCK_FENCE", guard.fencing_token().to_string())
-        .env("BIDLOCK_MARKETPLACE", key.marketplace())
-        .env("BIDLOCK_POSTING", key.posting())
-        // Its own process group, so that a lost lock stops everything it started.
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
+    let child = match spawn(&args.command, &key, &redis_key, &guard) {
         Ok(c) => c,
         Err(e) => {
             let _ = guard.release().await;
-            return Err(CliError::new(
-                exit::CANNOT_EXECUTE,
-                format!("cannot run {:?}: {e}", args.command[0]),
-            ));
+            return Err(e);
         }
     };
-    let pid = child.id();
-    let (mut sigint, mut sigterm) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => {
-            return Err(CliError::new(
-                exit::FAILURE,
-                "cannot install signal handlers",
-            ))
-        }
-    };
-    let lost = guard.lost();
-    tokio::pin!(lost);
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            _ = &mut lost => {
-                // The command may have finished just before the loss was seen: then it
-                // did its work while we held the lock, and its exit decides.
-                if let Ok(Some(status)) = child.try_wait() {
-                    break Ok(status);
-                }
-                eprintln!(
-                    "bidlock: lock {redis_key} lost ({}); stopping the command",
-                    guard.lease().lost_reason().unwrap_or("unknown")
-                );
-                send(pid, Signal::SIGTERM);
-                if tokio::time::timeout(args.grace, child.wait()).await.is_err() {
-                    send(pid, Signal::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                drop(guard);
-                return Ok(exit::LOCK_LOST);
-            }
-            _ = sigint.recv() => send(pid, Signal::SIGINT),
-            _ = sigterm.recv() => send(pid, Signal::SIGTERM),
-        }
+    let Some(status) = supervise(child, &guard, args.grace, &redis_key).await? else {
+        drop(guard);
+        return Ok(exit::LOCK_LOST);
     };
     let code = match status {
         Ok(s) => exit_code(s),
@@ -190,30 +142,102 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
             exit::FAILURE
         }
     };
-    if args.once && code == 0 {
+    finish(guard, args.once, code, &redis_key).await
+}
+
+/// Starts the command in its own process group (so that a lost lock stops everything it
+/// started), with the lock's names and token in its environment.
+fn spawn(
+    command: &[String],
+    key: &LockKey,
+    redis_key: &str,
+    guard: &LockGuard,
+) -> Result<Child, CliError> {
+    let (program, rest) = command
+        .split_first()
+        .ok_or_else(|| CliError::usage("no command given after --"))?;
+    tokio::process::Command::new(program)
+        .args(rest)
+        .env("BIDLOCK_KEY", redis_key)
+        .env("BIDLOCK_HOLDER", guard.holder().as_str())
+        .env("BIDLOCK_FENCE", guard.fencing_token().to_string())
+        .env("BIDLOCK_MARKETPLACE", key.marketplace())
+        .env("BIDLOCK_POSTING", key.posting())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::new(exit::CANNOT_EXECUTE, format!("cannot run {program:?}: {e}")))
+}
+
+/// Waits for the command, passing SIGINT and SIGTERM on to its group. `None` when the
+/// lock was lost first: the command has been stopped (SIGTERM, then SIGKILL after
+/// `grace`).
+async fn supervise(
+    mut child: Child,
+    guard: &LockGuard,
+    grace: Duration,
+    redis_key: &str,
+) -> Result<Option<std::io::Result<ExitStatus>>, CliError> {
+    let pid = child.id();
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return Err(CliError::new(
+            exit::FAILURE,
+            "cannot install signal handlers",
+        ));
+    };
+    let lost = guard.lost();
+    tokio::pin!(lost);
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(Some(status)),
+            _ = &mut lost => break,
+            _ = sigint.recv() => send(pid, Signal::SIGINT),
+            _ = sigterm.recv() => send(pid, Signal::SIGTERM),
+        }
+    }
+    // The command may have finished just before the loss was seen: then it did its work
+    // while we held the lock, and its exit decides.
+    if let Ok(Some(status)) = child.try_wait() {
+        return Ok(Some(Ok(status)));
+    }
+    eprintln!(
+        "bidlock: lock {redis_key} lost ({}); stopping the command",
+        guard.lease().lost_reason().unwrap_or("unknown")
+    );
+    send(pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        send(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    Ok(None)
+}
+
+/// After the command: records completion (`--once` and exit 0) or releases; the command's
+/// exit code, or 77 when the lock was lost meanwhile.
+async fn finish(guard: LockGuard, once: bool, code: u8, redis_key: &str) -> Result<u8, CliError> {
+    if once && code == 0 {
         // The command did its work: record it whoever holds the lock by now.
-        match guard.complete().await {
-            Ok(true) => {}
+        return match guard.complete().await {
+            Ok(true) => Ok(code),
             Ok(false) => {
                 eprintln!("bidlock: completion of {redis_key} recorded, but the lock was lost before the command finished");
-                return Ok(exit::LOCK_LOST);
+                Ok(exit::LOCK_LOST)
             }
-            Err(e) => {
-                return Err(CliError::new(
-                    exit::UNAVAILABLE,
-                    format!("the command succeeded but its completion could not be recorded: {e}"),
-                ))
-            }
+            Err(e) => Err(CliError::new(
+                exit::UNAVAILABLE,
+                format!("the command succeeded but its completion could not be recorded: {e}"),
+            )),
+        };
+    }
+    match guard.release().await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("bidlock: lock {redis_key} was lost before the command finished");
+            return Ok(exit::LOCK_LOST);
         }
-    } else {
-        match guard.release().await {
-            Ok(true) => {}
-            Ok(false) => {
-                eprintln!("bidlock: lock {redis_key} was lost before the command finished");
-                return Ok(exit::LOCK_LOST);
-            }
-            Err(e) => eprintln!("bidlock: release failed ({e}); the lock expires after its ttl"),
-        }
+        Err(e) => eprintln!("bidlock: release failed ({e}); the lock expires after its ttl"),
     }
     Ok(code)
 }

@@ -131,7 +131,68 @@ struct Counts {
 }
 
 pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliError> {
-    // A demo runs on memory unless a backend or a Redis was asked for.
+    let managers = managers(g, args.agents).await?;
+    let shared = Shared {
+        run: format!("{:08x}", rand::random::<u32>()),
+        ..Shared::default()
+    };
+    let shared = Arc::new(shared);
+    let total = u64::from(args.agents) * u64::from(args.postings);
+    let bar = progress(total, g.json);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..args.agents)
+        .map(|agent| {
+            let m = managers[agent as usize % managers.len()].clone();
+            tokio::spawn(run_agent(
+                m,
+                shared.clone(),
+                agent,
+                args.postings,
+                args.wait,
+                args.bid_ms,
+            ))
+        })
+        .collect();
+    let ticker = tokio::spawn(tick(shared.clone(), bar.clone(), total));
+    for t in tasks {
+        if t.await.is_err() {
+            shared.counts.errors.fetch_add(1, Relaxed);
+        }
+    }
+    ticker.abort();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let mut report = report(&managers, &shared, &args, start.elapsed().as_secs_f64());
+    report.records = records(&managers[0], &shared.run, args.postings, args.keep).await?;
+    for m in &managers {
+        m.close().await;
+    }
+    if g.json {
+        print_json(&report)?;
+    } else {
+        print(&render(&report))?;
+    }
+    Ok(if report.duplicates > 0 || report.errors > 0 {
+        exit::FAILURE
+    } else {
+        exit::OK
+    })
+}
+
+/// What every agent of the run shares: the run's id (in its posting ids), the ledger,
+/// the counts and the handover times.
+#[derive(Default)]
+struct Shared {
+    run: String,
+    ledger: Ledger,
+    counts: Counts,
+    handover: Histogram,
+}
+
+/// The run's managers: on memory (unless a backend or a Redis was asked for) one; on
+/// Redis one per group of 8 agents, standing for separate instances.
+async fn managers(g: &Global, agents: u32) -> Result<Vec<BidLockManager>, CliError> {
     let mut builder = g.config(false)?.done_retention(Duration::from_secs(600));
     if g.backend.is_none()
         && builder.requested_backend() == bidlock::Backend::Auto
@@ -141,10 +202,8 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
     }
     let config = builder.build()?;
     let first = BidLockManager::new(config.clone()).await?;
-    let backend = first.backend();
-    // Separate managers stand for separate instances (Redis); memory is one process.
-    let instances = if backend == bidlock::Backend::Redis {
-        args.agents.div_ceil(8)
+    let instances = if first.backend() == bidlock::Backend::Redis {
+        agents.div_ceil(8)
     } else {
         1
     };
@@ -152,127 +211,129 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
     for _ in 1..instances {
         managers.push(BidLockManager::new(config.clone()).await?);
     }
-    let run = format!("{:08x}", rand::random::<u32>());
-    let ledger = Arc::new(Ledger::default());
-    let counts = Arc::new(Counts::default());
-    let handover = Arc::new(Histogram::new());
-    let bid_time = args.bid_ms;
-    let total = u64::from(args.agents) * u64::from(args.postings);
-    let bar = progress(total, g.json);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for agent in 0..args.agents {
-        let m = managers[(agent % instances) as usize].clone();
-        let (ledger, counts, handover, run) = (
-            ledger.clone(),
-            counts.clone(),
-            handover.clone(),
-            run.clone(),
-        );
-        let opts = AcquireOptions::new().timeout(args.wait);
-        let postings = args.postings;
-        tasks.push(tokio::spawn(async move {
-            for p in 0..postings {
-                // Every agent sees the same postings in the same order, as a fleet
-                // polling one marketplace does: maximal contention.
-                let key = match LockKey::new(MARKETPLACE, format!("{run}-{p}")) {
-                    Ok(k) => k,
-                    Err(_) => continue,
-                };
-                let t0 = Instant::now();
-                let outcome = m
-                    .bid_once(&key, &opts, |lease| {
-                        let ledger = ledger.clone();
-                        async move {
-                            // Check, then act: the race the lock exists to prevent.
-                            if ledger.has_bid(p) {
-                                return Ok(false);
-                            }
-                            if !bid_time.is_zero() {
-                                tokio::time::sleep(bid_time).await;
-                            } else {
-                                tokio::task::yield_now().await;
-                            }
-                            if ledger.place(p, agent, lease.fencing_token()) {
-                                Ok(true)
-                            } else {
-                                Err("stale fencing token refused")
-                            }
-                        }
-                    })
-                    .await;
-                match outcome {
-                    Ok(BidOutcome::Placed(true) | BidOutcome::PlacedAfterLoss(true)) => {
-                        counts.bids.fetch_add(1, Relaxed);
-                    }
-                    Ok(BidOutcome::Unrecorded { value, .. }) => {
-                        if value {
-                            counts.bids.fetch_add(1, Relaxed);
-                        }
-                        counts.errors.fetch_add(1, Relaxed);
-                    }
-                    Ok(
-                        BidOutcome::Placed(false)
-                        | BidOutcome::PlacedAfterLoss(false)
-                        | BidOutcome::Failed(_),
-                    ) => {}
-                    Err(e) if e.is_already_done() => {
-                        counts.done.fetch_add(1, Relaxed);
-                        if let Some(at) = ledger.bid_at(p) {
-                            if at > t0 {
-                                handover.record(at.elapsed());
-                            }
-                        }
-                    }
-                    Err(e) if e.is_timeout() => {
-                        counts.timeouts.fetch_add(1, Relaxed);
-                    }
-                    Err(_) => {
-                        counts.errors.fetch_add(1, Relaxed);
-                    }
-                }
-                counts.progress.fetch_add(1, Relaxed);
-            }
-        }));
+    Ok(managers)
+}
+
+/// One agent: every posting in the same order as every other agent, as a fleet polling
+/// one marketplace does (maximal contention), each through `bid_once`.
+async fn run_agent(
+    m: BidLockManager,
+    shared: Arc<Shared>,
+    agent: u32,
+    postings: u32,
+    wait: Duration,
+    bid_time: Duration,
+) {
+    let opts = AcquireOptions::new().timeout(wait);
+    for p in 0..postings {
+        let Ok(key) = LockKey::new(MARKETPLACE, format!("{}-{p}", shared.run)) else {
+            continue;
+        };
+        let t0 = Instant::now();
+        let outcome = m
+            .bid_once(&key, &opts, |lease| {
+                bid(&shared.ledger, p, agent, lease.fencing_token(), bid_time)
+            })
+            .await;
+        tally(&shared, p, t0, outcome);
+        shared.counts.progress.fetch_add(1, Relaxed);
     }
-    let ticker = {
-        let counts = counts.clone();
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            let mut last_line = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let done = counts.progress.load(Relaxed);
-                match &bar {
-                    Some(b) => b.set_position(done),
-                    None if last_line.elapsed() >= Duration::from_secs(2) => {
-                        eprintln!("simulate: {done}/{total} agent-postings");
-                        last_line = Instant::now();
-                    }
-                    None => {}
-                }
+}
+
+/// The bid: check, then act (the race the lock exists to prevent); the ledger refuses a
+/// stale token.
+async fn bid(
+    ledger: &Ledger,
+    p: u32,
+    agent: u32,
+    token: FencingToken,
+    bid_time: Duration,
+) -> Result<bool, &'static str> {
+    if ledger.has_bid(p) {
+        return Ok(false);
+    }
+    if bid_time.is_zero() {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(bid_time).await;
+    }
+    if ledger.place(p, agent, token) {
+        Ok(true)
+    } else {
+        Err("stale fencing token refused")
+    }
+}
+
+/// Counts one `bid_once` outcome; a posting found done records how long after the bid
+/// this agent was told.
+fn tally(
+    shared: &Shared,
+    p: u32,
+    t0: Instant,
+    outcome: Result<BidOutcome<bool, &'static str>, bidlock::Error>,
+) {
+    let counts = &shared.counts;
+    match outcome {
+        Ok(BidOutcome::Placed(true) | BidOutcome::PlacedAfterLoss(true)) => {
+            counts.bids.fetch_add(1, Relaxed);
+        }
+        Ok(BidOutcome::Unrecorded { value, .. }) => {
+            if value {
+                counts.bids.fetch_add(1, Relaxed);
             }
-        })
-    };
-    for t in tasks {
-        if t.await.is_err() {
+            counts.errors.fetch_add(1, Relaxed);
+        }
+        Ok(
+            BidOutcome::Placed(false) | BidOutcome::PlacedAfterLoss(false) | BidOutcome::Failed(_),
+        ) => {}
+        Err(e) if e.is_already_done() => {
+            counts.done.fetch_add(1, Relaxed);
+            if let Some(at) = shared.ledger.bid_at(p).filter(|at| *at > t0) {
+                shared.handover.record(at.elapsed());
+            }
+        }
+        Err(e) if e.is_timeout() => {
+            counts.timeouts.fetch_add(1, Relaxed);
+        }
+        Err(_) => {
             counts.errors.fetch_add(1, Relaxed);
         }
     }
-    ticker.abort();
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+}
+
+/// Progress: a bar on a terminal, a line every 2 s otherwise (until aborted).
+async fn tick(shared: Arc<Shared>, bar: Option<indicatif::ProgressBar>, total: u64) {
+    let mut last_line = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done = shared.counts.progress.load(Relaxed);
+        match &bar {
+            Some(b) => b.set_position(done),
+            None if last_line.elapsed() >= Duration::from_secs(2) => {
+                eprintln!("simulate: {done}/{total} agent-postings");
+                last_line = Instant::now();
+            }
+            None => {}
+        }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut conflicts = 0;
-    let mut attempts = 0;
-    for m in &managers {
+}
+
+/// The run's report (without its records' fate, which comes after).
+fn report(
+    managers: &[BidLockManager],
+    shared: &Shared,
+    args: &SimulateArgs,
+    elapsed: f64,
+) -> Report {
+    let (mut conflicts, mut attempts) = (0, 0);
+    for m in managers {
         let s = m.metrics();
         conflicts += s.lock_conflicts;
         attempts += s.lock_attempts;
     }
-    let mut report = Report {
-        backend: backend.to_string(),
+    let (counts, ledger, handover) = (&shared.counts, &shared.ledger, &shared.handover);
+    Report {
+        backend: managers[0].backend().to_string(),
         agents: args.agents,
         postings: args.postings,
         bids: counts.bids.load(Relaxed),
@@ -289,21 +350,7 @@ pub(crate) async fn simulate(g: &Global, args: SimulateArgs) -> Result<u8, CliEr
         handover_p99_us: handover.quantile_us(0.99),
         handover_samples: handover.count(),
         ..Report::default()
-    };
-    report.records = records(&managers[0], &run, args.postings, args.keep).await?;
-    for m in &managers {
-        m.close().await;
     }
-    if g.json {
-        print_json(&report)?;
-    } else {
-        print(&render(&report))?;
-    }
-    Ok(if report.duplicates > 0 || report.errors > 0 {
-        exit::FAILURE
-    } else {
-        exit::OK
-    })
 }
 
 /// The run's completion records (`{done prefix}:simulate:{run}-*`) at the end: deleted

@@ -302,94 +302,21 @@ impl ConfigBuilder {
     /// [`ConfigError::NoRedisConfigured`] is never returned here (auto-detection and
     /// `Backend::Redis` fall back to `127.0.0.1:6379`).
     pub fn build(self) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let mut redis = self.redis_targets;
-        for url in &self.redis_urls {
-            redis.push(RedisTarget::from_url(url)?);
-        }
-        let redis: Vec<RedisTarget> = redis
-            .into_iter()
-            .map(|t| {
-                t.with_default_credentials(
-                    self.default_username.as_deref(),
-                    self.default_password.as_deref(),
-                )
-            })
-            .collect();
-        let cluster = redis.iter().any(RedisTarget::is_cluster);
-        if cluster && redis.len() > 1 {
-            return Err(ConfigError::InvalidValue {
-                field: "redis urls",
-                reason: "a redis+cluster:// URL names one whole cluster (list its seed nodes \
-                         in that one URL, comma-separated) and cannot be combined with other \
-                         URLs: Redlock needs independent masters"
-                    .to_owned(),
-            });
-        }
-        // Durations are bounded above too: instants are computed from them.
-        let within =
-            |field: &'static str, v: Option<Duration>, default: Duration, max: Duration| {
-                let v = v.unwrap_or(default);
-                if v.is_zero() {
-                    Err(ConfigError::InvalidValue {
-                        field,
-                        reason: "must be greater than zero".to_owned(),
-                    })
-                } else if v > max {
-                    Err(ConfigError::InvalidValue {
-                        field,
-                        reason: format!("{v:?} is more than {max:?}"),
-                    })
-                } else {
-                    Ok(v)
-                }
-            };
         const DAY: Duration = Duration::from_secs(24 * 3600);
-        let ttl = Ttl::new(self.ttl.unwrap_or(d.ttl))?.get();
-        let keys = match self.prefix {
-            Some(p) => KeySpace::new(&p).map_err(|e| ConfigError::InvalidValue {
-                field: "prefix",
-                reason: e.to_string(),
-            })?,
-            None => KeySpace::new(DEFAULT_PREFIX).unwrap_or_default(),
-        };
-        // A cluster needs every name of a posting in one hash slot.
-        let keys = keys.with_layout(if cluster {
-            Layout::Cluster
-        } else {
-            Layout::Classic
-        });
+        let d = Config::default();
+        let redis = self.targets()?;
+        let cluster = redis.iter().any(RedisTarget::is_cluster);
         let retry = self.retry.unwrap_or(d.retry);
-        if retry.initial.is_zero()
-            || retry.max < retry.initial
-            || retry.factor.is_nan()
-            || retry.factor < 1.0
-        {
-            return Err(ConfigError::InvalidValue {
-                field: "retry",
-                reason: "need initial > 0, max >= initial and factor >= 1".to_owned(),
-            });
-        }
+        check_retry(&retry)?;
         let drift_factor = self.drift_factor.unwrap_or(d.drift_factor);
         if !(0.0..0.5).contains(&drift_factor) {
-            return Err(ConfigError::InvalidValue {
-                field: "drift_factor",
-                reason: "must be in [0, 0.5)".to_owned(),
-            });
+            return Err(invalid("drift_factor", "must be in [0, 0.5)"));
         }
-        let tls_ca_cert = match &self.tls_ca_cert_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
-                field: "tls CA certificate",
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?),
-            None => None,
-        };
         Ok(Config {
-            tls_ca_cert,
+            tls_ca_cert: self.tls_ca_cert_file.as_deref().map(read_ca).transpose()?,
             backend: self.backend.unwrap_or(d.backend),
-            redis,
-            ttl,
-            keys,
+            ttl: Ttl::new(self.ttl.unwrap_or(d.ttl))?.get(),
+            keys: keyspace(self.prefix.as_deref(), cluster)?,
             connect_timeout: within(
                 "connect_timeout",
                 self.connect_timeout,
@@ -409,10 +336,99 @@ impl ConfigBuilder {
                 d.done_retention,
                 DAY * 3650,
             )?,
+            redis,
             retry,
             drift_factor,
         })
     }
+
+    /// The Redis targets (given, then parsed from URLs), with the default credentials
+    /// where a target has none; a cluster URL stands alone.
+    fn targets(&self) -> Result<Vec<RedisTarget>, ConfigError> {
+        let mut redis = self.redis_targets.clone();
+        for url in &self.redis_urls {
+            redis.push(RedisTarget::from_url(url)?);
+        }
+        let (user, password) = (
+            self.default_username.as_deref(),
+            self.default_password.as_deref(),
+        );
+        let redis: Vec<RedisTarget> = redis
+            .into_iter()
+            .map(|t| t.with_default_credentials(user, password))
+            .collect();
+        if redis.len() > 1 && redis.iter().any(RedisTarget::is_cluster) {
+            return Err(invalid(
+                "redis urls",
+                "a redis+cluster:// URL names one whole cluster (list its seed nodes in that \
+                 one URL, comma-separated) and cannot be combined with other URLs: Redlock \
+                 needs independent masters",
+            ));
+        }
+        Ok(redis)
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A duration setting (or its default): more than zero and at most `max` (instants are
+/// computed from it).
+fn within(
+    field: &'static str,
+    v: Option<Duration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v.is_zero() {
+        Err(invalid(field, "must be greater than zero"))
+    } else if v > max {
+        Err(invalid(field, format!("{v:?} is more than {max:?}")))
+    } else {
+        Ok(v)
+    }
+}
+
+fn check_retry(retry: &RetryPolicy) -> Result<(), ConfigError> {
+    if retry.initial.is_zero()
+        || retry.max < retry.initial
+        || retry.factor.is_nan()
+        || retry.factor < 1.0
+    {
+        return Err(invalid(
+            "retry",
+            "need initial > 0, max >= initial and factor >= 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The key names: the prefix given (or the original system's), laid out so that a
+/// cluster finds every name of a posting in one hash slot.
+fn keyspace(prefix: Option<&str>, cluster: bool) -> Result<KeySpace, ConfigError> {
+    let keys = match prefix {
+        Some(p) => KeySpace::new(p).map_err(|e| invalid("prefix", e.to_string()))?,
+        None => KeySpace::new(DEFAULT_PREFIX).unwrap_or_default(),
+    };
+    Ok(keys.with_layout(if cluster {
+        Layout::Cluster
+    } else {
+        Layout::Classic
+    }))
+}
+
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        invalid(
+            "tls CA certificate",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]
