@@ -67,13 +67,18 @@ cl_masters=($(redis-cli -p "${cl_ports[0]}" cluster nodes | awk '$3 ~ /master/ &
 snap() { for p in "$@"; do redis-cli -p "$p" info all | tr -d '\r' | awk -F'[:=,]' -v p="$p" '
   /^used_cpu_user:/ {u = $2} /^used_cpu_sys:/ {s = $2} /^cmdstat_evalsha:/ {c = $3} /^cmdstat_eval:/ {e = $3}
   END {printf "%s %s %d ", p, u + s, c + e}'; done; echo; }
-# One JSON line per node: CPU seconds and acquire+release pairs (two scripts each) it served.
+# One JSON line per node: CPU seconds and the acquire+release pairs it served. The bench's
+# own count of pairs is split over the nodes by their script calls: a call may carry a
+# batch of acquires (group commit), so calls alone would undercount the pairs.
 cost() { python3 -c 'import json, sys
-backend, before, after = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-for i in range(0, len(before), 3):
-    cpu = float(after[i + 1]) - float(before[i + 1]); pairs = (int(after[i + 2]) - int(before[i + 2])) / 2
+backend, before, after, bench = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), json.loads(sys.argv[4])
+total = bench["pairs_per_sec"] * bench["duration_s"]
+calls = [int(after[i + 2]) - int(before[i + 2]) for i in range(0, len(before), 3)]
+for n, i in enumerate(range(0, len(before), 3)):
+    cpu = float(after[i + 1]) - float(before[i + 1]); pairs = round(total * calls[n] / sum(calls)) if sum(calls) else 0
     print(json.dumps({"workload": "server-cost", "backend": backend, "node": int(before[i]), "workers": 32,
-        "server_cpu_s": round(cpu, 3), "pairs": pairs, "cpu_us_per_pair": round(cpu * 1e6 / pairs, 2) if pairs else None}))' "$@"; }
+        "server_cpu_s": round(cpu, 3), "pairs": pairs, "script_calls": calls[n],
+        "cpu_us_per_pair": round(cpu * 1e6 / pairs, 2) if pairs else None}))' "$@"; }
 # bidlock's Python package, built (release) into the peers' virtualenv once per run.
 bench/peers/run.sh setup
 out=target/bench.jsonl
@@ -84,8 +89,8 @@ for round in $(seq "$rounds"); do
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$url"
   # The server's cost per pair, without the raw baseline's commands mixed in.
   before=$(snap "$port")
-  $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url" --no-baseline >/dev/null
-  cost redis "$before" "$(snap "$port")" | tee -a "$out"
+  line=$($bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url" --no-baseline)
+  cost redis "$before" "$(snap "$port")" "$line" | tee -a "$out"
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$url"
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$url"
   # Fairness across processes: the same 8 workers as 4 processes of 2.
@@ -96,8 +101,8 @@ for round in $(seq "$rounds"); do
   # The cluster in the same run (no raw baseline: it talks to one server).
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis --redis-url "$cl_url"
   before=$(snap "${cl_masters[@]}")
-  run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$cl_url"
-  cost cluster "$before" "$(snap "${cl_masters[@]}")" | tee -a "$out"
+  line=$(run $bin bench uncontended --workers 32 --duration "$duration" --backend redis --redis-url "$cl_url")
+  cost cluster "$before" "$(snap "${cl_masters[@]}")" "$line" | tee -a "$out"
   run $bin bench hot-key --workers 8 --hold-us 1000 --duration "$duration" --backend redis --redis-url "$cl_url"
   run $bin bench uncontended --workers 1 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
   run $bin bench uncontended --workers 32 --duration "$duration" --backend redis "${rl_args[@]}" --no-baseline
