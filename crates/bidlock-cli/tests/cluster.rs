@@ -140,6 +140,45 @@ fn health_prints_the_cluster_state_and_its_masters() {
     assert_eq!(v["masters"], 3);
 }
 
+/// A shard down (a master and its replica killed): `health` exits 69 and says why,
+/// whichever node it would have asked, at once and after the survivors mark it failed.
+#[test]
+fn health_exits_69_while_a_shard_is_down() {
+    // A cluster of its own: the shared one stays whole for the other tests.
+    let mut c = RedisCluster::start();
+    on(&c, &["health"]).assert_exit_code(0);
+    let master = c.master_ports()[0];
+    for r in c.replicas_of(master) {
+        c.kill_node(r);
+    }
+    c.kill_node(master);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let out = on(&c, &["health", "--json"]).assert_exit_code(69);
+        let v = json(&out);
+        assert_eq!(v["ok"], false, "{v}");
+        // Either the probe read the state, or the ping itself failed with an error.
+        let state = v["cluster_state"].as_str().map(str::to_owned);
+        assert!(
+            state.as_deref().is_some_and(|s| s != "ok") || v["error"].is_string(),
+            "{v}"
+        );
+        seen.insert(state.unwrap_or_else(|| "error".to_owned()));
+        if seen.contains("fail") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivors never reported fail: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The message for people names where the cluster is.
+    let out = on(&c, &["health"]).assert_exit_code(69);
+    assert!(stderr(&out).contains("127.0.0.1:"), "{}", stderr(&out));
+}
+
 #[test]
 fn simulate_and_bench_run_on_a_cluster() {
     let c = cluster();

@@ -452,15 +452,21 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Kills the node on `port` with SIGKILL (nothing is promoted in its place unless it
+    /// was a master with a live replica).
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
+            n.kill();
+        }
+    }
+
     /// Kills the master on port `port` with SIGKILL, resumes its replicas (a test may
     /// have paused one to keep a write from it), and waits until one of them is promoted
     /// and every other node reports `cluster_state:ok`. Returns the new master's port.
     pub fn kill_master(&mut self, port: u16) -> u16 {
         let replicas = self.replicas_of(port);
         assert!(!replicas.is_empty(), "master {port} has no replica");
-        if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
-            n.kill();
-        }
+        self.kill_node(port);
         for r in &replicas {
             self.node(*r).resume();
         }

@@ -23,8 +23,9 @@ pub struct Health {
     /// on several managed services): unknown. For Redlock, an evicting policy if any node
     /// has one; for a cluster, an evicting one if any master has one.
     pub maxmemory_policy: Option<String>,
-    /// A Redis Cluster's `cluster_state` (`ok`, or `fail` while slots are not served);
-    /// `None` when the backend is not a cluster or the state could not be read.
+    /// A Redis Cluster's state as its masters report it: `ok` when every master says
+    /// `ok`, `fail` when one says `fail`, `unreachable` when one does not answer; `None`
+    /// when the backend is not a cluster or its masters could not be listed.
     pub cluster_state: Option<String>,
     /// How many masters of a Redis Cluster serve slots; `None` when not a cluster or
     /// unknown.

@@ -3,27 +3,20 @@
 //! of order inside a batch, two tries of one key in one batch, and a caller that leaves
 //! while its batch is in flight (its lock must not stay behind for a whole ttl).
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock::{AcquireOptions, LockKey};
 use bidlock_testkit::RedisServer;
 use tokio::time::Instant;
-
-async fn manager(url: &str) -> BidLockManager {
-    let cfg = Config::builder()
-        .backend(Backend::Redis)
-        .redis_url(url)
-        .build()
-        .unwrap();
-    BidLockManager::new(cfg).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_tries_get_distinct_increasing_tokens_and_exclude_each_other() {
     let s = RedisServer::start();
-    let m = manager(&s.url()).await;
+    let m = common::redis_manager(&s.url()).await;
     let calls_before = m.metrics().backend_calls;
     let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -79,7 +72,7 @@ async fn batched_tries_get_distinct_increasing_tokens_and_exclude_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_leave_mid_batch_leave_no_lock_behind() {
     let s = RedisServer::start();
-    let m = manager(&s.url()).await;
+    let m = common::redis_manager(&s.url()).await;
     let opts = AcquireOptions::new().ttl(Duration::from_secs(60));
     for round in 0..20u32 {
         let mut tasks = Vec::new();

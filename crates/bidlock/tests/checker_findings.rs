@@ -2,20 +2,13 @@
 //! fixes: each test forces the interleaving the checker reported, and its failure message
 //! names the broken promise.
 
+mod common;
+
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock::{AcquireOptions, LockKey};
 use bidlock_testkit::RedisServer;
 use tokio::time::Instant;
-
-async fn manager(url: &str) -> BidLockManager {
-    let cfg = Config::builder()
-        .backend(Backend::Redis)
-        .redis_url(url)
-        .build()
-        .unwrap();
-    BidLockManager::new(cfg).await.unwrap()
-}
 
 /// A completion by a lapsed lease whose holder id the caller chose: another acquisition
 /// of the same id holds the lock now. The record is written (the bid was placed), but the
@@ -24,8 +17,8 @@ async fn manager(url: &str) -> BidLockManager {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_completion_leaves_a_later_acquisition_of_its_holder_id_alone() {
     let s = RedisServer::start();
-    let m1 = manager(&s.url()).await;
-    let m2 = manager(&s.url()).await;
+    let m1 = common::redis_manager(&s.url()).await;
+    let m2 = common::redis_manager(&s.url()).await;
     let k = LockKey::new("upwork", "shared-id-complete").unwrap();
     let shared = AcquireOptions::new().holder("instance-1");
     let first = m1

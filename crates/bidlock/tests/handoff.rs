@@ -8,13 +8,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config};
 use bidlock_testkit::{Fault, FaultProxy, RedisServer};
+use common::{key, until};
 use tokio::time::Instant;
-
-fn key(p: &str) -> LockKey {
-    LockKey::new("upwork", p).unwrap()
-}
 
 /// A manager whose waiters never poll: only a grant or a release message (or a queue
 /// refresh) can explain a quick handover.
@@ -31,14 +28,6 @@ async fn manager(url: &str) -> BidLockManager {
 
 fn queue_len(s: &RedisServer, p: &str) -> i64 {
     s.cmd(&["ZCARD", &format!("bid_lock_queue:upwork:{p}")])
-}
-
-async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn wait_for(t: Duration) -> AcquireOptions {

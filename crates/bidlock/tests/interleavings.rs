@@ -2,11 +2,14 @@
 //! forces one that broke a guarantee the README states (all failed on 196a893), and each
 //! failure message names the broken promise.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config};
 use bidlock_testkit::{Fault, FaultProxy, RedisServer};
+use common::{key, redis_manager_with_timeout as manager, until};
 use tokio::time::Instant;
 
 const EXTEND_LUA: &str = include_str!("../src/backend/scripts/extend.lua");
@@ -14,36 +17,12 @@ const RENEW_LUA: &str = include_str!("../src/backend/scripts/renew.lua");
 const ACQUIRE_LUA: &str = include_str!("../src/backend/scripts/acquire.lua");
 const RELEASE_LUA: &str = include_str!("../src/backend/scripts/release.lua");
 
-fn key(p: &str) -> LockKey {
-    LockKey::new("upwork", p).unwrap()
-}
-
-async fn manager(url: &str, response_timeout: Duration) -> BidLockManager {
-    let cfg = Config::builder()
-        .backend(Backend::Redis)
-        .redis_url(url)
-        .response_timeout(response_timeout)
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    BidLockManager::new(cfg).await.unwrap()
-}
-
 fn memory_config(prefix: &str) -> Config {
     Config::builder()
         .backend(Backend::Memory)
         .prefix(prefix)
         .build()
         .unwrap()
-}
-
-/// Polls `f` every 2 ms until it is true, for at most `limit`.
-async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn script_loaded(s: &RedisServer, body: &str) -> bool {

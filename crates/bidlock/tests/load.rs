@@ -30,15 +30,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn manager(url: &str) -> BidLockManager {
-    let cfg = Config::builder()
-        .backend(Backend::Redis)
-        .redis_url(url)
-        .build()
-        .unwrap();
-    BidLockManager::new(cfg).await.unwrap()
-}
-
 fn write_report(name: &str, doc: serde_json::Value) {
     bidlock_testkit::write_report(name, &format!("{doc:#}"));
 }
@@ -49,7 +40,7 @@ async fn sixteen_instances_race_for_postings() {
     let server = RedisServer::start();
     let mut managers = Vec::new();
     for _ in 0..16 {
-        managers.push(manager(&server.url()).await);
+        managers.push(common::redis_manager(&server.url()).await);
     }
     let bids = Arc::new(Mutex::new(HashMap::<u32, u64>::new()));
     let duplicates = Arc::new(AtomicU64::new(0));
@@ -158,7 +149,7 @@ async fn hot_key_soak_with_64_waiters() {
     let server = RedisServer::start();
     let mut managers = Vec::new();
     for _ in 0..4 {
-        managers.push(manager(&server.url()).await);
+        managers.push(common::redis_manager(&server.url()).await);
     }
     let last_release = Arc::new(Mutex::new(None::<(Instant, usize)>));
     let gaps = Arc::new(Histogram::new());
@@ -273,8 +264,8 @@ async fn hot_key_soak_with_64_waiters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_and_extend_refuse_a_guessed_holder() {
     let server = RedisServer::start();
-    let owner = manager(&server.url()).await;
-    let attacker = manager(&server.url()).await;
+    let owner = common::redis_manager(&server.url()).await;
+    let attacker = common::redis_manager(&server.url()).await;
     let key = LockKey::new("sec", "p").unwrap();
     let g = owner.acquire(&key, &AcquireOptions::new()).await.unwrap();
     let real = g.holder().as_str().to_owned();
@@ -314,7 +305,7 @@ async fn release_and_extend_refuse_a_guessed_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_ids_are_stored_verbatim_or_refused() {
     let server = RedisServer::start();
-    let m = manager(&server.url()).await;
+    let m = common::redis_manager(&server.url()).await;
     let hostile = [
         "*",
         "?",
@@ -381,7 +372,7 @@ fn passwords_never_reach_logs_errors_or_debug() {
     let text = tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let mut seen = String::new();
-            let m = manager(&good).await;
+            let m = common::redis_manager(&good).await;
             let g = m
                 .acquire(&LockKey::new("sec", "pw").unwrap(), &AcquireOptions::new())
                 .await

@@ -9,28 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bidlock::{AcquireOptions, Backend, BidLockManager, BidOutcome, Config, LockKey};
 use bidlock_testkit::{Fault, FaultProxy, RedisServer, ServerOptions};
-use common::Fx;
+use common::{key, redis_manager_with_timeout as manager, until, Fx};
 use tokio::time::Instant;
 
 on_both_backends!(
     bid_once_records_a_bid_whose_lease_lapsed,
     conflicts_count_once_per_acquire_and_busy_tries_per_try,
 );
-
-fn key(p: &str) -> LockKey {
-    LockKey::new("upwork", p).unwrap()
-}
-
-async fn manager(url: &str, response_timeout: Duration) -> BidLockManager {
-    let cfg = Config::builder()
-        .backend(Backend::Redis)
-        .redis_url(url)
-        .response_timeout(response_timeout)
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    BidLockManager::new(cfg).await.unwrap()
-}
 
 fn wall_clock_us() -> u64 {
     SystemTime::now()
@@ -44,15 +29,6 @@ async fn token_of(m: &BidLockManager, k: &LockKey) -> u64 {
     let t = g.fencing_token().get();
     assert!(g.release().await.unwrap());
     t
-}
-
-/// Polls `f` every 5 ms until it is true, for at most `limit`.
-async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 // 1. Tokens never go back when the counter is rolled back (not just deleted).

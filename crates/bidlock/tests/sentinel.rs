@@ -7,12 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config};
 use bidlock_testkit::SentinelCluster;
-
-fn key(p: &str) -> LockKey {
-    LockKey::new("upwork", p).unwrap()
-}
+use common::key;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_master_through_a_failover() {
@@ -88,8 +85,9 @@ async fn follows_the_master_through_a_failover() {
         assert_eq!(kept.as_deref(), Some(g.holder().as_str()));
         assert!(g.release().await.unwrap());
     }
-    // The release subscriber followed the master too: a waiter of the manager that
-    // predates the failover is woken by a release on the new master, not by polling.
+    // The release subscriber and the grant channel followed the master too: a waiter of
+    // the manager that predates the failover queues on the new master and is handed the
+    // lock by the release (direct handoff), not by polling.
     let other = BidLockManager::new(cfg).await.unwrap();
     let k = key("handover");
     let held = other.acquire(&k, &AcquireOptions::new()).await.unwrap();
@@ -108,9 +106,17 @@ async fn follows_the_master_through_a_failover() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let handoffs = m.metrics().handoffs;
     let released_at = std::time::Instant::now();
+    let held_token = held.fencing_token();
     assert!(held.release().await.unwrap());
     let g3 = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        m.metrics().handoffs,
+        handoffs + 1,
+        "the lock was not handed over through the new master's grant channel"
+    );
+    assert!(g3.fencing_token() > held_token);
     assert!(
         released_at.elapsed() < Duration::from_secs(3),
         "woken after {:?}: the subscriber did not follow the failover",

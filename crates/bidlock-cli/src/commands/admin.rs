@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, LockKey};
+use bidlock::{AcquireOptions, LockKey, Topology};
 use serde_json::json;
 
 use crate::exit::{self, CliError};
@@ -148,8 +148,10 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
             "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
         );
     }
-    // A cluster that does not serve every slot answers for some postings only.
-    let cluster_failing = h.cluster_state.as_deref().is_some_and(|s| s != "ok");
+    // A cluster that does not serve every slot answers for some postings only; one whose
+    // state could not be read is not called healthy either.
+    let cluster_failing = matches!(m.topology(), Topology::Cluster { .. })
+        && h.cluster_state.as_deref() != Some("ok");
     if g.json {
         let mut v = json!({
             "ok": !cluster_failing,

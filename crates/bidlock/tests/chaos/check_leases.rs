@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::checks::{
-    data_loss_notice, ms, Ctx, CLOCK_SLACK, EXPIRY_SLACK, FORCED_NOTICE, LOSS_SLACK, ORPHAN_BOUND,
-    PROC_STOP_SLACK,
+    data_loss_notice, ms, Ctx, CLOCK_SLACK, EXPIRY_SLACK, FORCED_NOTICE, LATE_DELIVERY, LOSS_SLACK,
+    ORPHAN_BOUND, PROC_STOP_SLACK,
 };
 use super::history::{Harm, Kind, Section, Who};
 use super::observer::Claim;
@@ -22,14 +22,38 @@ enum Cause {
     DataLoss(String),
     /// An operator deleted it: noticed within [`FORCED_NOTICE`].
     Operator(String),
+    /// Another owner of the same given holder id let go (a release, a completion, a
+    /// process exit), and Redis, which holds only holder ids, applied it to this
+    /// acquisition's lock: the documented limit of a holder id shared by two owners at
+    /// once. Noticed at the next renewal at the latest, as data loss.
+    SharedId(String),
     /// The holder's own manager was closed under it: must be marked lost first.
     OwnClose(String),
     /// Nothing the run did explains it.
     Unexplained,
 }
 
+/// When Redis stopped holding section `s`'s lock, as the observer saw it. A lock taken
+/// and lost between two of the observer's readings is never seen, and the observer's
+/// "gone" then belongs to an earlier acquisition of the same given holder id: the lock
+/// cannot have gone before the section was told it held it.
+fn gone_at(s: &Section, claim: &Claim) -> Instant {
+    claim.gone_seen.max(s.acquired_at)
+}
+
 fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
-    if let Some(f) = twin_after_harm(c, s, claim.gone_seen) {
+    let gone = gone_at(s, claim);
+    // Data loss can roll back an extend Redis had acknowledged: the key then expires at
+    // its older expiry, earlier than the client was promised, and the promise that
+    // holds is the data-loss one (noticed at the next renewal).
+    let since = claim
+        .tenure
+        .as_ref()
+        .map_or(s.acquired_at, |t| t.first_seen);
+    if let Some(f) = c.explain(&s.key, since, gone, &[Harm::DataLoss]) {
+        return Cause::DataLoss(f.what.clone());
+    }
+    if let Some(f) = twin_after_harm(c, s, gone) {
         let what = format!(
             "{} (then two acquisitions shared one given holder id)",
             f.what
@@ -40,33 +64,33 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
         };
     }
     if let Some(pe) = claim.tenure.as_ref().and_then(|t| t.predicted_expiry()) {
-        if pe <= claim.gone_seen + Duration::from_millis(2) {
+        if pe <= gone + Duration::from_millis(2) {
             return Cause::Expiry(pe);
         }
     }
     // Redis keeps expiry in whole milliseconds (and a late reading overestimates it):
     // a lease that was itself about to end is judged as an expiry.
-    if let Some(e) = claim
-        .expires_at
-        .filter(|e| *e <= claim.gone_seen + EXPIRY_SLACK)
-    {
-        return Cause::Expiry(e.min(claim.gone_seen));
+    if let Some(e) = claim.expires_at.filter(|e| *e <= gone + EXPIRY_SLACK) {
+        return Cause::Expiry(e.min(gone));
     }
     let from = claim.tenure.as_ref().map_or(s.acquired_at, |t| t.last_seen);
-    if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::DataLoss]) {
+    if let Some(f) = c.explain(&s.key, from, gone, &[Harm::DataLoss]) {
         return Cause::DataLoss(f.what.clone());
     }
-    if let Some(f) = c.explain(&s.key, from, claim.gone_seen, &[Harm::Operator]) {
+    if let Some(f) = c.explain(&s.key, from, gone, &[Harm::Operator]) {
         return Cause::Operator(f.what.clone());
     }
-    if let Some(cause) = same_id_after_harm(c, s, from, claim.gone_seen) {
+    if let Some(cause) = same_id_after_harm(c, s, from, gone) {
         return cause;
+    }
+    if let Some(o) = other_owner_let_go(c, s, gone) {
+        return Cause::SharedId(format!("{} let go of the same holder id", o.who));
     }
     if let Who::Lib { inst, .. } = s.who {
         let close = c
             .faults
             .iter()
-            .find(|f| f.inst == Some(inst) && f.start <= claim.gone_seen && f.end >= from);
+            .find(|f| f.inst == Some(inst) && f.start <= gone && f.end >= from);
         if let Some(f) = close {
             return Cause::OwnClose(f.what.clone());
         }
@@ -101,6 +125,33 @@ fn twin_after_harm<'a>(
         s.acquired_at.max(twin.acquired_at),
         &[Harm::DataLoss, Harm::Operator],
     )
+}
+
+/// A section of another owner (another library instance or process) with the same given
+/// holder id that let go explicitly (release, completion, exit) before `gone`, within the
+/// time a delayed request may take to arrive: its request, delivered now, removes
+/// whichever acquisition of that id holds the key. bidlock itself never lets go of a
+/// given id in the background (dropped guards and cancelled acquires leave it to expire),
+/// so a drop with no such explicit let-go stays a hole-5 violation.
+pub fn other_owner_let_go<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a Section> {
+    if !s.given {
+        return None;
+    }
+    let window = s
+        .called_at
+        .checked_sub(LATE_DELIVERY)
+        .unwrap_or(s.called_at);
+    c.sections.iter().find(|o| {
+        o.id != s.id
+            && o.key == s.key
+            && o.holder == s.holder
+            && o.who != s.who
+            && o.work_end >= window
+            && o.work_end <= gone + CLOCK_SLACK
+            && ["release", "complete", "closure", "exit"]
+                .iter()
+                .any(|e| o.ending.starts_with(e))
+    })
 }
 
 /// Another acquisition with the same given holder id let go just then, and its own lock
@@ -147,7 +198,10 @@ pub fn drop_hint(c: &Ctx, s: &Section) -> Option<String> {
 /// loss) or an operator's release: then other holders may rightly overlap it.
 pub fn inherent_drop(c: &Ctx, s: &Section) -> bool {
     c.claim_of(s.id).is_some_and(|(claim, _)| {
-        matches!(cause(c, s, claim), Cause::DataLoss(_) | Cause::Operator(_))
+        matches!(
+            cause(c, s, claim),
+            Cause::DataLoss(_) | Cause::Operator(_) | Cause::SharedId(_)
+        )
     })
 }
 
@@ -165,6 +219,10 @@ fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
         Cause::Operator(w) => (
             FORCED_NOTICE,
             format!("hole 8: {w} is noticed only at the next renewal"),
+        ),
+        Cause::SharedId(w) => (
+            data_loss_notice(s.ttl),
+            format!("shared given holder id (documented): {w}; noticed later than ttl/3"),
         ),
         Cause::OwnClose(w) => (
             Duration::ZERO,
@@ -192,10 +250,13 @@ pub fn claims(c: &mut Ctx) {
         let why = cause(c, s, claim);
         let over = match why {
             Cause::Expiry(pe) => last.saturating_duration_since(pe),
-            _ => last.saturating_duration_since(claim.gone_seen),
+            _ => last.saturating_duration_since(gone_at(s, claim)),
         };
         let (allowed, hint) = allowance(&why, s);
-        let inherent = matches!(why, Cause::DataLoss(_) | Cause::Operator(_));
+        let inherent = matches!(
+            why,
+            Cause::DataLoss(_) | Cause::Operator(_) | Cause::SharedId(_)
+        );
         if over <= allowed && (inherent || matches!(why, Cause::Expiry(_))) {
             expected += u64::from(inherent);
             max_expected = max_expected.max(ms(over));
@@ -233,7 +294,7 @@ fn lease_end(c: &Ctx, s: &Section) -> Option<(Instant, Duration, String)> {
     let lapse = s.final_expires.filter(|e| *e < s.work_end);
     let drop = c
         .claim_of(s.id)
-        .map(|(cl, _)| (cl.gone_seen, cause(c, s, cl)));
+        .map(|(cl, _)| (gone_at(s, cl), cause(c, s, cl)));
     match (lapse, drop) {
         (Some(e), Some((g, _))) if e <= g => Some((e, LOSS_SLACK, "lease ran out".into())),
         (_, Some((g, why))) => {
@@ -354,6 +415,14 @@ pub fn process_ticks(c: &mut Ctx) {
             Some((
                 FORCED_NOTICE,
                 format!("hole 8: {} is noticed only at the next renewal", f.what),
+            ))
+        } else if let Some(o) = other_owner_let_go(c, s, gone) {
+            Some((
+                data_loss_notice(s.ttl),
+                format!(
+                    "shared given holder id (documented): {} let go of it",
+                    o.who
+                ),
             ))
         } else {
             Some((

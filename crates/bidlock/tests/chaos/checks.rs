@@ -26,6 +26,9 @@ pub const PROC_STOP_SLACK: Duration = Duration::from_millis(300);
 /// Process stamps are wall-clock times converted to the monotonic clock; the observer
 /// stamps a reading when its reply arrives.
 pub const CLOCK_SLACK: Duration = Duration::from_millis(5);
+/// How long a request may sit in a partition or behind proxy latency before Redis runs it
+/// (the nemesis' longest delay, with room).
+pub const LATE_DELIVERY: Duration = Duration::from_secs(10);
 /// A cancelled acquire's own lock must be released in the background, not left for a
 /// whole ttl ("no orphans").
 pub const ORPHAN_BOUND: Duration = Duration::from_secs(1);
@@ -226,8 +229,22 @@ impl Ctx<'_> {
                 && o.holder == s.holder
                 && o.acquired_at + CLOCK_SLACK >= t.first_seen
                 && o.acquired_at <= t.last_seen + CLOCK_SLACK
+                && !self.in_later_tenure(o, t)
         });
         (!shared).then_some(t)
+    }
+
+    /// Whether the observer saw section `o`'s lock as a tenure of its own that began after
+    /// `t` ended (the key was seen free between them): then `o` does not share `t`, even
+    /// when it was told "held" within the slack of `t`'s end.
+    fn in_later_tenure(&self, o: &Section, t: &Tenure) -> bool {
+        self.log.tenures.iter().any(|t2| {
+            t2.key == o.key
+                && t2.holder == o.holder
+                && t2.first_seen > t.last_seen
+                && t.gone_seen.is_some_and(|g| g <= t2.first_seen)
+                && t2.first_seen <= o.acquired_at + CLOCK_SLACK
+        })
     }
 
     /// When the section began holding, for ordering: the observer's first sight of a

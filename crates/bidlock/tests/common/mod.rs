@@ -7,7 +7,7 @@ pub mod checker;
 
 use std::time::Duration;
 
-use bidlock::{Backend, BidLockManager, Config, ConfigBuilder, RetryPolicy};
+use bidlock::{Backend, BidLockManager, Config, ConfigBuilder, LockKey, RetryPolicy};
 use bidlock_testkit::RedisServer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,4 +179,42 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A posting of the `upwork` marketplace.
+pub fn key(p: &str) -> LockKey {
+    LockKey::new("upwork", p).unwrap()
+}
+
+/// The configuration of a manager on the Redis at `url`, defaults otherwise.
+pub fn redis_config(url: &str) -> ConfigBuilder {
+    Config::builder().backend(Backend::Redis).redis_url(url)
+}
+
+/// A manager on the Redis at `url` with the default settings.
+pub async fn redis_manager(url: &str) -> BidLockManager {
+    BidLockManager::new(redis_config(url).build().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A manager on the Redis at `url` that gives up on a reply after `response_timeout`
+/// (and on connecting after 2 s).
+pub async fn redis_manager_with_timeout(url: &str, response_timeout: Duration) -> BidLockManager {
+    let cfg = redis_config(url)
+        .response_timeout(response_timeout)
+        .connect_timeout(Duration::from_secs(2));
+    BidLockManager::new(cfg.build().unwrap()).await.unwrap()
+}
+
+/// Polls `f` every 2 ms until it is true, for at most `limit`.
+pub async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -75,16 +75,32 @@ impl ClusterLink {
         Ok(redis::from_redis_value(v)?)
     }
 
-    /// `cluster_state` (`ok` or `fail`) as one node reports it.
-    pub(crate) async fn state(&self) -> Option<String> {
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut self.conn.clone())
-            .await
-            .ok()?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("cluster_state:"))
-            .map(|s| s.trim().to_owned())
+    /// The cluster's state as its masters report it: `fail` if any master says so,
+    /// `unreachable` if one does not answer (its slots are not served: a failover has not
+    /// finished, or the shard is down), `ok` only if every master answers `ok`. Asking one
+    /// node, which might be the dead one or a node that has not noticed yet, could say
+    /// `ok` (or nothing) for a cluster that fails.
+    pub(crate) async fn state(&self, masters: &[Node]) -> Option<String> {
+        if masters.is_empty() {
+            return None;
+        }
+        let mut state = "ok";
+        for m in masters {
+            let info: RedisResult<String> = self
+                .on_node(m, redis::cmd("CLUSTER").arg("INFO").clone())
+                .await;
+            let reported = info.ok().and_then(|i| {
+                i.lines()
+                    .find_map(|l| l.strip_prefix("cluster_state:"))
+                    .map(|s| s.trim().to_owned())
+            });
+            match reported.as_deref() {
+                Some("ok") => {}
+                Some(_) => return Some("fail".to_owned()),
+                None => state = "unreachable",
+            }
+        }
+        Some(state.to_owned())
     }
 
     /// The masters' `maxmemory-policy`: an evicting one if any master evicts, `None` if

@@ -488,9 +488,13 @@ impl Store for RedisStore {
 
     async fn cluster_probe(&self) -> Option<ClusterProbe> {
         let c = self.cluster()?;
+        let masters = c.masters().await.ok();
         Some(ClusterProbe {
-            state: c.state().await,
-            masters: c.masters().await.ok().map(|m| m.len()),
+            state: match &masters {
+                Some(m) => c.state(m).await,
+                None => None,
+            },
+            masters: masters.map(|m| m.len()),
         })
     }
 
