@@ -126,12 +126,14 @@ def chaos_intro(run):
     w("- **(a)** tokens increase in holding order per key, and a token is above every token told before its "
       "acquire began;")
     w("- **(b)** no two valid leases on a key overlap, except under data loss (restart without persistence, "
-      "AOF tail lost, RDB rollback, failover to a lagging replica) or an operator's forced release, and even "
-      "there the later token is higher;")
+      "AOF tail lost, RDB rollback, failover to a lagging replica), an operator's forced release, or a given "
+      "holder id that another owner used at the same time and let go of (Redis holds only holder ids: the "
+      "README's documented limit), and even there the later token is higher;")
     w(f"- **(c)** no lease claims \"held\" after Redis stopped holding it: more than {fmt(b.get('expiry_slack'), ' ms')} "
       f"after its expiry by the server's clock; after a forced release more than {fmt(b.get('forced_notice'), ' ms')}; "
-      f"after data loss more than ttl/3 + {fmt(b.get('data_loss_notice_extra'), ' ms')} (the next renewal); "
-      "for any other reason, at all;")
+      f"after data loss, or after another owner of the same given holder id let go of it, more than ttl/3 + "
+      f"{fmt(b.get('data_loss_notice_extra'), ' ms')} (the next renewal); for any other reason (a background "
+      "release of a given id by bidlock itself included), at all;")
     w(f"- **(d)** every posting was bid at least once, twice only after the earlier bidder was told its "
       "completion was not recorded (or Redis lost the record, or the earlier bid outlived its lease), and a "
       "placed bid is recorded whenever Redis can be reached;")

@@ -43,13 +43,16 @@ fn gone_at(s: &Section, claim: &Claim) -> Instant {
 
 fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
     let gone = gone_at(s, claim);
+    // The observer's tenure of this holder id, if it is this section's: one that ended
+    // before the section was told "held" belongs to an earlier acquisition of the id.
+    let tenure = claim
+        .tenure
+        .as_ref()
+        .filter(|t| t.last_seen + CLOCK_SLACK >= s.acquired_at);
     // Data loss can roll back an extend Redis had acknowledged: the key then expires at
     // its older expiry, earlier than the client was promised, and the promise that
     // holds is the data-loss one (noticed at the next renewal).
-    let since = claim
-        .tenure
-        .as_ref()
-        .map_or(s.acquired_at, |t| t.first_seen);
+    let since = tenure.map_or(s.acquired_at, |t| t.first_seen);
     if let Some(f) = c.explain(&s.key, since, gone, &[Harm::DataLoss]) {
         return Cause::DataLoss(f.what.clone());
     }
@@ -63,7 +66,7 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
             _ => Cause::Operator(what),
         };
     }
-    if let Some(pe) = claim.tenure.as_ref().and_then(|t| t.predicted_expiry()) {
+    if let Some(pe) = tenure.and_then(|t| t.predicted_expiry()) {
         if pe <= gone + Duration::from_millis(2) {
             return Cause::Expiry(pe);
         }
@@ -73,7 +76,7 @@ fn cause(c: &Ctx, s: &Section, claim: &Claim) -> Cause {
     if let Some(e) = claim.expires_at.filter(|e| *e <= gone + EXPIRY_SLACK) {
         return Cause::Expiry(e.min(gone));
     }
-    let from = claim.tenure.as_ref().map_or(s.acquired_at, |t| t.last_seen);
+    let from = tenure.map_or(s.acquired_at, |t| t.last_seen);
     if let Some(f) = c.explain(&s.key, from, gone, &[Harm::DataLoss]) {
         return Cause::DataLoss(f.what.clone());
     }
