@@ -208,6 +208,20 @@ pub fn inherent_drop(c: &Ctx, s: &Section) -> bool {
     })
 }
 
+/// Section `s` was told "held" for a lock that Redis had already let go of, for a cause
+/// the README names (another owner of its given holder id, data loss, an operator): the
+/// observer never saw it hold, so its place in the order of replies says nothing about
+/// Redis' order, which its token gives.
+pub fn never_seen_holding(c: &Ctx, s: &Section) -> bool {
+    c.claim_of(s.id).is_some_and(|(claim, _)| {
+        claim.gone_seen <= s.acquired_at + CLOCK_SLACK
+            && matches!(
+                cause(c, s, claim),
+                Cause::DataLoss(_) | Cause::Operator(_) | Cause::SharedId(_)
+            )
+    })
+}
+
 /// How long a holder may go on claiming after a cause, and the hint when it does longer.
 fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
     match cause {
