@@ -213,13 +213,25 @@ pub fn inherent_drop(c: &Ctx, s: &Section) -> bool {
 /// observer never saw it hold, so its place in the order of replies says nothing about
 /// Redis' order, which its token gives.
 pub fn never_seen_holding(c: &Ctx, s: &Section) -> bool {
-    c.claim_of(s.id).is_some_and(|(claim, _)| {
+    let by_claim = c.claim_of(s.id).is_some_and(|(claim, _)| {
         claim.gone_seen <= s.acquired_at + CLOCK_SLACK
             && matches!(
                 cause(c, s, claim),
                 Cause::DataLoss(_) | Cause::Operator(_) | Cause::SharedId(_)
             )
-    })
+    });
+    // Lost in the same instant it was told, before the observer could ask it.
+    let at_once = s.lost_at.is_some_and(|l| l <= s.acquired_at + CLOCK_SLACK)
+        && (c
+            .explain(
+                &s.key,
+                s.called_at,
+                s.acquired_at,
+                &[Harm::DataLoss, Harm::Operator],
+            )
+            .is_some()
+            || other_owner_let_go(c, s, s.acquired_at).is_some());
+    by_claim || at_once
 }
 
 /// How long a holder may go on claiming after a cause, and the hint when it does longer.
