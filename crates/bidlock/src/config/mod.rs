@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use env::ENV_VARS;
+pub(crate) use target::tcp_addr;
 pub use target::RedisTarget;
 pub(crate) use target::SentinelSpec;
 

@@ -187,17 +187,7 @@ impl RedisTarget {
             .map_err(|why| bad(format!("{why}; {ACCEPTED}")))?;
         let redis = credentials(RedisConnectionInfo::default(), userinfo);
         let (host, port) = seeds[0].clone();
-        let addr = if tls {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host, port)
-        };
-        let info = addr
+        let info = tcp_addr(host, port, tls)
             .into_connection_info()
             .map_err(|e| bad(e.to_string()))?
             .set_redis_settings(redis);
@@ -390,6 +380,20 @@ pub(crate) fn redact_url(url: &str) -> String {
             format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
         }
         None => url.to_owned(),
+    }
+}
+
+/// The address of one server: TLS (verified) or plain TCP.
+pub(crate) fn tcp_addr(host: String, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
     }
 }
 

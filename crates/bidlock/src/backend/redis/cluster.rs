@@ -274,16 +274,7 @@ fn seed_infos(target: &RedisTarget) -> Vec<redis::ConnectionInfo> {
         .unwrap_or_default()
         .into_iter()
         .map(|(host, port)| {
-            let addr = if target.is_tls() {
-                ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    insecure: false,
-                    tls_params: None,
-                }
-            } else {
-                ConnectionAddr::Tcp(host, port)
-            };
+            let addr = crate::config::tcp_addr(host, port, target.is_tls());
             target.info.clone().set_addr(addr)
         })
         .collect()
