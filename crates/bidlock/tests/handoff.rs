@@ -353,3 +353,60 @@ async fn contenders_from_four_managers_never_overlap_and_take_turns() {
         "few handoffs: {handoffs} of {o:?}"
     );
 }
+
+/// A grant whose message is held back past its grant ttl names a tenure that is over: the
+/// waiter's next try (after its refresh found it no longer queued) must never take it up,
+/// while another holder has the lock with a higher token. (Issue 20, hole 2: the acquire
+/// kept its holder id across tries, so the old grant named the new try too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_held_back_past_its_ttl_is_never_taken_up_by_a_later_try() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let (h, x) = (manager(&s.url()).await, manager(&s.url()).await);
+    let w = manager(&p.url()).await;
+    let k = key("held-back");
+    let lock = "bid_lock:upwork:held-back";
+    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (w, k) = (w.clone(), k.clone());
+        let opts = wait_for(Duration::from_secs(20)).ttl(Duration::from_millis(200));
+        tokio::spawn(async move {
+            let g = w.acquire(&k, &opts).await;
+            (Instant::now(), g)
+        })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "held-back") == 1
+    })
+    .await;
+    // W's link stalls; the release hands W the lock, and the grant message is stuck.
+    p.set(Fault::Blackhole);
+    let t1 = g.fencing_token();
+    assert!(g.release().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.cmd::<i64>(&["EXISTS", lock]) == 1 {
+        assert!(Instant::now() < deadline, "the grant never expired");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The grant ran out; X takes the lock.
+    let gx = x.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    assert!(gx.fencing_token() > t1);
+    p.set(Fault::None);
+    // Whatever W does now, it must not be told "held" while X holds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "W was told held while X holds: {:?}",
+        s.cmd::<Option<String>>(&["GET", lock])
+    );
+    let released_at = Instant::now();
+    let tx = gx.fencing_token();
+    assert!(gx.release().await.unwrap());
+    let (at, gw) = waiter.await.unwrap();
+    let gw = gw.unwrap();
+    assert!(at >= released_at, "W was told held before X released");
+    assert!(gw.fencing_token() > tx, "W's token is not above X's");
+    let holder: Option<String> = s.cmd(&["GET", lock]);
+    assert_eq!(holder.as_deref(), Some(gw.holder().as_str()));
+    assert!(gw.release().await.unwrap());
+}

@@ -261,6 +261,85 @@ async fn a_background_release_never_removes_a_later_acquisition_of_the_same_hold
     assert!(g2.release().await.unwrap());
 }
 
+/// The same, where the cancelled try rides in a group-commit batch: four slow acquires on
+/// other keys fill the manager's in-flight slots, so the try waits for the next batch,
+/// and its answer arrives long after its caller left. (Issue 20, hole 1: the batch's
+/// "caller gone" release did not apply the rule for given holder ids.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_batched_acquire_never_releases_a_later_acquisition_of_its_given_holder_id() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let m1 = manager(&p.url(), Duration::from_secs(10)).await;
+    let m2 = manager(&s.url(), Duration::from_secs(2)).await;
+    let m3 = manager(&s.url(), Duration::from_secs(2)).await;
+    let k = key("batched-same-holder");
+    let lock = "bid_lock:upwork:batched-same-holder";
+    p.set(Fault::Latency(Duration::from_millis(400)));
+    let fillers: Vec<_> = (0..4)
+        .map(|i| {
+            let m1 = m1.clone();
+            tokio::spawn(async move {
+                let g = m1
+                    .acquire(
+                        &key(&format!("filler{i}")),
+                        &AcquireOptions::new().no_wait(),
+                    )
+                    .await;
+                g.map(drop)
+            })
+        })
+        .collect();
+    until(
+        Duration::from_secs(5),
+        "the four fillers to be sent",
+        || m1.metrics().backend_calls >= 4,
+    )
+    .await;
+    let mine = AcquireOptions::new()
+        .holder("instance-1")
+        .ttl(Duration::from_millis(300))
+        .no_wait();
+    let cancelled = {
+        let (m1, k, mine) = (m1.clone(), k.clone(), mine.clone());
+        tokio::spawn(async move { m1.acquire(&k, &mine).await })
+    };
+    // The batch carrying the try reaches Redis after the fillers' answers came back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.cmd::<Option<String>>(&["GET", lock]).is_none() {
+        assert!(Instant::now() < deadline, "the batched try never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    // Its lock expires (300 ms) while its answer is still on the way back (400 ms); the
+    // same holder id then takes the lock legitimately elsewhere, for 30 s.
+    while s.cmd::<i64>(&["EXISTS", lock]) == 1 {
+        assert!(Instant::now() < deadline, "the lock never expired");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let g2 = m2
+        .acquire(&k, &mine.clone().ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    for f in fillers {
+        f.await.unwrap().unwrap();
+    }
+    // The batch's answer has arrived; anything it triggered went out after it, on the
+    // same slow link, and is processed before this PING.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    m1.ping().await.unwrap();
+    let holder: Option<String> = s.cmd(&["GET", lock]);
+    assert_eq!(
+        holder.as_deref(),
+        Some("instance-1"),
+        "a background release removed a later acquisition of the same given holder id"
+    );
+    assert!(m3.try_acquire(&k, &AcquireOptions::new()).await.is_err());
+    assert!(!g2.is_lost());
+    assert!(g2.release().await.unwrap());
+    p.set(Fault::None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_acquire_whose_try_took_the_lock_leaves_no_orphan() {
     let s = RedisServer::start();
@@ -411,6 +490,34 @@ async fn a_forced_release_is_noticed_at_once_not_at_the_next_renewal() {
             .await
             .unwrap_or_else(|_| panic!("{how}: loss not noticed (renewal is 100 s away)"));
         assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(!g.release().await.unwrap());
+    }
+}
+
+/// An operator's release by holder id (`bidlock release M P --holder X`, the original
+/// API's `release_lock`) removes a lock that a lease of another manager holds: that
+/// holder learns at once, not at its next renewal. (Issue 20, hole 4: the release script
+/// published only when someone waited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_by_holder_id_is_noticed_at_once_not_at_the_next_renewal() {
+    let s = RedisServer::start();
+    let m1 = manager(&s.url(), Duration::from_secs(2)).await;
+    let m2 = manager(&s.url(), Duration::from_secs(2)).await;
+    for (i, renew) in [true, false].into_iter().enumerate() {
+        let k = key(&format!("released-by-id{i}"));
+        let opts = AcquireOptions::new()
+            .holder("instance-1")
+            .ttl(Duration::from_secs(300))
+            .renew(renew);
+        let g = m1.acquire(&k, &opts).await.unwrap();
+        let lost = g.lost();
+        assert!(m2
+            .release(&k, &bidlock::Holder::new("instance-1"))
+            .await
+            .unwrap());
+        tokio::time::timeout(Duration::from_secs(2), lost)
+            .await
+            .unwrap_or_else(|_| panic!("renew={renew}: the release by holder id was not noticed"));
         assert!(!g.release().await.unwrap());
     }
 }
