@@ -1,12 +1,13 @@
-//! Taking a lock: try, and on conflict wait in the local queue for a release signal,
-//! the holder's ttl, the next backoff step or the deadline.
+//! Taking a lock: one acquire is a state machine ([`Step`]) whose transitions each answer
+//! one reply of a store script or one signal; the table is in docs/HANDOVER.md ("The
+//! acquire, as a state machine"). Waiting is in `acquire/wait.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{AcquireRequest, Attempt, Handoff, Queue, Waiting};
+use crate::backend::{AcquireRequest, Attempt, Handoff, Queue};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::guard::{LockGuard, ReleaseOnDrop};
@@ -18,6 +19,8 @@ use crate::manager::BidLockManager;
 use crate::metrics::Counter;
 use crate::options::{check_ttl, AcquireOptions};
 use crate::waiters::Ticket;
+
+mod wait;
 
 impl BidLockManager {
     /// Takes the lock of `key`, waiting up to `opts` timeout while another holder has it.
@@ -81,6 +84,40 @@ impl BidLockManager {
     }
 }
 
+/// Where one acquire is. Each transition answers one reply or one signal (the table in
+/// docs/HANDOVER.md); whatever a state owns in the store (a place in its queue) is let go
+/// in the background if the acquire ends while in it.
+enum Step {
+    /// Send a try: with a fresh holder id (`None`), or as a queued tenure's id, staying
+    /// in the store's queue.
+    Try(Option<Tenure>),
+    /// Queued in the store: wait for a grant, a release, the next refresh or the deadline.
+    Queued(Tenure),
+    /// Not queued in the store: wait for a release signal, the holder's ttl, the next
+    /// backoff step or the deadline.
+    Watch,
+    /// A release handed this tenure the lock, with this fencing token.
+    Granted(Tenure, u64),
+    /// Taken.
+    Held(LockGuard),
+    /// The deadline passed without the lock.
+    TimedOut,
+}
+
+/// One holder id's time in the store's queue (docs/HANDOVER.md, rule 1). It ends when the
+/// id leaves the queue, and the id never joins again.
+struct Tenure {
+    lease: Lease,
+    /// When the last request that found this id queued was sent: a grant came after it
+    /// (rule 2), so a granted lock is held at least until `since` + the grant ttl.
+    since: Instant,
+    /// When to refresh the entry next.
+    refresh_at: Instant,
+    /// Takes the id out of the store's queue (or hands on a lock granted meanwhile) in
+    /// the background, unless disarmed because the tenure ended otherwise.
+    leave: ReleaseOnDrop,
+}
+
 async fn acquire(
     inner: &Arc<Inner>,
     key: &LockKey,
@@ -92,35 +129,24 @@ async fn acquire(
         .metrics
         .count(Counter::LockAttempts, Some(key.marketplace()));
     let mut a = Acquiring::new(inner, key, opts, ttl);
+    let mut step = if a.ticket.as_ref().is_none_or(Ticket::is_front) {
+        Step::Try(None)
+    } else {
+        Step::Watch
+    };
     loop {
-        let mut held = None;
-        if let Some(token) = a.grant.take() {
-            held = a.accept_grant(token)?;
-        }
-        if held.is_none() {
-            if a.refresh_due() {
-                a.refresh().await?;
-                continue;
-            }
-            if a.may_try {
-                held = a.try_once().await?;
-            }
-        }
-        if let Some(guard) = held {
-            if let Some(guard) = a.settle(guard).await? {
-                return Ok(guard);
-            }
-            // The handed-over lock was gone before it could be made whole: try again.
-            a.may_try = true;
-            continue;
-        }
-        if !a.wait().await {
-            return Err(a.not_acquired());
-        }
+        step = match step {
+            Step::Try(tenure) => a.attempt(tenure).await?,
+            Step::Queued(tenure) => a.wait_queued(tenure).await?,
+            Step::Watch => a.watch().await,
+            Step::Granted(tenure, token) => a.take_grant(tenure, token).await?,
+            Step::Held(guard) => return Ok(guard),
+            Step::TimedOut => return Err(a.not_acquired()),
+        };
     }
 }
 
-/// One acquire in progress.
+/// One acquire in progress: what every state needs.
 struct Acquiring<'a> {
     inner: &'a Arc<Inner>,
     key: &'a LockKey,
@@ -131,36 +157,14 @@ struct Acquiring<'a> {
     deadline: Instant,
     /// Our place in the local queue (none when not waiting at all).
     ticket: Option<Ticket>,
-    may_try: bool,
     tries: u32,
     backoff: Backoff,
     /// What the last busy try said: who holds it, and for how much longer.
     last_holder: Option<String>,
     hint: Option<Duration>,
     conflicted: bool,
-    /// The lease of the last try, kept for the next one while that try's answer was a
-    /// definite "held" (so the holder id stays the one queued in the store).
-    lease: Option<Lease>,
-    /// The store's handoff rules, when this waiter queues in the store.
+    /// The store's handoff rules, when this acquire queues in the store.
     handoff: Option<Handoff>,
-    /// When the last request that found this waiter queued was sent: a grant came after.
-    queued: Option<Instant>,
-    /// This waiter's entry may be in the store's queue (it joined, and has not left).
-    in_queue: bool,
-    /// A token handed to this waiter, not yet taken up.
-    grant: Option<u64>,
-    /// The guard about to be returned came by a handoff (held for the grant ttl only).
-    handed_over: bool,
-}
-
-impl Drop for Acquiring<'_> {
-    fn drop(&mut self) {
-        // Leaving without the lock while queued in the store (timed out, cancelled, an
-        // error): take the entry out, or hand on a lock granted meanwhile.
-        if let (Some(lease), true) = (self.lease.take(), self.in_queue) {
-            self.inner.release_detached(lease);
-        }
-    }
 }
 
 impl<'a> Acquiring<'a> {
@@ -178,7 +182,6 @@ impl<'a> Acquiring<'a> {
         let handoff = (ticket.is_some() && opts.holder.is_none() && inner.store.takes_handoffs())
             .then(|| Handoff::for_ttl(ttl));
         Acquiring {
-            may_try: ticket.as_ref().is_none_or(Ticket::is_front),
             validity: inner.store.validity(ttl, opts.renew),
             // "Wait forever" is a legitimate Duration::MAX: saturate, never overflow.
             deadline: start
@@ -195,18 +198,13 @@ impl<'a> Acquiring<'a> {
             last_holder: None,
             hint: None,
             conflicted: false,
-            lease: None,
             handoff,
-            queued: None,
-            in_queue: false,
-            grant: None,
-            handed_over: false,
         }
     }
 
-    /// A lease for one try: a holder id of the caller's, or a fresh one per try after an
-    /// unknown outcome, so that the background release of an abandoned try never touches a
-    /// later one.
+    /// A lease for one try, or for one tenure in the store's queue: a holder id of the
+    /// caller's, or a fresh generated one (so that a grant or a background release meant
+    /// for an earlier try never touches a later one).
     fn new_lease(&self) -> Lease {
         let (holder, given) = match &self.opts.holder {
             Some(h) => (h.clone(), true),
@@ -223,25 +221,15 @@ impl<'a> Acquiring<'a> {
         )
     }
 
-    fn leave_queue(&mut self, pass_on: bool) {
-        if let Some(t) = self.ticket.take() {
-            t.leave(pass_on);
+    /// Grants for this holder id are routed to us from now on (`None`: no longer).
+    fn expect_grants(&self, lease: Option<&Lease>) {
+        if let Some(t) = &self.ticket {
+            t.queued_as(lease.map(Lease::holder));
         }
     }
 
-    fn queue(&self) -> Queue {
-        match self.handoff {
-            Some(handoff) => Queue::OnConflict {
-                again: self.in_queue,
-                handoff,
-            },
-            None => Queue::No,
-        }
-    }
-
-    /// One try. `Ok(Some)`: held. `Ok(None)`: busy, or taken too late to be used: wait
-    /// and try again.
-    async fn try_once(&mut self) -> Result<Option<LockGuard>, Error> {
+    /// One try: `tenure` stays queued, or a fresh holder id joins the queue on conflict.
+    async fn attempt(&mut self, tenure: Option<Tenure>) -> Result<Step, Error> {
         // A waiter woken by close() must not take a lock from a closed manager.
         self.inner.check_open()?;
         let tried_at = if self.tries == 0 {
@@ -251,7 +239,25 @@ impl<'a> Acquiring<'a> {
         };
         self.tries += 1;
         self.hint = None;
-        let lease = self.lease.take().unwrap_or_else(|| self.new_lease());
+        let (lease, leave, since) = match tenure {
+            Some(t) => (t.lease, t.leave, Some(t.since)),
+            None => {
+                let lease = self.new_lease();
+                // Until its answer is in, a try may have taken the lock (or queued): it
+                // is let go in the background if we stop here or the answer is lost.
+                let leave = ReleaseOnDrop::new(self.inner, &lease);
+                (lease, leave, None)
+            }
+        };
+        let queue = match (self.handoff, since) {
+            (None, _) => Queue::No,
+            (Some(h), None) => Queue::Join(h),
+            (Some(h), Some(_)) => Queue::Stay(h),
+        };
+        if queue != Queue::No {
+            // A grant for this id may arrive before the answer to this try.
+            self.expect_grants(Some(&lease));
+        }
         let req = AcquireRequest {
             key: self.key,
             lease: &lease,
@@ -259,33 +265,46 @@ impl<'a> Acquiring<'a> {
             renew: self.opts.renew,
             check_done: self.opts.check_done,
             waiters_behind: self.ticket.as_ref().is_some_and(Ticket::has_company),
-            queue: self.queue(),
+            queue,
             now: tried_at,
         };
-        // The try can be cancelled, or fail with an unknown outcome (a reply lost or late:
-        // the script may still run). Until its answer is in, its lock is released in the
-        // background if we stop here, so no orphan blocks the posting for a whole ttl.
-        let in_flight = ReleaseOnDrop::new(self.inner, &lease);
-        let attempt = self.inner.store.try_acquire(&req).await;
-        match attempt {
-            Ok(Attempt::Acquired { token }) => {
-                // Taking the lock took our entry out of the store's queue too.
-                self.queued = None;
-                self.in_queue = false;
+        // An error is an unknown outcome: `leave` releases this try's lock (and queue
+        // entry) in the background as it drops.
+        match self.inner.store.try_acquire(&req).await? {
+            Attempt::Acquired { token } => {
                 lease.set_token(token);
                 lease.confirm(tried_at, self.validity);
-                self.take_up(lease, in_flight, tried_at)
+                self.take_up(lease, leave, tried_at)
             }
-            Ok(Attempt::Granted { token }) => {
-                in_flight.disarm();
-                self.lease = Some(lease);
-                self.accept_grant(token)
+            Attempt::Granted { token } => match since {
+                Some(since) => Ok(Step::Granted(self.tenure(lease, since, leave), token)),
+                // Only a queued tenure can be handed the lock: not ours to take.
+                None => Ok(Step::Try(None)),
+            },
+            Attempt::Held {
+                holder,
+                ttl_left,
+                queued,
+            } => {
+                self.busy(holder, ttl_left);
+                if queued {
+                    return Ok(Step::Queued(self.tenure(lease, tried_at, leave)));
+                }
+                // Not in the store's queue: this id holds nothing there.
+                leave.disarm();
+                self.expect_grants(None);
+                Ok(match since {
+                    // The tenure ended (handed over and expired, skipped, cleared): join
+                    // again at once, as a fresh id.
+                    Some(_) => Step::Try(None),
+                    None => Step::Watch,
+                })
             }
-            Ok(Attempt::Done) => {
-                in_flight.disarm();
-                self.queued = None;
-                // Drop takes our entry out of the store's queue, if we had one.
-                self.lease = Some(lease);
+            Attempt::Done => {
+                if since.is_none() {
+                    // A fresh id is refused before it queues.
+                    leave.disarm();
+                }
                 self.leave_queue(true);
                 self.inner
                     .metrics
@@ -294,83 +313,31 @@ impl<'a> Acquiring<'a> {
                     key: self.inner.keys().lock_key(self.key),
                 })
             }
-            Ok(Attempt::Held {
-                holder,
-                ttl_left,
-                queued,
-            }) => {
-                in_flight.disarm();
-                self.busy(holder, ttl_left);
-                if queued {
-                    self.queued = Some(tried_at);
-                    self.in_queue = true;
-                    if let Some(t) = &self.ticket {
-                        t.queued_as(Some(lease.holder()));
-                    }
-                }
-                self.lease = Some(lease);
-                Ok(None)
-            }
-            Err(e) => {
-                // The answer is unknown: in_flight releases this try's lock (and queue
-                // entry) in the background.
-                self.queued = None;
-                self.in_queue = false;
-                self.leave_queue(true);
-                Err(e)
-            }
         }
     }
 
-    /// A confirmed lease becomes a guard, unless it is already worthless (the reply came
-    /// after its validity ran out: released by `in_flight`, try again) or the manager
-    /// closed meanwhile.
-    fn take_up(
-        &mut self,
-        lease: Lease,
-        in_flight: ReleaseOnDrop,
-        tried_at: Instant,
-    ) -> Result<Option<LockGuard>, Error> {
-        if lease.is_lost() {
-            tracing::debug!(target: "bidlock::manager", key = %self.key, "acquired after the ttl ran out; released, trying again");
-            // The next try uses a new holder id: nothing meant for this one may count.
-            if let Some(t) = &self.ticket {
-                t.queued_as(None);
-            }
-            drop(in_flight);
-            return Ok(None);
+    fn tenure(&self, lease: Lease, since: Instant, leave: ReleaseOnDrop) -> Tenure {
+        let every = self.handoff.map_or(Duration::ZERO, |h| h.refresh_every);
+        Tenure {
+            lease,
+            since,
+            refresh_at: since + every,
+            leave,
         }
-        crate::renewal::start(self.inner);
-        let kept = match self.inner.keeper.register(&lease) {
-            Keeping::Kept => true,
-            Keeping::Untracked => false,
-            // Closed while the try was out: let it go (in_flight releases it).
-            Keeping::Closed => return Err(Error::Closed),
-        };
-        if let Err(closed) = self.inner.check_open() {
-            self.inner.keeper.unregister(&lease);
-            return Err(closed);
-        }
-        in_flight.disarm();
-        if let Some(t) = &self.ticket {
-            t.queued_as(None);
-        }
-        // With handoffs, the next local waiter tries at once, to queue in the store
-        // behind us.
-        self.leave_queue(self.handoff.is_some());
-        Ok(Some(self.held(lease, tried_at, kept)))
     }
 
-    /// A release handed us the lock with `token`. It happened after our last request that
-    /// found us queued, so the grant ttl counts from that request's send.
-    fn accept_grant(&mut self, token: u64) -> Result<Option<LockGuard>, Error> {
-        let (Some(lease), Some(since), Some(handoff)) =
-            (self.lease.take(), self.queued.take(), self.handoff)
-        else {
-            return Ok(None);
+    /// A release handed `tenure` the lock with `token`. It happened after the last request
+    /// that found the id queued, so the grant ttl counts from that request's send.
+    async fn take_grant(&mut self, tenure: Tenure, token: u64) -> Result<Step, Error> {
+        let Some(handoff) = self.handoff else {
+            return Ok(Step::Try(None));
         };
-        // The release that handed us the lock took our entry out of the queue.
-        self.in_queue = false;
+        let Tenure {
+            lease,
+            since,
+            leave,
+            ..
+        } = tenure;
         lease.set_token(token);
         let validity = self
             .inner
@@ -380,52 +347,65 @@ impl<'a> Acquiring<'a> {
         self.inner
             .metrics
             .count(Counter::Handoffs, Some(self.key.marketplace()));
-        self.handed_over = true;
-        let in_flight = ReleaseOnDrop::new(self.inner, &lease);
-        self.take_up(lease, in_flight, since)
+        match self.take_up(lease, leave, since)? {
+            Step::Held(guard) => self.settle(guard, handoff).await,
+            other => Ok(other),
+        }
+    }
+
+    /// A confirmed lease becomes a guard, unless it is already worthless (the answer came
+    /// after its validity ran out: let go, and wait to try again with a fresh id) or the manager
+    /// closed meanwhile.
+    fn take_up(
+        &mut self,
+        lease: Lease,
+        leave: ReleaseOnDrop,
+        tried_at: Instant,
+    ) -> Result<Step, Error> {
+        self.expect_grants(None);
+        if lease.is_lost() {
+            tracing::debug!(target: "bidlock::manager", key = %self.key, "acquired after the ttl ran out; released, trying again");
+            drop(leave);
+            // Not at once: the next try waits its turn (and the deadline) like any other.
+            return Ok(Step::Watch);
+        }
+        crate::renewal::start(self.inner);
+        let kept = match self.inner.keeper.register(&lease) {
+            Keeping::Kept => true,
+            Keeping::Untracked => false,
+            // Closed while the try was out: let it go (`leave` releases it).
+            Keeping::Closed => return Err(Error::Closed),
+        };
+        if let Err(closed) = self.inner.check_open() {
+            self.inner.keeper.unregister(&lease);
+            return Err(closed);
+        }
+        leave.disarm();
+        // With handoffs, the next local waiter tries at once, to queue in the store
+        // behind us.
+        self.leave_queue(self.handoff.is_some());
+        Ok(Step::Held(self.held(lease, tried_at, kept)))
     }
 
     /// A handed-over lock lives for the grant ttl only (a short one, so a waiter that died
     /// after queuing blocks nobody for long). With renewal, the keeper lengthens it at its
     /// first renewal; without, it is extended to the full ttl here, once, before the caller
-    /// gets it. `Ok(None)`: the lock was gone by then (try again).
-    async fn settle(&mut self, guard: LockGuard) -> Result<Option<LockGuard>, Error> {
-        let handed_over = std::mem::take(&mut self.handed_over);
-        let short = self.handoff.is_some_and(|h| h.grant_ttl < self.ttl);
-        if !handed_over || self.opts.renew || !short {
-            return Ok(Some(guard));
+    /// gets it; a lock gone by then means: try again.
+    async fn settle(&mut self, guard: LockGuard, handoff: Handoff) -> Result<Step, Error> {
+        if self.opts.renew || handoff.grant_ttl >= self.ttl {
+            return Ok(Step::Held(guard));
         }
         match guard.extend(self.ttl).await {
-            Ok(()) => Ok(Some(guard)),
-            Err(Error::LockLost { .. }) => Ok(None),
+            Ok(()) => Ok(Step::Held(guard)),
+            Err(Error::LockLost { .. }) => Ok(Step::Try(None)),
             Err(e) => Err(e),
         }
     }
 
-    /// Whether a queued waiter's entry needs refreshing now.
-    fn refresh_due(&self) -> bool {
-        match (self.handoff, self.queued) {
-            (Some(h), Some(since)) => Instant::now() >= since + h.refresh_every,
-            _ => false,
+    fn leave_queue(&mut self, pass_on: bool) {
+        if let Some(t) = self.ticket.take() {
+            t.leave(pass_on);
         }
-    }
-
-    /// Keeps our queue entry alive, or finds we were handed the lock, or that we are not
-    /// queued any more (then try again).
-    async fn refresh(&mut self) -> Result<(), Error> {
-        let (Some(lease), Some(handoff)) = (&self.lease, self.handoff) else {
-            return Ok(());
-        };
-        let sent = Instant::now();
-        match self.inner.store.refresh(lease, handoff).await? {
-            Waiting::Queued => self.queued = Some(sent),
-            Waiting::Granted { token } => self.grant = Some(token),
-            Waiting::Gone => {
-                self.queued = None;
-                self.may_try = true;
-            }
-        }
-        Ok(())
     }
 
     /// A try found the lock held. `lock_conflicts` counts acquires that met a held lock
@@ -453,41 +433,10 @@ impl<'a> Acquiring<'a> {
             tried_at.saturating_duration_since(self.start)
         };
         inner.metrics.record_wait(waited, self.key.marketplace());
+        tracing::Span::current().record("holder", lease.holder().as_str());
         tracing::Span::current().record("token", lease.fencing_token().get());
         tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(), token = %lease.fencing_token(), "acquired");
         LockGuard::new(inner.clone(), lease, kept)
-    }
-
-    /// Waits for the earliest of a release signal, the holder's ttl, the next backoff
-    /// step and the deadline. `false`: the deadline has passed; give up.
-    async fn wait(&mut self) -> bool {
-        let now = Instant::now();
-        let Some(ticket) = self.ticket.as_ref().filter(|_| now < self.deadline) else {
-            return false;
-        };
-        let mut sleep = self.backoff.next_delay();
-        if let Some(left) = self.hint {
-            // Look again right when the holder's ttl runs out.
-            sleep = sleep.min(left + Duration::from_millis(1));
-        }
-        let mut wake_at = (now + sleep).min(self.deadline);
-        if let (Some(h), Some(since)) = (self.handoff, self.queued) {
-            // A queued waiter only waits for its grant (or a release that freed the lock
-            // without one), refreshing its entry meanwhile: no polling.
-            wake_at = (since + h.refresh_every).min(self.deadline);
-        }
-        tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at.saturating_duration_since(now)), "waiting");
-        let signalled = tokio::select! {
-            _ = ticket.signalled() => true,
-            _ = tokio::time::sleep_until(wake_at) => false,
-        };
-        self.grant = self
-            .lease
-            .as_ref()
-            .and_then(|lease| ticket.take_grant(lease.holder()));
-        // At the deadline, one last look if it is our turn.
-        self.may_try = self.grant.is_none() && (signalled || ticket.is_front());
-        true
     }
 
     fn not_acquired(&mut self) -> Error {

@@ -340,6 +340,14 @@ impl KeySpace {
         format!("{}*", self.pattern_head(&format!("{}_queue", self.prefix)))
     }
 
+    /// The SCAN pattern for the queued waiters' entries.
+    pub fn waiters_pattern(&self) -> String {
+        format!(
+            "{}*",
+            self.pattern_head(&format!("{}_waiters", self.prefix))
+        )
+    }
+
     /// Parses a lock key (or, on a cluster, a release channel's payload, which is the
     /// lock key) back into its ids; `None` when the name is not a valid lock key of this
     /// prefix and layout.

@@ -151,6 +151,9 @@ impl BidLockManager {
             keeper,
             renewal_started: std::sync::Once::new(),
         });
+        if let Some(notices) = &connected.notices {
+            notices.attach(&inner);
+        }
         BidLockManager { inner }
     }
 

@@ -1,22 +1,37 @@
-//! What a store learns about keys from outside (release messages, reconnects), delivered
-//! to the parts of the manager that care: local waiters may try again, and a lease this
-//! manager holds on the key is checked at once instead of at its next renewal.
+//! What a store learns about keys from outside (release messages, reconnects, answers
+//! whose caller left), delivered to the parts of the manager that care: local waiters may
+//! try again, a lease this manager holds on the key is checked at once instead of at its
+//! next renewal, and a lock taken for a caller that is gone is let go by the manager's one
+//! rule for releases without a caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
+use crate::inner::Inner;
 use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
+use crate::lease::Lease;
 use crate::waiters::WaitQueues;
 
 #[derive(Debug)]
 pub(crate) struct Notices {
     queues: Arc<WaitQueues>,
     keeper: Arc<LeaseKeeper>,
+    /// The manager, once assembled (the store is built before it).
+    manager: OnceLock<Weak<Inner>>,
 }
 
 impl Notices {
     pub(crate) fn new(queues: Arc<WaitQueues>, keeper: Arc<LeaseKeeper>) -> Notices {
-        Notices { queues, keeper }
+        Notices {
+            queues,
+            keeper,
+            manager: OnceLock::new(),
+        }
+    }
+
+    /// The manager these notices are for, once it exists.
+    pub(crate) fn attach(&self, manager: &Arc<Inner>) {
+        let _ = self.manager.set(Arc::downgrade(manager));
     }
 
     /// Someone released, completed, cleaned up or force-released `key`.
@@ -35,5 +50,14 @@ impl Notices {
     pub(crate) fn all(&self) {
         self.queues.signal_all();
         self.keeper.check_all();
+    }
+
+    /// A try whose caller left before its answer arrived took the lock or a place in the
+    /// queue for `lease`: the manager lets it go, by the rule every release without a
+    /// caller follows ([`Inner::release_detached`]).
+    pub(crate) fn unclaimed(&self, lease: Lease) {
+        if let Some(inner) = self.manager.get().and_then(Weak::upgrade) {
+            inner.release_detached(lease);
+        }
     }
 }

@@ -268,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_grant_is_taken_only_by_the_holder_it_names() {
+    fn a_grant_is_routed_only_to_the_waiter_queued_as_its_holder_id() {
         let q = Arc::new(WaitQueues::default());
         let a = q.enqueue(&key());
         let (first, second) = (Holder::new("try-1"), Holder::new("try-2"));

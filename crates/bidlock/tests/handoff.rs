@@ -211,12 +211,17 @@ async fn a_waiter_that_times_out_as_it_is_granted_returns_not_acquired_and_hands
         queue_len(&s, "timed-out") == 2
     })
     .await;
-    // The grant's message reaches the slow waiter after its deadline.
-    p.set(Fault::Latency(Duration::from_millis(800)));
+    // The slow waiter's link stalls: the grant's message reaches it only after its
+    // deadline, and so does the release that hands the lock on as it leaves.
+    p.set(Fault::Blackhole);
     assert!(g.release().await.unwrap());
     let e = timing_out.await.unwrap().unwrap_err();
     assert!(e.is_timeout(), "{e}");
+    p.set(Fault::None);
     let g3 = behind.await.unwrap().unwrap();
+    // Handed on by the waiter that left, not taken by a try after the grant ran out.
+    assert_eq!(next.metrics().handoffs, 1, "{:?}", next.metrics());
+    assert_eq!(slow.metrics().handoffs, 0, "{:?}", slow.metrics());
     p.set(Fault::None);
     assert!(g3.release().await.unwrap());
 }

@@ -361,6 +361,27 @@ async fn acquire_cancelled_mid_wait_leaves_nothing(fx: Fx) {
     // Nothing is left holding the key, and a new waiter is not confused by old tickets.
     free_soon(&fx, &k).await;
     assert!(fx.manager.status(&k).await.unwrap().holder.is_none());
+    if fx.is_redis() {
+        // Nor anything in the key's queue: every cancelled or timed-out waiter's place is
+        // taken out (in the background, for the cancelled ones), and the wait marker went
+        // with the release.
+        let s = fx.server();
+        let queued = || {
+            s.cmd::<i64>(&["ZCARD", "bid_lock_queue:upwork:cancel-wait"])
+                + s.cmd::<i64>(&["HLEN", "bid_lock_waiters:upwork:cancel-wait"])
+        };
+        common::until(Duration::from_secs(5), "the queue to empty", || {
+            queued() == 0
+        })
+        .await;
+        let left: Vec<String> = s.cmd(&["KEYS", "*cancel-wait*"]);
+        for name in left {
+            assert!(
+                s.cmd::<i64>(&["PTTL", &name]) > 0,
+                "{name} is left without a ttl"
+            );
+        }
+    }
 }
 
 async fn status_and_locks_listing(fx: Fx) {

@@ -658,7 +658,12 @@ async fn conflicts_count_once_per_acquire_and_busy_tries_per_try(fx: Fx) {
     assert!(e.is_timeout());
     let m = fx.manager.metrics();
     assert_eq!(m.lock_conflicts, 1, "{m:?}");
-    assert!(m.lock_busy_tries >= 2, "backoff tries again: {m:?}");
+    if fx.is_redis() {
+        // Queued in Redis for a handoff: it refreshes its place instead of trying again.
+        assert_eq!(m.lock_busy_tries, 1, "{m:?}");
+    } else {
+        assert!(m.lock_busy_tries >= 2, "backoff tries again: {m:?}");
+    }
     assert_eq!(m.lock_timeouts, 1);
     drop(g);
 }

@@ -40,18 +40,26 @@ pub(crate) enum Attempt {
 }
 
 /// Whether a try joins the key's wait queue when the lock is held, so that a release
-/// hands the lock straight to it (direct handoff; see [`Handoff`]).
+/// hands the lock straight to it (direct handoff; see [`Handoff`] and docs/HANDOVER.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queue {
     /// Do not queue (no wait, or a store without handoff).
     No,
-    /// Queue when the lock is held.
-    OnConflict {
-        /// This holder queued before: a try that takes the lock also leaves the queue.
-        again: bool,
-        /// The rules for this waiter.
-        handoff: Handoff,
-    },
+    /// Join the queue when the lock is held, as a holder id never queued before.
+    Join(Handoff),
+    /// Stay queued if this holder id still is (its tenure goes on); a try that takes the
+    /// lock also leaves the queue.
+    Stay(Handoff),
+}
+
+impl Queue {
+    /// The handoff rules of a try that queues.
+    pub(crate) fn handoff(self) -> Option<Handoff> {
+        match self {
+            Queue::No => None,
+            Queue::Join(h) | Queue::Stay(h) => Some(h),
+        }
+    }
 }
 
 /// How long a queued waiter's entry lives unless refreshed, and for how long a release
@@ -94,8 +102,11 @@ pub(crate) enum Waiting {
     Queued,
     /// A release handed it the lock, with this token.
     Granted { token: u64 },
+    /// Still queued, and the lock is free (its holder's ttl ran out, or a client that does
+    /// not hand over released it): try again, staying queued.
+    Free,
     /// Not queued any more (its entry expired and was skipped, or the queue was cleared):
-    /// try again.
+    /// the tenure is over; a fresh holder id joins again.
     Gone,
 }
 
@@ -247,6 +258,8 @@ pub(crate) struct Connected {
     pub(crate) backend: Backend,
     /// `Backend::Auto` found no Redis and fell back to memory.
     pub(crate) fallback: bool,
+    /// What the store tells the manager, to be attached to it once it is assembled.
+    pub(crate) notices: Option<Arc<Notices>>,
 }
 
 /// The in-process store of `config`'s prefix.
@@ -257,6 +270,7 @@ pub(crate) fn memory(config: &Config) -> Connected {
         store: Box::new(store),
         backend: Backend::Memory,
         fallback: false,
+        notices: None,
     }
 }
 
@@ -277,12 +291,13 @@ pub(crate) async fn connect(
     };
     let queues = Arc::new(WaitQueues::default());
     let notices = Arc::new(Notices::new(queues.clone(), keeper.clone()));
-    match connect_redis(config, uid, timeout, notices, metrics).await {
+    match connect_redis(config, uid, timeout, notices.clone(), metrics).await {
         Ok(store) => Ok(Connected {
             store,
             queues,
             backend: Backend::Redis,
             fallback: false,
+            notices: Some(notices),
         }),
         Err(e) if config.backend == Backend::Auto && e.is_backend() => {
             tracing::warn!(target: "bidlock::manager", error = %e,

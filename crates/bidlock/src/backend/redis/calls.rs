@@ -17,21 +17,43 @@ use super::conn::Conn;
 use super::scripts::{ACQUIRE, RELEASE};
 use crate::key::LockKey;
 use crate::keyspace::{KeySpace, Layout, Name};
-use crate::lease::Holder;
+use crate::lease::{Holder, Lease};
 use crate::metrics::{Counter, Metrics};
+use crate::notices::Notices;
 
 /// One acquire try, as `acquire.lua` takes it. Names are written straight into the
 /// command when it is sent: a try allocates no key strings.
 pub(super) struct Take {
-    pub(super) key: LockKey,
-    pub(super) holder: Holder,
+    /// The try's lease: its key and holder id, and what a background release of an
+    /// answer whose caller left needs (the one rule: see [`Notices::unclaimed`]).
+    pub(super) lease: Lease,
     pub(super) ttl_ms: u64,
     pub(super) check_done: bool,
     pub(super) waiters_behind: bool,
-    /// '0' do not queue, '1' queue on conflict, '2' queue and leave it when taking it.
-    pub(super) mode: &'static str,
+    pub(super) mode: Mode,
     pub(super) entry_ms: u64,
     pub(super) grant_ms: u64,
+}
+
+/// How a try treats the key's queue (`acquire.lua`'s `mode`; docs/HANDOVER.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Do not queue.
+    No,
+    /// Join the queue on conflict (a holder id never queued before).
+    Join,
+    /// Stay queued if still queued (a tenure going on).
+    Stay,
+}
+
+impl Mode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Mode::No => "no",
+            Mode::Join => "join",
+            Mode::Stay => "stay",
+        }
+    }
 }
 
 /// What `acquire.lua` answers for one item: code, token or ttl, holder or type.
@@ -93,16 +115,16 @@ pub(super) async fn send_takes(
             Name::Queue,
             Name::Waiters,
         ] {
-            cmd.arg(Text(keys.name_of(name, &t.key)));
+            cmd.arg(Text(keys.name_of(name, t.lease.key())));
         }
     }
     cmd.arg(grants).arg(keep);
     for t in items {
-        cmd.arg(t.holder.as_str())
+        cmd.arg(t.lease.holder().as_str())
             .arg(t.ttl_ms)
             .arg(flag(t.check_done))
             .arg(flag(t.waiters_behind))
-            .arg(t.mode)
+            .arg(t.mode.as_arg())
             .arg(t.entry_ms)
             .arg(t.grant_ms);
     }
@@ -162,6 +184,7 @@ impl Batches {
         metrics: Arc<Metrics>,
         keys: KeySpace,
         grants: Option<String>,
+        notices: Arc<Notices>,
     ) -> Self {
         let keys = Arc::new(keys);
         let grants: Arc<str> = grants.unwrap_or_default().into();
@@ -179,29 +202,14 @@ impl Batches {
                 async move { send_takes(&mut c, &keys, &items, &grants, "").await }.boxed()
             })
         };
-        // An acquire whose caller is gone when its lock is granted: release it at once,
-        // so the posting is not blocked for a whole ttl.
-        let unclaimed: Unclaimed<Take, TakeAnswer> = {
-            let keys = keys.clone();
-            Arc::new(move |t: &Take, answer| {
-                if !matches!(answer.0, 1 | 4) {
-                    return;
-                }
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                let item = LetGo {
-                    key: t.key.clone(),
-                    holder: t.holder.clone(),
-                };
-                let (mut c, keys) = (Conn::Single(master.conn()), keys.clone());
-                rt.spawn(async move {
-                    if let Err(e) = send_let_gos(&mut c, &keys, &[item], "PUBLISH", "").await {
-                        tracing::warn!(target: "bidlock::redis", error = %e, "release of an unclaimed lock failed; it expires after its ttl");
-                    }
-                });
-            })
-        };
+        // A try whose caller is gone when its answer arrives may have taken the lock (or a
+        // place in the queue): the manager lets it go by the one rule for releases
+        // without a caller.
+        let unclaimed: Unclaimed<Take, TakeAnswer> = Arc::new(move |t: &Take, answer| {
+            if matches!(answer.0, 1 | 4 | 5) {
+                notices.unclaimed(t.lease.clone());
+            }
+        });
         let send_let_gos: SendBatch<LetGo, i64> = Arc::new(move |items: Arc<Vec<LetGo>>| {
             let (mut c, keys) = (conn(), keys.clone());
             async move { send_let_gos(&mut c, &keys, &items, "PUBLISH", "").await }.boxed()

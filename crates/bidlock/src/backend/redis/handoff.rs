@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
 
-use super::calls::{send_let_gos, send_takes, LetGo, Take};
+use super::calls::{send_let_gos, send_takes, LetGo, Mode, Take};
 use super::scripts::REFRESH;
 use super::{RedisStore, FENCE_KEPT};
 use crate::backend::memory::ms;
@@ -20,23 +20,20 @@ use crate::metrics::Counter;
 impl RedisStore {
     pub(super) async fn take(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
         let grants = self.grants.as_deref().unwrap_or("");
-        let (mode, entry_ms, grant_ms) = match req.queue {
-            Queue::OnConflict { again, handoff } if !grants.is_empty() => (
-                if again { "2" } else { "1" },
-                ms(handoff.entry_ttl).max(1),
-                ms(handoff.grant_ttl).max(1),
-            ),
-            _ => ("0", 0, 0),
+        let handoff = req.queue.handoff().filter(|_| !grants.is_empty());
+        let mode = match (handoff, req.queue) {
+            (Some(_), Queue::Join(_)) => Mode::Join,
+            (Some(_), Queue::Stay(_)) => Mode::Stay,
+            _ => Mode::No,
         };
         let item = Take {
-            key: req.key.clone(),
-            holder: req.holder().clone(),
+            lease: req.lease.clone(),
             ttl_ms: ms(req.ttl).max(1),
             check_done: req.check_done,
             waiters_behind: req.waiters_behind,
             mode,
-            entry_ms,
-            grant_ms,
+            entry_ms: handoff.map_or(0, |h| ms(h.entry_ttl).max(1)),
+            grant_ms: handoff.map_or(0, |h| ms(h.grant_ttl).max(1)),
         };
         let answer = match (&self.batches, self.cluster()) {
             (Some(b), _) => b.takes.call(item).await,
@@ -60,13 +57,13 @@ impl RedisStore {
         let token = || u64::try_from(n).unwrap_or(0);
         match code {
             1 => Ok(Attempt::Acquired { token: token() }),
-            0 => {
+            0 | 5 => {
                 let holder = String::from_utf8_lossy(&text).into_owned();
                 self.held_on_cluster(req, &holder)?;
                 Ok(Attempt::Held {
                     holder: Some(holder),
                     ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
-                    queued: mode != "0",
+                    queued: code == 5,
                 })
             }
             2 => Ok(Attempt::Done),
@@ -107,6 +104,7 @@ impl RedisStore {
             2 => Waiting::Granted {
                 token: u64::try_from(token).unwrap_or(0),
             },
+            3 => Waiting::Free,
             _ => Waiting::Gone,
         })
     }

@@ -191,6 +191,7 @@ impl RedisStore {
                 metrics.clone(),
                 keys.clone(),
                 grants.clone(),
+                notices.clone(),
             )),
             link: Link::Single(master),
             failover,

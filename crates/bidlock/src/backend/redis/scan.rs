@@ -140,7 +140,45 @@ impl RedisStore {
         })
     }
 
+    /// Deletes every lock of the prefix (announcing each release), then every wait
+    /// marker, queue and waiters' hash, so nothing of a lock is left behind. Completion
+    /// records and the fencing counter stay. Returns how many locks were deleted.
     pub(super) async fn delete_locks(&self) -> Result<u64, Error> {
+        let removed = self.delete_lock_keys().await?;
+        for pattern in [
+            self.keys.wait_pattern(),
+            self.keys.queue_pattern(),
+            self.keys.waiters_pattern(),
+        ] {
+            self.delete_names(pattern).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every name of `pattern` (on a cluster, one name per command).
+    async fn delete_names(&self, pattern: String) -> Result<u64, Error> {
+        let mut removed = 0u64;
+        let pattern = pattern.as_str();
+        for mut scan in self.scans(pattern.to_owned()).await? {
+            while let Some(batch) = scan.next().await? {
+                let counts: Vec<u64> = futures_util::stream::iter(self.groups(batch))
+                    .map(|group| async move {
+                        let mut del = redis::cmd("DEL");
+                        del.arg(&group);
+                        del.query_async::<u64>(&mut self.call())
+                            .await
+                            .map_err(|e| self.err("cleanup", pattern, e))
+                    })
+                    .buffer_unordered(PER_KEY_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                removed += counts.iter().sum::<u64>();
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn delete_lock_keys(&self) -> Result<u64, Error> {
         let pattern = self.keys.scan_pattern(None);
         let mut removed = 0u64;
         for mut scan in self.scans(pattern.clone()).await? {

@@ -32,11 +32,12 @@ impl RedisStore {
             }
         }
         census.done = self.postings(self.keys.done_pattern()).await?;
-        // A posting with a marker, a queue or both is one posting with waiters.
+        // A posting with a marker, a queue, waiters' entries, or several of them is one
+        // posting with waiters.
         census.waiting = self.postings(self.keys.wait_pattern()).await?;
-        census
-            .waiting
-            .extend(self.postings(self.keys.queue_pattern()).await?);
+        for pattern in [self.keys.queue_pattern(), self.keys.waiters_pattern()] {
+            census.waiting.extend(self.postings(pattern).await?);
+        }
         census.fence = self.fence().await?;
         Ok(census)
     }

@@ -1,19 +1,38 @@
 -- Take locks: SET NX PX + a fencing token each, in one round trip for a batch of
 -- acquires of one manager (a lone acquire is a batch of one). On conflict, mark that
--- someone waits and (for a waiter that takes handoffs) join the key's queue.
+-- someone waits and (for a waiter that takes handoffs) join the key's queue, or stay in
+-- it. The rules are docs/HANDOVER.md's: a queued holder id names one tenure in the queue,
+-- so an id that has left the queue never joins again.
 -- Shared: ARGV[1] grant channel ('' for none), ARGV[2] how long to keep a fencing counter
 -- in ms ('' for ever; a cluster's per-posting counters).
 -- Item i (from 0): KEYS[6i+1..6i+6] lock, fencing counter, completion record, wait marker,
 -- queue (ZSET: holder -> arrival), waiters (HASH: holder -> entry; the field '' holds the
 -- last grant, "holder token"); ARGV[7i+3..7i+9] holder id, ttl in ms, '1' to refuse when
 -- a completion record exists, '1' when the caller has waiters queued behind it (their
--- release must publish), queue: '0' do not queue, '1' queue on conflict, '2' queue on
--- conflict and leave the queue when taking the lock (the caller queued before), entry
+-- release must publish), queue: 'no' do not queue, 'join' join on conflict (a holder id
+-- never queued before), 'stay' stay queued if still queued (a tenure going on), entry
 -- lifetime in ms (renewed by refresh.lua), grant ttl in ms.
 -- Returns one {code, n, text} per item: {1, token, ''} taken; {0, pttl, holder} held by
--- another; {2, 0, ''} already done; {3, 0, type} the key is not a string; {4, token, ''}
--- already handed to this holder.
+-- another, not queued; {5, pttl, holder} held by another, queued; {2, 0, ''} already
+-- done; {3, 0, type} the key is not a string; {4, token, ''} already handed to this
+-- holder (its tenure's grant).
 local channel, keep = ARGV[1], ARGV[2]
+
+local function time_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t
+end
+
+-- Writes the entry of a queued holder and keeps the queue's keys alive at least as long.
+local function write_entry(queue, waiters, holder, now_ms, entry_ms, grant_ms, life)
+  redis.call('HSET', waiters, holder,
+    string.format('%d', now_ms + entry_ms) .. '|' .. grant_ms .. '|' .. channel)
+  for _, k in ipairs({queue, waiters}) do
+    if redis.call('PTTL', k) < life then
+      redis.call('PEXPIRE', k, life)
+    end
+  end
+end
 
 local function acquire(lock, counter, done, marker, queue, waiters, a)
   local holder, ttl, mode = ARGV[a], ARGV[a + 1], ARGV[a + 4]
@@ -25,7 +44,7 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
     if ARGV[a + 3] == '1' then
       redis.call('SET', marker, '1', 'PX', tonumber(ttl) + 5000)
     end
-    if mode == '2' and redis.call('ZREM', queue, holder) == 1 then
+    if mode == 'stay' and redis.call('ZREM', queue, holder) == 1 then
       redis.call('HDEL', waiters, holder)
     end
     return {1, token, ''}
@@ -35,8 +54,8 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
     return {3, 0, kind}
   end
   local current = redis.call('GET', lock)
-  if current == holder and mode ~= '0' then
-    -- A release handed the lock to this waiter; its message may not have arrived yet.
+  if current == holder and mode == 'stay' then
+    -- A release handed the lock to this tenure; its message may not have arrived yet.
     local to, token = string.match(redis.call('HGET', waiters, '') or '', '^(.*) (%d+)$')
     if to == holder then
       return {4, tonumber(token), ''}
@@ -48,17 +67,20 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
   local marker_life = 60000
   if pttl > 0 then marker_life = pttl + 5000 end
   redis.call('SET', marker, '1', 'PX', marker_life)
-  if mode ~= '0' then
-    local t = redis.call('TIME')
-    local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    redis.call('ZADD', queue, 'NX', tonumber(t[1]) .. string.format('%06d', tonumber(t[2])), holder)
-    redis.call('HSET', waiters, holder,
-      string.format('%d', now_ms + tonumber(ARGV[a + 5])) .. '|' .. ARGV[a + 6] .. '|' .. channel)
-    local life = marker_life + tonumber(ARGV[a + 5])
-    redis.call('PEXPIRE', queue, life)
-    redis.call('PEXPIRE', waiters, life)
+  local queued = false
+  if mode == 'join' or (mode == 'stay' and redis.call('ZSCORE', queue, holder)) then
+    local now_ms, t = time_ms()
+    if mode == 'join' then
+      redis.call('ZADD', queue, 'NX', tonumber(t[1]) .. string.format('%06d', tonumber(t[2])), holder)
+    end
+    local entry_ms = tonumber(ARGV[a + 5])
+    write_entry(queue, waiters, holder, now_ms, entry_ms, ARGV[a + 6], marker_life + entry_ms)
+    queued = true
   end
-  return {0, pttl, current or ''}
+  if queued then
+    return {5, pttl, current}
+  end
+  return {0, pttl, current}
 end
 
 local out = {}

@@ -1,21 +1,21 @@
 -- Record that a posting was handled, and release its lock if the caller still holds it.
 -- The record is written either way: the bid was placed, so no one may place it again,
 -- even when the lease lapsed meanwhile and someone else holds the lock now.
--- KEYS[1] lock key, KEYS[2] completion record, KEYS[3] wait marker; ARGV[1] holder id,
--- ARGV[2] record value, ARGV[3] retention in ms, ARGV[4] release channel,
--- ARGV[5] publish command: PUBLISH, or SPUBLISH on a cluster, ARGV[6] '0' when the lock
--- must be left alone even if it shows this holder id (a lost lease whose id the caller
--- chose: a later acquisition may hold the lock under the same id)
+-- KEYS[1] lock key, KEYS[2] completion record, KEYS[3] wait marker; ARGV[1] holder id, ARGV[2] record value,
+-- ARGV[3] retention in ms, ARGV[4] release channel, ARGV[5] publish command: PUBLISH, or
+-- SPUBLISH on a cluster, ARGV[6] '0' when the lock must be left alone even if it shows
+-- this holder id (a lost lease whose id the caller chose: a later acquisition may hold
+-- the lock under the same id)
 -- Returns 1 recorded and released; 2 recorded, the lock was not this holder's (untouched).
+-- The message goes out either way: waiters wake to find the record ("already done"), and
+-- a holder whose lock was deleted learns at once. The wait marker goes with this holder's
+-- lock only: a lock that is someone else's keeps its marker.
 local held = ARGV[6] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1]
 if held then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[3])
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
--- Waiters wake either way: with the record present they get "already done".
-if redis.call('DEL', KEYS[3]) == 1 then
-  redis.pcall(ARGV[5] or 'PUBLISH', ARGV[4], KEYS[1])
-end
+redis.pcall(ARGV[5] or 'PUBLISH', ARGV[4], KEYS[1])
 if held then
   return 1
 end

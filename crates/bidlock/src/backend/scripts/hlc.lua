@@ -16,15 +16,7 @@ local function next_token(counter, keep)
       local t = redis.call('TIME')
       hlc_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
-    if keep == '' then
-      token = (tonumber(redis.call('GETSET', counter, string.format('%d', hlc_now))) or 0) + 1
-      if token <= hlc_now then
-        hlc_issued[counter] = hlc_now
-        return hlc_now
-      end
-    else
-      token = math.max((tonumber(redis.call('GET', counter)) or 0) + 1, hlc_now)
-    end
+    token = math.max((tonumber(redis.call('GET', counter)) or 0) + 1, hlc_now)
   end
   hlc_issued[counter] = token
   if keep == '' then

@@ -1,10 +1,12 @@
 -- A queued waiter says it is still there (its entry lives another ARGV[2] ms), or learns
--- that a release handed it the lock (when the grant's message did not arrive).
+-- that a release handed it the lock (when the grant's message did not arrive), or that
+-- its tenure in the queue is over (docs/HANDOVER.md).
 -- KEYS[1] lock, KEYS[2] queue, KEYS[3] waiters; ARGV[1] holder id, ARGV[2] entry
 -- lifetime in ms, ARGV[3] grant ttl in ms, ARGV[4] grant channel
--- Returns {1, 0} still queued; {2, token} handed the lock; {0, 0} try again: not queued
--- (its entry expired and was skipped, or the queue was cleared), or the lock is free (its
--- holder's ttl ran out, or a client that does not hand over released it).
+-- Returns {1, 0} still queued; {2, token} handed the lock; {3, 0} still queued and the
+-- lock is free (its holder's ttl ran out, or a client that does not hand over released
+-- it): try again, staying queued; {0, 0} not queued any more (its entry expired and was
+-- skipped, or the queue was cleared): the tenure is over.
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   local to, token = string.match(redis.call('HGET', KEYS[3], '') or '', '^(.*) (%d+)$')
@@ -12,8 +14,11 @@ if holder == ARGV[1] then
     return {2, tonumber(token)}
   end
 end
-if not holder or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return {0, 0}
+end
+if not holder then
+  return {3, 0}
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -2,15 +2,16 @@
 -- one manager (a lone release is a batch of one). When someone waits, hand the lock
 -- straight to the first live waiter in the key's queue: the lock never becomes free in
 -- between, so the waiter holds it one message after the release, and nobody barges ahead
--- of the queue. With no live waiter queued, free it and wake the waiters that only watch.
+-- of the queue. Otherwise free it. Either way the removal is published (docs/HANDOVER.md,
+-- rule 3): a holder that shares the key's holder id, or one whose lock an operator
+-- released by holder id, learns at once.
 -- Shared: ARGV[1] publish command: PUBLISH, or SPUBLISH on a cluster (pcall: a server
 -- without it only skips the message; waiters then find the lock free by polling),
 -- ARGV[2] how long to keep a fencing counter in ms ('' for ever).
 -- Item i (from 0): KEYS[6i+1..6i+6] lock, wait marker, queue, waiters, fencing counter,
 -- completion record; ARGV[2i+3] holder id, ARGV[2i+4] release channel.
 -- Returns one code per item: 0 not held by this holder (its queue entry, if any, is
--- removed); 1 released, nobody waited; 2 released and published; 3 handed to a queued
--- waiter.
+-- removed); 2 released and published; 3 handed to a queued waiter.
 local publish, keep = ARGV[1], ARGV[2]
 
 local function hand_over(lock, queue, waiters, counter, holder)
@@ -33,7 +34,12 @@ local function hand_over(lock, queue, waiters, counter, holder)
       redis.call('SET', lock, head, 'PX', grant)
       local token = string.format('%d', next_token(counter, keep))
       -- The last grant, for a waiter whose message does not arrive (one field: no growth).
+      -- The hash may have been emptied above: it gets a ttl again on this path too.
       redis.call('HSET', waiters, '', head .. ' ' .. token)
+      local life = tonumber(grant) + 5000
+      if redis.call('PTTL', waiters) < life then
+        redis.call('PEXPIRE', waiters, life)
+      end
       redis.call('PUBLISH', channel, token .. ' ' .. string.len(head) .. ' ' .. head .. lock)
       return true
     end
@@ -48,14 +54,9 @@ local function release(lock, marker, queue, waiters, counter, done, holder, chan
     end
     return 0
   end
-  -- Nobody waits when there is neither a marker nor a queue (a queue may outlive its
-  -- marker: a marker deleted by hand, or one that a foreign client's lock outlived).
-  if redis.call('EXISTS', marker, queue) == 0 then
-    redis.call('DEL', lock)
-    return 1
-  end
   -- A posting handled meanwhile is never handed on: every waiter must see the record.
-  if redis.call('EXISTS', done) == 0 and hand_over(lock, queue, waiters, counter, holder) then
+  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0
+      and hand_over(lock, queue, waiters, counter, holder) then
     return 3
   end
   redis.call('DEL', lock, marker)

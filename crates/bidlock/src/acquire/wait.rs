@@ -1,0 +1,99 @@
+//! The waiting states of an acquire: `Watch` (not queued in the store: a release signal,
+//! the holder's ttl, backoff) and `Queued` (queued in the store: a grant, a release, the
+//! next refresh of the entry).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Acquiring, Step, Tenure};
+use crate::backend::Waiting;
+use crate::error::Error;
+use crate::waiters::Ticket;
+
+impl Acquiring<'_> {
+    /// Waits for the earliest of a release signal, the holder's ttl, the next backoff
+    /// step and the deadline; then tries if it is this waiter's turn. At the deadline, one
+    /// last look if it is.
+    pub(super) async fn watch(&mut self) -> Step {
+        let now = Instant::now();
+        let Some(ticket) = self.ticket.as_ref().filter(|_| now < self.deadline) else {
+            return Step::TimedOut;
+        };
+        let mut sleep = self.backoff.next_delay();
+        if let Some(left) = self.hint {
+            // Look again right when the holder's ttl runs out.
+            sleep = sleep.min(left + Duration::from_millis(1));
+        }
+        let wake_at = (now + sleep).min(self.deadline);
+        tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at.saturating_duration_since(now)), "waiting");
+        let signalled = woken(ticket, wake_at).await;
+        if signalled || ticket.is_front() {
+            Step::Try(None)
+        } else {
+            Step::Watch
+        }
+    }
+
+    /// A queued tenure waits for its grant (or a release that freed the lock without one),
+    /// refreshing its entry meanwhile: no polling. At the deadline it gives up, and its
+    /// place is let go in the background (a grant on its way is handed on).
+    pub(super) async fn wait_queued(&mut self, tenure: Tenure) -> Result<Step, Error> {
+        let now = Instant::now();
+        let Some(ticket) = self.ticket.as_ref().filter(|_| now < self.deadline) else {
+            // `tenure` drops: its id leaves the queue (or hands on a grant) in the background.
+            return Ok(Step::TimedOut);
+        };
+        let wake_at = tenure.refresh_at.min(self.deadline);
+        let signalled = woken(ticket, wake_at).await;
+        if let Some(token) = ticket.take_grant(tenure.lease.holder()) {
+            return Ok(Step::Granted(tenure, token));
+        }
+        if Instant::now() >= self.deadline {
+            // Out of time: `tenure` drops, which hands on a grant that is on its way.
+            return Ok(Step::TimedOut);
+        }
+        if signalled {
+            // A release freed the lock without handing it over: try, staying queued.
+            return Ok(Step::Try(Some(tenure)));
+        }
+        self.refresh(tenure).await
+    }
+
+    /// Keeps the entry alive, or finds the tenure was handed the lock, or that the lock is
+    /// free (try, staying queued), or that the tenure is over (a fresh id joins again).
+    async fn refresh(&mut self, mut tenure: Tenure) -> Result<Step, Error> {
+        let Some(handoff) = self.handoff else {
+            return Ok(Step::Try(Some(tenure)));
+        };
+        let sent = Instant::now();
+        // A refresh only keeps the entry alive: at the deadline it is cut, and the tenure
+        // drops (a grant on its way is handed on at once, not left to run out).
+        let refresh = self.inner.store.refresh(&tenure.lease, handoff);
+        let Ok(answer) = tokio::time::timeout_at(self.deadline, refresh).await else {
+            return Ok(Step::TimedOut);
+        };
+        Ok(match answer? {
+            Waiting::Queued => {
+                tenure.since = sent;
+                tenure.refresh_at = sent + handoff.refresh_every;
+                Step::Queued(tenure)
+            }
+            Waiting::Granted { token } => Step::Granted(tenure, token),
+            Waiting::Free => Step::Try(Some(tenure)),
+            Waiting::Gone => {
+                tenure.leave.disarm();
+                self.expect_grants(None);
+                Step::Try(None)
+            }
+        })
+    }
+}
+
+/// Waits until `ticket` is signalled (`true`) or `wake_at` (`false`).
+async fn woken(ticket: &Ticket, wake_at: Instant) -> bool {
+    tokio::select! {
+        _ = ticket.signalled() => true,
+        _ = tokio::time::sleep_until(wake_at) => false,
+    }
+}
