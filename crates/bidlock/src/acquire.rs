@@ -165,7 +165,14 @@ struct Acquiring<'a> {
     conflicted: bool,
     /// The store's handoff rules, when this acquire queues in the store.
     handoff: Option<Handoff>,
+    /// The error of the last try or refresh, when it failed (cleared by any answer): a
+    /// wait that ends on one reports it, not "not acquired".
+    last_error: Option<Error>,
 }
+
+/// However close the deadline, a try may take this long (or the response timeout, if
+/// shorter): a last look at the deadline is still a look.
+const TRY_FLOOR: Duration = Duration::from_millis(250);
 
 impl<'a> Acquiring<'a> {
     fn new(
@@ -199,6 +206,39 @@ impl<'a> Acquiring<'a> {
             hint: None,
             conflicted: false,
             handoff,
+            last_error: None,
+        }
+    }
+
+    /// Until when a try may take: the deadline (at least [`TRY_FLOOR`] from now) for an
+    /// acquire that waits; `None` (the store's response timeout) for one that does not.
+    fn try_bound(&self, tried_at: Instant) -> Option<Instant> {
+        if self.opts.timeout.is_zero() {
+            return None;
+        }
+        let floor = TRY_FLOOR.min(self.inner.config.response_timeout);
+        Some(self.deadline.max(tried_at + floor))
+    }
+
+    /// A failed try or refresh: keep waiting (and retry) when the error is transient and
+    /// time is left; the wait then ends with it if nothing answers before the deadline.
+    fn retry_later(&mut self, e: Error) -> Result<(), Error> {
+        if !(e.is_backend() && e.is_retryable()) || Instant::now() >= self.deadline {
+            return Err(e);
+        }
+        tracing::debug!(target: "bidlock::manager", key = %self.key, error = %e, "backend error while waiting; retrying until the deadline");
+        self.last_error = Some(e);
+        Ok(())
+    }
+
+    /// The error for a try cut at the deadline: the store did not answer in time.
+    fn no_answer(&self) -> Error {
+        Error::Unavailable {
+            url: self.inner.store.location(),
+            reason: format!(
+                "no answer within the acquire's wait of {}",
+                crate::human::duration(self.opts.timeout)
+            ),
         }
     }
 
@@ -270,7 +310,24 @@ impl<'a> Acquiring<'a> {
         };
         // An error is an unknown outcome: `leave` releases this try's lock (and queue
         // entry) in the background as it drops.
-        match self.inner.store.try_acquire(&req).await? {
+        let tried = self.inner.store.try_acquire(&req);
+        let answer = match self.try_bound(tried_at) {
+            Some(bound) => tokio::time::timeout_at(bound, tried)
+                .await
+                .unwrap_or_else(|_| Err(self.no_answer())),
+            None => tried.await,
+        };
+        let attempt = match answer {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                drop(leave);
+                self.expect_grants(None);
+                self.retry_later(e)?;
+                return Ok(Step::Watch);
+            }
+        };
+        self.last_error = None;
+        match attempt {
             Attempt::Acquired { token } => {
                 lease.set_token(token);
                 lease.confirm(tried_at, self.validity);
@@ -441,6 +498,10 @@ impl<'a> Acquiring<'a> {
 
     fn not_acquired(&mut self) -> Error {
         self.leave_queue(true);
+        if let Some(e) = self.last_error.take() {
+            // The wait ended on a backend error, not on a lock held by someone else.
+            return e;
+        }
         let waited = self.start.elapsed();
         self.inner
             .metrics

@@ -124,12 +124,12 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::NotAcquired { .. } | Error::Unavailable { .. } | Error::NoQuorum { .. } => true,
+            // What redis-rs itself would retry (I/O, a dropped connection, TRYAGAIN,
+            // CLUSTERDOWN, MASTERDOWN, LOADING, READONLY after a failover, a redirect),
+            // but a refused password: waiting does not fix it.
             Error::Redis { source, .. } => {
-                source.is_io_error()
-                    || source.is_timeout()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
-                    || source.is_unrecoverable_error()
+                !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
+                    && source.kind() != redis::ErrorKind::AuthenticationFailed
             }
             _ => false,
         }

@@ -66,6 +66,7 @@ mod config;
 mod error;
 mod guard;
 mod health;
+mod human;
 mod inner;
 mod keeper;
 mod key;

@@ -294,3 +294,60 @@ async fn a_killed_master_fails_over_and_holders_are_kept_or_told() {
         "{h:?}"
     );
 }
+
+/// A waiter whose posting's slot moves keeps waiting: every try meets the half-moved slot
+/// (`TRYAGAIN`: some of the script's keys are on the old master, some are not), and a
+/// transient error during a wait is retried until the deadline. (Issue 21, item 5: the
+/// waiter gave up with "TryAgain: Multiple keys request during rehashing of slot".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_keeps_waiting_while_its_slot_moves() {
+    let c = start().await;
+    let (holder, waiter) = (manager(&c).await, manager(&c).await);
+    let k = LockKey::new("mig", "waited").unwrap();
+    let g = holder
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    // Other keys in the slot, so that it stays half moved for a while.
+    let ks = names();
+    let lock = ks.lock_key(&k);
+    let slot = c.slot_of(&lock);
+    let tag = format!("{{{}:{}}}", k.marketplace(), k.posting());
+    for i in 0..12 {
+        let _: String = c.cmd_for_key(&lock, &["SET", &format!("filler{i}{tag}"), "x"]);
+    }
+    let waiting = {
+        let (waiter, k) = (waiter.clone(), k.clone());
+        tokio::spawn(async move {
+            let opts = AcquireOptions::new().timeout(Duration::from_secs(40));
+            waiter.acquire(&k, &opts).await
+        })
+    };
+    wait_for("the waiter to try", || {
+        waiter.metrics().lock_busy_tries >= 1
+    })
+    .await;
+    let (c, to) = tokio::task::spawn_blocking(move || {
+        let from = c.master_of_slot(slot);
+        let to = *c.master_ports().iter().find(|p| **p != from).unwrap();
+        c.migrate_slot(slot, to, Duration::from_millis(250));
+        (c, to)
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.master_of_slot(slot), to);
+    assert!(
+        !waiting.is_finished(),
+        "the waiter gave up during the move: {:?}",
+        waiting.await
+    );
+    let first = g.fencing_token();
+    assert!(g.release().await.unwrap());
+    let got = waiting
+        .await
+        .unwrap()
+        .expect("the waiter did not get the lock");
+    assert!(got.fencing_token() > first);
+    eprintln!("waiter metrics across the move: {:?}", waiter.metrics());
+    assert!(got.release().await.unwrap());
+}

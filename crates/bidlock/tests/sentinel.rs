@@ -124,3 +124,140 @@ async fn follows_the_master_through_a_failover() {
     );
     drop(g3);
 }
+
+fn sentinel_config(url: String) -> bidlock::Config {
+    Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(url)
+        .response_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+/// After a planned failover (`SENTINEL FAILOVER`) the old master stays a writable master
+/// for a while, so renewals there keep succeeding while the lock's copy on the new master
+/// runs out. A renewal counts only when the sentinels still name its master: the old
+/// holder is told it lost the lock at its next renewal, before anyone else can take it.
+/// (Issue 21, item 4: the holder renewed on the old master and ran on beside the new one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_failover_tells_the_old_holder_before_a_new_one_takes_the_lock() {
+    let cluster = tokio::task::spawn_blocking(SentinelCluster::start)
+        .await
+        .unwrap();
+    let a = BidLockManager::new(sentinel_config(cluster.url()))
+        .await
+        .unwrap();
+    let k = key("planned");
+    let ttl = Duration::from_secs(3);
+    let g = a
+        .acquire(&k, &AcquireOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let old = cluster.master_port().unwrap();
+    // Let a renewal replicate, then ask the sentinels for a failover.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sentinel = cluster.sentinel_ports()[0];
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{sentinel}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("bidmaster")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let cluster = tokio::task::spawn_blocking(move || {
+        assert!(cluster
+            .wait_new_master(old, Duration::from_secs(30))
+            .is_some());
+        cluster
+    })
+    .await
+    .unwrap();
+    // B connects now: the sentinels send it to the new master, where it waits for A's
+    // copy of the lock to run out.
+    let b = BidLockManager::new(sentinel_config(cluster.url()))
+        .await
+        .unwrap();
+    let gb = b
+        .acquire(&k, &AcquireOptions::new().timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(
+        g.is_lost(),
+        "B holds the lock on the new master while A was never told: {:?}",
+        g.lease().lost_reason()
+    );
+    assert!(gb.fencing_token() > g.fencing_token());
+    assert!(gb.release().await.unwrap());
+}
+
+/// Waiters queued before the master is killed keep waiting through the failover and get
+/// the lock on the new master. (Issue 21, item 5: both waiters failed with "broken pipe"
+/// as soon as the holder's release woke them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_queued_before_the_master_is_killed_get_the_lock_after_the_failover() {
+    let cluster = tokio::task::spawn_blocking(SentinelCluster::start)
+        .await
+        .unwrap();
+    let cfg = sentinel_config(cluster.url());
+    let h = BidLockManager::new(cfg.clone()).await.unwrap();
+    let k = key("survive");
+    let g = h
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let m = BidLockManager::new(cfg.clone()).await.unwrap();
+        let k = k.clone();
+        waiters.push(tokio::spawn(async move {
+            let opts = AcquireOptions::new().timeout(Duration::from_secs(60));
+            let g = m.acquire(&k, &opts).await?;
+            let token = g.fencing_token();
+            g.release().await?;
+            Ok::<_, bidlock::Error>(token)
+        }));
+    }
+    let queue = "bid_lock_queue:upwork:survive";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cluster.master().cmd::<i64>(&["ZCARD", queue]) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiters never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cluster = cluster;
+    let old = tokio::task::spawn_blocking(move || {
+        let old = cluster.kill_master();
+        (cluster, old)
+    })
+    .await
+    .unwrap();
+    let (cluster, old) = old;
+    let cluster = tokio::task::spawn_blocking(move || {
+        assert!(cluster
+            .wait_new_master(old.unwrap(), Duration::from_secs(30))
+            .is_some());
+        cluster
+    })
+    .await
+    .unwrap();
+    // The holder lets go on the new master (or its copy runs out there).
+    let _ = g.release().await;
+    let mut tokens = Vec::new();
+    for w in waiters {
+        tokens.push(
+            w.await
+                .unwrap()
+                .expect("a waiter gave up on a transient error"),
+        );
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    drop(cluster);
+}

@@ -73,7 +73,17 @@ impl Acquiring<'_> {
         let Ok(answer) = tokio::time::timeout_at(self.deadline, refresh).await else {
             return Ok(Step::TimedOut);
         };
-        Ok(match answer? {
+        let waiting = match answer {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                // Still queued, as far as we know: refresh again after a backoff step.
+                self.retry_later(e)?;
+                tenure.refresh_at = Instant::now() + self.backoff.next_delay();
+                return Ok(Step::Queued(tenure));
+            }
+        };
+        self.last_error = None;
+        Ok(match waiting {
             Waiting::Queued => {
                 tenure.since = sent;
                 tenure.refresh_at = sent + handoff.refresh_every;

@@ -63,6 +63,9 @@ pub(super) type TakeAnswer = (i64, i64, Vec<u8>);
 pub(super) struct LetGo {
     pub(super) key: LockKey,
     pub(super) holder: Holder,
+    /// Publish the release even when nobody waits: a release by holder id, or of a holder
+    /// id the caller chose (another manager may hold the lock under it).
+    pub(super) tell: bool,
 }
 
 /// A name (or any text) written into a command's buffer as one argument.
@@ -159,6 +162,7 @@ pub(super) async fn send_let_gos(
             Layout::Classic => cmd.arg(Text(keys.release_channel_name())),
             _ => cmd.arg(keys.release_channel_of(&g.key)),
         };
+        cmd.arg(flag(g.tell));
     }
     run(conn, &RELEASE, &cmd).await
 }

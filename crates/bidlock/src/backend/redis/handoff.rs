@@ -111,10 +111,16 @@ impl RedisStore {
 
     /// Releases (handing over to the first live queued waiter), or, for a holder that
     /// does not hold the lock, takes its entry out of the queue.
-    pub(super) async fn let_go(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+    pub(super) async fn let_go(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        tell: bool,
+    ) -> Result<bool, Error> {
         let item = LetGo {
             key: key.clone(),
             holder: holder.clone(),
+            tell,
         };
         let answer = match &self.batches {
             Some(b) => b.let_gos.call(item).await,

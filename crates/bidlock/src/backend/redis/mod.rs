@@ -53,7 +53,7 @@ use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
 use cluster::ClusterLink;
 use conn::Conn;
 use scripts::{COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RENEW, STATUS};
-use sentinel::Failover;
+use sentinel::{Confirmation, Failover};
 use subscriber::Subscriber;
 
 use super::memory::ms;
@@ -280,6 +280,31 @@ impl RedisStore {
         }
     }
 
+    /// Through Sentinel, an extend counts only if the sentinels still name the master it
+    /// went to (see [`sentinel`]); on another master's word it is a loss, and this store
+    /// follows the new master. Without Sentinel there is nothing to confirm.
+    async fn confirm_master(&self, lock: &str) -> Result<bool, Error> {
+        let (Some(f), Link::Single(master)) = (&self.failover, &self.link) else {
+            return Ok(true);
+        };
+        match f.confirm().await {
+            Ok(Confirmation::Confirmed) => Ok(true),
+            Ok(Confirmation::Moved) => {
+                tracing::warn!(target: "bidlock::redis", url = self.target.redacted(), key = lock,
+                    "the sentinels name another master: a lock renewed on the old one no longer counts");
+                f.check(master, &self.notices, &self.background);
+                Ok(false)
+            }
+            Err(why) => {
+                self.metrics.count(Counter::RedisErrors, None);
+                Err(Error::Unavailable {
+                    url: self.target.redacted().to_owned(),
+                    reason: format!("the renewal of {lock} went through, but no sentinel confirmed the master: {why}"),
+                })
+            }
+        }
+    }
+
     /// Raises the fencing counter to at least `token` (Redlock write-back).
     pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
         let fence = self.keys.fence_key();
@@ -354,9 +379,12 @@ impl Store for RedisStore {
         &self,
         key: &LockKey,
         holder: &Holder,
-        _lease: Option<&Lease>,
+        lease: Option<&Lease>,
     ) -> Result<bool, Error> {
-        self.let_go(key, holder).await
+        // Only a lease's own release of a generated holder id can go unannounced when
+        // nobody waits: no one else can hold a lock under that id.
+        let tell = lease.is_none_or(Lease::holder_given);
+        self.let_go(key, holder, tell).await
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
@@ -375,7 +403,10 @@ impl Store for RedisStore {
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("extend", &lock, e))?;
-        Ok(n == 1)
+        if n != 1 {
+            return Ok(false);
+        }
+        self.confirm_master(&lock).await
     }
 
     async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
@@ -400,7 +431,8 @@ impl Store for RedisStore {
             .arg(ms(retention).max(1))
             .arg(self.keys.release_channel_of(lease.key()))
             .arg(self.publish)
-            .arg(if lease.owns_its_id() { "1" } else { "0" });
+            .arg(if lease.owns_its_id() { "1" } else { "0" })
+            .arg(if lease.holder_given() { "1" } else { "0" });
         let n: i64 = inv
             .invoke_async(&mut self.call())
             .await

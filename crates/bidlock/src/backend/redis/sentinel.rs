@@ -1,12 +1,22 @@
-//! Sentinel: finding the master through the sentinels, and following it when an error
-//! suggests it moved. Checks run one at a time in the store's tracked tasks, so `close()`
-//! stops and waits for them; what each check found is logged, never swallowed.
+//! Sentinel: finding the master through the sentinels, following it when an error
+//! suggests it moved, and confirming after each renewal that the sentinels still name the
+//! master the lock was renewed on. Checks run one at a time in the store's tracked tasks,
+//! so `close()` stops and waits for them; what each check found is logged, never
+//! swallowed.
+//!
+//! Why confirm: after a failover the old master can stay a writable master for seconds
+//! (a planned failover demotes it only once it is reachable; a master cut off from the
+//! sentinels but not from its clients is not demoted at all), so renewals there keep
+//! succeeding while the lock's copy on the new master runs out. A renewal therefore
+//! counts only when every sentinel that answers names the master it went to.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use futures_util::future::join_all;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Client;
 
 use super::client::{make_client, Master, RedisSettings};
@@ -26,6 +36,17 @@ pub(crate) struct Failover {
     settings: RedisSettings,
     current: Mutex<Option<Addr>>,
     checking: AtomicBool,
+    /// One connection per sentinel, kept between questions (dropped on an error).
+    conns: Mutex<HashMap<Addr, MultiplexedConnection>>,
+}
+
+/// What the sentinels said about the master a renewal went to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Confirmation {
+    /// Every sentinel that answered names it.
+    Confirmed,
+    /// A sentinel names another master: the lock there no longer counts.
+    Moved,
 }
 
 impl Failover {
@@ -36,6 +57,32 @@ impl Failover {
             settings: settings.clone(),
             current: Mutex::new(None),
             checking: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks every sentinel at once which master they name, and compares with the one this
+    /// store talks to. `Err`: no sentinel answered (the renewal then counts as unknown).
+    pub(crate) async fn confirm(&self) -> Result<Confirmation, String> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let answers = join_all(self.spec.sentinels.iter().map(|(h, p)| self.ask(h, *p))).await;
+        let named: Vec<Addr> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .cloned()
+            .collect();
+        if named.is_empty() {
+            let why = answers.into_iter().find_map(Result::err);
+            return Err(why.unwrap_or_else(|| "no sentinel configured".to_owned()));
+        }
+        if named.iter().all(|a| Some(a) == current.as_ref()) {
+            Ok(Confirmation::Confirmed)
+        } else {
+            Ok(Confirmation::Moved)
         }
     }
 
@@ -59,11 +106,28 @@ impl Failover {
         Err(last)
     }
 
-    /// One sentinel's answer.
+    /// One sentinel's answer, over a connection kept for the next question.
     async fn ask(&self, host: &str, port: u16) -> Result<Addr, String> {
+        let addr = (host.to_owned(), port);
         let asked = tokio::time::timeout(self.settings.connect_timeout, async {
-            let client = Client::open((host.to_owned(), port))?;
-            let mut c = client.get_multiplexed_async_connection().await?;
+            let kept = self
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&addr)
+                .cloned();
+            let mut c = match kept {
+                Some(c) => c,
+                None => {
+                    let client = Client::open(addr.clone())?;
+                    let c = client.get_multiplexed_async_connection().await?;
+                    self.conns
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(addr.clone(), c.clone());
+                    c
+                }
+            };
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(&self.spec.service)
@@ -71,6 +135,12 @@ impl Failover {
                 .await
         })
         .await;
+        if !matches!(asked, Ok(Ok(_))) {
+            self.conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&addr);
+        }
         match asked {
             Ok(Ok(Some((h, p)))) => p
                 .parse::<u16>()

@@ -2,16 +2,20 @@
 -- one manager (a lone release is a batch of one). When someone waits, hand the lock
 -- straight to the first live waiter in the key's queue: the lock never becomes free in
 -- between, so the waiter holds it one message after the release, and nobody barges ahead
--- of the queue. Otherwise free it. Either way the removal is published (docs/HANDOVER.md,
--- rule 3): a holder that shares the key's holder id, or one whose lock an operator
--- released by holder id, learns at once.
+-- of the queue. Otherwise free it, and publish the release (docs/HANDOVER.md, rule 3)
+-- when someone waits (a wait marker or a queue) or the caller asks (`tell`): a release by
+-- holder id (an operator, the original API) or of a holder id the caller chose, whose
+-- lock another manager may hold, so that holder learns at once. A lease's own release
+-- of a generated holder id with nobody waiting tells nobody anything: no message.
 -- Shared: ARGV[1] publish command: PUBLISH, or SPUBLISH on a cluster (pcall: a server
 -- without it only skips the message; waiters then find the lock free by polling),
 -- ARGV[2] how long to keep a fencing counter in ms ('' for ever).
 -- Item i (from 0): KEYS[6i+1..6i+6] lock, wait marker, queue, waiters, fencing counter,
--- completion record; ARGV[2i+3] holder id, ARGV[2i+4] release channel.
+-- completion record; ARGV[3i+3] holder id, ARGV[3i+4] release channel, ARGV[3i+5] '1' to
+-- publish the release even when nobody waits.
 -- Returns one code per item: 0 not held by this holder (its queue entry, if any, is
--- removed); 2 released and published; 3 handed to a queued waiter.
+-- removed); 1 released, nobody waited; 2 released and published; 3 handed to a queued
+-- waiter.
 local publish, keep = ARGV[1], ARGV[2]
 
 local function hand_over(lock, queue, waiters, counter, holder)
@@ -46,13 +50,23 @@ local function hand_over(lock, queue, waiters, counter, holder)
   end
 end
 
-local function release(lock, marker, queue, waiters, counter, done, holder, channel)
+local function release(lock, marker, queue, waiters, counter, done, holder, channel, tell)
   if redis.call('GET', lock) ~= holder then
     -- A waiter leaving (timed out, cancelled) takes its place out of the queue.
     if redis.call('ZREM', queue, holder) == 1 then
       redis.call('HDEL', waiters, holder)
     end
     return 0
+  end
+  -- Nobody waits when there is neither a marker nor a queue (a queue may outlive its
+  -- marker: a marker deleted by hand, or one that a foreign client's lock outlived).
+  if redis.call('EXISTS', marker, queue) == 0 then
+    redis.call('DEL', lock)
+    if tell == '1' then
+      redis.pcall(publish, channel, lock)
+      return 2
+    end
+    return 1
   end
   -- A posting handled meanwhile is never handed on: every waiter must see the record.
   if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0
@@ -73,6 +87,6 @@ local out = {}
 for i = 0, #KEYS / 6 - 1 do
   local k = 6 * i
   out[i + 1] = release(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
-    KEYS[k + 6], ARGV[2 * i + 3], ARGV[2 * i + 4])
+    KEYS[k + 6], ARGV[3 * i + 3], ARGV[3 * i + 4], ARGV[3 * i + 5])
 end
 return out
