@@ -33,13 +33,14 @@ async fn a_try_is_cut_at_the_acquires_deadline() {
     assert!(took < Duration::from_secs(4), "took {took:?}");
     // The cut try's lock, if the server took it after all, is let go in the background.
     let m2 = manager(&s.url(), Duration::from_secs(2)).await;
-    common::acquire_eventually(
+    let g = common::acquire_eventually(
         &m2,
         &key("paused"),
         &AcquireOptions::new(),
         Duration::from_secs(5),
     )
     .await;
+    assert!(g.release().await.unwrap());
 }
 
 /// Redis restarts while a waiter waits: the waiter's tries fail for a while, and it keeps
