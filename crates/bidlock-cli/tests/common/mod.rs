@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::process::{Command, Output, Stdio};
 
 use bidlock_testkit::{dead_port, RedisServer};

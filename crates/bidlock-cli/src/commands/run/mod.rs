@@ -1,19 +1,25 @@
-//! `bidlock run`: hold a posting's lock, with renewal, while a command runs.
+//! `bidlock run`: hold a posting's lock, with renewal, while a command runs. The command
+//! runs under a keeper process (`crate::keep`) so that it never outlives `run`.
+
+mod keeper;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey, LockStatus};
 use clap::Args;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::process::Child;
-use tokio::signal::unix::{signal, SignalKind};
+use nix::sys::signal::Signal as NixSignal;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use self::keeper::Keeper;
 use crate::exit::{self, CliError};
 use crate::output::human_duration;
 use crate::{lock_key, Global};
+
+/// How long past the grace period `run` waits for the keeper before killing the
+/// command's group itself.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -31,10 +37,13 @@ pub(crate) struct RunArgs {
     /// Holder id to store (default: generated, host:pid:random:n).
     #[arg(long, value_name = "ID")]
     holder: Option<String>,
-    /// Record completion when the command exits 0; later runs exit 76 at once.
+    /// Record completion when the command exits 0; later runs exit 76 at once. Exit 0
+    /// recorded; 78 recorded, but the lock was lost before the command finished; 77 lock
+    /// lost and 79 record failed: not recorded.
     #[arg(long)]
     once: bool,
-    /// Seconds between SIGTERM and SIGKILL when the lock is lost.
+    /// Seconds between SIGTERM and SIGKILL when the command's processes are stopped (the
+    /// lock was lost, or the command ended and left some running).
     #[arg(long, default_value = "10", value_parser = crate::seconds, value_name = "S",
           allow_negative_numbers = true)]
     grace: Duration,
@@ -54,14 +63,6 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// Signals the command's whole process group: what it started in the background stops
-/// with it.
-fn send(pid: Option<u32>, sig: Signal) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(-pid), sig);
-    }
-}
-
 /// Takes the lock; with a wait, one try first, so that a busy lock is announced (who
 /// holds it, for how long) before the silence of waiting.
 async fn acquire(
@@ -72,7 +73,16 @@ async fn acquire(
     quiet: bool,
 ) -> Result<LockGuard, CliError> {
     if wait.is_zero() || quiet {
-        return Ok(m.acquire(key, opts).await?);
+        return m.acquire(key, opts).await.map_err(|e| match e {
+            bidlock::Error::NotAcquired { key, holder, .. } if wait.is_zero() => CliError::new(
+                exit::NOT_ACQUIRED,
+                format!(
+                    "lock {key} is held{}; not acquired (--wait 0 tries once and does not wait)",
+                    holder.map(|h| format!(" by {h}")).unwrap_or_default()
+                ),
+            ),
+            e => e.into(),
+        });
     }
     let start = Instant::now();
     let holder = match m.try_acquire(key, opts).await {
@@ -111,7 +121,8 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     if args.holder.as_deref() == Some("") {
         return Err(CliError::usage("--holder must not be empty"));
     }
-    let m = g.manager(true).await?;
+    // Connecting may not take longer than the caller is willing to wait for the lock.
+    let m = g.manager_within(true, args.wait).await?;
     let mut opts = AcquireOptions::new()
         .timeout(args.wait)
         .check_done(args.once);
@@ -124,14 +135,25 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     // Not acquired in time (75) and already done (76) are errors with their own codes.
     let guard = acquire(&m, &key, &opts, args.wait, args.quiet).await?;
     let redis_key = m.config().keys().lock_key(&key);
-    let child = match spawn(&args.command, &key, &redis_key, &guard) {
-        Ok(c) => c,
+    if !args.once {
+        say_if_recorded(&m, &key, &redis_key).await;
+    }
+    let env = vec![
+        ("BIDLOCK_KEY", redis_key.clone()),
+        ("BIDLOCK_HOLDER", guard.holder().as_str().to_owned()),
+        ("BIDLOCK_FENCE", guard.fencing_token().to_string()),
+        ("BIDLOCK_MARKETPLACE", key.marketplace().to_owned()),
+        ("BIDLOCK_POSTING", key.posting().to_owned()),
+    ];
+    let signals = Signals::install()?;
+    let mut keeper = match Keeper::start(&args.command, env, args.grace).await {
+        Ok(k) => k,
         Err(e) => {
             let _ = guard.release().await;
             return Err(e);
         }
     };
-    let Some(status) = supervise(child, &guard, args.grace, &redis_key).await? else {
+    let Some(status) = supervise(&mut keeper, signals, &guard, args.grace, &redis_key).await else {
         drop(guard);
         return Ok(exit::LOCK_LOST);
     };
@@ -145,91 +167,102 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     finish(guard, args.once, code, &redis_key).await
 }
 
-/// Starts the command in its own process group (so that a lost lock stops everything it
-/// started), with the lock's names and token in its environment.
-fn spawn(
-    command: &[String],
-    key: &LockKey,
-    redis_key: &str,
-    guard: &LockGuard,
-) -> Result<Child, CliError> {
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| CliError::usage("no command given after --"))?;
-    tokio::process::Command::new(program)
-        .args(rest)
-        .env("BIDLOCK_KEY", redis_key)
-        .env("BIDLOCK_HOLDER", guard.holder().as_str())
-        .env("BIDLOCK_FENCE", guard.fencing_token().to_string())
-        .env("BIDLOCK_MARKETPLACE", key.marketplace())
-        .env("BIDLOCK_POSTING", key.posting())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| CliError::new(exit::CANNOT_EXECUTE, format!("cannot run {program:?}: {e}")))
+/// Without `--once` a completion record does not stop the command, but it is worth a
+/// line: the posting was handled before.
+async fn say_if_recorded(m: &BidLockManager, key: &LockKey, redis_key: &str) {
+    if let Ok(LockStatus {
+        done: Some(record), ..
+    }) = m.status(key).await
+    {
+        let (token, holder) = record.split_once(' ').unwrap_or((record.as_str(), "?"));
+        eprintln!(
+            "bidlock: {redis_key} has a completion record (token {token}, by {holder}): the \
+             posting was handled before; running the command anyway (with --once, run would \
+             exit 76 without running it)"
+        );
+    }
+}
+
+/// SIGINT and SIGTERM, caught before the command starts so that neither can end `run`
+/// before it can pass them on.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Ok(Signals { int, term }),
+            _ => Err(CliError::new(
+                exit::FAILURE,
+                "cannot install signal handlers",
+            )),
+        }
+    }
 }
 
 /// Waits for the command, passing SIGINT and SIGTERM on to its group. `None` when the
-/// lock was lost first: the command has been stopped (SIGTERM, then SIGKILL after
+/// lock was lost first: the command's tree has been stopped (SIGTERM, then SIGKILL after
 /// `grace`).
 async fn supervise(
-    mut child: Child,
+    keeper: &mut Keeper,
+    mut signals: Signals,
     guard: &LockGuard,
     grace: Duration,
     redis_key: &str,
-) -> Result<Option<std::io::Result<ExitStatus>>, CliError> {
-    let pid = child.id();
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return Err(CliError::new(
-            exit::FAILURE,
-            "cannot install signal handlers",
-        ));
-    };
+) -> Option<std::io::Result<ExitStatus>> {
     let lost = guard.lost();
     tokio::pin!(lost);
     loop {
         tokio::select! {
-            status = child.wait() => return Ok(Some(status)),
+            status = keeper.wait() => return Some(status),
             _ = &mut lost => break,
-            _ = sigint.recv() => send(pid, Signal::SIGINT),
-            _ = sigterm.recv() => send(pid, Signal::SIGTERM),
+            _ = signals.int.recv() => keeper.forward(NixSignal::SIGINT),
+            _ = signals.term.recv() => keeper.forward(NixSignal::SIGTERM),
         }
     }
     // The command may have finished just before the loss was seen: then it did its work
     // while we held the lock, and its exit decides.
-    if let Ok(Some(status)) = child.try_wait() {
-        return Ok(Some(Ok(status)));
+    if let Some(status) = keeper.try_wait() {
+        return Some(status);
     }
     eprintln!(
         "bidlock: lock {redis_key} lost ({}); stopping the command",
         guard.lease().lost_reason().unwrap_or("unknown")
     );
-    send(pid, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        send(pid, Signal::SIGKILL);
-        let _ = child.wait().await;
+    keeper.stop();
+    // The keeper gives the command `grace`; more than that means the keeper is stuck.
+    if tokio::time::timeout(grace + STOP_MARGIN, keeper.wait())
+        .await
+        .is_err()
+    {
+        keeper.kill_group();
+        let _ = keeper.wait().await;
     }
-    Ok(None)
+    None
 }
 
-/// After the command: records completion (`--once` and exit 0) or releases; the command's
-/// exit code, or 77 when the lock was lost meanwhile.
+/// After the command: records completion (`--once` and exit 0) or releases.
 async fn finish(guard: LockGuard, once: bool, code: u8, redis_key: &str) -> Result<u8, CliError> {
     if once && code == 0 {
         // The command did its work: record it whoever holds the lock by now.
-        return match guard.complete().await {
-            Ok(true) => Ok(code),
+        return Ok(match guard.complete().await {
+            Ok(true) => exit::OK,
             Ok(false) => {
                 eprintln!("bidlock: completion of {redis_key} recorded, but the lock was lost before the command finished");
-                Ok(exit::LOCK_LOST)
+                exit::RECORDED_AFTER_LOSS
             }
-            Err(e) => Err(CliError::new(
-                exit::UNAVAILABLE,
-                format!("the command succeeded but its completion could not be recorded: {e}"),
-            )),
-        };
+            Err(e) => {
+                eprintln!(
+                    "bidlock: the command succeeded but its completion could not be recorded: {e}"
+                );
+                exit::UNRECORDED
+            }
+        });
     }
     match guard.release().await {
         Ok(true) => {}
@@ -239,5 +272,19 @@ async fn finish(guard: LockGuard, once: bool, code: u8, redis_key: &str) -> Resu
         }
         Err(e) => eprintln!("bidlock: release failed ({e}); the lock expires after its ttl"),
     }
-    Ok(code)
+    Ok(if once { once_code(code) } else { code })
+}
+
+/// Under `--once` each exit code has one meaning: a command's own code that `run`
+/// reserves for its outcomes becomes 1 (the command failed, nothing recorded).
+fn once_code(code: u8) -> u8 {
+    if exit::RUN_RESERVED.contains(&code) {
+        eprintln!(
+            "bidlock: the command exited {code}, a code run --once reserves for its own \
+             outcomes; exiting 1 (the command failed, nothing recorded)"
+        );
+        exit::FAILURE
+    } else {
+        code
+    }
 }
