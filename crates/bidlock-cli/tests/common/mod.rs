@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod doc_commands;
 pub mod netns;
 
 use std::process::{Command, Output, Stdio};

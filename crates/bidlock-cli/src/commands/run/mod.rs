@@ -21,6 +21,9 @@ use crate::{lock_key, Global};
 /// command's group itself.
 const STOP_MARGIN: Duration = Duration::from_secs(2);
 
+/// What `--wait 0` says when the lock is held: it did not wait, so no wait time.
+const NO_WAIT: &str = "not acquired (--wait 0 tries once and does not wait)";
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Marketplace id ([A-Za-z0-9_.-]{1,64}).
@@ -74,13 +77,13 @@ async fn acquire(
 ) -> Result<LockGuard, CliError> {
     if wait.is_zero() || quiet {
         return m.acquire(key, opts).await.map_err(|e| match e {
-            bidlock::Error::NotAcquired { key, holder, .. } if wait.is_zero() => CliError::new(
-                exit::NOT_ACQUIRED,
-                format!(
-                    "lock {key} is held{}; not acquired (--wait 0 tries once and does not wait)",
-                    holder.map(|h| format!(" by {h}")).unwrap_or_default()
-                ),
-            ),
+            bidlock::Error::NotAcquired { key, holder, .. } if wait.is_zero() => {
+                let message = match holder {
+                    Some(h) => format!("lock {key} is held by {h}; {NO_WAIT}"),
+                    None => format!("lock {key} is held; {NO_WAIT}"),
+                };
+                CliError::new(exit::NOT_ACQUIRED, message)
+            }
             e => e.into(),
         });
     }
