@@ -65,6 +65,17 @@ fn run_once_records_a_command_that_finished_while_the_lease_lapsed() {
     wait_for("the command to finish", Duration::from_secs(10), || {
         done.exists()
     });
+    // Finished: the keeper that `run` starts its command under has ended too (it ends
+    // once the command's whole tree has).
+    wait_for(
+        "the command's keeper to end",
+        Duration::from_secs(10),
+        || {
+            bidlock_testkit::process::children(run.id())
+                .iter()
+                .all(|c| bidlock_testkit::process::state(*c).is_none_or(|s| s == 'Z'))
+        },
+    );
     wait_for("the lock to expire", Duration::from_secs(10), || {
         s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:lapsed"]) == 0
     });

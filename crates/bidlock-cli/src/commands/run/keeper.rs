@@ -6,6 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
@@ -98,16 +99,16 @@ impl Keeper {
         }
     }
 
-    /// The keeper's status if it has ended already.
-    pub(super) fn try_wait(&mut self) -> Option<io::Result<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = self.exited.try_recv().ok();
+    /// Whether the keeper has ended, asked of the kernel rather than of the thread that
+    /// waits for it (which may not have run yet, say right after `run` was resumed
+    /// from SIGSTOP): ended but not reaped, or reaped already.
+    pub(super) fn has_ended(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(self.pid), flags) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) | Err(Errno::ECHILD) => true,
+            Err(_) => false,
         }
-        self.status.as_ref().map(|s| {
-            s.as_ref()
-                .map(|s| *s)
-                .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-        })
     }
 }
 

@@ -230,8 +230,8 @@ async fn supervise(
     }
     // The command may have finished just before the loss was seen: then it did its work
     // while we held the lock, and its exit decides.
-    if let Some(status) = keeper.try_wait() {
-        return Some(status);
+    if keeper.has_ended() {
+        return Some(keeper.wait().await);
     }
     eprintln!(
         "bidlock: lock {redis_key} lost ({}); stopping the command",
