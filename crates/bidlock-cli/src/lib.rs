@@ -78,6 +78,7 @@ enum Command {
 The command gets BIDLOCK_KEY, BIDLOCK_HOLDER, BIDLOCK_FENCE (fencing token), \
 BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. It runs under a keeper process: if run itself \
 dies (SIGKILL, the OOM killer), the command and everything it started are killed at once; \
+SIGINT, SIGTERM and SIGHUP are passed on to the command; \
 when the command ends, what it left running gets SIGTERM, then SIGKILL after --grace, \
 before the lock is released.\n\n\
 Exit: the command's code; 75 not acquired; 76 already done (--once); 77 lock lost while \

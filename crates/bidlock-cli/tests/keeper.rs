@@ -267,3 +267,29 @@ fn a_killed_keeper_takes_the_command_group_with_it_and_run_says_so() {
     let _ = kill(pids[2], Signal::SIGKILL);
     assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:keeper"]), 0);
 }
+
+#[test]
+fn a_hangup_is_passed_on_to_the_command_which_decides() {
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (started, got) = (dir.path().join("started"), dir.path().join("got"));
+    // A terminal that closes sends SIGHUP to `run`: the command gets it and decides
+    // (here: it cleans up and exits 4), rather than being killed with `run`.
+    let script = format!(
+        "trap 'echo HUP > {g}; exit 4' HUP; touch {s}; sleep 30 & wait",
+        g = got.display(),
+        s = started.display()
+    );
+    let mut t = TestCommand::on(&s, &["run", "upwork", "hup", "--", "sh", "-c", &script]);
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut run = t.cmd.spawn().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGHUP).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(4));
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "HUP");
+    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:hup"]), 0);
+}

@@ -20,7 +20,9 @@
 //! killer, systemd's `KillMode=process` — the keeper SIGKILLs the command's whole tree
 //! at once and exits. When the command ends normally, or `run` asks because the lock is
 //! lost, everything left below the keeper gets SIGTERM, then SIGKILL after the grace
-//! period, before `run` releases the lock or records completion.
+//! period, before `run` releases the lock or records completion. SIGINT, SIGTERM and
+//! SIGHUP that reach `run` are passed to the command's group; the keeper ignores them and
+//! the command decides.
 //!
 //! Outside the promise: processes the command has others start (`systemd-run`, `at`, a
 //! daemon it asks over a socket, a container engine), which are not its descendants; and

@@ -186,11 +186,14 @@ async fn say_if_recorded(m: &BidLockManager, key: &LockKey, redis_key: &str) {
     }
 }
 
-/// SIGINT and SIGTERM, caught before the command starts so that neither can end `run`
-/// before it can pass them on.
+/// SIGINT, SIGTERM and SIGHUP, caught before the command starts so that none of them
+/// can end `run` before it passes them on: the command decides what they mean (a
+/// terminal that closes sends SIGHUP; without this, `run` would die of it and its keeper
+/// would SIGKILL the command).
 struct Signals {
     int: Signal,
     term: Signal,
+    hup: Signal,
 }
 
 impl Signals {
@@ -198,8 +201,9 @@ impl Signals {
         match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(int), Ok(term)) => Ok(Signals { int, term }),
+            (Ok(int), Ok(term), Ok(hup)) => Ok(Signals { int, term, hup }),
             _ => Err(CliError::new(
                 exit::FAILURE,
                 "cannot install signal handlers",
@@ -208,7 +212,7 @@ impl Signals {
     }
 }
 
-/// Waits for the command, passing SIGINT and SIGTERM on to its group. `None` when the
+/// Waits for the command, passing SIGINT, SIGTERM and SIGHUP on to its group. `None` when the
 /// lock was lost first: the command's tree has been stopped (SIGTERM, then SIGKILL after
 /// `grace`).
 async fn supervise(
@@ -226,6 +230,7 @@ async fn supervise(
             _ = &mut lost => break,
             _ = signals.int.recv() => keeper.forward(NixSignal::SIGINT),
             _ = signals.term.recv() => keeper.forward(NixSignal::SIGTERM),
+            _ = signals.hup.recv() => keeper.forward(NixSignal::SIGHUP),
         }
     }
     // The command may have finished just before the loss was seen: then it did its work
