@@ -10,8 +10,10 @@ use clap::Parser;
 /// Bidding tasks watch a fake marketplace that publishes postings at a steady rate, and
 /// bid on the ones worth it through `bid_once` with the fencing token. The marketplace
 /// refuses stale tokens and counts duplicate bids (there must be none). The lock backend
-/// comes from the environment exactly as the library reads it (`REDIS_URL`,
-/// `USE_REDIS_LOCKS`, `BID_LOCK_TTL`, ...); without Redis the locks are in memory.
+/// comes from the environment as the library reads it (`REDIS_URL`, `REDIS_HOST`,
+/// `USE_REDIS_LOCKS`, `BID_LOCK_TTL`, ...), with one rule for every demo: Redis only when
+/// an address is configured, otherwise the locks are in memory (a Redis that merely
+/// answers at 127.0.0.1:6379 is never used unless USE_REDIS_LOCKS=true asks for Redis).
 ///
 /// Runs until SIGTERM or SIGINT (or for `--seconds`). On a stop it takes no new postings,
 /// lets running bids finish within `--grace`, closes the lock managers (which releases

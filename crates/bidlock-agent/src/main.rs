@@ -1,7 +1,7 @@
 //! `bidlock-agent`: a bidding agent service on bidlock. See `bidlock-agent --help`.
 //!
 //! ```sh
-//! cargo run --release -p bidlock-agent -- --metrics-addr 127.0.0.1:9464   # memory locks
+//! cargo run --release -p bidlock-agent -- --metrics-addr 127.0.0.1:9464   # memory locks (no Redis configured)
 //! REDIS_URL=redis://127.0.0.1:6379/0 USE_REDIS_LOCKS=true \
 //!   cargo run --release -p bidlock-agent -- --instances 3 --seconds 10
 //! ```
@@ -77,11 +77,16 @@ async fn run(args: Args) -> ExitCode {
             )
         }
     };
-    // The environment exactly as the library reads it; only the records' retention is
-    // the agent's: a closed posting cannot be bid on, so its record need not outlive it.
-    let config = match bidlock::ConfigBuilder::from_env()
-        .and_then(|b| b.done_retention(args.posting_open + RECORD_MARGIN).build())
-    {
+    // The environment exactly as the library reads it, with the rule every demo of this
+    // repository follows (`bidlock simulate` too): Redis only when one is configured, so
+    // the agent never writes into a Redis it merely happens to find. The records'
+    // retention is the agent's: a closed posting cannot be bid on, so its record need
+    // not outlive it.
+    let config = match bidlock::ConfigBuilder::from_env().and_then(|b| {
+        b.without_default_redis()
+            .done_retention(args.posting_open + RECORD_MARGIN)
+            .build()
+    }) {
         Ok(c) => c,
         Err(e) => return fail(2, &e.to_string()),
     };

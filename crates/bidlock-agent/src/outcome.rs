@@ -50,8 +50,9 @@ pub(crate) async fn backend_answers(
         Ok(Ok(_latency)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
-            "{} did not answer within {within:?}",
-            manager.location()
+            "{} did not answer within {} ms",
+            manager.location(),
+            within.as_millis()
         )),
     }
 }

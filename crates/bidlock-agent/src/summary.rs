@@ -58,8 +58,8 @@ impl Summary {
         println!(
             "agent: {} instances x {} tasks on {} for {} s: {} bids placed on {} postings \
              ({} published), {} skipped (already done / lock busy), {} refused by the \
-             marketplace ({} stale tokens), {} unrecorded, {} lock errors, {} interrupted \
-             by the stop, {} duplicates",
+             marketplace ({} stale tokens, {} busy, {} closed), {} unrecorded, {} lock \
+             errors, {} interrupted by the stop, {} duplicates",
             self.instances,
             self.tasks,
             self.backend,
@@ -70,6 +70,8 @@ impl Summary {
             b.skipped,
             b.refused,
             m.refused_stale,
+            m.refused_busy,
+            m.refused_closed,
             b.unrecorded,
             b.failed,
             b.interrupted,

@@ -14,8 +14,25 @@ pub const UNAVAILABLE: u8 = 69;
 pub const NOT_ACQUIRED: u8 = 75;
 /// `run --once`: the posting was already handled.
 pub const ALREADY_DONE: u8 = 76;
-/// `run`: the lock was lost while the command ran (it was sent SIGTERM).
+/// `run`: the lock was lost while the command ran (its processes were sent SIGTERM,
+/// then SIGKILL); nothing was recorded.
 pub const LOCK_LOST: u8 = 77;
+/// `run --once`: the command succeeded and its completion is recorded, but the lock was
+/// lost before it finished (another holder may have run it meanwhile).
+pub const RECORDED_AFTER_LOSS: u8 = 78;
+/// `run --once`: the command succeeded, but its completion could not be recorded (the
+/// backend failed): another run may run it again.
+pub const UNRECORDED: u8 = 79;
+/// The codes `run --once` gives its own outcomes: a command's own exit with one of them
+/// becomes 1, so that each code means one thing.
+pub const RUN_RESERVED: [u8; 6] = [
+    UNAVAILABLE,
+    NOT_ACQUIRED,
+    ALREADY_DONE,
+    LOCK_LOST,
+    RECORDED_AFTER_LOSS,
+    UNRECORDED,
+];
 /// `run`: the command could not be started.
 pub const CANNOT_EXECUTE: u8 = 127;
 
@@ -70,9 +87,33 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+/// A server that refused the URL's database number: bad input (exit 2), said in
+/// bidlock's words. Redis answers `SELECT` with "DB index is out of range" (7.x) or
+/// "invalid DB index" (before).
+fn refused_database(e: &bidlock::Error) -> Option<String> {
+    let (url, said) = match e {
+        bidlock::Error::Unavailable { url, reason } => (url, reason.clone()),
+        bidlock::Error::Redis { url, source, .. } => (url, source.to_string()),
+        _ => return None,
+    };
+    if !(said.contains("DB index is out of range") || said.contains("invalid DB index")) {
+        return None;
+    }
+    let db = url
+        .rsplit_once('/')
+        .map_or("", |(_, d)| d.split(['?', '#']).next().unwrap_or(d));
+    Some(format!(
+        "invalid Redis URL {url}: the server has no database {db} (it numbers its databases \
+         from 0 to its `databases` setting minus one: 0 to 15 by default); nothing was touched"
+    ))
+}
+
 /// The one mapping from library errors to exit codes.
 impl From<bidlock::Error> for CliError {
     fn from(e: bidlock::Error) -> CliError {
+        if let Some(message) = refused_database(&e) {
+            return CliError::usage(message);
+        }
         let code = if e.is_invalid_input() {
             USAGE
         } else if e.is_backend() {

@@ -7,6 +7,8 @@ pub mod exit;
 pub mod output;
 
 mod commands;
+mod durations;
+mod keep;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,7 +34,9 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 negative answer (free, not held, duplicate); \
 2 bad usage or input; 69 backend unavailable; 75 not acquired in time; 76 already done; \
-77 lock lost while the command ran.";
+77 lock lost while the command ran (not recorded); 78 recorded, but the lock was lost before \
+the command finished; 79 the command succeeded but its completion could not be recorded; \
+127 the command was not found.";
 
 #[derive(Debug, Args)]
 struct Global {
@@ -41,7 +45,11 @@ struct Global {
     /// environment.
     #[arg(long = "redis-url", global = true, value_name = "URL")]
     redis_url: Vec<String>,
-    /// Which backend: auto (Redis if reachable), redis, or memory (this process only).
+    /// Which backend: redis, memory (this process only), or auto. run, locks, status,
+    /// release, cleanup, stats and health need the fleet's shared locks: for them auto
+    /// means redis (exit 69 when it cannot be reached). simulate, metrics and bench use
+    /// Redis only when one is configured (REDIS_URL, REDIS_HOST..., --redis-url), else
+    /// memory. Default: USE_REDIS_LOCKS, else auto.
     #[arg(long, global = true, value_enum)]
     backend: Option<BackendArg>,
     /// Key prefix (default bid_lock).
@@ -68,8 +76,15 @@ enum Command {
     #[command(
         after_help = "Example (cron):\n  bidlock run upwork job_123 --wait 0 -- ./place_bid.sh\n\n\
 The command gets BIDLOCK_KEY, BIDLOCK_HOLDER, BIDLOCK_FENCE (fencing token), \
-BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. Exit: the command's code; 75 not acquired; \
-76 already done (--once); 77 lock lost while it ran (it got SIGTERM, then SIGKILL)."
+BIDLOCK_MARKETPLACE and BIDLOCK_POSTING. It runs under a keeper process: if run itself \
+dies (SIGKILL, the OOM killer), the command and everything it started are killed at once; \
+SIGINT, SIGTERM and SIGHUP are passed on to the command; \
+when the command ends, what it left running gets SIGTERM, then SIGKILL after --grace, \
+before the lock is released.\n\n\
+Exit: the command's code; 75 not acquired; 76 already done (--once); 77 lock lost while \
+it ran (it got SIGTERM, then SIGKILL; nothing recorded); with --once also 78 recorded, but \
+the lock was lost before it finished, and 79 it succeeded but the record failed (a \
+command's own exit with 69 or 75-79 becomes 1); 127 command not found."
     )]
     Run(commands::run::RunArgs),
     /// List held locks: key, holder, ttl left.
@@ -154,6 +169,9 @@ records, run `bidlock stats`.",
         after_help = "Examples:\n  bidlock bench uncontended --workers 32 --duration 5 --backend redis\n  bidlock bench hot-key --workers 8 --hold-us 1000 --backend redis\n  bidlock bench footprint --locks 200000 --backend memory"
     )]
     Bench(commands::bench::BenchArgs),
+    /// The keeper between `run` and its command (started by `run`, not for people).
+    #[command(name = "__keep", hide = true)]
+    Keep(keep::KeepArgs),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  bidlock completions bash > /etc/bash_completion.d/bidlock"
@@ -170,22 +188,23 @@ enum MetricsFormat {
     Prometheus,
 }
 
-/// Parses `--wait 2.5` style durations: seconds, decimals allowed, zero or more.
+/// Parses `--wait 2.5` style durations: seconds, decimals allowed, 0 to 30 days.
 pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
-    bidlock::parse_seconds(s)
+    durations::seconds(s)
 }
 
-/// Parses `--ttl`: the library's one ttl rule.
+/// Parses `--ttl`: the library's one ttl rule, with the CLI's one wording.
 pub(crate) fn ttl(s: &str) -> Result<Duration, String> {
-    bidlock::Ttl::parse_secs(s)
-        .map(bidlock::Ttl::get)
-        .map_err(|e| e.to_string())
+    durations::ttl(s)
 }
 
 /// A validated key from two arguments (exit 2 on bad input, before any I/O).
 pub(crate) fn lock_key(marketplace: &str, posting: &str) -> Result<LockKey, CliError> {
     LockKey::new(marketplace, posting).map_err(|e| CliError::usage(format!("invalid key: {e}")))
 }
+
+/// The shortest connect timeout a `--wait` cuts it to: `--wait 0` still connects.
+const MIN_CONNECT: Duration = Duration::from_secs(1);
 
 impl Global {
     /// The global options as arguments, for a child process that must reach the same
@@ -217,16 +236,36 @@ impl Global {
         };
         // Commands about the fleet's locks are meaningless on a private in-process
         // store: they need Redis unless memory was asked for on purpose.
-        let backend = if shared && backend == Backend::Auto {
-            Backend::Redis
+        // The other commands never write into a Redis they merely happen to find: the
+        // library's one rule for that, which the agent follows too.
+        Ok(if shared && backend == Backend::Auto {
+            b.backend(Backend::Redis)
         } else {
-            backend
-        };
-        Ok(b.backend(backend))
+            b.backend(backend).without_default_redis()
+        })
     }
 
     async fn manager(&self, shared: bool) -> Result<BidLockManager, CliError> {
         let config = self.config(shared)?.build()?;
+        Ok(BidLockManager::new(config).await?)
+    }
+
+    /// A manager whose connect timeout is at most `wait` (but not below
+    /// [`MIN_CONNECT`]): a command told to wait 2 s for a lock does not spend 5 s
+    /// connecting to a server that accepts and never answers.
+    async fn manager_within(
+        &self,
+        shared: bool,
+        wait: Duration,
+    ) -> Result<BidLockManager, CliError> {
+        let b = self.config(shared)?;
+        let configured = b.clone().build()?.connect_timeout();
+        let cap = wait.max(MIN_CONNECT);
+        let config = if configured > cap {
+            b.connect_timeout(cap).build()?
+        } else {
+            b.build()?
+        };
         Ok(BidLockManager::new(config).await?)
     }
 }
@@ -260,7 +299,14 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    init_logging(cli.global.verbose);
+    let Cli { global, command } = cli;
+    // The keeper runs before anything starts a thread: it takes signals for the whole
+    // process (see `keep`).
+    let command = match command {
+        Command::Keep(args) => return ExitCode::from(keep::keep(args)),
+        other => other,
+    };
+    init_logging(global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -271,7 +317,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(&global, command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if !e.is_quiet() {
@@ -282,9 +328,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, CliError> {
-    let g = &cli.global;
-    match cli.command {
+async fn run(g: &Global, command: Command) -> Result<u8, CliError> {
+    match command {
         Command::Run(args) => commands::run::run(g, args).await,
         Command::Locks { marketplace } => commands::admin::locks(g, marketplace.as_deref()).await,
         Command::Status {
@@ -303,6 +348,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Metrics { format } => commands::admin::metrics(g, format).await,
         Command::Simulate(args) => commands::simulate::simulate(g, args).await,
         Command::Bench(args) => commands::bench::bench(g, args).await,
+        Command::Keep(args) => Ok(keep::keep(args)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

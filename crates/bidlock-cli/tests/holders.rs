@@ -451,14 +451,14 @@ fn once_processes_under_faults_tell_the_truth() {
         serde_json::json!({
             "fault": "process-once-faults",
             "description": "6 drivers run `bidlock run --once` over 20 postings (120 processes) through a proxy that drops all connections twice, while Redis (AOF always) restarts",
-            "holders_told": "exit 0 done, 76 already done, 75 not acquired in time, 69 Redis unreachable, 77 lock lost; a posting ran twice only after a run reported that its completion was not recorded",
+            "holders_told": "exit 0 done, 76 already done, 75 not acquired in time, 69 Redis unreachable, 77 lock lost (not recorded), 78 recorded after the lock was lost, 79 not recorded; a posting ran twice only after a run reported that its completion was not recorded",
             "outcomes": {
                 "sections": sections.len(),
                 "postings_handled": handled,
                 "postings_handled_twice": twice,
                 "postings_twice_untold": untold,
                 "connections_dropped": dropped,
-                "exit_0": count(0), "exit_76": count(76), "exit_75": count(75), "exit_69": count(69), "exit_77": count(77),
+                "exit_0": count(0), "exit_76": count(76), "exit_75": count(75), "exit_69": count(69), "exit_77": count(77), "exit_78": count(78), "exit_79": count(79),
                 "unsafe_overlaps": overlaps, "token_order_violations": order
             }
         }),

@@ -54,21 +54,54 @@ fn a_busy_run_with_wait_says_once_who_holds_it() {
 
 #[test]
 fn negative_durations_get_bidlocks_own_message() {
-    let cases: &[&[&str]] = &[
-        &["run", "upwork", "j", "--wait", "-1", "--", "true"],
-        &["run", "upwork", "j", "--wait=-0.5", "--", "true"],
-        &["run", "upwork", "j", "--ttl", "-1", "--", "true"],
-        &["run", "upwork", "j", "--grace", "-2", "--", "true"],
-        &["simulate", "--wait", "-1"],
-        &["simulate", "--bid-ms", "-1"],
-        &["bench", "uncontended", "--duration", "-1"],
-        &["bench", "hot-key", "--hold-us", "-1"],
-        &["stats", "--watch", "-1"],
+    // (arguments, what the message says is accepted, what it says is wrong)
+    let seconds = "expected seconds from 0 to 2592000 (30 days)";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["run", "upwork", "j", "--wait", "-1", "--", "true"],
+            seconds,
+            "-1 is negative",
+        ),
+        (
+            &["run", "upwork", "j", "--wait=-0.5", "--", "true"],
+            seconds,
+            "-0.5 is negative",
+        ),
+        (
+            &["run", "upwork", "j", "--ttl", "-1", "--", "true"],
+            "expected seconds from 0.01 to 2592000",
+            "-1 is negative",
+        ),
+        (
+            &["run", "upwork", "j", "--grace", "-2", "--", "true"],
+            seconds,
+            "-2 is negative",
+        ),
+        (&["simulate", "--wait", "-1"], seconds, "-1 is negative"),
+        (
+            &["simulate", "--bid-ms", "-1"],
+            "expected milliseconds from 0",
+            "-1 is negative",
+        ),
+        (
+            &["bench", "uncontended", "--duration", "-1"],
+            seconds,
+            "-1 is negative",
+        ),
+        (
+            &["bench", "hot-key", "--hold-us", "-1"],
+            "",
+            "must be zero or more",
+        ),
+        (&["stats", "--watch", "-1"], seconds, "-1 is negative"),
     ];
-    for args in cases {
+    for (args, accepted, wrong) in cases {
         let out = TestCommand::new(args).assert_exit_code(2);
         let err = stderr(&out);
-        assert!(err.contains("must be zero or more"), "{args:?}: {err}");
+        assert!(
+            err.contains(accepted) && err.contains(wrong),
+            "{args:?}: {err}"
+        );
         assert!(
             !err.contains("tip:") && !err.contains("-- -"),
             "{args:?}: {err}"

@@ -21,7 +21,7 @@ pub enum Error {
     Config(#[from] ConfigError),
 
     /// The lock stayed held by someone else until the wait ran out.
-    #[error("lock {key} not acquired within {waited:?}{}", holder_suffix(.holder))]
+    #[error("lock {key} not acquired {}{}", waited_phrase(*.waited), holder_suffix(.holder))]
     NotAcquired {
         /// The Redis key of the lock.
         key: String,
@@ -94,6 +94,44 @@ pub enum Error {
     /// The manager was closed; it takes no new work.
     #[error("the lock manager is closed")]
     Closed,
+}
+
+/// How long an acquire waited, for people: none at all (one try), or rounded.
+fn waited_phrase(waited: Duration) -> String {
+    if waited.is_zero() {
+        "at its one try (it did not wait)".to_owned()
+    } else {
+        format!("within {}", for_people(waited))
+    }
+}
+
+/// A duration for people, to three significant digits: `850 µs`, `1.24 ms`, `2.35 s`,
+/// `1m05s` (error messages never show `501.350273ms`).
+pub(crate) fn for_people(d: Duration) -> String {
+    fn sig3(x: f64) -> String {
+        if x < 10.0 {
+            format!("{x:.2}")
+        } else if x < 100.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.0}")
+        }
+    }
+    let us = d.as_secs_f64() * 1e6;
+    if us < 999.5 {
+        format!("{} µs", sig3(us))
+    } else if us < 999_500.0 {
+        format!("{} ms", sig3(us / 1e3))
+    } else if us < 59_500_000.0 {
+        format!("{} s", sig3(us / 1e6))
+    } else {
+        let secs = d.as_secs_f64().round() as u64;
+        if secs < 3600 {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        } else {
+            format!("{}h{:02}m", secs / 3600, (secs / 60) % 60)
+        }
+    }
 }
 
 fn holder_suffix(holder: &Option<String>) -> String {
@@ -188,4 +226,30 @@ pub enum ConfigError {
     /// `Backend::Redis` was asked for but no Redis address is configured.
     #[error("backend redis requested but no Redis address is configured")]
     NoRedisConfigured,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_shown_rounded_and_no_wait_as_none() {
+        let not = |waited| Error::NotAcquired {
+            key: "bid_lock:m:p".into(),
+            waited,
+            holder: Some("h".into()),
+        };
+        assert_eq!(
+            not(Duration::from_nanos(501_350_273)).to_string(),
+            "lock bid_lock:m:p not acquired within 501 ms (held by h)"
+        );
+        assert_eq!(
+            not(Duration::ZERO).to_string(),
+            "lock bid_lock:m:p not acquired at its one try (it did not wait) (held by h)"
+        );
+        assert_eq!(for_people(Duration::from_nanos(220_220)), "220 µs");
+        assert_eq!(for_people(Duration::from_millis(2_004)), "2.00 s");
+        assert_eq!(for_people(Duration::from_secs(65)), "1m05s");
+        assert_eq!(for_people(Duration::from_secs(7 * 24 * 3600)), "168h00m");
+    }
 }

@@ -43,12 +43,16 @@ pub(crate) struct SimulateArgs {
 }
 
 fn milliseconds(s: &str) -> Result<Duration, String> {
+    const ACCEPTED: &str = "expected milliseconds from 0, decimals allowed";
     let ms: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
-    if !ms.is_finite() || ms < 0.0 {
-        return Err(format!("{s:?} must be zero or more milliseconds"));
+        .map_err(|_| format!("{ACCEPTED}: {s:?} is not a number"))?;
+    if !ms.is_finite() {
+        return Err(format!("{ACCEPTED}: {s:?} is not a finite number"));
+    }
+    if ms < 0.0 {
+        return Err(format!("{ACCEPTED}: {s} is negative"));
     }
     crate::seconds(&(ms / 1000.0).to_string())
 }
@@ -193,14 +197,12 @@ struct Shared {
 /// The run's managers: on memory (unless a backend or a Redis was asked for) one; on
 /// Redis one per group of 8 agents, standing for separate instances.
 async fn managers(g: &Global, agents: u32) -> Result<Vec<BidLockManager>, CliError> {
-    let mut builder = g.config(false)?.done_retention(Duration::from_secs(600));
-    if g.backend.is_none()
-        && builder.requested_backend() == bidlock::Backend::Auto
-        && !builder.redis_configured()
-    {
-        builder = builder.backend(bidlock::Backend::Memory);
-    }
-    let config = builder.build()?;
+    // Redis only when one is configured (`Global::config`): a demo never writes into a
+    // Redis it merely happens to find.
+    let config = g
+        .config(false)?
+        .done_retention(Duration::from_secs(600))
+        .build()?;
     let first = BidLockManager::new(config.clone()).await?;
     let instances = if first.backend() == bidlock::Backend::Redis {
         agents.div_ceil(8)

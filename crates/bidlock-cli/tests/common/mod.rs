@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod doc_commands;
+pub mod netns;
+
 use std::process::{Command, Output, Stdio};
 
 use bidlock_testkit::{dead_port, RedisServer};

@@ -14,7 +14,7 @@ pub use target::RedisTarget;
 pub(crate) use target::SentinelSpec;
 
 use crate::backoff::RetryPolicy;
-use crate::error::ConfigError;
+use crate::error::{for_people, ConfigError};
 use crate::keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
 use crate::ttl::Ttl;
 
@@ -199,6 +199,7 @@ pub struct ConfigBuilder {
     retry: Option<RetryPolicy>,
     drift_factor: Option<f64>,
     tls_ca_cert_file: Option<std::path::PathBuf>,
+    without_default_redis: bool,
 }
 
 impl ConfigBuilder {
@@ -212,6 +213,31 @@ impl ConfigBuilder {
     /// / `REDIS_DB`), as opposed to auto-detection's default address.
     pub fn redis_configured(&self) -> bool {
         !self.redis_urls.is_empty() || !self.redis_targets.is_empty()
+    }
+
+    /// For programs that must never write into a Redis they merely happen to find (a
+    /// demo, a simulation, a self-check): with [`Backend::Auto`] and no Redis address
+    /// configured, use memory instead of trying `127.0.0.1:6379`. `Auto` with a
+    /// configured address keeps its rule (that Redis when it answers, else memory);
+    /// `Redis` and `Memory` are kept. Applied in [`ConfigBuilder::build`], whatever the
+    /// order of the calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bidlock::{Backend, Config};
+    /// let demo = Config::builder().without_default_redis().build()?;
+    /// assert_eq!(demo.backend(), Backend::Memory);
+    /// let configured = Config::builder()
+    ///     .without_default_redis()
+    ///     .redis_url("redis://10.0.0.5:6379/0")
+    ///     .build()?;
+    /// assert_eq!(configured.backend(), Backend::Auto);
+    /// # Ok::<(), bidlock::ConfigError>(())
+    /// ```
+    pub fn without_default_redis(mut self) -> Self {
+        self.without_default_redis = true;
+        self
     }
 
     /// Which backend to use.
@@ -313,9 +339,13 @@ impl ConfigBuilder {
         if !(0.0..0.5).contains(&drift_factor) {
             return Err(invalid("drift_factor", "must be in [0, 0.5)"));
         }
+        let mut backend = self.backend.unwrap_or(d.backend);
+        if self.without_default_redis && backend == Backend::Auto && redis.is_empty() {
+            backend = Backend::Memory;
+        }
         Ok(Config {
             tls_ca_cert: self.tls_ca_cert_file.as_deref().map(read_ca).transpose()?,
-            backend: self.backend.unwrap_or(d.backend),
+            backend,
             ttl: Ttl::new(self.ttl.unwrap_or(d.ttl))?.get(),
             keys: keyspace(self.prefix.as_deref(), cluster)?,
             connect_timeout: within(
@@ -389,7 +419,10 @@ fn within(
     if v.is_zero() {
         Err(invalid(field, "must be greater than zero"))
     } else if v > max {
-        Err(invalid(field, format!("{v:?} is more than {max:?}")))
+        Err(invalid(
+            field,
+            format!("{} is more than {}", for_people(v), for_people(max)),
+        ))
     } else {
         Ok(v)
     }
@@ -463,6 +496,25 @@ mod tests {
             e.contains("cannot be combined") && !e.contains(":pw@"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn without_default_redis_keeps_away_from_an_unconfigured_redis() {
+        let b = || Config::builder().without_default_redis();
+        assert_eq!(b().build().unwrap().backend(), Backend::Memory);
+        assert_eq!(
+            b().backend(Backend::Auto).build().unwrap().backend(),
+            Backend::Memory
+        );
+        assert_eq!(
+            b().backend(Backend::Redis).build().unwrap().backend(),
+            Backend::Redis
+        );
+        let configured = b().redis_url("redis://127.0.0.1:7000").build().unwrap();
+        assert_eq!(configured.backend(), Backend::Auto);
+        // Without it, Auto stays Auto (the library's rule: the default address if it
+        // answers).
+        assert_eq!(Config::builder().build().unwrap().backend(), Backend::Auto);
     }
 
     #[test]

@@ -76,10 +76,15 @@ impl RedisTarget {
         if scheme.ends_with("+cluster") {
             return RedisTarget::from_cluster_url(trimmed, scheme == "rediss+cluster");
         }
-        let info = trimmed.into_connection_info().map_err(|e| {
-            let why = e.to_string().replace(trimmed, "<url>");
-            invalid(format!("{why} (a port is a number 1-65535); {ACCEPTED}"))
-        })?;
+        let info = trimmed
+            .into_connection_info()
+            .map_err(|e| invalid(format!("{}; {ACCEPTED}", url_problem(trimmed, &e))))?;
+        let db = info.redis_settings().db();
+        if db < 0 {
+            return Err(invalid(format!(
+                "the database after the last / must be a whole number from 0, not {db}"
+            )));
+        }
         Ok(RedisTarget::from_info(info))
     }
 
@@ -360,6 +365,32 @@ fn display_info(info: &ConnectionInfo) -> String {
 }
 
 /// Hides the password of a URL that may not even parse: `redis://u:pw@h` → `redis://u:***@h`.
+/// Why redis-rs refused a URL, in bidlock's words: never its type names, and a hint
+/// only where it fits.
+fn url_problem(url: &str, e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if text.starts_with("Invalid database number") {
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        let db = path.split(['?', '#']).next().unwrap_or(path);
+        format!("the database after the last / must be a whole number from 0, not {db:?}")
+    } else if text.starts_with("Redis URL did not parse") {
+        "it does not parse as a URL (is the port a number 1-65535? are special characters \
+         in the password %-encoded?)"
+            .to_owned()
+    } else if text.starts_with("Missing hostname") {
+        "it names no host".to_owned()
+    } else {
+        // "description - Kind: detail": keep the words, drop the kind.
+        let description = text.split(" - ").next().unwrap_or(&text);
+        match e.detail() {
+            Some(detail) => format!("{description}: {detail}"),
+            None => description.to_owned(),
+        }
+        .replace(url, "<url>")
+    }
+}
+
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
@@ -497,6 +528,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"http\"") && !e.contains(":pw@"), "{e}");
+        // The database and the port each get their own sentence, without redis-rs's
+        // type names.
+        for (bad, says) in [
+            (
+                "redis://h:1/abc",
+                "must be a whole number from 0, not \"abc\"",
+            ),
+            ("redis://h:1/-1", "must be a whole number from 0, not -1"),
+            ("redis://h:port/0", "is the port a number 1-65535?"),
+        ] {
+            let e = RedisTarget::from_url(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("InvalidClientConfig"), "{bad}: {e}");
+        }
+        let e = RedisTarget::from_url("redis://h:1/abc")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("1-65535"), "{e}");
     }
 
     #[test]
