@@ -1,37 +1,21 @@
 //! Durations from the command line (`--wait`, `--ttl`, `--grace`, ...): the library
-//! parses them, and every refusal says in one wording what was given and what is
-//! accepted.
+//! parses them, and its refusals say in one wording what was given and what is accepted
+//! (the same words `BID_LOCK_TTL` gets).
 
 use std::time::Duration;
 
-/// The range every seconds flag accepts, in words.
-const SECONDS: &str = "seconds from 0 to 2592000 (30 days), decimals allowed";
-/// The range of a ttl, in words.
-const TTL: &str = "seconds from 0.01 to 2592000 (30 days), decimals allowed";
-
-/// What is wrong with `s` as a number of seconds whose smallest accepted value is
-/// `min`.
-fn problem(s: &str, min: f64) -> String {
-    match s.trim().parse::<f64>() {
-        Err(_) => format!("{s:?} is not a number"),
-        Ok(x) if x.is_nan() => format!("{s:?} is not a number"),
-        Ok(x) if x.is_infinite() => format!("{s:?} is not a finite number"),
-        Ok(x) if x < 0.0 => format!("{s} is negative"),
-        Ok(x) if x < min => format!("{s} is below {min}"),
-        Ok(_) => format!("{s} is more than 30 days"),
-    }
-}
-
 /// `--wait`, `--grace` and the like: 0 to 30 days.
 pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
-    bidlock::parse_seconds(s).map_err(|_| format!("expected {SECONDS}: {}", problem(s, 0.0)))
+    bidlock::parse_seconds(s)
 }
 
-/// `--ttl`: the library's ttl rule (10 ms to 30 days).
+/// `--ttl`: the library's ttl rule (10 ms to 30 days), in its words.
 pub(crate) fn ttl(s: &str) -> Result<Duration, String> {
-    bidlock::Ttl::parse_secs(s)
-        .map(bidlock::Ttl::get)
-        .map_err(|_| format!("expected {TTL}: {}", problem(s, 0.01)))
+    match bidlock::Ttl::parse_secs(s) {
+        Ok(t) => Ok(t.get()),
+        Err(bidlock::ConfigError::InvalidValue { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

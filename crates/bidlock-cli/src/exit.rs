@@ -87,33 +87,9 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// A server that refused the URL's database number: bad input (exit 2), said in
-/// bidlock's words. Redis answers `SELECT` with "DB index is out of range" (7.x) or
-/// "invalid DB index" (before).
-fn refused_database(e: &bidlock::Error) -> Option<String> {
-    let (url, said) = match e {
-        bidlock::Error::Unavailable { url, reason } => (url, reason.clone()),
-        bidlock::Error::Redis { url, source, .. } => (url, source.to_string()),
-        _ => return None,
-    };
-    if !(said.contains("DB index is out of range") || said.contains("invalid DB index")) {
-        return None;
-    }
-    let db = url
-        .rsplit_once('/')
-        .map_or("", |(_, d)| d.split(['?', '#']).next().unwrap_or(d));
-    Some(format!(
-        "invalid Redis URL {url}: the server has no database {db} (it numbers its databases \
-         from 0 to its `databases` setting minus one: 0 to 15 by default); nothing was touched"
-    ))
-}
-
 /// The one mapping from library errors to exit codes.
 impl From<bidlock::Error> for CliError {
     fn from(e: bidlock::Error) -> CliError {
-        if let Some(message) = refused_database(&e) {
-            return CliError::usage(message);
-        }
         let code = if e.is_invalid_input() {
             USAGE
         } else if e.is_backend() {

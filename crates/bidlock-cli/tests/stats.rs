@@ -95,6 +95,7 @@ fn stats_json_matches_what_the_fleet_set_up() {
             "by_marketplace",
             "done_records",
             "fence",
+            "handoff_keys",
             "locks",
             "waiting"
         ]

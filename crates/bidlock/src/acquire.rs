@@ -129,7 +129,10 @@ async fn acquire(
         .metrics
         .count(Counter::LockAttempts, Some(key.marketplace()));
     let mut a = Acquiring::new(inner, key, opts, ttl);
-    let mut step = if a.ticket.as_ref().is_none_or(Ticket::is_front) {
+    // A waiter that queues in the store joins that queue at once (the store's order is
+    // the fleet's arrival order); otherwise only the first local waiter tries.
+    let first = a.ticket.as_ref().is_none_or(Ticket::is_front);
+    let mut step = if first || a.handoff.is_some() {
         Step::Try(None)
     } else {
         Step::Watch
@@ -140,7 +143,11 @@ async fn acquire(
             Step::Queued(tenure) => a.wait_queued(tenure).await?,
             Step::Watch => a.watch().await,
             Step::Granted(tenure, token) => a.take_grant(tenure, token).await?,
-            Step::Held(guard) => return Ok(guard),
+            Step::Held(guard) => {
+                // Held for good: the local queue goes on without us (nobody to wake).
+                a.leave_queue(false);
+                return Ok(guard);
+            }
             Step::TimedOut => return Err(a.not_acquired()),
         };
     }
@@ -158,6 +165,8 @@ struct Acquiring<'a> {
     /// Our place in the local queue (none when not waiting at all).
     ticket: Option<Ticket>,
     tries: u32,
+    /// Whether this acquire has waited yet (then no try is sent at its start).
+    waited: bool,
     backoff: Backoff,
     /// What the last busy try said: who holds it, and for how much longer.
     last_holder: Option<String>,
@@ -202,6 +211,7 @@ impl<'a> Acquiring<'a> {
             start,
             ticket,
             tries: 0,
+            waited: false,
             last_holder: None,
             hint: None,
             conflicted: false,
@@ -272,7 +282,8 @@ impl<'a> Acquiring<'a> {
     async fn attempt(&mut self, tenure: Option<Tenure>) -> Result<Step, Error> {
         // A waiter woken by close() must not take a lock from a closed manager.
         self.inner.check_open()?;
-        let tried_at = if self.tries == 0 {
+        // The first try, made at once, is sent when the acquire started (one clock read).
+        let tried_at = if self.tries == 0 && !self.waited {
             self.start
         } else {
             Instant::now()
@@ -438,9 +449,6 @@ impl<'a> Acquiring<'a> {
             return Err(closed);
         }
         leave.disarm();
-        // With handoffs, the next local waiter tries at once, to queue in the store
-        // behind us.
-        self.leave_queue(self.handoff.is_some());
         Ok(Step::Held(self.held(lease, tried_at, kept)))
     }
 
@@ -502,7 +510,12 @@ impl<'a> Acquiring<'a> {
             // The wait ended on a backend error, not on a lock held by someone else.
             return e;
         }
-        let waited = self.start.elapsed();
+        // An acquire that does not wait tried once: it waited for nothing.
+        let waited = if self.opts.timeout.is_zero() {
+            Duration::ZERO
+        } else {
+            self.start.elapsed()
+        };
         self.inner
             .metrics
             .count(Counter::LockTimeouts, Some(self.key.marketplace()));

@@ -101,36 +101,7 @@ fn waited_phrase(waited: Duration) -> String {
     if waited.is_zero() {
         "at its one try (it did not wait)".to_owned()
     } else {
-        format!("within {}", for_people(waited))
-    }
-}
-
-/// A duration for people, to three significant digits: `850 µs`, `1.24 ms`, `2.35 s`,
-/// `1m05s` (error messages never show `501.350273ms`).
-pub(crate) fn for_people(d: Duration) -> String {
-    fn sig3(x: f64) -> String {
-        if x < 10.0 {
-            format!("{x:.2}")
-        } else if x < 100.0 {
-            format!("{x:.1}")
-        } else {
-            format!("{x:.0}")
-        }
-    }
-    let us = d.as_secs_f64() * 1e6;
-    if us < 999.5 {
-        format!("{} µs", sig3(us))
-    } else if us < 999_500.0 {
-        format!("{} ms", sig3(us / 1e3))
-    } else if us < 59_500_000.0 {
-        format!("{} s", sig3(us / 1e6))
-    } else {
-        let secs = d.as_secs_f64().round() as u64;
-        if secs < 3600 {
-            format!("{}m{:02}s", secs / 60, secs % 60)
-        } else {
-            format!("{}h{:02}m", secs / 3600, (secs / 60) % 60)
-        }
+        format!("within {}", crate::human::duration(waited))
     }
 }
 
@@ -247,9 +218,5 @@ mod tests {
             not(Duration::ZERO).to_string(),
             "lock bid_lock:m:p not acquired at its one try (it did not wait) (held by h)"
         );
-        assert_eq!(for_people(Duration::from_nanos(220_220)), "220 µs");
-        assert_eq!(for_people(Duration::from_millis(2_004)), "2.00 s");
-        assert_eq!(for_people(Duration::from_secs(65)), "1m05s");
-        assert_eq!(for_people(Duration::from_secs(7 * 24 * 3600)), "168h00m");
     }
 }

@@ -50,6 +50,8 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(12_345)), "12.3 s");
         assert_eq!(duration(Duration::from_secs(65)), "1m05s");
         assert_eq!(duration(Duration::from_secs(7300)), "2h01m");
+        assert_eq!(duration(Duration::from_secs(7 * 24 * 3600)), "168h00m");
+        assert_eq!(duration(Duration::from_millis(2_004)), "2.00 s");
         assert_eq!(duration(Duration::ZERO), "0 µs");
     }
 }

@@ -164,6 +164,12 @@ impl Inner {
     }
 }
 
+impl crate::notices::LetGoUnattended for Inner {
+    fn let_go(self: Arc<Self>, lease: Lease) {
+        self.release_detached(lease);
+    }
+}
+
 /// An extend whose answer is not in: if its future is dropped, the extend may still reach
 /// the store, so it counts as unknown.
 struct Unanswered<'a> {

@@ -27,9 +27,23 @@ struct State {
     /// Leases that a notice named while they were out: attend again as soon as back.
     recheck: HashSet<u64>,
     by_key: HashMap<LockKey, Vec<u64>>,
+    /// When a notice last named each key (kept a while: see [`NOTICES_KEPT`]), and when
+    /// every key was last in doubt: a lease confirmed from a moment before is checked at
+    /// once when it is registered (its acquire's answer and the notice travel on
+    /// different connections, so the notice may have arrived first).
+    noticed: HashMap<LockKey, Instant>,
+    all_noticed: Option<Instant>,
     /// The manager closed: no new leases are kept.
     closed: bool,
 }
+
+/// How long a notice is remembered for leases registered later: longer than any request
+/// whose answer could still be taken up (a try bounded by the response timeout, a grant
+/// counted from a refresh at most a grant ttl old).
+const NOTICES_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Past this many remembered notices, old ones are dropped when a new one comes.
+const NOTICES_PRUNE_AT: usize = 4096;
 
 /// What `register` did with a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +135,15 @@ impl LeaseKeeper {
             return Keeping::Closed;
         }
         st.by_key.entry(lease.key().clone()).or_default().push(id);
+        let since = lease.confirmed_at();
+        let doubted = st.noticed.get(lease.key()).is_some_and(|t| *t >= since)
+            || st.all_noticed.is_some_and(|t| t >= since);
+        let at = if doubted {
+            lease.mark_check();
+            Instant::now()
+        } else {
+            at
+        };
         self.insert(&mut st, lease.clone(), at);
         Keeping::Kept
     }
@@ -162,7 +185,13 @@ impl LeaseKeeper {
 
     /// A notice named `key`: check the leases held on it now.
     pub(crate) fn check(&self, key: &LockKey) {
+        let now = Instant::now();
         let mut st = self.state();
+        if st.noticed.len() >= NOTICES_PRUNE_AT {
+            st.noticed
+                .retain(|_, t| now.saturating_duration_since(*t) < NOTICES_KEPT);
+        }
+        st.noticed.insert(key.clone(), now);
         let Some(ids) = st.by_key.get(key).cloned() else {
             return;
         };
@@ -172,6 +201,7 @@ impl LeaseKeeper {
     /// Messages may have been missed: check every lease now.
     pub(crate) fn check_all(&self) {
         let mut st = self.state();
+        st.all_noticed = Some(Instant::now());
         let ids: Vec<u64> = st.by_key.values().flatten().copied().collect();
         self.check_ids(&mut st, ids);
     }

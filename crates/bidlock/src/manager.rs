@@ -152,7 +152,8 @@ impl BidLockManager {
             renewal_started: std::sync::Once::new(),
         });
         if let Some(notices) = &connected.notices {
-            notices.attach(&inner);
+            let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
+            notices.attach(weak);
         }
         BidLockManager { inner }
     }

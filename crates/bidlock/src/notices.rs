@@ -6,18 +6,29 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use crate::inner::Inner;
 use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
 use crate::lease::Lease;
 use crate::waiters::WaitQueues;
 
-#[derive(Debug)]
+/// The manager's one path for letting a lock go without a caller (implemented by the
+/// manager's state; a trait here so that stores need not know the manager).
+pub(crate) trait LetGoUnattended: Send + Sync {
+    /// Releases `lease` in the background, by the one rule (never a given holder id).
+    fn let_go(self: Arc<Self>, lease: Lease);
+}
+
 pub(crate) struct Notices {
     queues: Arc<WaitQueues>,
     keeper: Arc<LeaseKeeper>,
     /// The manager, once assembled (the store is built before it).
-    manager: OnceLock<Weak<Inner>>,
+    manager: OnceLock<Weak<dyn LetGoUnattended>>,
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notices").finish_non_exhaustive()
+    }
 }
 
 impl Notices {
@@ -30,8 +41,8 @@ impl Notices {
     }
 
     /// The manager these notices are for, once it exists.
-    pub(crate) fn attach(&self, manager: &Arc<Inner>) {
-        let _ = self.manager.set(Arc::downgrade(manager));
+    pub(crate) fn attach(&self, manager: Weak<dyn LetGoUnattended>) {
+        let _ = self.manager.set(manager);
     }
 
     /// Someone released, completed, cleaned up or force-released `key`.
@@ -54,10 +65,10 @@ impl Notices {
 
     /// A try whose caller left before its answer arrived took the lock or a place in the
     /// queue for `lease`: the manager lets it go, by the rule every release without a
-    /// caller follows ([`Inner::release_detached`]).
+    /// caller follows (`Inner::release_detached`).
     pub(crate) fn unclaimed(&self, lease: Lease) {
-        if let Some(inner) = self.manager.get().and_then(Weak::upgrade) {
-            inner.release_detached(lease);
+        if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
+            manager.let_go(lease);
         }
     }
 }

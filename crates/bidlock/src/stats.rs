@@ -49,6 +49,11 @@ pub struct FleetStats {
     /// counter was deleted). The next acquire gets a greater one. Always `None` on a Redis
     /// Cluster, where each posting has a counter of its own.
     pub fence: Option<u64>,
+    /// The prefix's handover keys in Redis: wait markers, wait queues and the queued
+    /// waiters' entries (each expires by itself, seconds after its last waiter; `cleanup`
+    /// deletes them). With the locks, the records and the counter, every kind of key
+    /// bidlock writes is counted. Always 0 in memory.
+    pub handoff_keys: u64,
     /// The counts per marketplace; a marketplace with nothing to count is absent.
     pub by_marketplace: BTreeMap<String, MarketplaceStats>,
 }
@@ -77,13 +82,15 @@ pub(crate) struct Census {
     pub(crate) done: HashSet<LockKey>,
     /// The fencing counter.
     pub(crate) fence: Option<u64>,
+    /// How many handover keys (markers, queues, waiters' entries) there are.
+    pub(crate) handoff_keys: u64,
 }
 
 impl Census {
     /// The view of a majority of nodes (Redlock): a lock counts when `quorum` views have
     /// the same holder for it (as `locks` lists them); a waiter or a completion record
     /// when any view has it (an acquire treats a record on any node as "done"); the
-    /// fence is the highest counter.
+    /// fence is the highest counter, the handover keys the most any node has.
     pub(crate) fn agreed(views: Vec<Census>, quorum: usize) -> Census {
         let mut seen: HashMap<(LockKey, String), usize> = HashMap::new();
         let mut out = Census::default();
@@ -94,6 +101,7 @@ impl Census {
             out.waiting.extend(view.waiting);
             out.done.extend(view.done);
             out.fence = out.fence.max(view.fence);
+            out.handoff_keys = out.handoff_keys.max(view.handoff_keys);
         }
         out.locks = seen
             .into_iter()
@@ -126,6 +134,7 @@ impl Census {
             waiting: self.waiting.len() as u64,
             done_records: self.done.len() as u64,
             fence: self.fence,
+            handoff_keys: self.handoff_keys,
             by_marketplace: by,
         }
     }
@@ -148,6 +157,7 @@ mod tests {
             waiting: HashSet::new(),
             done: done.iter().map(|p| k("m", p)).collect(),
             fence: Some(fence),
+            handoff_keys: 0,
         }
     }
 
@@ -232,7 +242,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
-                "locks": 2, "waiting": 1, "done_records": 1, "fence": null,
+                "locks": 2, "waiting": 1, "done_records": 1, "fence": null, "handoff_keys": 0,
                 "by_marketplace": {
                     "fiverr": {"locks": 1, "waiting": 0, "done_records": 1},
                     "upwork": {"locks": 1, "waiting": 1, "done_records": 0},

@@ -48,26 +48,34 @@ impl Ttl {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidValue`] saying what was expected.
+    /// [`ConfigError::InvalidValue`] saying what was given and what is accepted
+    /// (`expected seconds from 0.01 to 2592000 (30 days), decimals allowed: -5 is
+    /// negative`).
     pub fn parse_secs(s: &str) -> Result<Ttl, ConfigError> {
-        let invalid = |reason: String| ConfigError::InvalidValue {
+        let invalid = || ConfigError::InvalidValue {
             field: "ttl",
-            reason,
+            reason: refusal(s, TTL_SECONDS, 0.01),
         };
-        let d = parse_seconds(s).map_err(invalid)?;
-        if d.is_zero() {
-            return Err(invalid(format!("{s:?} must be more than 0 seconds")));
-        }
-        Ttl::check(d).map_err(invalid)
+        let d = parse_seconds(s).map_err(|_| invalid())?;
+        Ttl::check(d).map_err(|_| invalid())
     }
 
+    /// A ttl within the bounds, in whole milliseconds (what Redis keeps: a lease that
+    /// counted a fraction of a millisecond more than its `PX` would outlive its lock).
     fn check(ttl: Duration) -> Result<Ttl, String> {
         if ttl < Ttl::MIN {
-            Err(format!("{ttl:?} is too short; use at least 10 ms"))
+            Err(format!(
+                "{} is too short; use at least 10 ms",
+                crate::human::duration(ttl)
+            ))
         } else if ttl > Ttl::MAX {
-            Err(format!("{ttl:?} is more than 30 days"))
+            Err(format!(
+                "{} is more than 30 days",
+                crate::human::duration(ttl)
+            ))
         } else {
-            Ok(Ttl(ttl))
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            Ok(Ttl(Duration::from_millis(ms)))
         }
     }
 
@@ -80,12 +88,32 @@ impl Ttl {
 /// The longest duration [`parse_seconds`] accepts: 30 days.
 const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
 
+/// The range of seconds [`parse_seconds`] accepts, in words.
+const SECONDS: &str = "seconds from 0 to 2592000 (30 days), decimals allowed";
+/// The range of a ttl, in words.
+const TTL_SECONDS: &str = "seconds from 0.01 to 2592000 (30 days), decimals allowed";
+
+/// One wording for every refusal of a number of seconds: what is accepted, then what is
+/// wrong with `s` (whose smallest accepted value is `min`).
+fn refusal(s: &str, accepted: &str, min: f64) -> String {
+    let problem = match s.trim().parse::<f64>() {
+        Err(_) => format!("{s:?} is not a number"),
+        Ok(x) if x.is_nan() => format!("{s:?} is not a number"),
+        Ok(x) if x.is_infinite() => format!("{s:?} is not a finite number"),
+        Ok(x) if x < 0.0 => format!("{} is negative", s.trim()),
+        Ok(x) if x < min => format!("{} is below {min}", s.trim()),
+        Ok(_) => format!("{} is more than 30 days", s.trim()),
+    };
+    format!("expected {accepted}: {problem}")
+}
+
 /// Parses a duration written in seconds, decimals allowed (`2.5`): zero or more, at most
 /// 30 days.
 ///
 /// # Errors
 ///
-/// A message saying what was expected.
+/// A message saying what was given and what is accepted (`expected seconds from 0 to
+/// 2592000 (30 days), decimals allowed: "soon" is not a number`).
 ///
 /// # Examples
 ///
@@ -95,17 +123,12 @@ const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
 /// assert!(bidlock::parse_seconds("-1").is_err());
 /// ```
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} must be zero or more seconds"));
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(refusal(s, SECONDS, 0.0)),
     }
-    if secs > MAX_SECONDS {
-        return Err(format!("{s:?} is more than 30 days"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Default for Ttl {
@@ -116,7 +139,7 @@ impl Default for Ttl {
 
 impl fmt::Display for Ttl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        f.write_str(&crate::human::duration(self.0))
     }
 }
 
@@ -145,5 +168,34 @@ mod tests {
             Ttl::parse_secs(" 1.5 ").unwrap().get(),
             Duration::from_millis(1500)
         );
+    }
+
+    #[test]
+    fn each_refusal_says_what_was_given_and_what_is_accepted() {
+        let ttl = |s| match Ttl::parse_secs(s) {
+            Err(ConfigError::InvalidValue { reason, .. }) => reason,
+            other => panic!("{s}: {other:?}"),
+        };
+        for (input, says) in [
+            ("-5", "-5 is negative"),
+            ("0", "0 is below 0.01"),
+            ("0.001", "0.001 is below 0.01"),
+            ("inf", "\"inf\" is not a finite number"),
+            ("1e300", "1e300 is more than 30 days"),
+        ] {
+            let e = ttl(input);
+            assert!(e.starts_with("expected seconds from 0.01 to "), "{e}");
+            assert!(e.ends_with(says), "{input}: {e}");
+        }
+        for (input, says) in [
+            ("inf", "\"inf\" is not a finite number"),
+            ("-1", "-1 is negative"),
+            ("soon", "\"soon\" is not a number"),
+            ("9999999", "9999999 is more than 30 days"),
+        ] {
+            let e = parse_seconds(input).unwrap_err();
+            assert!(e.starts_with("expected seconds from 0 to "), "{e}");
+            assert!(e.ends_with(says), "{input}: {e}");
+        }
     }
 }

@@ -356,8 +356,9 @@ async fn two_waiters_of_one_manager_and_one_of_another_are_served_in_arrival_ord
     // B is waiting (behind A, in M1) well before C arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = spawn_waiter(&m2, "C (M2, third)");
+    // Every waiter that takes handoffs joins Redis' queue on arrival: A, B, then C.
     until(Duration::from_secs(5), "C to queue", || {
-        queue_len(&s, p) == 2
+        queue_len(&s, p) == 3
     })
     .await;
     assert!(g.release().await.unwrap());

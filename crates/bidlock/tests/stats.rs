@@ -80,6 +80,11 @@ async fn a_waited_for_posting_counts_once_by_marker_or_queue() {
         (0, 1),
         "only the foreign-made marker: {st:?}"
     );
+    // Every handover key of the prefix is counted: the foreign-made marker, and the
+    // waiters' hash that keeps the last grant until it expires.
+    let ours: Vec<String> = s.cmd(&["KEYS", "bid_lock_[wq]*"]);
+    let ours = ours.iter().filter(|k| !k.contains("nocolon")).count();
+    assert_eq!(st.handoff_keys, ours as u64, "{st:?}");
     let fence: String = s.cmd(&["GET", "bid_lock_fence"]);
     assert_eq!(st.fence, Some(fence.parse().unwrap()));
     m.close().await;

@@ -128,13 +128,15 @@ fn render(m: &BidLockManager, s: &FleetStats) -> String {
          locks held     {}\n\
          waiting        {} (postings with waiters)\n\
          done records   {}\n\
-         fencing token  {fence}\n",
+         fencing token  {fence}\n\
+         handoff keys   {} (wait markers, queues, waiters' entries; each expires by itself)\n",
         m.location(),
         m.topology(),
         m.config().keys().prefix(),
         grouped(s.locks),
         grouped(s.waiting),
         grouped(s.done_records),
+        grouped(s.handoff_keys),
     );
     if !s.by_marketplace.is_empty() {
         let rows: Vec<Vec<String>> = s

@@ -26,6 +26,7 @@ impl Acquiring<'_> {
             sleep = sleep.min(left + Duration::from_millis(1));
         }
         let wake_at = (now + sleep).min(self.deadline);
+        self.waited = true;
         tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at.saturating_duration_since(now)), "waiting");
         let signalled = woken(ticket, wake_at).await;
         if signalled || ticket.is_front() {
@@ -45,6 +46,7 @@ impl Acquiring<'_> {
             return Ok(Step::TimedOut);
         };
         let wake_at = tenure.refresh_at.min(self.deadline);
+        self.waited = true;
         let signalled = woken(ticket, wake_at).await;
         if let Some(token) = ticket.take_grant(tenure.lease.holder()) {
             return Ok(Step::Granted(tenure, token));
@@ -60,8 +62,9 @@ impl Acquiring<'_> {
         self.refresh(tenure).await
     }
 
-    /// Keeps the entry alive, or finds the tenure was handed the lock, or that the lock is
-    /// free (try, staying queued), or that the tenure is over (a fresh id joins again).
+    /// Keeps the entry alive, or finds the tenure was handed the lock (by an earlier
+    /// release, or by this refresh, which hands a free lock to the first live waiter), or
+    /// that the tenure is over (a fresh id joins again).
     async fn refresh(&mut self, mut tenure: Tenure) -> Result<Step, Error> {
         let Some(handoff) = self.handoff else {
             return Ok(Step::Try(Some(tenure)));
@@ -90,7 +93,6 @@ impl Acquiring<'_> {
                 Step::Queued(tenure)
             }
             Waiting::Granted { token } => Step::Granted(tenure, token),
-            Waiting::Free => Step::Try(Some(tenure)),
             Waiting::Gone => {
                 tenure.leave.disarm();
                 self.expect_grants(None);

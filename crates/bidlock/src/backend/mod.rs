@@ -102,9 +102,6 @@ pub(crate) enum Waiting {
     Queued,
     /// A release handed it the lock, with this token.
     Granted { token: u64 },
-    /// Still queued, and the lock is free (its holder's ttl ran out, or a client that does
-    /// not hand over released it): try again, staying queued.
-    Free,
     /// Not queued any more (its entry expired and was skipped, or the queue was cleared):
     /// the tenure is over; a fresh holder id joins again.
     Gone,

@@ -14,7 +14,8 @@ pub use target::RedisTarget;
 pub(crate) use target::SentinelSpec;
 
 use crate::backoff::RetryPolicy;
-use crate::error::{for_people, ConfigError};
+use crate::error::ConfigError;
+use crate::human::duration as for_people;
 use crate::keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
 use crate::ttl::Ttl;
 

@@ -364,7 +364,6 @@ fn display_info(info: &ConnectionInfo) -> String {
     }
 }
 
-/// Hides the password of a URL that may not even parse: `redis://u:pw@h` → `redis://u:***@h`.
 /// Why redis-rs refused a URL, in bidlock's words: never its type names, and a hint
 /// only where it fits.
 fn url_problem(url: &str, e: &redis::RedisError) -> String {
@@ -391,6 +390,7 @@ fn url_problem(url: &str, e: &redis::RedisError) -> String {
     }
 }
 
+/// Hides the password of a URL that may not even parse: `redis://u:pw@h` → `redis://u:***@h`.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();

@@ -137,7 +137,12 @@ pub(crate) async fn connect_checked(
         ConnectionManager::new_with_config(client.clone(), settings.manager_config()),
     )
     .await
-    .map_err(|_| format!("no answer within {:?}", settings.connect_timeout))?
+    .map_err(|_| {
+        format!(
+            "no answer within {}",
+            crate::human::duration(settings.connect_timeout)
+        )
+    })?
     .map_err(|e| describe(&e))?;
     let mut probe = conn.clone();
     let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut probe).await;

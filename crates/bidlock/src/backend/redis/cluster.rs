@@ -221,7 +221,10 @@ pub(crate) async fn connect(
     let reason = match connected {
         Ok(Ok(conn)) => return Ok((conn, rx)),
         Ok(Err(e)) => describe(&e),
-        Err(_) => format!("no answer within {:?}", settings.connect_timeout),
+        Err(_) => format!(
+            "no answer within {}",
+            crate::human::duration(settings.connect_timeout)
+        ),
     };
     if let Some(seed) = single_server_seed(target, settings).await {
         return Err(ConfigError::InvalidUrl {

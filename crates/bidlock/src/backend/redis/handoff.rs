@@ -91,10 +91,12 @@ impl RedisStore {
         inv.key(&lock)
             .key(self.keys.queue_key(lease.key()))
             .key(self.keys.waiters_key(lease.key()))
+            .key(self.keys.fence_key_of(lease.key()))
             .arg(lease.holder().as_str())
             .arg(ms(handoff.entry_ttl).max(1))
             .arg(ms(handoff.grant_ttl).max(1))
-            .arg(channel);
+            .arg(channel)
+            .arg("");
         let (code, token): (i64, i64) = inv
             .invoke_async(&mut self.call())
             .await
@@ -104,7 +106,6 @@ impl RedisStore {
             2 => Waiting::Granted {
                 token: u64::try_from(token).unwrap_or(0),
             },
-            3 => Waiting::Free,
             _ => Waiting::Gone,
         })
     }

@@ -96,6 +96,22 @@ impl Background {
     }
 }
 
+/// A server that refused the URL's database number (`SELECT` answers "DB index is out of
+/// range" in Redis 7, "invalid DB index" before): bad input, not an outage.
+fn refused_database(target: &RedisTarget, reason: &str) -> Option<Error> {
+    if !(reason.contains("DB index is out of range") || reason.contains("invalid DB index")) {
+        return None;
+    }
+    let db = target.info.redis_settings().db();
+    Some(Error::Config(crate::error::ConfigError::InvalidUrl {
+        url: target.redacted().to_owned(),
+        reason: format!(
+            "the server has no database {db} (it numbers its databases from 0 to its \
+             `databases` setting minus one: 0 to 15 by default)"
+        ),
+    }))
+}
+
 /// How long a cluster keeps a posting's fencing counter beyond the lock's ttl. Without the
 /// counter, tokens still increase by the server clock; the counter covers a clock that
 /// steps back by up to this much.
@@ -179,7 +195,9 @@ impl RedisStore {
         } else {
             let mut conn = connect_checked(&client, settings, target.redacted())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|reason| {
+                    refused_database(&target, &reason).unwrap_or_else(|| unavailable(reason))
+                })?;
             cluster::refuse_cluster_node(&mut conn, &target).await?;
             conn
         };

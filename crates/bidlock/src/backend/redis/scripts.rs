@@ -22,12 +22,13 @@ macro_rules! scripts {
 }
 
 scripts! {
-    // The token rules (hlc.lua) are written once and prepended where tokens are issued.
-    ACQUIRE => ["hlc.lua", "acquire.lua"],
-    RELEASE => ["hlc.lua", "release.lua"],
+    // The token rules (hlc.lua) and the queue's (queue.lua) are written once and
+    // prepended to every script that issues tokens or hands the lock over.
+    ACQUIRE => ["hlc.lua", "queue.lua", "acquire.lua"],
+    RELEASE => ["hlc.lua", "queue.lua", "release.lua"],
     EXTEND => ["extend.lua"],
     RENEW => ["renew.lua"],
-    REFRESH => ["refresh.lua"],
+    REFRESH => ["hlc.lua", "queue.lua", "refresh.lua"],
     COMPLETE => ["complete.lua"],
     FORCE_RELEASE => ["force_release.lua"],
     CLEANUP => ["cleanup.lua"],

@@ -31,26 +31,32 @@ impl RedisStore {
                 census.locks.insert(key, lock.holder);
             }
         }
-        census.done = self.postings(self.keys.done_pattern()).await?;
-        // A posting with a marker, a queue, waiters' entries, or several of them is one
-        // posting with waiters.
-        census.waiting = self.postings(self.keys.wait_pattern()).await?;
-        for pattern in [self.keys.queue_pattern(), self.keys.waiters_pattern()] {
-            census.waiting.extend(self.postings(pattern).await?);
-        }
+        census.done = self.postings(self.keys.done_pattern()).await?.0;
+        // A posting with a marker, a queue or both is one posting with waiters (a waiters'
+        // hash alone may hold only the last grant); every handover key is counted.
+        let (markers, n_markers) = self.postings(self.keys.wait_pattern()).await?;
+        let (queued, n_queues) = self.postings(self.keys.queue_pattern()).await?;
+        let (_, n_entries) = self.postings(self.keys.waiters_pattern()).await?;
+        census.waiting = markers;
+        census.waiting.extend(queued);
+        census.handoff_keys = n_markers + n_queues + n_entries;
         census.fence = self.fence().await?;
         Ok(census)
     }
 
-    /// The postings that have a name of `pattern`.
-    async fn postings(&self, pattern: String) -> Result<HashSet<LockKey>, Error> {
+    /// The postings that have a name of `pattern`, and how many names of ours it matched.
+    async fn postings(&self, pattern: String) -> Result<(HashSet<LockKey>, u64), Error> {
         let mut found = HashSet::new();
+        let mut names = 0u64;
         for mut scan in self.scans(pattern.clone()).await? {
             while let Some(batch) = scan.next().await? {
-                found.extend(batch.iter().filter_map(|name| posting_of(name, &pattern)));
+                for key in batch.iter().filter_map(|name| posting_of(name, &pattern)) {
+                    names += 1;
+                    found.insert(key);
+                }
             }
         }
-        Ok(found)
+        Ok((found, names))
     }
 
     /// The fencing counter: the last token issued (`None` when absent or not a number).

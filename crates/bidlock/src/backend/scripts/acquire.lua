@@ -2,7 +2,8 @@
 -- acquires of one manager (a lone acquire is a batch of one). On conflict, mark that
 -- someone waits and (for a waiter that takes handoffs) join the key's queue, or stay in
 -- it. The rules are docs/HANDOVER.md's: a queued holder id names one tenure in the queue,
--- so an id that has left the queue never joins again.
+-- so an id that has left the queue never joins again; a free lock goes to the first live
+-- queued waiter, not to whoever tries (a try that finds it so hands it over, then queues).
 -- Shared: ARGV[1] grant channel ('' for none), ARGV[2] how long to keep a fencing counter
 -- in ms ('' for ever; a cluster's per-posting counters).
 -- Item i (from 0): KEYS[6i+1..6i+6] lock, fencing counter, completion record, wait marker,
@@ -17,11 +18,6 @@
 -- done; {3, 0, type} the key is not a string; {4, token, ''} already handed to this
 -- holder (its tenure's grant).
 local channel, keep = ARGV[1], ARGV[2]
-
-local function time_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t
-end
 
 -- Writes the entry of a queued holder and keeps the queue's keys alive at least as long.
 local function write_entry(queue, waiters, holder, now_ms, entry_ms, grant_ms, life)
@@ -38,6 +34,13 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
   local holder, ttl, mode = ARGV[a], ARGV[a + 1], ARGV[a + 4]
   if ARGV[a + 2] == '1' and redis.call('EXISTS', done) == 1 then
     return {2, 0, ''}
+  end
+  -- A free lock with live waiters queued goes to the first of them (unless that is us).
+  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', lock) == 0 then
+    local head, grant, to = live_head(queue, waiters, time_ms(), nil)
+    if head and head ~= holder then
+      hand_to(lock, queue, waiters, counter, keep, head, grant, to)
+    end
   end
   if redis.call('SET', lock, holder, 'NX', 'PX', ttl) then
     local token = next_token(counter, keep)

@@ -1,12 +1,13 @@
 -- A queued waiter says it is still there (its entry lives another ARGV[2] ms), or learns
 -- that a release handed it the lock (when the grant's message did not arrive), or that
--- its tenure in the queue is over (docs/HANDOVER.md).
--- KEYS[1] lock, KEYS[2] queue, KEYS[3] waiters; ARGV[1] holder id, ARGV[2] entry
--- lifetime in ms, ARGV[3] grant ttl in ms, ARGV[4] grant channel
--- Returns {1, 0} still queued; {2, token} handed the lock; {3, 0} still queued and the
--- lock is free (its holder's ttl ran out, or a client that does not hand over released
--- it): try again, staying queued; {0, 0} not queued any more (its entry expired and was
--- skipped, or the queue was cleared): the tenure is over.
+-- its tenure in the queue is over (docs/HANDOVER.md). A lock found free (its holder's ttl
+-- ran out, or a client that does not hand over released it) goes to the first live
+-- waiter: this one, or the one it is queued behind.
+-- KEYS[1] lock, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fencing counter; ARGV[1] holder
+-- id, ARGV[2] entry lifetime in ms, ARGV[3] grant ttl in ms, ARGV[4] grant channel,
+-- ARGV[5] how long to keep a fencing counter in ms ('' for ever)
+-- Returns {1, 0} still queued; {2, token} handed the lock; {0, 0} not queued any more
+-- (its entry expired and was skipped, or the queue was cleared): the tenure is over.
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   local to, token = string.match(redis.call('HGET', KEYS[3], '') or '', '^(.*) (%d+)$')
@@ -17,11 +18,21 @@ end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return {0, 0}
 end
+local now_ms = time_ms()
 if not holder then
-  return {3, 0}
+  local head, grant, to = live_head(KEYS[2], KEYS[3], now_ms, nil)
+  if not head then
+    -- Its own entry was dead and is gone now.
+    return {0, 0}
+  end
+  local token = hand_to(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], head, grant, to)
+  if head == ARGV[1] then
+    return {2, tonumber(token)}
+  end
+  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+    return {0, 0}
+  end
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local life = tonumber(ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1],
   string.format('%d', now_ms + life) .. '|' .. ARGV[3] .. '|' .. ARGV[4])

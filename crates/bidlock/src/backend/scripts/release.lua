@@ -18,38 +18,6 @@
 -- waiter.
 local publish, keep = ARGV[1], ARGV[2]
 
-local function hand_over(lock, queue, waiters, counter, holder)
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  while true do
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
-    if not head then
-      return false
-    end
-    redis.call('ZREM', queue, head)
-    local entry = redis.call('HGET', waiters, head)
-    local deadline, grant, channel
-    if entry then
-      deadline, grant, channel = string.match(entry, '^(%d+)|(%d+)|(.*)$')
-    end
-    redis.call('HDEL', waiters, head)
-    -- (The releaser's own entry, left from an earlier wait, is never handed the lock.)
-    if deadline and tonumber(deadline) >= now_ms and head ~= holder then
-      redis.call('SET', lock, head, 'PX', grant)
-      local token = string.format('%d', next_token(counter, keep))
-      -- The last grant, for a waiter whose message does not arrive (one field: no growth).
-      -- The hash may have been emptied above: it gets a ttl again on this path too.
-      redis.call('HSET', waiters, '', head .. ' ' .. token)
-      local life = tonumber(grant) + 5000
-      if redis.call('PTTL', waiters) < life then
-        redis.call('PEXPIRE', waiters, life)
-      end
-      redis.call('PUBLISH', channel, token .. ' ' .. string.len(head) .. ' ' .. head .. lock)
-      return true
-    end
-  end
-end
-
 local function release(lock, marker, queue, waiters, counter, done, holder, channel, tell)
   if redis.call('GET', lock) ~= holder then
     -- A waiter leaving (timed out, cancelled) takes its place out of the queue.
@@ -69,9 +37,16 @@ local function release(lock, marker, queue, waiters, counter, done, holder, chan
     return 1
   end
   -- A posting handled meanwhile is never handed on: every waiter must see the record.
-  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0
-      and hand_over(lock, queue, waiters, counter, holder) then
-    return 3
+  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0 then
+    local head, grant, to = live_head(queue, waiters, time_ms(), holder)
+    if head then
+      hand_to(lock, queue, waiters, counter, keep, head, grant, to)
+      if tell == '1' then
+        -- The lock changed hands under a holder id another manager may hold: tell it.
+        redis.pcall(publish, channel, lock)
+      end
+      return 3
+    end
   end
   redis.call('DEL', lock, marker)
   if redis.call('ZCARD', queue) == 0 then
