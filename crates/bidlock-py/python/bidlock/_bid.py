@@ -3,12 +3,12 @@ and over time, and the outcome it reports, the same four as Rust's `BidOutcome`.
 
 from __future__ import annotations
 
-import enum
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Literal, Optional, Tuple, TypeVar, Union
 
 from ._lease import Lease, release_quietly
+from ._native import NativeGuard, NativeManager
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -18,41 +18,27 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class BidOutcome(str, enum.Enum):
-    """What became of a bid once its block ended (Rust's `BidOutcome`). A `str`, so
-    `bid.outcome == "placed"` works too.
+# A Union of one-value Literals rather than one Literal of five: the same type, and at
+# run time a Union, as type checkers' stub tests expect of an alias.
+BidOutcome = Union[
+    Literal["pending"], Literal["placed"], Literal["placed_after_loss"], Literal["unrecorded"], Literal["failed"]
+]
+"""What became of a bid once its block ended, Rust's `BidOutcome` as a string:
 
-    - `PENDING`: the block is still running.
-    - `PLACED`: the block returned; its completion record is written with the release of
-      the lock, so no instance runs this posting again (for the record's retention, 7 days).
-    - `PLACED_AFTER_LOSS`: the block returned and the record is written, but the lock had
-      been lost before it finished (the lease lapsed, another holder took the lock), or
-      whether it still held is unknown. Another holder may have bid meanwhile: the fencing
-      tokens tell which bid is newer. No instance runs it again after this.
-    - `UNRECORDED`: the block returned, but the record could not be written within the
-      retries (`record_error` says why): another instance may run this posting again.
-    - `FAILED`: the block raised (or was cancelled): nothing recorded, the lock released,
-      another instance may try.
-    """
+- `"pending"`: the block is still running.
+- `"placed"`: the block returned; its completion record is written with the release of
+  the lock, so no instance runs this posting again (for the record's retention, 7 days).
+- `"placed_after_loss"`: the block returned and the record is written, but the lock had
+  been lost before it finished (the lease lapsed, another holder took the lock), or
+  whether it still held is unknown. Another holder may have bid meanwhile: the fencing
+  tokens tell which bid is newer. No instance runs it again after this.
+- `"unrecorded"`: the block returned, but the record could not be written within the
+  retries (`record_error` says why): another instance may run this posting again.
+- `"failed"`: the block raised (or was cancelled): nothing recorded, the lock released,
+  another instance may try.
+"""
 
-    PENDING = "pending"
-    PLACED = "placed"
-    PLACED_AFTER_LOSS = "placed_after_loss"
-    UNRECORDED = "unrecorded"
-    FAILED = "failed"
-
-    @property
-    def is_placed(self) -> bool:
-        """Whether the block ran and returned (recorded or not)."""
-        return self in (BidOutcome.PLACED, BidOutcome.PLACED_AFTER_LOSS, BidOutcome.UNRECORDED)
-
-    @property
-    def is_recorded(self) -> bool:
-        """Whether a completion record stops every later attempt."""
-        return self in (BidOutcome.PLACED, BidOutcome.PLACED_AFTER_LOSS)
-
-    def __str__(self) -> str:
-        return self.value
+_RECORDED = ("placed", "placed_after_loss")
 
 
 class Bid(Lease, Generic[T]):
@@ -67,17 +53,27 @@ class Bid(Lease, Generic[T]):
 
     __slots__ = ("outcome", "record_error", "value")
 
-    def __init__(self, guard: Any) -> None:
+    def __init__(self, guard: NativeGuard) -> None:
         super().__init__(guard)
-        self.outcome: BidOutcome = BidOutcome.PENDING
-        """`PENDING` inside the block, then one of the outcomes of `BidOutcome`."""
+        self.outcome: BidOutcome = "pending"
+        """`"pending"` inside the block, then one of the other outcomes of `BidOutcome`."""
         self.record_error: Optional[str] = None
         """Why the completion record is missing (`UNRECORDED`), else None."""
         self.value: Optional[T] = None
         """The decorated function's result (decorator form), else None."""
 
+    @property
+    def is_placed(self) -> bool:
+        """Whether the bid ran and returned (recorded or not)."""
+        return self.outcome in _RECORDED or self.outcome == "unrecorded"
+
+    @property
+    def is_recorded(self) -> bool:
+        """Whether a completion record stops every later attempt."""
+        return self.outcome in _RECORDED
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(key={self.key!r}, outcome={self.outcome.value!r}, fencing_token={self.fencing_token})"
+        return f"{type(self).__name__}(key={self.key!r}, outcome={self.outcome!r}, fencing_token={self.fencing_token})"
 
 
 class BidOnce:
@@ -94,7 +90,7 @@ class BidOnce:
 
     __slots__ = ("_native", "_args", "_bid")
 
-    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
+    def __init__(self, native: NativeManager, args: Tuple[Any, ...]) -> None:
         self._native = native
         self._args = args
         self._bid: Optional[Bid[Any]] = None
@@ -110,17 +106,17 @@ class BidOnce:
         if bid is None:
             raise RuntimeError("this bid_once() context was not entered")
         if exc_type is not None:
-            bid.outcome = BidOutcome.FAILED
+            bid.outcome = "failed"
             await release_quietly(bid._guard)
             return
         # The library logs a lapsed lease and a missing record at WARNING/ERROR itself.
         recorded, released, error = await bid._guard.complete()
         if not recorded:
-            bid.outcome, bid.record_error = BidOutcome.UNRECORDED, error
+            bid.outcome, bid.record_error = "unrecorded", error
         elif released:
-            bid.outcome = BidOutcome.PLACED
+            bid.outcome = "placed"
         else:
-            bid.outcome = BidOutcome.PLACED_AFTER_LOSS
+            bid.outcome = "placed_after_loss"
 
     def __call__(self, fn: Callable[_P, Awaitable[T]]) -> Callable[_P, Awaitable[Bid[T]]]:
         _check_coroutine_function(fn)

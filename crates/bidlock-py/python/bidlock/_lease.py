@@ -7,6 +7,7 @@ import logging
 from typing import Any, Awaitable, Optional, Tuple
 
 from ._errors import BackendError, LockLostError
+from ._native import NativeGuard, NativeManager
 
 logger = logging.getLogger("bidlock")
 
@@ -23,7 +24,7 @@ class Lease:
 
     __slots__ = ("_guard",)
 
-    def __init__(self, guard: Any) -> None:
+    def __init__(self, guard: NativeGuard) -> None:
         self._guard = guard
 
     @property
@@ -96,7 +97,7 @@ class Lease:
         )
 
 
-async def release_quietly(guard: Any) -> None:
+async def release_quietly(guard: NativeGuard) -> None:
     """Releases `guard` on the way out of a block: a Redis failure is logged (the lock
     expires after its ttl) rather than raised over the block's own exception. The release
     runs to its end in the runtime even if this task is cancelled meanwhile."""
@@ -112,10 +113,10 @@ class LockContext:
 
     __slots__ = ("_native", "_args", "_guard")
 
-    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
+    def __init__(self, native: NativeManager, args: Tuple[Any, ...]) -> None:
         self._native = native
         self._args = args
-        self._guard: Any = None
+        self._guard: Optional[NativeGuard] = None
 
     async def __aenter__(self) -> Lease:
         if self._guard is not None:
@@ -125,4 +126,6 @@ class LockContext:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         guard, self._guard = self._guard, None
+        if guard is None:
+            raise RuntimeError("this with_lock() context was not entered")
         await release_quietly(guard)

@@ -43,7 +43,7 @@ class LockManager:
 
     __slots__ = ("_native", "__weakref__")
 
-    def __init__(self, _native_manager: Any) -> None:
+    def __init__(self, _native_manager: _native.NativeManager) -> None:
         self._native = _native_manager
 
     @property
@@ -248,7 +248,7 @@ class RedisBidLockManager(LockManager):
         super().__init__(_native.manager_from_env("redis", ttl, redis_url, prefix, response_timeout))
 
 
-def _warn_if_fallen_back(native: Any) -> None:
+def _warn_if_fallen_back(native: _native.NativeManager) -> None:
     # Once per manager: a later get_bid_lock_manager() returns the same one, unwarned.
     message = native.take_fallback_warning()
     if message is not None:
@@ -256,7 +256,7 @@ def _warn_if_fallen_back(native: Any) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _wrap(native: Any) -> LockManager:
+def _wrap(native: _native.NativeManager) -> LockManager:
     cls = RedisBidLockManager if native.backend == "redis" else BidLockManager
     manager = object.__new__(cls)
     LockManager.__init__(manager, native)

@@ -1,7 +1,29 @@
 """Type stubs of `bidlock._native`, the compiled half of the package (PyO3). Use the
 names re-exported by `bidlock`; this module is the thin edge over the Rust library."""
 
-from typing import Any, Awaitable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, List, Optional, Tuple, final
+
+__all__ = [
+    "LockError",
+    "LockTimeoutError",
+    "LockLostError",
+    "AlreadyDoneError",
+    "BackendError",
+    "ConfigError",
+    "ManagerClosedError",
+    "NativeManager",
+    "NativeGuard",
+    "default_manager",
+    "manager_from_env",
+    "reset_log_cache",
+    "shutdown",
+    "_panic_in_runtime",
+    "RustPanic",
+    "DEFAULT_TTL",
+    "DEFAULT_TIMEOUT",
+    "ENV_VARS",
+    "__version__",
+]
 
 __version__: str
 DEFAULT_TTL: float
@@ -35,6 +57,7 @@ class ManagerClosedError(LockError):
 class RustPanic(Exception):
     """A panic in bidlock's Rust code, raised in the task that awaited the operation."""
 
+@final
 class NativeGuard:
     """A held lock; `bidlock.Lease` wraps it. Released by `release()`, `complete()`, or
     when garbage collected."""
@@ -74,6 +97,7 @@ class NativeGuard:
     def complete(self) -> Awaitable[Tuple[bool, bool, Optional[str]]]:
         """Writes the completion record and releases: `(recorded, released, error)`."""
 
+@final
 class NativeManager:
     """One bidlock manager, connected on first use; the Python managers wrap it."""
 
