@@ -2,6 +2,8 @@
 //! connection made on first use, the locks held for `acquire_lock` callers, and the
 //! process's registry of open managers (closed at interpreter exit).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -62,9 +64,19 @@ impl Core {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        self.manager
-            .get_or_try_init(|| BidLockManager::new(self.config.clone()))
-            .await
+        match self.manager.get() {
+            Some(m) => Ok(m),
+            None => self.connect().await,
+        }
+    }
+
+    /// Connecting is a large future (several kilobytes) needed once: boxed, so that every
+    /// operation's own future stays small (it is built on the event loop's thread).
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<&BidLockManager, Error>> + Send + '_>> {
+        Box::pin(
+            self.manager
+                .get_or_try_init(|| BidLockManager::new(self.config.clone())),
+        )
     }
 
     /// The manager if it connected already.

@@ -178,23 +178,29 @@ fn settle(py: Python<'_>, r: Ready) -> PyResult<()> {
     settle_with(py, r.py_fut.bind(py), (r.convert)(py))
 }
 
-/// Sets `outcome` on `fut`, unless it was cancelled meanwhile.
+/// Sets `outcome` on `fut`, unless it was cancelled meanwhile (then the outcome is
+/// dropped: a guard in it releases itself). The common case costs one call into asyncio.
 fn settle_with(
     py: Python<'_>,
     fut: &Bound<'_, PyAny>,
     outcome: PyResult<Py<PyAny>>,
 ) -> PyResult<()> {
-    if fut
-        .call_method0(pyo3::intern!(py, "cancelled"))?
-        .is_truthy()?
-    {
-        return Ok(());
-    }
-    match outcome {
-        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?,
-        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?,
+    let set = match outcome {
+        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
+        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),)),
     };
-    Ok(())
+    match set {
+        Ok(_) => Ok(()),
+        // asyncio's InvalidStateError for a future cancelled meanwhile: nobody waits.
+        Err(_)
+            if fut
+                .call_method0(pyo3::intern!(py, "cancelled"))?
+                .is_truthy()? =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 const INBOX_ATTR: &str = "_bidlock_inbox";

@@ -128,4 +128,8 @@ class LockContext:
         guard, self._guard = self._guard, None
         if guard is None:
             raise RuntimeError("this with_lock() context was not entered")
-        await release_quietly(guard)
+        # release_quietly(guard), inlined: one coroutine less on every exit.
+        try:
+            await guard.release()
+        except BackendError as e:
+            logger.warning("release of %s failed; the lock expires after its ttl: %s", guard.key, e)
