@@ -21,6 +21,12 @@ rm -f "$out"/bidlock-*.whl "$out"/bidlock-*.tar.gz
 PATH="$tools/bin:$PATH" maturin build --release --zig --compatibility manylinux2014 \
   -m crates/bidlock-py/Cargo.toml --out "$out"
 PATH="$tools/bin:$PATH" maturin sdist -m crates/bidlock-py/Cargo.toml --out "$out"
+# The platform tag is a promise: auditwheel (PyPA's checker) must find nothing in the
+# wheel that needs a newer glibc than manylinux2014's 2.17.
+wheel=$(ls "$out"/bidlock-*.whl)
+"$tools/bin/auditwheel" show "$wheel" | tee "$out/auditwheel.txt" >&2
+grep -q '"manylinux_2_17_x86_64"' "$out/auditwheel.txt" \
+  || { echo "build-wheel: auditwheel does not accept $wheel as manylinux_2_17" >&2; exit 1; }
 for f in "$out"/bidlock-*; do
   echo "built $f ($(du -k "$f" | cut -f1) KiB)" >&2
 done

@@ -142,8 +142,9 @@ async def bidlock_py_uncontended(url, workers, duration):
             i += 1
             t = time.perf_counter()
             try:
-                # Same key layout as the redis-py run: bid_lock:peer:...
-                async with manager.with_lock("peer", f"{run}-{w}-{i}", timeout=0):
+                # As the guide uses it (keywords, timeout=10.0; a fresh key is taken at
+                # once); the same key layout as the redis-py run: bid_lock:peer:...
+                async with manager.with_lock(marketplace_id="peer", posting_id=f"{run}-{w}-{i}", timeout=10.0):
                     lat.append((time.perf_counter() - t) * 1e6)
                 pairs += 1
             except LockTimeoutError:
