@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs the peers' workloads (redis-py Lock, python-redis-lock, bidlock's Python package)
 # in a virtualenv it makes.
-#   bench/peers/run.sh setup     (re)installs bidlock's package from crates/bidlock-py
+#   bench/peers/run.sh setup     (re)installs bidlock's package: the wheel that
+#                                scripts/build-wheel.sh builds, as users install it
 #   bench/peers/run.sh uncontended --peer redis-py --workers 32 --duration 5 --redis-url URL
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="$here/../../target/peers-venv"
+root="$here/../.."
+venv="$root/target/peers-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$here/requirements.txt"
 fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 if [ "${1:-}" = setup ] || ! "$venv/bin/python" -c 'import bidlock' 2>/dev/null; then
-  # maturin runs cargo in the workspace, so the release build is shared with other runs.
-  PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --no-build-isolation "$here/../../crates/bidlock-py" >&2
+  "$root/scripts/build-wheel.sh" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$root"/target/wheels/bidlock-*.whl >&2
   [ "${1:-}" = setup ] && exit 0
 fi
 exec "$venv/bin/python" "$here/peers.py" "$@"

@@ -4,6 +4,8 @@
 //! pyo3-async-runtimes sets the awaitable's result), so the two exceptions with two
 //! bases can be real classes rather than lazily created single-base ones.
 
+use std::time::Duration;
+
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -127,13 +129,37 @@ pub(crate) fn to_py(py: Python<'_>, e: bidlock::Error) -> PyErr {
     match e {
         Error::InvalidKey(_) => PyValueError::new_err(msg),
         Error::Config(_) => config_error_from(py, msg),
-        Error::NotAcquired { .. } => raise(lock_timeout_error(py), msg),
+        Error::NotAcquired {
+            key,
+            waited,
+            holder,
+            ..
+        } => {
+            let by = holder
+                .map(|h| format!(" (held by {h})"))
+                .unwrap_or_default();
+            let msg = format!("lock {key} not acquired within {}{by}", readable(waited));
+            raise(lock_timeout_error(py), msg)
+        }
         Error::AlreadyDone { .. } => AlreadyDoneError::new_err(msg),
         Error::LockLost { .. } => LockLostError::new_err(msg),
         Error::Closed => ManagerClosedError::new_err(msg),
         e if e.is_backend() => BackendError::new_err(msg),
         // WrongType and variants added later: a lock error that names the key.
         _ => LockError::new_err(msg),
+    }
+}
+
+/// A duration as people write it: `501 ms`, `2.5 s`, `300 s` (not `501.350273ms`).
+pub(crate) fn readable(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if secs < 9.95 {
+        let text = format!("{secs:.1}");
+        format!("{} s", text.strip_suffix(".0").unwrap_or(&text))
+    } else {
+        format!("{secs:.0} s")
     }
 }
 

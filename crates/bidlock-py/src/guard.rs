@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use bidlock::{Lease, LockGuard};
 
+use crate::awaitable::{spawn, OnCancel};
 use crate::errors::Reply;
 use crate::outcome;
 
@@ -113,7 +114,7 @@ impl NativeGuard {
     fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let lease = self.lease.clone();
         let ended = self.ended.clone();
-        crate::awaitable::spawn(py, true, async move {
+        spawn(py, OnCancel::Stop, async move {
             Ok(tokio::select! {
                 biased;
                 _ = lease.lost() => true,
@@ -125,8 +126,7 @@ impl NativeGuard {
     /// Releases the lock; resolves to whether it was still held.
     fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
-        // Not cancellable: a release, once asked for, runs to its end.
-        crate::awaitable::spawn(py, false, async move {
+        spawn(py, OnCancel::Finish, async move {
             Ok(Reply(match guard {
                 Some(g) => g.release().await,
                 None => Ok(false),
@@ -139,7 +139,7 @@ impl NativeGuard {
     fn complete<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let guard = self.take();
         let key = self.redis_key.clone();
-        crate::awaitable::spawn(py, false, async move {
+        spawn(py, OnCancel::Finish, async move {
             match guard {
                 Some(g) => Ok(outcome::complete(g).await),
                 None => Err(crate::errors::lock_lost(format!(

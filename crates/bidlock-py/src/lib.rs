@@ -11,13 +11,18 @@ use pyo3::prelude::*;
 
 mod awaitable;
 mod convert;
+mod core;
 mod errors;
 mod guard;
+mod held;
+mod inbox;
 mod logging;
 mod manager;
 mod outcome;
+mod panic;
 mod runtime;
 mod shutdown;
+mod testing;
 
 /// The compiled module: classes, exceptions and factory functions used by
 /// `bidlock/__init__.py`.
@@ -33,6 +38,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manager::manager_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(logging::reset_log_cache, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown::shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(testing::_panic_in_runtime, m)?)?;
+    m.add(
+        "RustPanic",
+        py.get_type::<pyo3_async_runtimes::err::RustPanic>(),
+    )?;
     m.add("DEFAULT_TTL", bidlock::DEFAULT_TTL.as_secs_f64())?;
     m.add("DEFAULT_TIMEOUT", bidlock::DEFAULT_WAIT.as_secs_f64())?;
     m.add("ENV_VARS", bidlock::ENV_VARS.to_vec())?;

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use log::{LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
 use pyo3_log::{Caching, Logger, ResetHandle};
 
 use crate::shutdown::Crossing;
@@ -28,6 +29,44 @@ impl Log for Bridge {
     fn flush(&self) {}
 }
 
+/// The most verbose level any `bidlock` logger of Python passes, as `log`'s global
+/// maximum: a record below it is dropped by an atomic load in the caller, before it is
+/// even built (the per-target lookup of pyo3-log cost about a tenth of the runtime's CPU
+/// at full load, for debug records nobody listened to). Records of other crates go up to
+/// WARN, as the bridge's filter below allows.
+fn python_max_level(py: Python<'_>) -> PyResult<LevelFilter> {
+    let logging = py.import("logging")?;
+    let logger_class = logging.getattr("Logger")?;
+    let mut loggers = vec![logging.call_method1("getLogger", ("bidlock",))?];
+    let known = logger_class.getattr("manager")?.getattr("loggerDict")?;
+    for (name, logger) in known.cast_into::<PyDict>()?.iter() {
+        // Placeholders (names with no logger of their own yet) have no level.
+        let ours = name.is_instance_of::<PyString>()
+            && name
+                .call_method1(pyo3::intern!(py, "startswith"), ("bidlock.",))?
+                .is_truthy()?;
+        if ours && logger.is_instance(&logger_class)? {
+            loggers.push(logger);
+        }
+    }
+    let levels = [
+        (10, LevelFilter::Debug),
+        (20, LevelFilter::Info),
+        (30, LevelFilter::Warn),
+    ];
+    for (number, filter) in levels {
+        for logger in &loggers {
+            if logger
+                .call_method1("isEnabledFor", (number,))?
+                .is_truthy()?
+            {
+                return Ok(filter);
+            }
+        }
+    }
+    Ok(LevelFilter::Warn)
+}
+
 /// Installs the bridge once per process. Python loggers and their levels are cached on
 /// the Rust side so a disabled level costs no GIL; `reset_log_cache` drops the cache
 /// when Python's logging configuration changes (the Python layer hooks that).
@@ -42,18 +81,21 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         .filter_target("tracing".to_owned(), LevelFilter::Off);
     let handle = logger.reset_handle();
     if log::set_boxed_logger(Box::new(Bridge(logger))).is_ok() {
-        log::set_max_level(LevelFilter::Debug);
-        let _ = RESET.set(handle);
+        log::set_max_level(python_max_level(py)?);
+        // Only this call sets it: `set_boxed_logger` succeeds once per process.
+        RESET.get_or_init(|| handle);
     }
     // Otherwise another extension in this process installed the global `log` logger;
-    // its sink gets our records instead.
+    // its sink gets our records instead, at the level it chose.
     Ok(())
 }
 
 /// Forgets the cached Python loggers and levels, so a `setLevel` takes effect at once.
 #[pyfunction]
-pub(crate) fn reset_log_cache() {
+pub(crate) fn reset_log_cache(py: Python<'_>) -> PyResult<()> {
     if let Some(handle) = RESET.get() {
         handle.reset();
+        log::set_max_level(python_max_level(py)?);
     }
+    Ok(())
 }

@@ -6,19 +6,35 @@
 //! any more (results need no crossing: each loop's own thread sets them), and the ones
 //! already crossing are waited for.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::get_runtime;
-
-static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
-static CROSSING: AtomicUsize = AtomicUsize::new(0);
 
 /// How long exit waits for open managers to release their locks.
 const CLOSE_BUDGET: Duration = Duration::from_secs(3);
 /// How long exit waits for log records already on their way to Python.
 const CROSSING_BUDGET: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Crossings {
+    /// Set once at exit: nothing new may cross.
+    shut_down: bool,
+    /// How many are crossing now.
+    count: usize,
+}
+
+static CROSSINGS: Mutex<Crossings> = Mutex::new(Crossings {
+    shut_down: false,
+    count: 0,
+});
+/// Signalled when the last crossing ends.
+static NONE_CROSSING: Condvar = Condvar::new();
+
+fn crossings() -> MutexGuard<'static, Crossings> {
+    CROSSINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Registered while something is on its way into Python.
 pub(crate) struct Crossing(());
@@ -26,15 +42,22 @@ pub(crate) struct Crossing(());
 impl Crossing {
     /// None once shut down: drop the value instead of handing it to Python.
     pub(crate) fn enter() -> Option<Crossing> {
-        CROSSING.fetch_add(1, SeqCst);
-        let c = Crossing(());
-        (!SHUT_DOWN.load(SeqCst)).then_some(c)
+        let mut c = crossings();
+        if c.shut_down {
+            return None;
+        }
+        c.count += 1;
+        Some(Crossing(()))
     }
 }
 
 impl Drop for Crossing {
     fn drop(&mut self) {
-        CROSSING.fetch_sub(1, SeqCst);
+        let mut c = crossings();
+        c.count -= 1;
+        if c.count == 0 {
+            NONE_CROSSING.notify_all();
+        }
     }
 }
 
@@ -42,13 +65,24 @@ impl Drop for Crossing {
 #[pyfunction]
 pub(crate) fn shutdown(py: Python<'_>) {
     py.detach(|| {
-        get_runtime().block_on(async {
-            let _ = tokio::time::timeout(CLOSE_BUDGET, crate::manager::close_all()).await;
+        let closed = get_runtime().block_on(async {
+            tokio::time::timeout(CLOSE_BUDGET, crate::core::close_all()).await
         });
-        SHUT_DOWN.store(true, SeqCst);
-        let deadline = Instant::now() + CROSSING_BUDGET;
-        while CROSSING.load(SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+        if closed.is_err() {
+            tracing::warn!(target: "bidlock::python",
+                "interpreter exit: open managers did not release their locks within {CLOSE_BUDGET:?}; those locks expire after their ttl");
+        }
+        let mut c = crossings();
+        c.shut_down = true;
+        let (c, waited) = NONE_CROSSING
+            .wait_timeout_while(c, CROSSING_BUDGET, |c| c.count > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        if waited.timed_out() {
+            // Logging cannot reach Python any more: stderr is what is left.
+            eprintln!(
+                "bidlock: interpreter exit went on with {} log record(s) still on their way to Python",
+                c.count
+            );
         }
     });
 }

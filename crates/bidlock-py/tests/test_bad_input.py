@@ -96,22 +96,34 @@ async def test_invalid_ttls(backend, ttl):
     with pytest.raises(ValueError, match="ttl"):
         async with manager.with_lock("upwork", "job_123", ttl=ttl):
             pass
-    with pytest.raises(ValueError, match="ttl"):
+    with pytest.raises(ConfigError, match="ttl"):
         await create_bid_lock_manager(ttl=ttl)
-    with pytest.raises(ValueError, match="ttl"):
+    with pytest.raises(ConfigError, match="ttl"):
         BidLockManager(ttl=ttl)
-    with pytest.raises(ValueError, match="ttl"):
+    with pytest.raises(ConfigError, match="ttl"):
         RedisBidLockManager(ttl=ttl)
     await assert_unchanged(manager)
 
 
-async def test_ttl_below_the_floor_is_a_config_error(backend):
-    with pytest.raises(ConfigError, match="at least 10 ms"):
-        await create_bid_lock_manager(ttl=0.001)
+@pytest.mark.parametrize("ttl,problem", [(-5, "more than zero"), (0.001, "between 10 ms and 30 days"),
+                                         (10**9, "between 10 ms and 30 days")])
+async def test_one_exception_type_per_kind_of_bad_ttl(backend, ttl, problem):
+    """A bad ttl given to one call is a ValueError; a bad ttl of a manager is a ConfigError
+    (a ValueError too), whether it is too small, negative or too large."""
     manager = await get_bid_lock_manager()
-    with pytest.raises(ConfigError, match="at least 10 ms"):
-        await manager.acquire_lock("upwork", "job_123", ttl=0.001)
-    assert await manager.locks() == []
+    for call in (lambda: manager.acquire_lock("upwork", "job_123", ttl=ttl),
+                 lambda: manager.with_lock("upwork", "job_123", ttl=ttl).__aenter__(),
+                 lambda: manager.bid_once("upwork", "job_123", ttl=ttl).__aenter__()):
+        with pytest.raises(ValueError, match=problem) as caught:
+            await call()
+        assert not isinstance(caught.value, ConfigError), caught.value
+    with pytest.raises(ConfigError, match=f"ttl must be .*{problem}"):
+        await create_bid_lock_manager(ttl=ttl)
+    with pytest.raises(ConfigError, match=f"ttl must be .*{problem}"):
+        BidLockManager(ttl=ttl)
+    with pytest.raises(ConfigError, match=f"ttl must be .*{problem}"):
+        RedisBidLockManager(ttl=ttl)
+    await assert_unchanged(manager)
 
 
 @pytest.mark.parametrize("holder_id,problem", [("", "holder_id is empty"), ("a\tb", "control character")])
@@ -136,6 +148,9 @@ async def test_create_bid_lock_manager_use_redis_must_be_a_bool_or_none():
 
 
 def test_constructors_reject_bad_values():
+    for bad in (0, -1.0, math.nan):
+        with pytest.raises(ConfigError, match="response_timeout"):
+            RedisBidLockManager(response_timeout=bad)
     with pytest.raises(ConfigError, match="invalid Redis URL"):
         RedisBidLockManager(redis_url="nonsense://here")
     with pytest.raises(ConfigError, match="prefix"):
@@ -184,6 +199,10 @@ async def test_closed_manager_refuses_work(backend):
             pass
     with pytest.raises(ManagerClosedError):
         await manager.cleanup_all()
+    # One behaviour for every call that would reach the backend, the health check too.
+    with pytest.raises(ManagerClosedError):
+        await manager.health_check()
+    assert manager.get_metrics()["lock_attempts"] == 0  # the last counters stay readable
     await manager.close()  # idempotent
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 
 import pytest
 
@@ -69,12 +70,42 @@ async def test_env_ttl_and_prefix(redis_env, redis_client, clean_env):
 async def test_auto_detect_falls_back_to_memory_with_a_warning(clean_env, closed_port_url, caplog):
     clean_env.setenv("REDIS_URL", closed_port_url)
     caplog.set_level(logging.WARNING, logger="bidlock")
-    manager = await get_bid_lock_manager()
+    with pytest.warns(RuntimeWarning, match=f"Redis at {closed_port_url} could not be reached") as caught:
+        manager = await get_bid_lock_manager()
+    # Pointing at the caller's line, as a warning should.
+    assert [w.filename for w in caught] == [__file__]
+    assert "USE_REDIS_LOCKS=true" in str(caught[0].message)
     assert isinstance(manager, BidLockManager) and manager.backend == "memory"
     assert any(r.name.startswith("bidlock") and r.levelno == logging.WARNING and "in-memory" in r.getMessage()
                for r in caplog.records)
     async with manager.with_lock("upwork", "job_123"):
         pass
+    # Once per manager: the process-wide one comes back without a second warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert await get_bid_lock_manager() is manager
+
+
+async def test_create_warns_when_a_configured_redis_is_unreachable(clean_env, closed_port_url):
+    clean_env.setenv("REDIS_HOST", "127.0.0.1")
+    clean_env.setenv("REDIS_PORT", closed_port_url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.warns(RuntimeWarning, match="fell back to in-process memory"):
+        manager = await create_bid_lock_manager()
+    assert manager.backend == "memory"
+    assert await manager.health_check() is False
+    await manager.close()
+
+
+async def test_no_warning_when_nothing_was_configured(clean_env):
+    """Auto-detection's default address (127.0.0.1:6379) is a guess, not a setting:
+    missing it is the normal case of a developer's machine, told by the logger only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manager = await create_bid_lock_manager()
+        await manager.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await (await create_bid_lock_manager(use_redis=False)).close()
 
 
 async def test_use_redis_locks_true_raises_when_unreachable(clean_env, closed_port_url):

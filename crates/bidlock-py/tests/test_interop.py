@@ -44,6 +44,8 @@ async def test_python_is_excluded_while_the_cli_holds(redis_env, redis_client, b
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        proc.stdout.close()
     async with manager.with_lock("upwork", "job_123", timeout=10) as lease:
         assert lease.holder_id != cli_holder
 

@@ -19,7 +19,8 @@ async def test_two_memory_managers_of_one_process_exclude_each_other():
 
 async def test_fallback_manager_shares_the_store_with_memory_managers(clean_env, closed_port_url):
     clean_env.setenv("REDIS_URL", closed_port_url)
-    fallback = await get_bid_lock_manager()
+    with pytest.warns(RuntimeWarning, match="fell back"):
+        fallback = await get_bid_lock_manager()
     assert fallback.backend == "memory"
     async with fallback.with_lock("upwork", "job_123"):
         with pytest.raises(LockTimeoutError):
@@ -29,7 +30,8 @@ async def test_fallback_manager_shares_the_store_with_memory_managers(clean_env,
 
 async def test_health_check_false_after_fallback(clean_env, closed_port_url):
     clean_env.setenv("REDIS_URL", closed_port_url)
-    manager = await get_bid_lock_manager()
+    with pytest.warns(RuntimeWarning, match="fell back"):
+        manager = await get_bid_lock_manager()
     assert manager.backend == "memory"
     assert await manager.health_check() is False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,8 @@ async def test_lock_timeout_raises_and_leaves_nothing_behind(backend):
                 pytest.fail("the body ran without the lock")
         assert isinstance(caught.value, TimeoutError)
         assert "bid_lock:upwork:job_123" in str(caught.value)
+        # Rounded as people write durations: "within 200 ms", not "within 200.912345ms".
+        assert re.search(r"not acquired within \d+ ms \(held by ", str(caught.value)), str(caught.value)
         assert (await manager.status("upwork", "job_123")).holder == first.holder_id
     assert not await held(manager)
     assert manager.get_metrics()["lock_timeouts"] == 1

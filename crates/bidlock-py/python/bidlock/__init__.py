@@ -2,11 +2,15 @@
 
 The original guide's API, call for call::
 
+    import asyncio
     from bidlock import get_bid_lock_manager
 
-    manager = await get_bid_lock_manager()      # Redis if configured and reachable, else memory
-    async with manager.with_lock(marketplace_id="upwork", posting_id="job_123", timeout=10.0) as lease:
-        await place_bid("job_123", "upwork")    # send lease.fencing_token with the bid
+    async def main() -> None:
+        manager = await get_bid_lock_manager()  # Redis if configured and reachable, else memory
+        async with manager.with_lock(marketplace_id="upwork", posting_id="job_123", timeout=10.0) as lease:
+            print("bidding with fencing token", lease.fencing_token)  # send it with the bid
+
+    asyncio.run(main())
 
 Beyond the guide: fencing tokens, leases renewed while held (with loss reported through
 `lease.is_lost`, `lease.lost()` and `lease.ensure_held()`), exactly-once bids
@@ -30,8 +34,10 @@ from ._errors import (
     LockLostError,
     LockTimeoutError,
     ManagerClosedError,
+    RustPanic,
 )
-from ._lease import Bid, BidOnce, Lease, LockContext
+from ._bid import Bid, BidOnce, BidOutcome
+from ._lease import Lease, LockContext
 from ._manager import (
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
@@ -54,6 +60,7 @@ __all__ = [
     "Bid",
     "BidLockManager",
     "BidOnce",
+    "BidOutcome",
     "ConfigError",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TTL",
@@ -68,6 +75,7 @@ __all__ = [
     "LockTimeoutError",
     "ManagerClosedError",
     "RedisBidLockManager",
+    "RustPanic",
     "__version__",
     "create_bid_lock_manager",
     "get_bid_lock_manager",

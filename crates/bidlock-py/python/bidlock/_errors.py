@@ -7,7 +7,14 @@
 - `ConfigError` (also a `ValueError`): a malformed environment variable, URL or ttl.
 - `ManagerClosedError`: the manager was closed.
 
-Invalid marketplace or posting ids raise the built-in `ValueError`, naming the problem.
+One rule for bad input: an argument of one call (ids, `timeout`, a per-call `ttl`,
+`holder_id`) that is invalid raises the built-in `ValueError` naming the problem; a bad
+setting of a manager (its `ttl`, `prefix`, `redis_url`, `response_timeout`, or an
+environment variable) raises `ConfigError`, which is a `ValueError` too. Either way nothing
+is sent and nothing changes.
+
+`RustPanic` (not a `LockError`) is a bug in bidlock's Rust code: it reaches the task that
+awaited the operation, and no other; please report it.
 """
 
 from ._native import (
@@ -18,6 +25,7 @@ from ._native import (
     LockLostError,
     LockTimeoutError,
     ManagerClosedError,
+    RustPanic,
 )
 
 __all__ = [
@@ -28,4 +36,5 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "ManagerClosedError",
+    "RustPanic",
 ]

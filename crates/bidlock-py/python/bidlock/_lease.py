@@ -1,18 +1,15 @@
-"""What `with_lock` and `bid_once` yield, and the context managers that release on every
-exit: normal return, exception, task cancellation, `KeyboardInterrupt`."""
+"""What `with_lock` yields, and the context manager that releases on every exit: normal
+return, exception, task cancellation, `KeyboardInterrupt`."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from typing import Any, Awaitable, Callable, Optional, Tuple, TypeVar
+from typing import Any, Awaitable, Optional, Tuple
 
 from ._errors import BackendError, LockLostError
+from ._native import NativeGuard, NativeManager
 
 logger = logging.getLogger("bidlock")
-
-T = TypeVar("T")
 
 
 class Lease:
@@ -27,7 +24,7 @@ class Lease:
 
     __slots__ = ("_guard",)
 
-    def __init__(self, guard: Any) -> None:
+    def __init__(self, guard: NativeGuard) -> None:
         self._guard = guard
 
     @property
@@ -100,28 +97,10 @@ class Lease:
         )
 
 
-class Bid(Lease):
-    """What `async with manager.bid_once(...) as bid:` yields: a `Lease`, plus the outcome
-    once the block has exited.
-
-    `outcome` is `"pending"` inside the block, then `"placed"` (the block returned and the
-    completion record is written: no instance will run this posting again), `"unrecorded"`
-    (the block returned but the record could not be written, see `record_error`: another
-    instance may run it again) or `"failed"` (the block raised: nothing recorded, the lock
-    is released, another instance may try).
-    """
-
-    __slots__ = ("outcome", "record_error")
-
-    def __init__(self, guard: Any) -> None:
-        super().__init__(guard)
-        self.outcome: str = "pending"
-        self.record_error: Optional[str] = None
-
-
-async def _release(guard: Any) -> None:
-    # `release()` and `complete()` run to their end in the runtime even if this task is
-    # cancelled while awaiting them.
+async def release_quietly(guard: NativeGuard) -> None:
+    """Releases `guard` on the way out of a block: a Redis failure is logged (the lock
+    expires after its ttl) rather than raised over the block's own exception. The release
+    runs to its end in the runtime even if this task is cancelled meanwhile."""
     try:
         await guard.release()
     except BackendError as e:
@@ -134,10 +113,10 @@ class LockContext:
 
     __slots__ = ("_native", "_args", "_guard")
 
-    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
+    def __init__(self, native: NativeManager, args: Tuple[Any, ...]) -> None:
         self._native = native
         self._args = args
-        self._guard: Any = None
+        self._guard: Optional[NativeGuard] = None
 
     async def __aenter__(self) -> Lease:
         if self._guard is not None:
@@ -145,88 +124,12 @@ class LockContext:
         self._guard = guard = await self._native.acquire(*self._args)
         return Lease(guard)
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         guard, self._guard = self._guard, None
-        await _release(guard)
-        return False
-
-
-class BidOnce:
-    """Runs a block at most once per posting across the fleet and over time: the async
-    context manager (or decorator) returned by `bid_once`.
-
-    On entry it takes the lock, or raises `AlreadyDoneError` when an earlier bid on this
-    posting completed (the block does not run), or `LockTimeoutError`. When the block
-    returns, the completion record is written atomically with the release; when it raises
-    (or is cancelled), the lock is released without a record. As a decorator it wraps an
-    `async def` and returns its result.
-    """
-
-    __slots__ = ("_native", "_args", "_bid")
-
-    def __init__(self, native: Any, args: Tuple[Any, ...]) -> None:
-        self._native = native
-        self._args = args
-        self._bid: Optional[Bid] = None
-
-    async def __aenter__(self) -> Bid:
-        if self._bid is not None:
-            raise RuntimeError("this bid_once() context is already entered; call bid_once() again")
-        self._bid = Bid(await self._native.acquire(*self._args))
-        return self._bid
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        bid, self._bid = self._bid, None
-        assert bid is not None
-        if exc_type is not None:
-            bid.outcome = "failed"
-            await _release(bid._guard)
-            return False
-        recorded, _released, error = await bid._guard.complete()
-        if recorded:
-            bid.outcome = "placed"
-        else:
-            bid.outcome, bid.record_error = "unrecorded", error
-            logger.warning("bid on %s ran but its completion was not recorded; another instance may run it again: %s", bid.key, error)
-        return False
-
-    def __call__(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError("bid_once decorates an async def function")
-        native, acquire_args = self._native, self._args
-
-        @functools.wraps(fn)
-        async def once(*args: Any, **kwargs: Any) -> T:
-            async with BidOnce(native, acquire_args):
-                return await fn(*args, **kwargs)
-
-        return once
-
-
-def bid_once_by_arguments(
-    make: Callable[[str, str], BidOnce],
-) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """The decorator form of `bid_once()` without ids: the posting comes from the decorated
-    function's `marketplace_id` and `posting_id` arguments."""
-
-    def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError("bid_once decorates an async def function")
-        signature = inspect.signature(fn)
-        missing = {"marketplace_id", "posting_id"} - set(signature.parameters)
-        if missing:
-            raise TypeError(
-                f"{fn.__qualname__} has no parameter {' or '.join(sorted(missing))}: pass the ids "
-                "to bid_once(marketplace_id, posting_id) instead"
-            )
-
-        @functools.wraps(fn)
-        async def once(*args: Any, **kwargs: Any) -> T:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            async with make(bound.arguments["marketplace_id"], bound.arguments["posting_id"]):
-                return await fn(*args, **kwargs)
-
-        return once
-
-    return decorate
+        if guard is None:
+            raise RuntimeError("this with_lock() context was not entered")
+        # release_quietly(guard), inlined: one coroutine less on every exit.
+        try:
+            await guard.release()
+        except BackendError as e:
+            logger.warning("release of %s failed; the lock expires after its ttl: %s", guard.key, e)

@@ -6,10 +6,13 @@
 shows each acquire and release. The compiled module caches logger levels so that a
 disabled level costs nothing; this module drops that cache whenever the logging
 configuration changes (`setLevel`, `basicConfig`, `disable` all clear logging's own
-cache through the same method), so new levels apply at once.
+cache through the same method), so new levels apply at once. The same hook sets the
+most verbose level any `bidlock` logger passes as the Rust side's maximum, so records
+nobody listens to are not even built.
 """
 
 import logging
+from typing import Any
 
 from . import _native
 
@@ -23,12 +26,14 @@ def _install_reset_hook() -> None:
     if original is None or getattr(original, "_bidlock_reset", False):
         return
 
-    def _clear_cache(*args, **kwargs):
+    def _clear_cache(*args: Any, **kwargs: Any) -> None:
         original(*args, **kwargs)
         _native.reset_log_cache()
 
-    _clear_cache._bidlock_reset = True  # type: ignore[attr-defined]
-    manager._clear_cache = _clear_cache  # type: ignore[method-assign]
+    setattr(_clear_cache, "_bidlock_reset", True)
+    # A private method of logging's manager, present in every CPython since 3.7; without
+    # it (above) level changes apply once the cache is next reset.
+    setattr(manager, "_clear_cache", _clear_cache)
 
 
 _install_reset_hook()

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Awaitable, TypeVar, Union, overload
+import warnings
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Union, overload
 
 from . import _native
-from ._lease import BidOnce, LockContext, bid_once_by_arguments
+from ._bid import Bid, BidOnce, bid_once_by_arguments
+from ._lease import LockContext
 from ._types import LockInfo, LockStatus
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    _P = ParamSpec("_P")
+
 T = TypeVar("T")
+_M = TypeVar("_M", bound="LockManager")
 
 DEFAULT_TIMEOUT: float = _native.DEFAULT_TIMEOUT
 """How long an acquire waits for a busy lock by default: 10 s."""
@@ -35,7 +43,7 @@ class LockManager:
 
     __slots__ = ("_native", "__weakref__")
 
-    def __init__(self, _native_manager: Any) -> None:
+    def __init__(self, _native_manager: _native.NativeManager) -> None:
         self._native = _native_manager
 
     @property
@@ -118,8 +126,11 @@ class LockManager:
         return self._native.metrics()
 
     async def health_check(self) -> bool:
-        """True when Redis answers a PING (or for a memory manager chosen on purpose);
-        False when Redis cannot be reached, and after auto-detection fell back to memory."""
+        """True when Redis answers a PING, or for a memory manager chosen on purpose
+        (`BidLockManager`, `use_redis=False`, `USE_REDIS_LOCKS=false`). False when Redis
+        cannot be reached, and for a manager that auto-detection fell back to memory (a
+        configured Redis was unreachable at start: the locks exclude this process only).
+        Raises `ManagerClosedError` after `close()`, like every other call."""
         return await self._native.health_check()
 
     async def cleanup_all(self) -> int:
@@ -128,15 +139,17 @@ class LockManager:
         return await self._native.cleanup_all()
 
     async def close(self) -> None:
-        """Releases the locks held through this manager and stops it; later calls raise
-        `ManagerClosedError`. After the process-wide manager is closed, the next
-        `get_bid_lock_manager()` builds a new one."""
+        """Releases the locks held through this manager and stops it. Every later call that
+        would reach the backend raises `ManagerClosedError` (`health_check()` too);
+        `get_metrics()` still returns the final counters, and `close()` again does nothing.
+        After the process-wide manager is closed, the next `get_bid_lock_manager()` builds a
+        new one."""
         await self._native.close()
 
     @overload
     def bid_once(self, marketplace_id: str, posting_id: str, timeout: float = ..., holder_id: Optional[str] = ..., *, ttl: Optional[float] = ...) -> BidOnce: ...
     @overload
-    def bid_once(self, marketplace_id: None = ..., posting_id: None = ..., timeout: float = ..., holder_id: Optional[str] = ..., *, ttl: Optional[float] = ...) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]: ...
+    def bid_once(self, marketplace_id: None = ..., posting_id: None = ..., timeout: float = ..., holder_id: Optional[str] = ..., *, ttl: Optional[float] = ...) -> Callable[[Callable[_P, Awaitable[T]]], Callable[_P, Awaitable[Bid[T]]]]: ...
 
     def bid_once(
         self,
@@ -146,19 +159,23 @@ class LockManager:
         holder_id: Optional[str] = None,
         *,
         ttl: Optional[float] = None,
-    ) -> Union[BidOnce, Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]]:
+    ) -> Union[BidOnce, Callable[[Callable[_P, Awaitable[T]]], Callable[_P, Awaitable[Bid[T]]]]]:
         """Bids at most once per posting, across the fleet and over time::
 
             async with manager.bid_once("upwork", "job_123") as bid:
                 await place_bid("job_123", "upwork", fence=bid.fencing_token)
-            # bid.outcome == "placed": a completion record stops every later bid_once
+            # bid.outcome: "placed" (a completion record stops every later bid_once),
+            # "placed_after_loss", or "unrecorded" (see BidOutcome)
 
             @manager.bid_once()              # ids from the function's own arguments
             async def place_bid(posting_id, marketplace_id): ...
 
+            bid = await place_bid("job_123", "upwork")   # a Bid: bid.outcome, bid.value
+
         Raises `AlreadyDoneError` on entry when the posting was handled before (the block
         does not run), `LockTimeoutError` when the lock stays busy for `timeout`. When the
-        block raises, nothing is recorded and another instance may try.
+        block raises, nothing is recorded, another instance may try, and the exception
+        goes on (`bid.outcome` is "failed").
         """
         native = self._native
 
@@ -183,7 +200,7 @@ class LockManager:
         """Deletes the posting's completion record so it may be bid on again; True if there was one."""
         return await self._native.clear_done(marketplace_id, posting_id)
 
-    async def __aenter__(self: T) -> T:
+    async def __aenter__(self: _M) -> _M:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -213,17 +230,33 @@ class RedisBidLockManager(LockManager):
         if await m.health_check():   # False when Redis cannot be reached
             ...
 
-    Other calls raise `BackendError` while Redis cannot be reached. A malformed variable
-    raises `ConfigError` here, naming it.
+    Other calls raise `BackendError` while Redis cannot be reached. `response_timeout`
+    (seconds, default 5) bounds each command's wait for Redis's reply. A malformed
+    variable or argument raises `ConfigError` here, naming it.
     """
 
     __slots__ = ()
 
-    def __init__(self, redis_url: Optional[str] = None, ttl: Optional[float] = None, *, prefix: Optional[str] = None) -> None:
-        super().__init__(_native.manager_from_env("redis", ttl, redis_url, prefix))
+    def __init__(
+        self,
+        redis_url: Optional[str] = None,
+        ttl: Optional[float] = None,
+        *,
+        prefix: Optional[str] = None,
+        response_timeout: Optional[float] = None,
+    ) -> None:
+        super().__init__(_native.manager_from_env("redis", ttl, redis_url, prefix, response_timeout))
 
 
-def _wrap(native: Any) -> LockManager:
+def _warn_if_fallen_back(native: _native.NativeManager) -> None:
+    # Once per manager: a later get_bid_lock_manager() returns the same one, unwarned.
+    message = native.take_fallback_warning()
+    if message is not None:
+        # stacklevel 3: the caller of get_bid_lock_manager() / create_bid_lock_manager().
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _wrap(native: _native.NativeManager) -> LockManager:
     cls = RedisBidLockManager if native.backend == "redis" else BidLockManager
     manager = object.__new__(cls)
     LockManager.__init__(manager, native)
@@ -237,7 +270,10 @@ _default_lock = threading.Lock()
 async def get_bid_lock_manager() -> LockManager:
     """The process-wide manager: a `RedisBidLockManager` when Redis is configured (or
     answers at `127.0.0.1:6379`) and reachable, else a `BidLockManager` (in-memory, with
-    one WARNING in the `bidlock` logger). A second call returns the same object.
+    one WARNING in the `bidlock` logger). When a Redis address was configured
+    (`REDIS_URL`, `REDIS_URLS`, `REDIS_HOST`, ...) but could not be reached, the fallback
+    also issues a `RuntimeWarning` through `warnings`, naming the address: a typo'd host
+    never runs on memory unseen. A second call returns the same object.
 
     Configured from the environment exactly as the Rust library: `REDIS_URL` (or
     `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`),
@@ -251,6 +287,7 @@ async def get_bid_lock_manager() -> LockManager:
     if current is not None and not current.closed:
         return current
     native = await _native.default_manager()
+    _warn_if_fallen_back(native)
     with _default_lock:
         if _default is None or _default._native.id != native.id:
             _default = _wrap(native)
@@ -270,4 +307,5 @@ async def create_bid_lock_manager(use_redis: Optional[bool] = None, ttl: float =
     backend = None if use_redis is None else ("redis" if use_redis else "memory")
     native = _native.manager_from_env(backend, ttl)
     await native.connect()
+    _warn_if_fallen_back(native)
     return _wrap(native)

@@ -1,7 +1,29 @@
 """Type stubs of `bidlock._native`, the compiled half of the package (PyO3). Use the
 names re-exported by `bidlock`; this module is the thin edge over the Rust library."""
 
-from typing import Any, Awaitable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, List, Optional, Tuple, final
+
+__all__ = [
+    "LockError",
+    "LockTimeoutError",
+    "LockLostError",
+    "AlreadyDoneError",
+    "BackendError",
+    "ConfigError",
+    "ManagerClosedError",
+    "NativeManager",
+    "NativeGuard",
+    "default_manager",
+    "manager_from_env",
+    "reset_log_cache",
+    "shutdown",
+    "_panic_in_runtime",
+    "RustPanic",
+    "DEFAULT_TTL",
+    "DEFAULT_TIMEOUT",
+    "ENV_VARS",
+    "__version__",
+]
 
 __version__: str
 DEFAULT_TTL: float
@@ -32,6 +54,10 @@ class ConfigError(LockError, ValueError):
 class ManagerClosedError(LockError):
     """The manager was closed; it takes no new work."""
 
+class RustPanic(Exception):
+    """A panic in bidlock's Rust code, raised in the task that awaited the operation."""
+
+@final
 class NativeGuard:
     """A held lock; `bidlock.Lease` wraps it. Released by `release()`, `complete()`, or
     when garbage collected."""
@@ -71,6 +97,7 @@ class NativeGuard:
     def complete(self) -> Awaitable[Tuple[bool, bool, Optional[str]]]:
         """Writes the completion record and releases: `(recorded, released, error)`."""
 
+@final
 class NativeManager:
     """One bidlock manager, connected on first use; the Python managers wrap it."""
 
@@ -95,6 +122,9 @@ class NativeManager:
     @property
     def connected(self) -> bool:
         """Whether the backend was reached."""
+    def take_fallback_warning(self) -> Optional[str]:
+        """The warning to give once when a configured Redis was unreachable and the manager
+        fell back to memory; None otherwise, and after the first call."""
     def connect(self) -> Awaitable[None]:
         """Connects now; raises `BackendError` when Redis is required and unreachable."""
     def acquire(
@@ -122,7 +152,8 @@ class NativeManager:
         """The counters (zeros before the first use)."""
     def health_check(self) -> Awaitable[bool]:
         """True when the backend answers (or memory was chosen); False when Redis cannot be
-        reached or auto-detection fell back to memory."""
+        reached or auto-detection fell back to memory; raises `ManagerClosedError` after
+        `close()`."""
     def status(self, marketplace_id: str, posting_id: str) -> Awaitable[Dict[str, Any]]:
         """What the backend knows about the key."""
     def locks(self, marketplace_id: Optional[str] = None) -> Awaitable[List[Dict[str, Any]]]:
@@ -134,14 +165,12 @@ class NativeManager:
     def close(self) -> Awaitable[None]:
         """Releases what this manager holds and stops it."""
 
-class LoopInbox:
-    """Per event loop: where finished futures wait for the loop's thread (internal)."""
-
 def manager_from_env(
     backend: Optional[str] = None,
     ttl: Optional[float] = None,
     redis_url: Optional[str] = None,
     prefix: Optional[str] = None,
+    response_timeout: Optional[float] = None,
 ) -> NativeManager:
     """A manager configured from the environment with the given overrides (raises
     `ConfigError` naming a malformed variable); connects on first use."""
@@ -150,7 +179,12 @@ def default_manager() -> Awaitable[NativeManager]:
     """The process-wide manager (a new one only after the previous one was closed)."""
 
 def reset_log_cache() -> None:
-    """Forgets the cached Python logger levels so a `setLevel` applies at once."""
+    """Forgets the cached Python logger levels so a `setLevel` applies at once, and sets
+    the most verbose level a `bidlock` logger passes as the Rust side's maximum."""
 
 def shutdown() -> None:
     """Called at interpreter exit: closes open managers, then stops calls into Python."""
+
+def _panic_in_runtime(message: str) -> Awaitable[None]:
+    """An awaitable whose Rust future panics with `message` (tests of the panic path):
+    it raises `RustPanic`, and other operations in flight are unaffected."""
