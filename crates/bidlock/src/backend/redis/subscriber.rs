@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::RedisError;
 use tokio::sync::oneshot;
 
 use super::client::Master;
@@ -58,21 +57,23 @@ impl Subscriber {
         }
     }
 
+    /// Connects and subscribes, each step bounded by the connect timeout on its own (on a
+    /// slow link a connect and two round trips in one bound never fit), both channels in
+    /// one SUBSCRIBE.
     async fn subscribe(&self) -> Result<redis::aio::PubSub, String> {
         let client = self.master.client();
-        let connected = tokio::time::timeout(self.connect_timeout, async {
-            let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&self.channel).await?;
-            if let Some(grants) = &self.grants {
-                ps.subscribe(grants).await?;
-            }
-            Ok::<_, RedisError>(ps)
-        })
-        .await;
-        match connected {
-            Ok(Ok(ps)) => Ok(ps),
+        let bound = self.connect_timeout;
+        let mut ps = match tokio::time::timeout(bound, client.get_async_pubsub()).await {
+            Ok(Ok(ps)) => ps,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("connect timed out".to_owned()),
+        };
+        let mut channels = vec![self.channel.as_str()];
+        channels.extend(self.grants.as_deref());
+        match tokio::time::timeout(bound, ps.subscribe(&channels)).await {
+            Ok(Ok(())) => Ok(ps),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("connect timed out".to_owned()),
+            Err(_) => Err("subscribe timed out".to_owned()),
         }
     }
 
