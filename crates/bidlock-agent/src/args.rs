@@ -125,7 +125,7 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             let text = err.to_string();
             assert!(
-                text.contains("zero or more") && !text.contains("-- -1"),
+                text.contains("-1 is negative") && !text.contains("-- -1"),
                 "{flag}: {text}"
             );
         }

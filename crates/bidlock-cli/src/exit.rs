@@ -8,6 +8,9 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Bad usage or bad input; nothing was touched.
 pub const USAGE: u8 = 2;
+/// One of bidlock's keys holds something bidlock did not write there (a lock, record or
+/// counter of another kind): nothing was changed (sysexits `EX_DATAERR`).
+pub const CORRUPT_DATA: u8 = 65;
 /// The backend is unavailable (sysexits `EX_UNAVAILABLE`).
 pub const UNAVAILABLE: u8 = 69;
 /// `run`: the lock was not acquired within `--wait` (sysexits `EX_TEMPFAIL`).
@@ -25,7 +28,8 @@ pub const RECORDED_AFTER_LOSS: u8 = 78;
 pub const UNRECORDED: u8 = 79;
 /// The codes `run --once` gives its own outcomes: a command's own exit with one of them
 /// becomes 1, so that each code means one thing.
-pub const RUN_RESERVED: [u8; 6] = [
+pub const RUN_RESERVED: [u8; 7] = [
+    CORRUPT_DATA,
     UNAVAILABLE,
     NOT_ACQUIRED,
     ALREADY_DONE,
@@ -92,6 +96,8 @@ impl From<bidlock::Error> for CliError {
     fn from(e: bidlock::Error) -> CliError {
         let code = if e.is_invalid_input() {
             USAGE
+        } else if matches!(e, bidlock::Error::WrongType { .. }) {
+            CORRUPT_DATA
         } else if e.is_backend() {
             UNAVAILABLE
         } else if e.is_timeout() {

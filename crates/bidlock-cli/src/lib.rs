@@ -84,7 +84,7 @@ before the lock is released.\n\n\
 Exit: the command's code; 75 not acquired; 76 already done (--once); 77 lock lost while \
 it ran (it got SIGTERM, then SIGKILL; nothing recorded); with --once also 78 recorded, but \
 the lock was lost before it finished, and 79 it succeeded but the record failed (a \
-command's own exit with 69 or 75-79 becomes 1); 127 command not found."
+command's own exit with 65, 69 or 75-79 becomes 1); 127 command not found."
     )]
     Run(commands::run::RunArgs),
     /// List held locks: key, holder, ttl left.

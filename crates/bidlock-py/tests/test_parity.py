@@ -43,8 +43,13 @@ async def test_health_check_true_for_a_chosen_memory_backend():
 async def test_lock_conflicts_counted_once_per_acquire(backend):
     manager = await get_bid_lock_manager()
     async with manager.with_lock("upwork", "job_123"):
-        # Backoff from 50 ms: several tries within 0.6 s, one acquire.
+        # Memory: backoff from 50 ms, several tries within 0.6 s. Redis: the waiter
+        # queues for a handoff and refreshes its place instead of trying again. One
+        # acquire either way.
         assert await manager.acquire_lock("upwork", "job_123", timeout=0.6) is False
     m = manager.get_metrics()
     assert m["lock_conflicts"] == 1
-    assert m["lock_busy_tries"] >= 2
+    if backend == "redis":
+        assert m["lock_busy_tries"] == 1
+    else:
+        assert m["lock_busy_tries"] >= 2

@@ -171,6 +171,8 @@ struct Acquiring<'a> {
     /// What the last busy try said: who holds it, and for how much longer.
     last_holder: Option<String>,
     hint: Option<Duration>,
+    /// The last busy try found a lock without a ttl (a client that is not bidlock, junk).
+    never_expires: bool,
     conflicted: bool,
     /// The store's handoff rules, when this acquire queues in the store.
     handoff: Option<Handoff>,
@@ -214,6 +216,7 @@ impl<'a> Acquiring<'a> {
             waited: false,
             last_holder: None,
             hint: None,
+            never_expires: false,
             conflicted: false,
             handoff,
             last_error: None,
@@ -483,6 +486,11 @@ impl<'a> Acquiring<'a> {
         if !std::mem::replace(&mut self.conflicted, true) {
             metrics.count(Counter::LockConflicts, marketplace);
         }
+        if ttl_left.is_none() && !self.never_expires {
+            tracing::warn!(target: "bidlock::manager", key = %self.key, holder = ?holder,
+                "the lock has no ttl: it never expires by itself (a client that is not bidlock, or junk); release it with bidlock release --force if no one owns it");
+        }
+        self.never_expires = ttl_left.is_none();
         self.last_holder = holder;
         self.hint = ttl_left;
     }
@@ -523,6 +531,7 @@ impl<'a> Acquiring<'a> {
         Error::NotAcquired {
             key: self.inner.keys().lock_key(self.key),
             waited,
+            never_expires: self.last_holder.is_some() && self.never_expires,
             holder: self.last_holder.take(),
         }
     }

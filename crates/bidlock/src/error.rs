@@ -21,7 +21,7 @@ pub enum Error {
     Config(#[from] ConfigError),
 
     /// The lock stayed held by someone else until the wait ran out.
-    #[error("lock {key} not acquired {}{}", waited_phrase(*.waited), holder_suffix(.holder))]
+    #[error("lock {key} not acquired {}{}", waited_phrase(*.waited), holder_suffix(.holder, *.never_expires))]
     NotAcquired {
         /// The Redis key of the lock.
         key: String,
@@ -29,6 +29,9 @@ pub enum Error {
         waited: Duration,
         /// The holder seen on the last try, when the backend told it.
         holder: Option<String>,
+        /// The lock has no ttl: it never expires by itself (a client that is not
+        /// bidlock, or junk). Release it by hand if no one owns it.
+        never_expires: bool,
     },
 
     /// The posting was already handled (a completion record exists); the lock was not taken.
@@ -48,12 +51,18 @@ pub enum Error {
         reason: String,
     },
 
-    /// The key exists in Redis but is not a lock (another data type); nothing was changed.
-    #[error("key {key} holds a Redis {found}, not a lock; refusing to touch it")]
+    /// One of bidlock's keys holds something bidlock did not write there (another
+    /// application, a bad migration, a person with redis-cli): a lock, completion record
+    /// or fencing counter of another kind or with a value that cannot be one. Nothing was
+    /// changed. (Junk in a wait queue or a waiters' hash is not an error: it is deleted,
+    /// and the lock goes on.)
+    #[error(
+        "key {key} {found}; nothing was changed (if no other application owns it, delete it: redis-cli DEL '{key}')"
+    )]
     WrongType {
         /// The Redis key.
         key: String,
-        /// The Redis type found there.
+        /// What it holds and what it should hold (`holds a Redis hash, not a lock`).
         found: String,
     },
 
@@ -105,10 +114,13 @@ fn waited_phrase(waited: Duration) -> String {
     }
 }
 
-fn holder_suffix(holder: &Option<String>) -> String {
-    match holder {
-        Some(h) => format!(" (held by {h})"),
-        None => String::new(),
+fn holder_suffix(holder: &Option<String>, never_expires: bool) -> String {
+    match (holder, never_expires) {
+        (Some(h), false) => format!(" (held by {h})"),
+        (Some(h), true) => format!(
+            " (held by {h}, with no ttl: it never expires by itself; if no one owns it, release it with bidlock release --force)"
+        ),
+        (None, _) => String::new(),
     }
 }
 
@@ -209,6 +221,7 @@ mod tests {
             key: "bid_lock:m:p".into(),
             waited,
             holder: Some("h".into()),
+            never_expires: false,
         };
         assert_eq!(
             not(Duration::from_nanos(501_350_273)).to_string(),

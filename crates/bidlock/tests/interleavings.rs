@@ -12,10 +12,27 @@ use bidlock_testkit::{Fault, FaultProxy, RedisServer};
 use common::{key, redis_manager_with_timeout as manager, until};
 use tokio::time::Instant;
 
-const EXTEND_LUA: &str = include_str!("../src/backend/scripts/extend.lua");
-const RENEW_LUA: &str = include_str!("../src/backend/scripts/renew.lua");
-const ACQUIRE_LUA: &str = include_str!("../src/backend/scripts/acquire.lua");
-const RELEASE_LUA: &str = include_str!("../src/backend/scripts/release.lua");
+// The scripts as sent: their shared parts first (backend/redis/scripts.rs).
+const EXTEND_LUA: &str = concat!(
+    include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/extend.lua")
+);
+const RENEW_LUA: &str = concat!(
+    include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/renew.lua")
+);
+const ACQUIRE_LUA: &str = concat!(
+    include_str!("../src/backend/scripts/hlc.lua"),
+    include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/queue.lua"),
+    include_str!("../src/backend/scripts/acquire.lua")
+);
+const RELEASE_LUA: &str = concat!(
+    include_str!("../src/backend/scripts/hlc.lua"),
+    include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/queue.lua"),
+    include_str!("../src/backend/scripts/release.lua")
+);
 
 fn memory_config(prefix: &str) -> Config {
     Config::builder()

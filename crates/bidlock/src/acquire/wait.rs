@@ -38,11 +38,11 @@ impl Acquiring<'_> {
 
     /// A queued tenure waits for its grant (or a release that freed the lock without one),
     /// refreshing its entry meanwhile: no polling. At the deadline it gives up, and its
-    /// place is let go in the background (a grant on its way is handed on).
+    /// place is let go before the acquire returns (a grant on its way is handed on).
     pub(super) async fn wait_queued(&mut self, tenure: Tenure) -> Result<Step, Error> {
         let now = Instant::now();
         let Some(ticket) = self.ticket.as_ref().filter(|_| now < self.deadline) else {
-            // `tenure` drops: its id leaves the queue (or hands on a grant) in the background.
+            self.leave(tenure).await;
             return Ok(Step::TimedOut);
         };
         let wake_at = tenure.refresh_at.min(self.deadline);
@@ -52,7 +52,8 @@ impl Acquiring<'_> {
             return Ok(Step::Granted(tenure, token));
         }
         if Instant::now() >= self.deadline {
-            // Out of time: `tenure` drops, which hands on a grant that is on its way.
+            // Out of time: the place goes, and a grant on its way is handed on.
+            self.leave(tenure).await;
             return Ok(Step::TimedOut);
         }
         if signalled {
@@ -74,6 +75,7 @@ impl Acquiring<'_> {
         // drops (a grant on its way is handed on at once, not left to run out).
         let refresh = self.inner.store.refresh(&tenure.lease, handoff);
         let Ok(answer) = tokio::time::timeout_at(self.deadline, refresh).await else {
+            self.leave(tenure).await;
             return Ok(Step::TimedOut);
         };
         let waiting = match answer {
@@ -99,6 +101,21 @@ impl Acquiring<'_> {
                 Step::Try(None)
             }
         })
+    }
+}
+
+impl Acquiring<'_> {
+    /// Ends a tenure the acquire gives up on: its id leaves the store's queue (or hands on
+    /// a lock granted meanwhile) before the acquire returns, so that a caller who is told
+    /// "not acquired" and then releases its own lock does not hand it to this departed id.
+    /// Bounded by the response timeout; if it fails, or the future is dropped meanwhile,
+    /// the tenure's own background release does it.
+    pub(super) async fn leave(&self, tenure: Tenure) {
+        let Tenure { lease, leave, .. } = tenure;
+        let bound = self.inner.config.response_timeout;
+        if let Ok(Ok(_)) = tokio::time::timeout(bound, self.inner.release_lease(&lease)).await {
+            leave.disarm();
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub(super) struct LetGo {
     pub(super) tell: bool,
 }
 
+/// What `release.lua` answers for one item: code, and for junk in the lock's key what
+/// is wrong.
+pub(super) type LetGoAnswer = (i64, Vec<u8>);
+
 /// A name (or any text) written into a command's buffer as one argument.
 struct Text<T>(T);
 
@@ -141,7 +145,7 @@ pub(super) async fn send_let_gos(
     items: &[LetGo],
     publish: &str,
     keep: &str,
-) -> RedisResult<Vec<i64>> {
+) -> RedisResult<Vec<LetGoAnswer>> {
     let mut cmd = evalsha(&RELEASE, 6 * items.len());
     for g in items {
         for name in [
@@ -179,7 +183,7 @@ fn flag(on: bool) -> &'static str {
 /// call alone: a batch's keys would live in many slots.
 pub(super) struct Batches {
     pub(super) takes: Arc<Batcher<Take, TakeAnswer>>,
-    pub(super) let_gos: Arc<Batcher<LetGo, i64>>,
+    pub(super) let_gos: Arc<Batcher<LetGo, LetGoAnswer>>,
 }
 
 impl Batches {
@@ -214,10 +218,11 @@ impl Batches {
                 notices.unclaimed(t.lease.clone());
             }
         });
-        let send_let_gos: SendBatch<LetGo, i64> = Arc::new(move |items: Arc<Vec<LetGo>>| {
-            let (mut c, keys) = (conn(), keys.clone());
-            async move { send_let_gos(&mut c, &keys, &items, "PUBLISH", "").await }.boxed()
-        });
+        let send_let_gos: SendBatch<LetGo, LetGoAnswer> =
+            Arc::new(move |items: Arc<Vec<LetGo>>| {
+                let (mut c, keys) = (conn(), keys.clone());
+                async move { send_let_gos(&mut c, &keys, &items, "PUBLISH", "").await }.boxed()
+            });
         Batches {
             takes: Batcher::new(send_takes, unclaimed),
             let_gos: Batcher::new(send_let_gos, Arc::new(|_, _| {})),

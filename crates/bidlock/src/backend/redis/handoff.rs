@@ -62,7 +62,8 @@ impl RedisStore {
                 self.held_on_cluster(req, &holder)?;
                 Ok(Attempt::Held {
                     holder: Some(holder),
-                    ttl_left: u64::try_from(n).ok().map(Duration::from_millis),
+                    // -1: no ttl (never expires); -2: gone since the try looked (free now).
+                    ttl_left: (n != -1).then(|| Duration::from_millis(n.max(0).unsigned_abs())),
                     queued: code == 5,
                 })
             }
@@ -70,10 +71,7 @@ impl RedisStore {
             4 => Ok(Attempt::Granted { token: token() }),
             _ => {
                 self.metrics.count(Counter::RedisErrors, None);
-                Err(Error::WrongType {
-                    key: self.keys.lock_key(req.key),
-                    found: String::from_utf8_lossy(&text).into_owned(),
-                })
+                Err(junk(&text, || self.keys.lock_key(req.key)))
             }
         }
     }
@@ -133,11 +131,31 @@ impl RedisStore {
                     .and_then(|mut a| a.pop().ok_or_else(short))
             }
         };
-        let n = answer.map_err(|e| self.err("release", &self.keys.lock_key(key), e))?;
+        let (code, text) = answer.map_err(|e| self.err("release", &self.keys.lock_key(key), e))?;
+        if code == 4 {
+            self.metrics.count(Counter::RedisErrors, None);
+            return Err(junk(&text, || self.keys.lock_key(key)));
+        }
         // Waiters, here and in other processes alike, learn of the release from Redis:
         // waking local waiters first would let one process keep a hot lock among its own
         // tasks while others starve.
-        Ok(n >= 1)
+        Ok(code >= 1)
+    }
+}
+
+/// The error for a script's "key<TAB>what is wrong" about junk in one of its keys (a key
+/// it could not name falls back to `lock`).
+pub(super) fn junk(text: &[u8], lock: impl FnOnce() -> String) -> Error {
+    let text = String::from_utf8_lossy(text);
+    match text.split_once('\t') {
+        Some((key, found)) => Error::WrongType {
+            key: key.to_owned(),
+            found: found.to_owned(),
+        },
+        None => Error::WrongType {
+            key: lock(),
+            found: format!("holds {text}"),
+        },
     }
 }
 

@@ -285,9 +285,11 @@ impl RedisStore {
             }
         }
         if e.code() == Some("WRONGTYPE") {
+            // The scripts check their keys before writing; this is a key they could not
+            // name (a command outside them, or another kind of value appearing mid-way).
             return Error::WrongType {
                 key: key.to_owned(),
-                found: "non-string value".to_owned(),
+                found: "holds another kind of Redis value than bidlock writes there (it, or another key of its posting)".to_owned(),
             };
         }
         tracing::debug!(target: "bidlock::redis", op, key, error = %e, "redis command failed");
@@ -421,6 +423,12 @@ impl Store for RedisStore {
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("extend", &lock, e))?;
+        if n == -1 {
+            return Err(Error::WrongType {
+                key: lock,
+                found: "holds another kind of Redis value, not a lock".to_owned(),
+            });
+        }
         if n != 1 {
             return Ok(false);
         }
@@ -469,10 +477,13 @@ impl Store for RedisStore {
             .key(self.keys.wait_key(key))
             .arg(self.keys.release_channel_of(key))
             .arg(self.publish);
-        let n: i64 = inv
+        let (n, text): (i64, Vec<u8>) = inv
             .invoke_async(&mut self.call())
             .await
             .map_err(|e| self.err("force_release", &lock, e))?;
+        if n == 3 {
+            return Err(handoff::junk(&text, || lock.clone()));
+        }
         Ok(n == 1)
     }
 
@@ -498,7 +509,7 @@ impl Store for RedisStore {
         if kind != "string" && kind != "none" {
             return Err(Error::WrongType {
                 key: lock,
-                found: kind,
+                found: format!("holds a Redis {kind}, not a lock"),
             });
         }
         let held = kind == "string";

@@ -22,15 +22,15 @@ macro_rules! scripts {
 }
 
 scripts! {
-    // The token rules (hlc.lua) and the queue's (queue.lua) are written once and
-    // prepended to every script that issues tokens or hands the lock over.
-    ACQUIRE => ["hlc.lua", "queue.lua", "acquire.lua"],
-    RELEASE => ["hlc.lua", "queue.lua", "release.lua"],
-    EXTEND => ["extend.lua"],
-    RENEW => ["renew.lua"],
-    REFRESH => ["hlc.lua", "queue.lua", "refresh.lua"],
-    COMPLETE => ["complete.lua"],
-    FORCE_RELEASE => ["force_release.lua"],
+    // The token rules (hlc.lua), the checks for junk in the keys (junk.lua) and the
+    // queue's rules (queue.lua) are written once and prepended where they are used.
+    ACQUIRE => ["hlc.lua", "junk.lua", "queue.lua", "acquire.lua"],
+    RELEASE => ["hlc.lua", "junk.lua", "queue.lua", "release.lua"],
+    EXTEND => ["junk.lua", "extend.lua"],
+    RENEW => ["junk.lua", "renew.lua"],
+    REFRESH => ["hlc.lua", "junk.lua", "queue.lua", "refresh.lua"],
+    COMPLETE => ["junk.lua", "complete.lua"],
+    FORCE_RELEASE => ["junk.lua", "force_release.lua"],
     CLEANUP => ["cleanup.lua"],
     STATUS => ["status.lua"],
     LIST => ["list.lua"],

@@ -15,8 +15,9 @@
 -- lifetime in ms (renewed by refresh.lua), grant ttl in ms.
 -- Returns one {code, n, text} per item: {1, token, ''} taken; {0, pttl, holder} held by
 -- another, not queued; {5, pttl, holder} held by another, queued; {2, 0, ''} already
--- done; {3, 0, type} the key is not a string; {4, token, ''} already handed to this
--- holder (its tenure's grant).
+-- done; {3, 0, "key<TAB>what is wrong"} a key holds junk (a lock, record or counter of
+-- another kind: nothing was written); {4, token, ''} already handed to this holder (its
+-- tenure's grant).
 local channel, keep = ARGV[1], ARGV[2]
 
 -- Writes the entry of a queued holder and keeps the queue's keys alive at least as long.
@@ -33,13 +34,24 @@ end
 local function acquire(lock, counter, done, marker, queue, waiters, a)
   local holder, ttl, mode = ARGV[a], ARGV[a + 1], ARGV[a + 4]
   if ARGV[a + 2] == '1' and redis.call('EXISTS', done) == 1 then
+    local bad = not_a_string(done, 'a completion record')
+    if bad then
+      return {3, 0, bad}
+    end
     return {2, 0, ''}
   end
-  -- A free lock with live waiters queued goes to the first of them (unless that is us).
-  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', lock) == 0 then
-    local head, grant, to = live_head(queue, waiters, time_ms(), nil)
-    if head and head ~= holder then
-      hand_to(lock, queue, waiters, counter, keep, head, grant, to)
+  local bad = counter_problem(counter)
+  if bad then
+    return {3, 0, bad}
+  end
+  if redis.call('EXISTS', queue, waiters) > 0 then
+    tidy(queue, waiters)
+    -- A free lock with live waiters queued goes to the first of them (unless that is us).
+    if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', lock) == 0 then
+      local head, grant, to = live_head(queue, waiters, time_ms(), nil)
+      if head and head ~= holder then
+        hand_to(lock, queue, waiters, counter, keep, head, grant, to)
+      end
     end
   end
   if redis.call('SET', lock, holder, 'NX', 'PX', ttl) then
@@ -52,9 +64,9 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
     end
     return {1, token, ''}
   end
-  local kind = redis.call('TYPE', lock)['ok']
-  if kind ~= 'string' then
-    return {3, 0, kind}
+  local wrong = not_a_string(lock, 'a lock')
+  if wrong then
+    return {3, 0, wrong}
   end
   local current = redis.call('GET', lock)
   if current == holder and mode == 'stay' then

@@ -12,7 +12,10 @@
 -- learns at once: the message goes out when someone waits, when the lock is someone
 -- else's (its waiters may wait behind it), or when asked. The wait marker goes with this
 -- holder's lock only: a lock that is someone else's keeps its marker.
-local held = ARGV[6] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1]
+-- A lock key of another kind (junk) is nobody's lock: the record still goes in (it
+-- replaces whatever the record's key held).
+local held = ARGV[6] ~= '0' and not not_a_string(KEYS[1], 'a lock')
+  and redis.call('GET', KEYS[1]) == ARGV[1]
 local waited = redis.call('EXISTS', KEYS[3]) == 1
 if held then
   redis.call('DEL', KEYS[1], KEYS[3])

@@ -2,10 +2,32 @@
 -- in µs, so tokens keep increasing when the counter is deleted or rolled back (a restart
 -- without persistence, an AOF everysec crash, an RDB restore, a failover to a replica
 -- that was behind), as long as the clock does not step back further than the time
--- between two acquires. Shared by acquire.lua and release.lua (prepended at build time).
+-- between two acquires. Prepended at build time to every script that issues tokens.
 -- `keep` (ms, or '' for ever) bounds a per-posting counter's life on a cluster.
 local hlc_now
+local hlc_read = {}
 local hlc_issued = {}
+
+-- nil when `counter` is absent or holds a whole number (read once per script); else what
+-- is wrong with it, naming it. Checked before a script writes anything.
+local function counter_problem(counter)
+  if hlc_read[counter] then
+    return nil
+  end
+  local v = redis.pcall('GET', counter)
+  if type(v) == 'table' then
+    return counter .. '\tholds a Redis ' .. redis.call('TYPE', counter)['ok'] ..
+      ', not a fencing counter'
+  end
+  if v and not string.match(v, '^%d+$') then
+    return counter .. '\tholds ' .. string.format('%q', string.sub(v, 1, 40)) ..
+      ', not a fencing counter'
+  end
+  hlc_read[counter] = tonumber(v or '0')
+  return nil
+end
+
+-- The next token of `counter` (whose problem, if any, the caller has ruled out).
 local function next_token(counter, keep)
   local token = hlc_issued[counter]
   if token then
@@ -16,7 +38,8 @@ local function next_token(counter, keep)
       local t = redis.call('TIME')
       hlc_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
-    token = math.max((tonumber(redis.call('GET', counter)) or 0) + 1, hlc_now)
+    counter_problem(counter)
+    token = math.max((hlc_read[counter] or 0) + 1, hlc_now)
   end
   hlc_issued[counter] = token
   if keep == '' then

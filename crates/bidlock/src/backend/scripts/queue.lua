@@ -1,6 +1,6 @@
 -- The key's wait queue (docs/HANDOVER.md): the first live waiter, and handing the lock
 -- to it. Shared by acquire.lua, refresh.lua and release.lua (prepended at build time,
--- after hlc.lua, whose next_token it uses). A free lock is never left to whoever tries
+-- after hlc.lua, whose next_token it uses, and junk.lua). A free lock is never left to whoever tries
 -- first while a live waiter is queued: every script that finds it free hands it over.
 
 local function time_ms()

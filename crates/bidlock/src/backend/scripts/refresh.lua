@@ -7,7 +7,15 @@
 -- id, ARGV[2] entry lifetime in ms, ARGV[3] grant ttl in ms, ARGV[4] grant channel,
 -- ARGV[5] how long to keep a fencing counter in ms ('' for ever)
 -- Returns {1, 0} still queued; {2, token} handed the lock; {0, 0} not queued any more
--- (its entry expired and was skipped, or the queue was cleared): the tenure is over.
+-- (its entry expired and was skipped, or the queue was cleared): the tenure is over. Junk
+-- in the keys: a queue or waiters' hash of another kind goes (the tenure with it); a lock
+-- of another kind ends the tenure (the next try says what is wrong); with a counter that
+-- holds junk, a free lock is not handed over (no token to give).
+if not_a_string(KEYS[1], 'a lock') then
+  -- The next try reports it.
+  return {0, 0}
+end
+tidy(KEYS[2], KEYS[3])
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   local to, token = string.match(redis.call('HGET', KEYS[3], '') or '', '^(.*) (%d+)$')
@@ -19,7 +27,7 @@ if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return {0, 0}
 end
 local now_ms = time_ms()
-if not holder then
+if not holder and not counter_problem(KEYS[4]) then
   local head, grant, to = live_head(KEYS[2], KEYS[3], now_ms, nil)
   if not head then
     -- Its own entry was dead and is gone now.

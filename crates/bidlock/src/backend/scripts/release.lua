@@ -13,18 +13,27 @@
 -- Item i (from 0): KEYS[6i+1..6i+6] lock, wait marker, queue, waiters, fencing counter,
 -- completion record; ARGV[3i+3] holder id, ARGV[3i+4] release channel, ARGV[3i+5] '1' to
 -- publish the release even when nobody waits.
--- Returns one code per item: 0 not held by this holder (its queue entry, if any, is
--- removed); 1 released, nobody waited; 2 released and published; 3 handed to a queued
--- waiter.
+-- Returns one {code, text} per item: 0 not held by this holder (its queue entry, if any,
+-- is removed); 1 released, nobody waited; 2 released and published; 3 handed to a queued
+-- waiter; 4 the lock's key holds another kind of value ("key<TAB>what is wrong": nothing
+-- was written). A queue or waiters' hash of another kind is deleted on the way.
 local publish, keep = ARGV[1], ARGV[2]
 
 local function release(lock, marker, queue, waiters, counter, done, holder, channel, tell)
+  local wrong = not_a_string(lock, 'a lock')
+  if wrong then
+    return {4, wrong}
+  end
+  local queued = redis.call('EXISTS', queue, waiters) > 0
+  if queued then
+    tidy(queue, waiters)
+  end
   if redis.call('GET', lock) ~= holder then
     -- A waiter leaving (timed out, cancelled) takes its place out of the queue.
-    if redis.call('ZREM', queue, holder) == 1 then
+    if queued and redis.call('ZREM', queue, holder) == 1 then
       redis.call('HDEL', waiters, holder)
     end
-    return 0
+    return {0, ''}
   end
   -- Nobody waits when there is neither a marker nor a queue (a queue may outlive its
   -- marker: a marker deleted by hand, or one that a foreign client's lock outlived).
@@ -32,12 +41,15 @@ local function release(lock, marker, queue, waiters, counter, done, holder, chan
     redis.call('DEL', lock)
     if tell == '1' then
       redis.pcall(publish, channel, lock)
-      return 2
+      return {2, ''}
     end
-    return 1
+    return {1, ''}
   end
   -- A posting handled meanwhile is never handed on: every waiter must see the record.
-  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0 then
+  -- Nor is it handed on when the counter holds junk (no token to give): it is freed,
+  -- and the next try says what is wrong.
+  if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', done) == 0
+      and not counter_problem(counter) then
     local head, grant, to = live_head(queue, waiters, time_ms(), holder)
     if head then
       hand_to(lock, queue, waiters, counter, keep, head, grant, to)
@@ -45,7 +57,7 @@ local function release(lock, marker, queue, waiters, counter, done, holder, chan
         -- The lock changed hands under a holder id another manager may hold: tell it.
         redis.pcall(publish, channel, lock)
       end
-      return 3
+      return {3, ''}
     end
   end
   redis.call('DEL', lock, marker)
@@ -55,7 +67,7 @@ local function release(lock, marker, queue, waiters, counter, done, holder, chan
     redis.call('HDEL', waiters, '')
   end
   redis.pcall(publish, channel, lock)
-  return 2
+  return {2, ''}
 end
 
 local out = {}

@@ -3,7 +3,11 @@
 -- id) can never cut a lock short.
 -- KEYS[1] lock key, KEYS[2] wait marker, KEYS[3] waiters (unused: kept so the key list
 -- matches extend's); ARGV[1] holder id, ARGV[2] ttl in ms
--- Returns 1 renewed (or already long enough), 0 not held by this holder.
+-- Returns 1 renewed (or already long enough), 0 not held by this holder, -1 the key holds
+-- another kind of value.
+if not_a_string(KEYS[1], 'a lock') then
+  return -1
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   local want = tonumber(ARGV[2])
   if redis.call('PTTL', KEYS[1]) < want then
