@@ -82,10 +82,11 @@ async fn acquire_renewal_release_and_completion_go_on_without_a_paused_node() {
         .await
         .unwrap();
     assert!(without_waiting("complete", g.complete()).await.unwrap());
-    assert!(m.is_done(&key("paused-b")).await.unwrap());
+    assert!(without_waiting("a health check", m.health_check()).await);
     // Every answer came from nodes 1 and 2: node 0 was stopped throughout.
     assert!(servers[0].is_paused());
     servers[0].resume();
+    assert!(m.is_done(&key("paused-b")).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,4 +191,55 @@ async fn measure_latencies_with_one_node_paused() {
         );
     }
     servers[0].resume();
+}
+
+/// A node slower than the per-node bound (but within the response timeout) answers after
+/// the try was decided without it. With more tries than its connection has batch slots,
+/// some of them go out in a batch; an answer to a batched try whose caller has left is
+/// treated as an orphan and released in the background. A Redlock try that won must keep
+/// its requests to the end, or that late answer releases the lock its holder still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_from_a_slow_node_never_releases_a_held_lock() {
+    use bidlock_testkit::{Fault, FaultProxy};
+    let (servers, _) = start(3);
+    let slow = FaultProxy::start(servers[0].port()).await;
+    let urls = vec![slow.url(), servers[1].url(), servers[2].url()];
+    let m = redlock(&urls, Duration::from_secs(5)).await;
+    let warm = m
+        .acquire(&key("warm"), &AcquireOptions::new())
+        .await
+        .unwrap();
+    assert!(warm.release().await.unwrap());
+    // The per-node bound is ttl/10 = 200 ms; node 0 answers after 500 ms.
+    slow.set(Fault::Latency(Duration::from_millis(500)));
+    let opts = AcquireOptions::new().ttl(Duration::from_secs(2)).no_wait();
+    // Four tries fill node 0's batch slots; four more, 50 ms later, wait for a slot, and
+    // go out as one batch when the first four end.
+    let mut tries = Vec::new();
+    for i in 0..8 {
+        if i == 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (m, opts) = (m.clone(), opts.clone());
+        tries.push(tokio::spawn(async move {
+            m.acquire(&key(&format!("late-{i}")), &opts).await
+        }));
+    }
+    let mut guards = Vec::new();
+    for t in tries {
+        guards.push(t.await.unwrap().unwrap());
+    }
+    // Every late answer has come in by now (and renewals went on meanwhile).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for g in &guards {
+        let on_1: Option<String> =
+            servers[1].cmd(&["GET", &format!("bid_lock:upwork:{}", g.key().posting())]);
+        assert_eq!(
+            on_1.as_deref(),
+            Some(g.holder().as_str()),
+            "{:?} lost its lock",
+            g.key()
+        );
+        assert!(!g.is_lost(), "{:?}: {:?}", g.key(), g.lease().lost_reason());
+    }
 }
