@@ -13,8 +13,10 @@
 //!   is valid for that remainder. A try that did not win lets go of every node that took
 //!   it; with a generated holder id also of nodes whose answer is unknown or comes late.
 //!   A completion record on a node that answers before the decision stops the try; one
-//!   on a minority that answers later is not waited for (a completion is recorded only
-//!   once a majority has it, and any majority that took the lock shares a node with it).
+//!   on a node that answers later is not waited for: a completion counts only once a
+//!   majority has its record, and those nodes refuse the lock, so no majority can take it.
+//!   With a holder id of the caller's, a node that had not answered by the decision keeps
+//!   what the try took there until its ttl.
 //! - Extend, release and completion need the same majority ([`changes`]). A renewal never
 //!   takes a free node back: a lock released by an operator must be noticed, not
 //!   re-taken. A release or completion of a generated holder id that missed nodes is sent
@@ -35,9 +37,10 @@
 //! always share a node; a majority keeping its data is not, since the shared node may be
 //! the one that lost it. When it did, the later token is still above the clocks (µs) of
 //! its own majority's nodes, so it is lower than the earlier one only if that one came
-//! from a clock that ran further ahead of all of those than the time between the two
-//! acquires, and by at most that lead (`tests/redlock_tokens.rs` runs the case with a
-//! clock a minute ahead: the second token was 59 s lower).
+//! (directly, or through a counter it was written back to) from a node's clock that ran
+//! further ahead of all of those than the time between the two acquires, and by at most
+//! that lead (`tests/redlock_tokens.rs` runs the case with a clock a minute ahead: the
+//! second token was 59 s lower).
 //!
 //! Why no stronger promise: a later holder that reaches only the node that lost its data
 //! and a node that never saw the earlier token has nothing that tells it that token; its
