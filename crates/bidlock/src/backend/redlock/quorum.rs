@@ -10,9 +10,11 @@
 //! so it runs there when the node answers, in order with the commands sent on that
 //! connection before and after. A command still queued behind a full batch of the node's
 //! own (see `backend::redis::batch`) is the exception: dropped there, it is never sent;
-//! and an acquire dropped after its batch went out is let go by the batch's "unclaimed"
-//! path (the manager's background-release rule), which is why a try keeps its requests
-//! to the end rather than dropping them at the bound.
+//! so is the second half of a script call that met `NOSCRIPT` (a node restarted or
+//! flushed): the first half ran nothing, and the reload and retry are never sent. An
+//! acquire dropped after its batch went out is let go by the batch's "unclaimed" path
+//! (the manager's background-release rule), which is why a try keeps its requests to the
+//! end rather than dropping them at the bound.
 
 use std::collections::VecDeque;
 use std::future::Future;
