@@ -1,0 +1,300 @@
+//! A small explicit-state explorer: breadth-first over every successor of every state,
+//! each state stored once by a 64-bit fingerprint, invariants checked at every state and
+//! on every step. Breadth-first order makes the first counterexample of each invariant a
+//! shortest one; it is rebuilt from the fingerprints by replaying the model from its
+//! initial states.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fmt::{Debug, Display};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use foldhash::quality::FixedState;
+use std::time::{Duration, Instant};
+
+/// A state machine to explore.
+pub trait Model {
+    /// One state of the whole system.
+    type State: Clone + Eq + Hash + Debug;
+    /// What moved it from one state to the next (printed in counterexamples).
+    type Action: Clone + Debug + Display;
+
+    /// The initial states.
+    fn init(&self) -> Vec<Self::State>;
+
+    /// Every state one action away from `s`, appended to `out` with its action.
+    fn successors(&self, s: &Self::State, out: &mut Vec<(Self::Action, Self::State)>);
+
+    /// The invariants that hold of every state: each one `s` breaks is pushed to `out`.
+    fn check_state(&self, s: &Self::State, out: &mut Vec<Violation>);
+
+    /// The invariants of one step (what an acquire is told, at the instant it is told):
+    /// each one broken is pushed to `out`.
+    fn check_step(
+        &self,
+        from: &Self::State,
+        action: &Self::Action,
+        to: &Self::State,
+        out: &mut Vec<Violation>,
+    );
+
+    /// A state in one readable line, for counterexamples.
+    fn show(&self, s: &Self::State) -> String;
+}
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant's name (stable: tests match on it).
+    pub invariant: &'static str,
+    /// What exactly was wrong, in that state.
+    pub detail: String,
+}
+
+/// A shortest path from an initial state to a state (or step) that breaks an invariant.
+#[derive(Debug, Clone)]
+pub struct Counterexample<M: Model> {
+    /// What broke.
+    pub violation: Violation,
+    /// The initial state, then each action with the state it led to.
+    pub start: M::State,
+    /// The steps, in order.
+    pub steps: Vec<(M::Action, M::State)>,
+}
+
+/// What an exploration found.
+#[derive(Debug)]
+pub struct Outcome<M: Model> {
+    /// Distinct states reached (each counted once).
+    pub states: u64,
+    /// Steps taken (successors generated, duplicates included).
+    pub transitions: u64,
+    /// The deepest breadth-first level reached.
+    pub depth: usize,
+    /// Wall time of the exploration.
+    pub elapsed: Duration,
+    /// The first (shortest) counterexample of each invariant that broke, in the order found.
+    pub violations: Vec<Counterexample<M>>,
+    /// Whether every reachable state was explored (no limit ended it early).
+    pub complete: bool,
+}
+
+impl<M: Model> Outcome<M> {
+    /// The counterexample of `invariant`, if it broke.
+    pub fn violation(&self, invariant: &str) -> Option<&Counterexample<M>> {
+        self.violations
+            .iter()
+            .find(|c| c.violation.invariant == invariant)
+    }
+}
+
+/// A hasher for keys that are already fingerprints.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Seen = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
+
+/// A state's fingerprint (foldhash's quality hasher with a fixed seed: the same in every
+/// run).
+fn fingerprint<S: Hash>(s: &S) -> u64 {
+    FixedState::with_seed(0x6269_646c_6f63_6b21).hash_one(s)
+}
+
+/// How far to explore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// End at the first broken invariant.
+    pub stop_at_first: bool,
+    /// End once this many states were found (the outcome then says `complete: false`).
+    pub max_states: u64,
+}
+
+impl Limits {
+    /// Everything: every invariant's first counterexample, every reachable state.
+    pub const ALL: Limits = Limits {
+        stop_at_first: false,
+        max_states: u64::MAX,
+    };
+}
+
+/// Explores every state of `model` reachable from its initial states, breadth first.
+///
+/// A state that breaks an invariant is recorded (the first, shortest, counterexample of
+/// each invariant) and not explored further.
+pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
+    let stop_at_first = limits.stop_at_first;
+    let started = Instant::now();
+    // Each state's fingerprint, with its parent's (an initial state is its own parent).
+    let mut seen = Seen::default();
+    let mut layer = Vec::new();
+    let mut found: Vec<(Violation, u64, Option<(M::Action, M::State)>)> = Vec::new();
+    let mut broken = Vec::new();
+    // Records each newly broken invariant (the first time: the shortest path).
+    let mut record = |broken: &mut Vec<Violation>, at, step: &Option<(M::Action, M::State)>| {
+        for v in broken.drain(..) {
+            if !found.iter().any(|(f, _, _)| f.invariant == v.invariant) {
+                found.push((v, at, step.clone()));
+            }
+        }
+        found.len()
+    };
+    for s in model.init() {
+        let fp = fingerprint(&s);
+        if seen.insert(fp, fp).is_none() {
+            model.check_state(&s, &mut broken);
+            if broken.is_empty() {
+                layer.push(s);
+            } else {
+                record(&mut broken, fp, &None);
+            }
+        }
+    }
+    let (mut transitions, mut depth) = (0u64, 0usize);
+    let mut complete = true;
+    let mut next = Vec::new();
+    let mut succ = Vec::new();
+    'levels: while !layer.is_empty() {
+        for s in layer.drain(..) {
+            let parent = fingerprint(&s);
+            model.successors(&s, &mut succ);
+            transitions += succ.len() as u64;
+            for (a, t) in succ.drain(..) {
+                model.check_step(&s, &a, &t, &mut broken);
+                if !broken.is_empty() {
+                    if record(&mut broken, parent, &Some((a, t))) > 0 && stop_at_first {
+                        complete = false;
+                        break 'levels;
+                    }
+                    continue;
+                }
+                let fp = fingerprint(&t);
+                let Entry::Vacant(slot) = seen.entry(fp) else {
+                    continue;
+                };
+                slot.insert(parent);
+                model.check_state(&t, &mut broken);
+                if broken.is_empty() {
+                    next.push(t);
+                } else if record(&mut broken, fp, &None) > 0 && stop_at_first {
+                    complete = false;
+                    break 'levels;
+                }
+            }
+        }
+        depth += 1;
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!(
+                "level {depth}: {} new states, {} seen",
+                next.len(),
+                seen.len()
+            );
+        }
+        std::mem::swap(&mut layer, &mut next);
+        if seen.len() as u64 >= limits.max_states && !layer.is_empty() {
+            complete = false;
+            break;
+        }
+    }
+    drop(record);
+    let violations = found
+        .into_iter()
+        .map(|(v, at, step)| rebuild(model, &seen, v, at, step))
+        .collect();
+    Outcome {
+        states: seen.len() as u64,
+        transitions,
+        depth,
+        elapsed: started.elapsed(),
+        violations,
+        complete,
+    }
+}
+
+/// The path to the state fingerprinted `at` (then `step`, for a broken step), replayed
+/// from the initial states along the recorded parents.
+fn rebuild<M: Model>(
+    model: &M,
+    seen: &Seen,
+    violation: Violation,
+    at: u64,
+    step: Option<(M::Action, M::State)>,
+) -> Counterexample<M> {
+    let mut chain = vec![at];
+    let mut fp = at;
+    while let Some(&parent) = seen.get(&fp) {
+        if parent == fp {
+            break;
+        }
+        chain.push(parent);
+        fp = parent;
+    }
+    chain.reverse();
+    let inits = model.init();
+    // A 64-bit fingerprint collision (odds about n^2 / 2^65 for n states) could break the
+    // replay: the path then ends where it broke, and says so.
+    let Some(start) = inits.iter().find(|s| fingerprint(s) == chain[0]).cloned() else {
+        let start = inits.into_iter().next();
+        return Counterexample {
+            violation: lost(violation),
+            start: start.unwrap_or_else(|| unreachable!("a violation needs a state")),
+            steps: Vec::new(),
+        };
+    };
+    let mut steps = Vec::new();
+    let mut current = start.clone();
+    let mut succ = Vec::new();
+    for want in &chain[1..] {
+        model.successors(&current, &mut succ);
+        let Some((a, t)) = succ.drain(..).find(|(_, t)| fingerprint(t) == *want) else {
+            return Counterexample {
+                violation: lost(violation),
+                start,
+                steps,
+            };
+        };
+        current = t.clone();
+        steps.push((a, t));
+    }
+    steps.extend(step);
+    Counterexample {
+        violation,
+        start,
+        steps,
+    }
+}
+
+fn lost(mut v: Violation) -> Violation {
+    v.detail
+        .push_str(" (the path could not be replayed: a fingerprint collision)");
+    v
+}
+
+impl<M: Model> Counterexample<M> {
+    /// The path, one numbered line per step, with the state it led to.
+    pub fn render(&self, model: &M) -> String {
+        let mut out = format!(
+            "invariant broken: {}\n  {}\n   0. (start)\n      {}\n",
+            self.violation.invariant,
+            self.violation.detail,
+            model.show(&self.start)
+        );
+        for (i, (a, s)) in self.steps.iter().enumerate() {
+            out.push_str(&format!("  {:2}. {a}\n      {}\n", i + 1, model.show(s)));
+        }
+        out
+    }
+}
