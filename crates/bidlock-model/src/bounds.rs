@@ -39,9 +39,13 @@ pub struct Bounds {
     pub cancels: u8,
     /// Whether a delivered grant message may stay in flight (be delivered again).
     pub duplicates: bool,
+    /// Whether a holder may complete the posting (and every acquire then checks the
+    /// completion record, as `bid_once` and `run --once` do).
+    pub completion: bool,
     /// `Handoff::MAX_GRANT` in ticks: a grant lives `min(ttl, grant_max)`.
     pub grant_max: Time,
-    /// How long a queue entry lives after it is written (`entry_ttl`), in ticks.
+    /// How long a queue entry lives after it is written (`entry_ttl`), in ticks: it is
+    /// live while `now <= written + entry_life`.
     pub entry_life: Time,
     /// The scripts' "+ 5 s" by which the marker outlives the lock and the queue and
     /// waiters keys outlive their entries and grants, in ticks.
@@ -71,71 +75,123 @@ impl Bounds {
         }
     }
 
-    /// The test command's bounds: each scenario small enough to explore in seconds.
+    /// The test command's bounds: five scenarios, each small enough to explore in seconds,
+    /// each with one kind of trouble (time runs one tick, enough for a grant to stall and
+    /// run out, and for a re-queue after it).
     pub fn short() -> Vec<Bounds> {
-        vec![Bounds::mixed(2, 1), Bounds::waiters(2, 0)]
+        vec![
+            Bounds::handover(1, 0),
+            Bounds::faults(1, 1, 1, 0),
+            Bounds::given_ids(1, 1, 0),
+            Bounds::operator(2, 1),
+            Bounds::completion(1),
+        ]
     }
 
-    /// The long bounds (`scripts/reliability.sh --long`): more time, ids and operators.
+    /// The long bounds (`scripts/reliability.sh --long`): two ticks, and the kinds of
+    /// trouble together.
     pub fn long() -> Vec<Bounds> {
-        vec![Bounds::mixed(3, 2), Bounds::waiters(3, 1)]
+        vec![
+            Bounds::handover(2, 1),
+            Bounds::faults(2, 1, 1, 1),
+            Bounds::given_ids(2, 1, 1),
+            Bounds::operator(2, 2),
+            Bounds::completion(2),
+        ]
     }
 
-    /// A waiter with generated ids (manager 0) and two acquires that share one given id,
-    /// on two managers (ttl 1 and 2): reaches a handover, a stalled grant and a re-queue,
-    /// batched answers whose caller left, and another owner of a given id.
-    pub fn mixed(max_time: Time, operator_actions: u8) -> Bounds {
+    fn base(name: &'static str, clients: Vec<ClientSpec>, max_time: Time) -> Bounds {
         Bounds {
-            name: "mixed",
-            clients: vec![
-                ClientSpec {
-                    manager: 0,
-                    given: None,
-                    ttl: 2,
-                },
-                ClientSpec {
-                    manager: 1,
-                    given: Some(0),
-                    ttl: 1,
-                },
-                ClientSpec {
-                    manager: 0,
-                    given: Some(0),
-                    ttl: 2,
-                },
-            ],
+            name,
+            clients,
             max_time,
             fresh_ids: 2,
-            operator_actions,
-            unknown_outcomes: 1,
-            cancels: 1,
+            operator_actions: 0,
+            unknown_outcomes: 0,
+            cancels: 0,
             duplicates: true,
+            completion: false,
             grant_max: 1,
             entry_life: 1,
             slack: 1,
         }
     }
 
-    /// Three waiters with generated ids on two managers: handovers along the queue, dead
-    /// entries skipped, grants racing refreshes and tries.
-    pub fn waiters(max_time: Time, operator_actions: u8) -> Bounds {
-        let waiter = |manager| ClientSpec {
+    /// An acquire with generated ids on a manager, ttl 2 (grant ttl 1).
+    pub fn waiter(manager: u8) -> ClientSpec {
+        ClientSpec {
             manager,
             given: None,
             ttl: 2,
-        };
+        }
+    }
+
+    /// An acquire with given id `G0` on a manager.
+    pub fn given(manager: u8, ttl: Time) -> ClientSpec {
+        ClientSpec {
+            manager,
+            given: Some(0),
+            ttl,
+        }
+    }
+
+    /// Two waiters on two managers and an acquire with a given id: handovers, a grant
+    /// stalled past its ttl, the lock taken meanwhile, a re-queue (issue 20's hole 2).
+    /// Queue entries live less than a tick (`entry_life` 0: an entry written at t is dead
+    /// at t + 1 unless refreshed), so that a handover also skips dead entries.
+    pub fn handover(max_time: Time, cancels: u8) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1), Bounds::given(1, 2)];
         Bounds {
-            name: "waiters",
-            clients: vec![waiter(0), waiter(1), waiter(1)],
-            max_time,
-            fresh_ids: 2,
+            cancels,
+            entry_life: 0,
+            ..Bounds::base("handover", clients, max_time)
+        }
+    }
+
+    /// Two waiters on two managers, with lost replies and cancellations.
+    pub fn faults(
+        max_time: Time,
+        unknown_outcomes: u8,
+        cancels: u8,
+        operator_actions: u8,
+    ) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1)];
+        Bounds {
+            unknown_outcomes,
+            cancels,
             operator_actions,
-            unknown_outcomes: 1,
-            cancels: 1,
-            duplicates: true,
-            grant_max: 1,
-            entry_life: 1,
-            slack: 1,
+            ..Bounds::base("faults", clients, max_time)
+        }
+    }
+
+    /// A waiter and two acquires that share given id G0 (ttl 1 and 2, on two managers),
+    /// cancelled in a batch (issue 20's hole 1).
+    pub fn given_ids(max_time: Time, cancels: u8, unknown_outcomes: u8) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::given(1, 1), Bounds::given(0, 2)];
+        Bounds {
+            cancels,
+            unknown_outcomes,
+            ..Bounds::base("given ids", clients, max_time)
+        }
+    }
+
+    /// Two waiters and an operator's release by holder id, force release and cleanup
+    /// (issue 20's hole 4).
+    pub fn operator(max_time: Time, operator_actions: u8) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1)];
+        Bounds {
+            operator_actions,
+            ..Bounds::base("operator", clients, max_time)
+        }
+    }
+
+    /// Two waiters whose holders may complete the posting (every acquire checks the
+    /// record), and a given id.
+    pub fn completion(max_time: Time) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1), Bounds::given(1, 1)];
+        Bounds {
+            completion: true,
+            ..Bounds::base("completion", clients, max_time)
         }
     }
 }
@@ -157,7 +213,8 @@ impl fmt::Display for Bounds {
         write!(
             f,
             "{}: [{}]; time 0..={} ticks, {} fresh ids per acquire, {} operator action(s), \
-             {} unknown outcome(s), {} cancel(s), grant ttl min(ttl, {}), entry life {}, slack {}",
+             {} unknown outcome(s), {} cancel(s), duplicates {}, completion {}, \
+             grant ttl min(ttl, {}), entry life {}, slack {}",
             self.name,
             clients.join("; "),
             self.max_time,
@@ -165,6 +222,8 @@ impl fmt::Display for Bounds {
             self.operator_actions,
             self.unknown_outcomes,
             self.cancels,
+            if self.duplicates { "on" } else { "off" },
+            if self.completion { "on" } else { "off" },
             self.grant_max,
             self.entry_life,
             self.slack

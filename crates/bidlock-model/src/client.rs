@@ -170,6 +170,18 @@ impl HandoverModel {
                 cl.in_queue = self.today();
                 cl.phase = Phase::Queued;
             }
+            // Done -> finish: AlreadyDone (a queued id is taken out in the background).
+            TryAnswer::Done => {
+                let queued = if self.today() {
+                    s.clients[c].in_queue
+                } else {
+                    mode == Mode::Stay
+                };
+                if queued {
+                    self.release_detached(s, id);
+                }
+                s.clients[c].phase = Phase::Done;
+            }
             // Held(not queued): stay -> Try{fresh, join} at once; no handoff -> Watch.
             TryAnswer::Held { queued: false } => {
                 if mode == Mode::Stay && !self.today() {
@@ -393,6 +405,15 @@ impl HandoverModel {
                     token,
                 },
             });
+            s.clients[c].phase = Phase::Done;
+        }
+    }
+
+    /// The holder completes the posting (`LockGuard::complete`: the record, and the lock
+    /// deleted if it is still its own).
+    pub(crate) fn complete_guard(&self, s: &mut State, c: usize) {
+        if let Phase::Held { id, .. } = s.clients[c].phase {
+            s.send(Req::Complete { id });
             s.clients[c].phase = Phase::Done;
         }
     }

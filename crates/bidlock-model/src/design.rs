@@ -63,9 +63,10 @@ impl Design {
         handover_publishes_release: false,
     };
 
-    /// The fixed design with only issue 20's hole `n` (1 to 4) open; `None` for another n.
+    /// The amended design with only issue 20's hole `n` (1 to 4) open; `None` for another
+    /// n. (On the amended design, so that what breaks is the hole's doing alone.)
     pub fn only_hole(n: u8) -> Option<Design> {
-        let mut d = Design::FIXED;
+        let mut d = Design::AMENDED;
         match n {
             1 => d.unclaimed_ignores_given_id = true,
             2 => d.id_outlives_try = true,
@@ -88,16 +89,26 @@ impl fmt::Display for Design {
         if *self == Design::AMENDED {
             return f.write_str("Amended");
         }
-        let holes: Vec<&str> = [
-            (self.unclaimed_ignores_given_id, "1"),
-            (self.id_outlives_try, "2"),
-            (self.waiters_without_ttl, "3"),
-            (self.release_publishes_only_when_waited, "4"),
+        let amended = self.recheck_after_notice && self.handover_publishes_release;
+        let parts: Vec<&str> = [
+            (self.unclaimed_ignores_given_id, "hole 1"),
+            (self.id_outlives_try, "hole 2"),
+            (self.waiters_without_ttl, "hole 3"),
+            (self.release_publishes_only_when_waited, "hole 4"),
+            (
+                !amended && self.recheck_after_notice,
+                "recheck after notice",
+            ),
+            (
+                !amended && self.handover_publishes_release,
+                "handover publishes release",
+            ),
         ]
         .iter()
         .filter(|(on, _)| *on)
         .map(|(_, n)| *n)
         .collect();
-        write!(f, "Fixed with hole {}", holes.join("+"))
+        let base = if amended { "Amended" } else { "Fixed" };
+        write!(f, "{base} + {}", parts.join(" + "))
     }
 }

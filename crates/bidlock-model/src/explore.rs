@@ -121,6 +121,9 @@ pub struct Limits {
     pub stop_at_first: bool,
     /// End once this many states were found (the outcome then says `complete: false`).
     pub max_states: u64,
+    /// Explore on past a broken invariant (to find witnesses of reachability; by default
+    /// a state or step that breaks an invariant is a dead end).
+    pub past_violations: bool,
 }
 
 impl Limits {
@@ -128,6 +131,7 @@ impl Limits {
     pub const ALL: Limits = Limits {
         stop_at_first: false,
         max_states: u64::MAX,
+        past_violations: false,
     };
 }
 
@@ -175,11 +179,15 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
             for (a, t) in succ.drain(..) {
                 model.check_step(&s, &a, &t, &mut broken);
                 if !broken.is_empty() {
-                    if record(&mut broken, parent, &Some((a, t))) > 0 && stop_at_first {
+                    if record(&mut broken, parent, &Some((a.clone(), t.clone()))) > 0
+                        && stop_at_first
+                    {
                         complete = false;
                         break 'levels;
                     }
-                    continue;
+                    if !limits.past_violations {
+                        continue;
+                    }
                 }
                 let fp = fingerprint(&t);
                 let Entry::Vacant(slot) = seen.entry(fp) else {
@@ -187,7 +195,10 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
                 };
                 slot.insert(parent);
                 model.check_state(&t, &mut broken);
-                if broken.is_empty() {
+                if broken.is_empty() || limits.past_violations {
+                    if !broken.is_empty() {
+                        record(&mut broken, fp, &None);
+                    }
                     next.push(t);
                 } else if record(&mut broken, fp, &None) > 0 && stop_at_first {
                     complete = false;
@@ -296,5 +307,98 @@ impl<M: Model> Counterexample<M> {
             out.push_str(&format!("  {:2}. {a}\n      {}\n", i + 1, model.show(s)));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two counters a and b, each step adds 1 to one of them (up to 3); the invariant
+    /// "a + b < 4" breaks first at depth 4, and "a != 2 or b != 1" at depth 3.
+    struct Counters;
+
+    impl Model for Counters {
+        type State = (u8, u8);
+        type Action = &'static str;
+
+        fn init(&self) -> Vec<(u8, u8)> {
+            vec![(0, 0)]
+        }
+
+        fn successors(&self, s: &(u8, u8), out: &mut Vec<(&'static str, (u8, u8))>) {
+            if s.0 < 3 {
+                out.push(("a+1", (s.0 + 1, s.1)));
+            }
+            if s.1 < 3 {
+                out.push(("b+1", (s.0, s.1 + 1)));
+            }
+        }
+
+        fn check_state(&self, s: &(u8, u8), out: &mut Vec<Violation>) {
+            if s.0 + s.1 >= 4 {
+                out.push(Violation {
+                    invariant: "sum",
+                    detail: format!("{s:?}"),
+                });
+            }
+            if *s == (2, 1) {
+                out.push(Violation {
+                    invariant: "not_2_1",
+                    detail: format!("{s:?}"),
+                });
+            }
+        }
+
+        fn check_step(&self, _: &(u8, u8), _: &&str, _: &(u8, u8), _: &mut Vec<Violation>) {}
+
+        fn show(&self, s: &(u8, u8)) -> String {
+            format!("{s:?}")
+        }
+    }
+
+    #[test]
+    fn finds_the_shortest_counterexample_of_each_invariant_and_replays_it() {
+        let out = explore(&Counters, Limits::ALL);
+        let first = out.violation("not_2_1").expect("reached");
+        assert_eq!(first.steps.len(), 3);
+        assert_eq!(first.steps.last().map(|s| s.1), Some((2, 1)));
+        let sum = out.violation("sum").expect("reached");
+        assert_eq!(sum.steps.len(), 4, "{}", sum.render(&Counters));
+        // Every path step is a real successor of the one before.
+        let mut at = sum.start;
+        for (a, t) in &sum.steps {
+            let mut succ = Vec::new();
+            Counters.successors(&at, &mut succ);
+            assert!(succ.contains(&(*a, *t)));
+            at = *t;
+        }
+        // States past a violation are not explored: (3,1), (1,3), ... are never reached.
+        assert!(out.complete);
+        assert_eq!(
+            out.states, 13,
+            "the 10 states with a + b < 4, and (2,2) (3,1) (1,3)"
+        );
+    }
+
+    #[test]
+    fn stops_at_the_first_violation_or_the_state_limit() {
+        let first = explore(
+            &Counters,
+            Limits {
+                stop_at_first: true,
+                ..Limits::ALL
+            },
+        );
+        assert_eq!(first.violations.len(), 1);
+        assert!(!first.complete);
+        let capped = explore(
+            &Counters,
+            Limits {
+                max_states: 3,
+                ..Limits::ALL
+            },
+        );
+        assert!(!capped.complete);
     }
 }

@@ -48,6 +48,8 @@ pub enum Action {
     Release(u8),
     /// The keeper checks acquire `c`'s lease (due after a notice, `recheck_after_notice`).
     Check(u8),
+    /// Acquire `c`, told held, completes the posting.
+    Complete(u8),
     /// A request no caller waits for runs at Redis.
     RunLate(Req),
     /// A request no caller waits for is lost (never runs).
@@ -72,6 +74,8 @@ pub enum Action {
     OperatorRelease(HolderId),
     /// An operator's `bidlock release --force` (force_release.lua).
     OperatorForce,
+    /// An operator's `bidlock cleanup --yes` (every key of the posting).
+    OperatorCleanup,
 }
 
 impl HandoverModel {
@@ -143,6 +147,9 @@ impl HandoverModel {
             }
             Phase::Held { .. } => {
                 out.push(Action::Release(i));
+                if self.bounds.completion {
+                    out.push(Action::Complete(i));
+                }
                 if s.clients[c].noticed {
                     out.push(Action::Check(i));
                 }
@@ -178,7 +185,11 @@ impl HandoverModel {
             }
         }
         if let (true, Some(lock)) = (s.ops_left > 0, s.redis.lock) {
-            out.extend([Action::OperatorRelease(lock.holder), Action::OperatorForce]);
+            out.extend([
+                Action::OperatorRelease(lock.holder),
+                Action::OperatorForce,
+                Action::OperatorCleanup,
+            ]);
         }
         if s.now < self.bounds.max_time {
             out.push(Action::Tick);
@@ -223,6 +234,7 @@ impl HandoverModel {
             Action::TryAgain(c) => self.try_again(&mut t, c.into()),
             Action::Release(c) => self.release_guard(&mut t, c.into()),
             Action::Check(c) => self.check_lease(&mut t, c.into()),
+            Action::Complete(c) => self.complete_guard(&mut t, c.into()),
             Action::RunLate(r) => {
                 take(&mut t.pool, r);
                 self.run_late(&mut t, r);
@@ -248,6 +260,12 @@ impl HandoverModel {
             Action::OperatorForce => {
                 t.ops_left -= 1;
                 if let Some(lock) = scripts.force_release(&mut t) {
+                    t.ghost.op_removed |= crate::state::bit(lock.token);
+                }
+            }
+            Action::OperatorCleanup => {
+                t.ops_left -= 1;
+                if let Some(lock) = scripts.cleanup(&mut t) {
                     t.ghost.op_removed |= crate::state::bit(lock.token);
                 }
             }
@@ -306,6 +324,9 @@ impl HandoverModel {
             }
             Req::Refresh { id, .. } => {
                 scripts.refresh(s, id);
+            }
+            Req::Complete { id } => {
+                scripts.complete(s, id);
             }
             Req::Release { id, by } => {
                 let removed = scripts.release(s, id);

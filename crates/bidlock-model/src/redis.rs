@@ -155,6 +155,10 @@ impl Scripts<'_> {
         let (now, b) = (s.now, self.bounds);
         let (ttl, life, slack) = (b.clients[c].ttl, b.entry_life, b.slack);
         let r = &mut s.redis;
+        // Step 1: check_done (every acquire, with completion in the bounds) and a record.
+        if r.done {
+            return TryAnswer::Done;
+        }
         // Step 2: SET lock holder NX PX ttl -> next token.
         let Some(lock) = r.lock else {
             let token = r.next_token();
@@ -258,9 +262,9 @@ impl Scripts<'_> {
             r.lock = None;
             return Some(lock);
         }
-        // Step 2 (no completion record in the model): a live entry -> hand over.
+        // Step 2: no record, and a live entry -> hand over.
         let live = |r: &Redis, q: HolderId| q != id && r.entry(q).is_some_and(|d| d >= now);
-        if r.queue.iter().any(|q| live(r, *q)) {
+        if !r.done && r.queue.iter().any(|q| live(r, *q)) {
             self.hand_over(s, id);
             return Some(lock);
         }
@@ -327,6 +331,44 @@ impl Scripts<'_> {
         s.redis.marker = None;
         self.publish_released(s);
         Some(lock)
+    }
+
+    /// `complete.lua` for `id`: the record; the lock deleted if it is `id`'s. Returns the
+    /// lock it removed.
+    pub fn complete(&self, s: &mut State, id: HolderId) -> Option<Lock> {
+        let r = &mut s.redis;
+        let held = r.lock.filter(|l| l.holder == id);
+        if held.is_some() {
+            r.lock = None;
+        }
+        r.done = true;
+        if self.design.release_publishes_only_when_waited {
+            // Today: `if DEL marker == 1 then PUBLISH` (whoever holds the lock).
+            if r.marker.take().is_some() {
+                self.publish_released(s);
+            }
+        } else if held.is_some() {
+            // HANDOVER: a completion that deletes the lock publishes.
+            self.publish_released(s);
+        }
+        held
+    }
+
+    /// cleanup (HANDOVER.md): DEL lock marker queue waiters; PUBLISH released. Returns
+    /// the lock removed.
+    pub fn cleanup(&self, s: &mut State) -> Option<Lock> {
+        let r = &mut s.redis;
+        let lock = r.lock.take();
+        r.marker = None;
+        r.queue.clear();
+        r.queue_ttl = None;
+        r.waiters.clear();
+        r.last_grant = None;
+        r.waiters_ttl = None;
+        if lock.is_some() {
+            self.publish_released(s);
+        }
+        lock
     }
 
     /// `PUBLISH bid_lock_released lockkey`: every manager subscribes.

@@ -38,6 +38,7 @@ fn req(r: &Req) -> String {
             }
         ),
         Req::Refresh { client, id: h } => format!("refresh c{client} {}", id(h)),
+        Req::Complete { id: h } => format!("complete {}", id(h)),
         Req::Release { id: h, by } => match by {
             Releaser::Caller { client, token } => {
                 format!("release {} by c{client} (token {token})", id(h))
@@ -122,7 +123,11 @@ pub fn state(s: &State) -> String {
         }
         let _ = write!(out, " | waiters {{{}}} {}", w.join(" "), ttl(r.waiters_ttl));
     }
-    let _ = write!(out, " | counter {}\n      ", r.counter);
+    let _ = write!(out, " | counter {}", r.counter);
+    if r.done {
+        out.push_str(" | DONE record");
+    }
+    out.push_str("\n      ");
     let clients: Vec<String> = s
         .clients
         .iter()
@@ -165,6 +170,7 @@ pub fn action(a: &Action, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Action::TryAgain(c) => write!(f, "c{c}: tries again"),
         Action::Release(c) => write!(f, "c{c}: releases its guard"),
         Action::Check(c) => write!(f, "c{c}: the keeper checks its lease (a notice came)"),
+        Action::Complete(c) => write!(f, "c{c}: completes the posting"),
         Action::RunLate(r) => write!(f, "runs at Redis: {}", req(&r)),
         Action::Lose(r) => write!(f, "lost on the way: {}", req(&r)),
         Action::Deliver {
@@ -182,5 +188,6 @@ pub fn action(a: &Action, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         }
         Action::OperatorRelease(h) => write!(f, "operator: release --holder {}", id(h)),
         Action::OperatorForce => write!(f, "operator: release --force"),
+        Action::OperatorCleanup => write!(f, "operator: cleanup --yes"),
     }
 }

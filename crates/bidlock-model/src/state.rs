@@ -66,6 +66,8 @@ pub struct Redis {
     pub waiters_ttl: Option<Time>,
     /// `bid_lock_fence`: the last token issued (the one key without a ttl).
     pub counter: Token,
+    /// `bid_lock_done:{m}:{p}`: the completion record (its retention outlives the bound).
+    pub done: bool,
 }
 
 /// How a try queues (`acquire.lua`'s queue argument).
@@ -91,6 +93,8 @@ pub enum TryAnswer {
         /// Whether the id is queued after the try.
         queued: bool,
     },
+    /// Code 2: the posting has a completion record.
+    Done,
 }
 
 /// What `refresh.lua` answered.
@@ -152,6 +156,11 @@ pub enum Req {
         id: HolderId,
         /// Who sent it.
         by: Releaser,
+    },
+    /// `complete.lua` by a holder told "held" (`LockGuard::complete`).
+    Complete {
+        /// The holder id.
+        id: HolderId,
     },
 }
 

@@ -23,19 +23,21 @@ impl HandoverModel {
     }
 
     /// Whether a release notice for manager `m` can still change anything: it checks the
-    /// leases of `m` and marks `m`'s waiting acquires. For an idle or finished acquire
-    /// (or one that will send a new request first) it does nothing now; delivered later
-    /// it could only end a lease, which never breaks an invariant.
+    /// leases of `m` and (with `recheck_after_notice`) marks `m`'s acquires that wait for
+    /// a reply or a grant. For an idle, watching or finished acquire it does nothing now
+    /// (a watching one sends a new request before it can hold), and delivered later it
+    /// could only end a lease, which never breaks an invariant. (A notice to an acquire
+    /// that waits is kept even when it changes nothing, so that paths show it arrive.)
     fn notice_matters(&self, s: &State, m: u8) -> bool {
         s.clients.iter().enumerate().any(|(c, cl)| {
             self.bounds.clients[c].manager == m
-                && match cl.phase {
-                    Phase::Held { .. } => true,
-                    Phase::Trying { .. } | Phase::Refreshing { .. } | Phase::Queued => {
-                        self.design.recheck_after_notice
-                    }
-                    _ => false,
-                }
+                && matches!(
+                    cl.phase,
+                    Phase::Held { .. }
+                        | Phase::Trying { .. }
+                        | Phase::Refreshing { .. }
+                        | Phase::Queued
+                )
         })
     }
 
