@@ -119,6 +119,8 @@ fn fingerprint<S: Hash>(s: &S) -> u64 {
 pub struct Limits {
     /// End at the first broken invariant.
     pub stop_at_first: bool,
+    /// End once this invariant broke.
+    pub stop_at: Option<&'static str>,
     /// End once this many states were found (the outcome then says `complete: false`).
     pub max_states: u64,
     /// Explore on past a broken invariant (to find witnesses of reachability; by default
@@ -127,43 +129,71 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Whether to end, with `found` broken so far.
+    fn done<M: Model>(&self, found: &[Found<M>]) -> bool {
+        let named = |n: &str| found.iter().any(|f| f.violation.invariant == n);
+        (self.stop_at_first && !found.is_empty()) || self.stop_at.is_some_and(named)
+    }
+
     /// Everything: every invariant's first counterexample, every reachable state.
     pub const ALL: Limits = Limits {
         stop_at_first: false,
+        stop_at: None,
         max_states: u64::MAX,
         past_violations: false,
     };
 }
 
+/// A broken invariant as found: the fingerprint of the state it was found at, and for a
+/// broken step, that step.
+struct Found<M: Model> {
+    violation: Violation,
+    at: u64,
+    step: Option<(M::Action, M::State)>,
+}
+
+/// Records each invariant in `broken` that is broken for the first time (breadth first:
+/// along a shortest path), and empties `broken`.
+fn record<M: Model>(
+    found: &mut Vec<Found<M>>,
+    broken: &mut Vec<Violation>,
+    at: u64,
+    step: Option<(&M::Action, &M::State)>,
+) {
+    for violation in broken.drain(..) {
+        if !found
+            .iter()
+            .any(|f| f.violation.invariant == violation.invariant)
+        {
+            let step = step.map(|(a, s)| (a.clone(), s.clone()));
+            found.push(Found {
+                violation,
+                at,
+                step,
+            });
+        }
+    }
+}
+
 /// Explores every state of `model` reachable from its initial states, breadth first.
 ///
 /// A state that breaks an invariant is recorded (the first, shortest, counterexample of
-/// each invariant) and not explored further.
+/// each invariant) and, unless `limits.past_violations`, not explored further.
 pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
-    let stop_at_first = limits.stop_at_first;
     let started = Instant::now();
     // Each state's fingerprint, with its parent's (an initial state is its own parent).
     let mut seen = Seen::default();
-    let mut layer = Vec::new();
-    let mut found: Vec<(Violation, u64, Option<(M::Action, M::State)>)> = Vec::new();
+    let mut found: Vec<Found<M>> = Vec::new();
     let mut broken = Vec::new();
-    // Records each newly broken invariant (the first time: the shortest path).
-    let mut record = |broken: &mut Vec<Violation>, at, step: &Option<(M::Action, M::State)>| {
-        for v in broken.drain(..) {
-            if !found.iter().any(|(f, _, _)| f.invariant == v.invariant) {
-                found.push((v, at, step.clone()));
-            }
-        }
-        found.len()
-    };
+    let mut layer = Vec::new();
     for s in model.init() {
         let fp = fingerprint(&s);
         if seen.insert(fp, fp).is_none() {
             model.check_state(&s, &mut broken);
-            if broken.is_empty() {
+            let bad = !broken.is_empty();
+            record(&mut found, &mut broken, fp, None);
+            if !bad || limits.past_violations {
                 layer.push(s);
-            } else {
-                record(&mut broken, fp, &None);
             }
         }
     }
@@ -172,6 +202,10 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
     let mut next = Vec::new();
     let mut succ = Vec::new();
     'levels: while !layer.is_empty() {
+        if limits.done(&found) {
+            complete = false;
+            break;
+        }
         for s in layer.drain(..) {
             let parent = fingerprint(&s);
             model.successors(&s, &mut succ);
@@ -179,9 +213,8 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
             for (a, t) in succ.drain(..) {
                 model.check_step(&s, &a, &t, &mut broken);
                 if !broken.is_empty() {
-                    if record(&mut broken, parent, &Some((a.clone(), t.clone()))) > 0
-                        && stop_at_first
-                    {
+                    record(&mut found, &mut broken, parent, Some((&a, &t)));
+                    if limits.done(&found) {
                         complete = false;
                         break 'levels;
                     }
@@ -195,35 +228,30 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
                 };
                 slot.insert(parent);
                 model.check_state(&t, &mut broken);
-                if broken.is_empty() || limits.past_violations {
-                    if !broken.is_empty() {
-                        record(&mut broken, fp, &None);
-                    }
+                if broken.is_empty() {
                     next.push(t);
-                } else if record(&mut broken, fp, &None) > 0 && stop_at_first {
+                    continue;
+                }
+                record(&mut found, &mut broken, fp, None);
+                if limits.done(&found) {
                     complete = false;
                     break 'levels;
+                }
+                if limits.past_violations {
+                    next.push(t);
                 }
             }
         }
         depth += 1;
-        if std::env::var_os("MODEL_DEBUG").is_some() {
-            eprintln!(
-                "level {depth}: {} new states, {} seen",
-                next.len(),
-                seen.len()
-            );
-        }
         std::mem::swap(&mut layer, &mut next);
         if seen.len() as u64 >= limits.max_states && !layer.is_empty() {
             complete = false;
             break;
         }
     }
-    drop(record);
     let violations = found
         .into_iter()
-        .map(|(v, at, step)| rebuild(model, &seen, v, at, step))
+        .map(|f| rebuild(model, &seen, f.violation, f.at, f.step))
         .collect();
     Outcome {
         states: seen.len() as u64,

@@ -1,6 +1,6 @@
 //! docs/HANDOVER.md as written (`Design::FIXED`) against the model: an operator's removal
-//! of a lock can miss its holder in two ways, one per amendment of `Design::AMENDED`.
-//! Each test prints the path.
+//! of a lock can miss its holder in two ways, one per amendment of `Design::AMENDED`
+//! (which keeps every invariant: `amended.rs`). Each test prints the path.
 
 use bidlock_model::explore::{explore, Counterexample, Limits};
 use bidlock_model::invariants::OPERATOR_REMOVAL_REACHES_THE_HOLDER;
@@ -9,7 +9,11 @@ use bidlock_model::{Action, Bounds, Design, HandoverModel};
 
 fn counterexample(design: Design) -> Option<Counterexample<HandoverModel>> {
     let model = HandoverModel::new(design, Bounds::operator(2, 1));
-    let out = explore(&model, Limits::ALL);
+    let limits = Limits {
+        stop_at_first: true,
+        ..Limits::ALL
+    };
+    let out = explore(&model, limits);
     let c = out.violation(OPERATOR_REMOVAL_REACHES_THE_HOLDER).cloned();
     match &c {
         Some(c) => println!("{design}, {}:\n{}", model.bounds, c.render(&model)),
@@ -74,7 +78,6 @@ fn as_written_an_operators_release_that_hands_over_tells_the_old_holder_nothing(
 }
 
 #[test]
-fn with_both_amendments_the_operators_removal_reaches_its_holder() {
-    assert!(counterexample(Design::AMENDED).is_none());
+fn as_written_both_paths_are_open() {
     assert!(counterexample(Design::FIXED).is_some());
 }

@@ -11,14 +11,18 @@ use bidlock_model::state::{HolderId, Msg, Phase, Releaser, Req};
 use bidlock_model::{Action, Bounds, Design, HandoverModel};
 
 /// Explores `design` within `bounds` and returns the counterexample of `invariant`,
-/// printed.
+/// printed (the exploration ends once it broke).
 fn find(
     design: Design,
     bounds: Bounds,
-    invariant: &str,
+    invariant: &'static str,
 ) -> (HandoverModel, Counterexample<HandoverModel>) {
     let model = HandoverModel::new(design, bounds);
-    let out = explore(&model, Limits::ALL);
+    let limits = Limits {
+        stop_at: Some(invariant),
+        ..Limits::ALL
+    };
+    let out = explore(&model, limits);
     let broken: Vec<&str> = out
         .violations
         .iter()
