@@ -75,7 +75,7 @@ impl Bounds {
         }
     }
 
-    /// The test command's bounds: five scenarios, each small enough to explore in seconds,
+    /// The test command's bounds: six scenarios, each small enough to explore in seconds,
     /// each with one kind of trouble (time runs one tick, enough for a grant to stall and
     /// run out, and for a re-queue after it).
     pub fn short() -> Vec<Bounds> {
@@ -85,6 +85,7 @@ impl Bounds {
             Bounds::given_ids(1, 1, 0),
             Bounds::operator(2, 1),
             Bounds::completion(1),
+            Bounds::queue(1),
         ]
     }
 
@@ -93,10 +94,12 @@ impl Bounds {
     pub fn long() -> Vec<Bounds> {
         vec![
             Bounds::handover(2, 1),
-            Bounds::faults(2, 1, 1, 1),
+            Bounds::faults(2, 1, 1, 0),
+            Bounds::faults(2, 1, 0, 1),
             Bounds::given_ids(2, 1, 1),
             Bounds::operator(2, 2),
             Bounds::completion(2),
+            Bounds::queue(1),
         ]
     }
 
@@ -172,6 +175,16 @@ impl Bounds {
             cancels,
             unknown_outcomes,
             ..Bounds::base("given ids", clients, max_time)
+        }
+    }
+
+    /// Three waiters on two managers: handovers along the queue, dead entries skipped,
+    /// grants racing refreshes and tries.
+    pub fn queue(max_time: Time) -> Bounds {
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1), Bounds::waiter(1)];
+        Bounds {
+            entry_life: 0,
+            ..Bounds::base("queue", clients, max_time)
         }
     }
 

@@ -236,18 +236,27 @@ impl HandoverModel {
 
     /// A release message (or a reconnect) reaches manager `m`: the keeper checks every
     /// lease it holds on the key (a lease whose lock is not its holder id's is lost).
-    /// With `recheck_after_notice`, its acquires that wait for a reply or a grant note it.
-    pub(crate) fn on_released(&self, s: &mut State, m: u8) {
+    /// With `recheck_after_notice`, its acquires that wait for a reply or a grant note it
+    /// (but not the waiter that a notice names as the new holder: its own handover).
+    pub(crate) fn on_released(&self, s: &mut State, m: u8, handed_to: Option<HolderId>) {
         for c in 0..s.clients.len() {
             if self.bounds.clients[c].manager != m {
                 continue;
             }
-            match s.clients[c].phase {
-                Phase::Held { .. } => self.check_lease(s, c),
-                Phase::Trying { .. } | Phase::Refreshing { .. } | Phase::Queued => {
-                    s.clients[c].noticed = self.design.recheck_after_notice;
-                }
-                _ => {}
+            let cl = s.clients[c];
+            let own = handed_to.is_some()
+                && match cl.phase {
+                    Phase::Trying { id, .. } => Some(id) == handed_to,
+                    _ => cl.lease == handed_to,
+                };
+            let waits = matches!(
+                cl.phase,
+                Phase::Trying { .. } | Phase::Refreshing { .. } | Phase::Queued
+            );
+            if matches!(cl.phase, Phase::Held { .. }) {
+                self.check_lease(s, c);
+            } else if waits && self.design.recheck_after_notice && !own {
+                s.clients[c].noticed = true;
             }
         }
     }
@@ -421,7 +430,7 @@ impl HandoverModel {
     /// Delivers `msg` to manager `m`.
     pub(crate) fn on_message(&self, s: &mut State, m: u8, msg: Msg) {
         match msg {
-            Msg::Released => self.on_released(s, m),
+            Msg::Released { handed_to } => self.on_released(s, m, handed_to),
             Msg::Grant { id, token } => self.on_grant(s, m, id, token),
         }
     }

@@ -33,6 +33,10 @@ pub struct Design {
     /// steps do not; without it the holder whose lock an operator's release by holder id
     /// handed on never hears of it.
     pub handover_publishes_release: bool,
+    /// A refinement of the two amendments: the notice of a handover names the new holder,
+    /// and the waiter queued as that id takes it as its own (no check for it). Every other
+    /// notice still makes waiters check: one round trip per handover saved.
+    pub notice_names_new_holder: bool,
 }
 
 impl Design {
@@ -44,13 +48,21 @@ impl Design {
         release_publishes_only_when_waited: false,
         recheck_after_notice: false,
         handover_publishes_release: false,
+        notice_names_new_holder: false,
     };
 
-    /// HANDOVER.md with the amendments the model found it needs.
+    /// HANDOVER.md with the two amendments the model found it needs.
     pub const AMENDED: Design = Design {
         recheck_after_notice: true,
         handover_publishes_release: true,
         ..Design::FIXED
+    };
+
+    /// The amended design, refined: a handover's notice names the new holder, which does
+    /// not check its lease for it (one round trip per handover fewer).
+    pub const AMENDED_REFINED: Design = Design {
+        notice_names_new_holder: true,
+        ..Design::AMENDED
     };
 
     /// The code before the fix (this worktree's scripts and acquire): every hole open.
@@ -61,6 +73,7 @@ impl Design {
         release_publishes_only_when_waited: true,
         recheck_after_notice: false,
         handover_publishes_release: false,
+        notice_names_new_holder: false,
     };
 
     /// The amended design with only issue 20's hole `n` (1 to 4) open; `None` for another
@@ -88,6 +101,9 @@ impl fmt::Display for Design {
         }
         if *self == Design::AMENDED {
             return f.write_str("Amended");
+        }
+        if *self == Design::AMENDED_REFINED {
+            return f.write_str("Amended, refined");
         }
         let amended = self.recheck_after_notice && self.handover_publishes_release;
         let parts: Vec<&str> = [

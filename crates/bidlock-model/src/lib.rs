@@ -14,6 +14,8 @@
 //! - [`Design::FIXED`]: docs/HANDOVER.md as written.
 //! - [`Design::AMENDED`]: HANDOVER.md with the two amendments the model found it needs
 //!   (see below). It keeps every invariant within the bounds (`tests/amended.rs`).
+//! - [`Design::AMENDED_REFINED`]: the same, with a handover's notice naming the new
+//!   holder so that its waiter need not check its lease for it (long bounds only).
 //! - [`Design::TODAY`]: the code before the fix: issue 20's four holes, each a flag
 //!   ([`Design::only_hole`] opens one on the amended design; `tests/holes.rs` finds each).
 //!
@@ -32,7 +34,11 @@
 //!    a release notice for a key that reaches a manager while one of its acquires has a
 //!    request out or waits queued makes that acquire check its lease when it takes it up
 //!    (in the library: a per-key count of notices, read when each request is sent and
-//!    compared in `take_up`; the check is the keeper's `check`).
+//!    compared in `take_up`; the check is the keeper's `check`). With amendment 2 every
+//!    handover publishes such a notice, so the new holder would check once per handover;
+//!    [`Design::notice_names_new_holder`] spares it that round trip (checked in the long
+//!    bounds; a waiter that checks on every notice checks more, never less, so
+//!    [`Design::AMENDED`] is the safe, simple form).
 //! 2. *A handover publishes only the grant.* Rule 3 says every removal publishes on the
 //!    release channel, "a release (with or without waiters)"; the script steps publish
 //!    only `grants(h)` on a handover. An operator's `release --holder X` while someone
@@ -105,8 +111,8 @@
 //! # Bounds
 //!
 //! [`Bounds::short`] (the test command) and [`Bounds::long`] (`BIDLOCK_MODEL_BOUND=long`):
-//! five scenarios on one key, two or three acquires on two managers, one or two ticks,
-//! two generated ids per acquire, and per scenario the faults (unknown outcomes,
+//! scenarios on one key, two or three acquires on two managers, one or two ticks, two
+//! generated ids per acquire, and per scenario the faults (unknown outcomes,
 //! cancellations, operator actions, completion) listed by their `Display`. The tests print
 //! the bounds and the states explored.
 //!

@@ -249,7 +249,7 @@ impl HandoverModel {
             Action::Drop { manager, msg } => {
                 take(&mut t.msgs, (manager, msg));
                 // The subscriber reconnects: `Notices::all` checks every lease.
-                self.on_released(&mut t, manager);
+                self.on_released(&mut t, manager, None);
             }
             Action::OperatorRelease(id) => {
                 t.ops_left -= 1;

@@ -319,7 +319,8 @@ impl Scripts<'_> {
             let manager = self.bounds.clients[c].manager;
             s.publish(manager, Msg::Grant { id: head, token });
             if self.design.handover_publishes_release {
-                self.publish_released(s);
+                let named = self.design.notice_names_new_holder.then_some(head);
+                self.publish(s, named);
             }
             return;
         }
@@ -373,8 +374,18 @@ impl Scripts<'_> {
 
     /// `PUBLISH bid_lock_released lockkey`: every manager subscribes.
     fn publish_released(&self, s: &mut State) {
+        self.publish(s, None);
+    }
+
+    /// `PUBLISH bid_lock_released`, naming the new holder of a handover or not. (Only
+    /// the new holder's own manager can tell a named notice from a plain one: the others
+    /// get it plain, which is the same to them and keeps the states fewer.)
+    fn publish(&self, s: &mut State, handed_to: Option<HolderId>) {
+        let to = handed_to.and_then(|h| self.client_of(h));
         for m in 0..self.bounds.managers() {
-            s.publish(m, Msg::Released);
+            let mine = to.is_some_and(|c| self.bounds.clients[c].manager == m);
+            let handed_to = if mine { handed_to } else { None };
+            s.publish(m, Msg::Released { handed_to });
         }
     }
 }

@@ -50,7 +50,8 @@ fn req(r: &Req) -> String {
 
 fn msg(m: u8, x: Msg) -> String {
     match x {
-        Msg::Released => format!("released->m{m}"),
+        Msg::Released { handed_to: None } => format!("released->m{m}"),
+        Msg::Released { handed_to: Some(h) } => format!("released (to {})->m{m}", id(h)),
         Msg::Grant { id: h, token } => format!("grant {} tok {token}->m{m}", id(h)),
     }
 }

@@ -167,8 +167,12 @@ pub enum Req {
 /// A pub/sub message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Msg {
-    /// On `bid_lock_released`: the lock was removed.
-    Released,
+    /// On `bid_lock_released`: the lock was removed (`handed_to`: by a handover to this
+    /// holder id, when the notice names it: `Design::notice_names_new_holder`).
+    Released {
+        /// The holder id a handover gave the lock to.
+        handed_to: Option<HolderId>,
+    },
     /// On `bid_lock_grants:{manager}`: the lock was handed to `id` with `token`.
     Grant {
         /// The holder id handed the lock.

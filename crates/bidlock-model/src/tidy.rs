@@ -43,6 +43,11 @@ impl HandoverModel {
 
     /// Whether a request no caller waits for can still change anything.
     fn request_matters(&self, s: &State, r: &Req) -> bool {
+        let try_out = |id| {
+            s.pool
+                .iter()
+                .any(|p| matches!(*p, Req::Try { id: t, .. } if t == id))
+        };
         match *r {
             // A release of a generated id that holds nothing, is not queued and can hold
             // nothing later (no try of it is out, its acquire moved on) is a no-op
@@ -51,9 +56,12 @@ impl HandoverModel {
                 s.redis.lock.is_some_and(|l| l.holder == id)
                     || s.redis.queue.contains(&id)
                     || self.uses(s, id)
-                    || s.pool
-                        .iter()
-                        .any(|p| matches!(*p, Req::Try { id: t, .. } if t == id))
+                    || try_out(id)
+            }
+            // A refresh writes only the entry of a queued id (refresh.lua step 4): of an
+            // id not queued, that no try of it can queue again, it is a no-op.
+            Req::Refresh { id, .. } => {
+                s.redis.queue.contains(&id) || self.uses(s, id) || try_out(id)
             }
             _ => true,
         }
@@ -78,7 +86,7 @@ impl HandoverModel {
             .iter()
             .filter(|&&(m, msg)| match msg {
                 Msg::Grant { id, .. } => self.uses(s, id),
-                Msg::Released => self.notice_matters(s, m),
+                Msg::Released { .. } => self.notice_matters(s, m),
             })
             .copied()
             .collect();

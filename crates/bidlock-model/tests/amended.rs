@@ -3,7 +3,7 @@
 //! within the bounds; and the bounds reach what the check is about (a witness path for
 //! each way a lock is handed over and taken up, for the faults and for the operator: a
 //! check that never reached a handover would pass vacuously). `BIDLOCK_MODEL_BOUND=long`
-//! runs the long bounds.
+//! runs the long bounds, and checks the refined amendment (`Design::AMENDED_REFINED`) too.
 
 use bidlock_model::explore::{explore, Limits, Model, Violation};
 use bidlock_model::state::{Phase, RefreshAnswer, Releaser, Req, State, TryAnswer};
@@ -172,12 +172,20 @@ fn goals() -> Vec<Goal> {
 #[test]
 fn the_amended_handover_protocol_keeps_every_invariant() {
     let set = std::env::var("BIDLOCK_MODEL_BOUND").unwrap_or_else(|_| "short".into());
+    let designs = if set == "long" {
+        vec![Design::AMENDED, Design::AMENDED_REFINED]
+    } else {
+        vec![Design::AMENDED]
+    };
     let goals = goals();
     let mut missing: Vec<&str> = goals.iter().map(|g| g.0).collect();
     let (mut states, mut seconds) = (0, 0.0);
-    for bounds in Bounds::from_env() {
+    let runs = designs
+        .iter()
+        .flat_map(|d| Bounds::from_env().into_iter().map(move |b| (*d, b)));
+    for (design, bounds) in runs {
         let witness = Witness {
-            model: HandoverModel::new(Design::AMENDED, bounds),
+            model: HandoverModel::new(design, bounds),
             goals: goals.clone(),
         };
         // Goals are not dead ends: explore past them (no invariant breaks, asserted below).
@@ -187,13 +195,8 @@ fn the_amended_handover_protocol_keeps_every_invariant() {
         };
         let out = explore(&witness, limits);
         println!(
-            "{} | {}\n  {} states, {} transitions, depth {}, {:.1?}",
-            Design::AMENDED,
-            witness.model.bounds,
-            out.states,
-            out.transitions,
-            out.depth,
-            out.elapsed
+            "{design} | {}\n  {} states, {} transitions, depth {}, {:.1?}",
+            witness.model.bounds, out.states, out.transitions, out.depth, out.elapsed
         );
         let mut broken = Vec::new();
         for c in &out.violations {

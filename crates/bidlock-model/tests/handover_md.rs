@@ -38,7 +38,7 @@ fn as_written_a_notice_that_overtakes_the_acquires_reply_is_lost() {
         matches!(
             w[0].0,
             Action::Deliver {
-                msg: Msg::Released,
+                msg: Msg::Released { .. },
                 ..
             }
         ) && w[0].1.clients.iter().any(|cl| {
