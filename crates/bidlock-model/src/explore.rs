@@ -40,6 +40,41 @@ pub trait Model {
 
     /// A state in one readable line, for counterexamples.
     fn show(&self, s: &Self::State) -> String;
+
+    /// Appends `s` packed into bytes to `out` (the breadth-first layers hold states
+    /// packed: millions of them at once).
+    fn pack(&self, s: &Self::State, out: &mut Vec<u8>);
+
+    /// The state that `pack` wrote into `bytes`.
+    fn unpack(&self, bytes: &[u8]) -> Self::State;
+}
+
+/// One breadth-first layer: states packed end to end.
+#[derive(Default)]
+struct Layer {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Layer {
+    fn push<M: Model>(&mut self, model: &M, s: &M::State) {
+        model.pack(s, &mut self.bytes);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get<M: Model>(&self, model: &M, i: usize) -> M::State {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        model.unpack(&self.bytes[start..self.ends[i]])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
 }
 
 /// A broken invariant.
@@ -185,7 +220,7 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
     let mut seen = Seen::default();
     let mut found: Vec<Found<M>> = Vec::new();
     let mut broken = Vec::new();
-    let mut layer = Vec::new();
+    let mut layer = Layer::default();
     for s in model.init() {
         let fp = fingerprint(&s);
         if seen.insert(fp, fp).is_none() {
@@ -193,20 +228,21 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
             let bad = !broken.is_empty();
             record(&mut found, &mut broken, fp, None);
             if !bad || limits.past_violations {
-                layer.push(s);
+                layer.push(model, &s);
             }
         }
     }
     let (mut transitions, mut depth) = (0u64, 0usize);
     let mut complete = true;
-    let mut next = Vec::new();
+    let mut next = Layer::default();
     let mut succ = Vec::new();
-    'levels: while !layer.is_empty() {
+    'levels: while layer.len() > 0 {
         if limits.done(&found) {
             complete = false;
             break;
         }
-        for s in layer.drain(..) {
+        for i in 0..layer.len() {
+            let s = layer.get(model, i);
             let parent = fingerprint(&s);
             model.successors(&s, &mut succ);
             transitions += succ.len() as u64;
@@ -229,7 +265,7 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
                 slot.insert(parent);
                 model.check_state(&t, &mut broken);
                 if broken.is_empty() {
-                    next.push(t);
+                    next.push(model, &t);
                     continue;
                 }
                 record(&mut found, &mut broken, fp, None);
@@ -238,13 +274,14 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Outcome<M> {
                     break 'levels;
                 }
                 if limits.past_violations {
-                    next.push(t);
+                    next.push(model, &t);
                 }
             }
         }
         depth += 1;
         std::mem::swap(&mut layer, &mut next);
-        if seen.len() as u64 >= limits.max_states && !layer.is_empty() {
+        next.clear();
+        if seen.len() as u64 >= limits.max_states && layer.len() > 0 {
             complete = false;
             break;
         }
@@ -382,6 +419,14 @@ mod tests {
 
         fn show(&self, s: &(u8, u8)) -> String {
             format!("{s:?}")
+        }
+
+        fn pack(&self, s: &(u8, u8), out: &mut Vec<u8>) {
+            out.extend([s.0, s.1]);
+        }
+
+        fn unpack(&self, bytes: &[u8]) -> (u8, u8) {
+            (bytes[0], bytes[1])
         }
     }
 

@@ -6,7 +6,6 @@
 //! an excuse.
 
 use crate::explore::Violation;
-use crate::model::HandoverModel;
 use crate::state::{HolderId, Phase, State, Token};
 
 /// At most one acquire told "held" with a still-valid lease (two owners of one given id
@@ -49,7 +48,7 @@ fn holders(s: &State) -> impl Iterator<Item = (usize, HolderId, Token)> + '_ {
 }
 
 /// The invariants of one state.
-pub fn check_state(_: &HandoverModel, s: &State, out: &mut Vec<Violation>) {
+pub fn check_state(s: &State, out: &mut Vec<Violation>) {
     if s.redis.counter >= 63 {
         broken(
             out,

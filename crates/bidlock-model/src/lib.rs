@@ -126,18 +126,21 @@
 //! fingerprints are 64-bit (foldhash, fixed seed); two states that collide would merge
 //! (odds about n²/2⁶⁵: below 10⁻⁵ for ten million states).
 
+pub mod action;
 pub mod bounds;
 pub mod client;
 pub mod design;
 pub mod explore;
 pub mod invariants;
 pub mod model;
+pub mod pack;
 pub mod redis;
 pub mod show;
 pub mod state;
 pub mod tidy;
 
+pub use action::Action;
 pub use bounds::{Bounds, ClientSpec};
 pub use design::Design;
 pub use explore::{explore, Counterexample, Limits, Model, Outcome, Violation};
-pub use model::{Action, HandoverModel};
+pub use model::HandoverModel;

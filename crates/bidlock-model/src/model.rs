@@ -2,13 +2,12 @@
 //! happen next (a script runs, a reply, message or request arrives or is lost, an acquire
 //! is cancelled or times out, time passes, an operator acts), and what it leads to.
 
-use std::fmt;
-
+use crate::action::Action;
 use crate::bounds::Bounds;
 use crate::design::Design;
 use crate::explore::{Model, Violation};
 use crate::redis::Scripts;
-use crate::state::{Client, HolderId, Msg, Phase, Releaser, Req, State, TryAnswer};
+use crate::state::{Client, Msg, Phase, Releaser, Req, State, TryAnswer};
 
 /// The model of one design within one set of bounds.
 #[derive(Debug, Clone)]
@@ -17,65 +16,6 @@ pub struct HandoverModel {
     pub design: Design,
     /// The bounds.
     pub bounds: Bounds,
-}
-
-/// One step of the system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// One tick passes; keys and leases whose time ran out expire.
-    Tick,
-    /// Acquire `c` is called: its first try is sent.
-    Start(u8),
-    /// Acquire `c`'s request runs at Redis (its reply is then in flight).
-    Run(u8),
-    /// Acquire `c`'s reply arrives.
-    Answer(u8),
-    /// Acquire `c`'s request fails with an unknown outcome (lost reply, timeout).
-    Error(u8),
-    /// Acquire `c` is cancelled (or its deadline passes) at its current await;
-    /// `batched`: its try rode in a batch.
-    Cancel {
-        /// The acquire.
-        client: u8,
-        /// Whether its try rode in a batch.
-        batched: bool,
-    },
-    /// Queued acquire `c` sends a refresh.
-    Refresh(u8),
-    /// Waiting acquire `c` tries again (a release message, its timer, backoff).
-    TryAgain(u8),
-    /// Acquire `c`, told held, releases its guard.
-    Release(u8),
-    /// The keeper checks acquire `c`'s lease (due after a notice, `recheck_after_notice`).
-    Check(u8),
-    /// Acquire `c`, told held, completes the posting.
-    Complete(u8),
-    /// A request no caller waits for runs at Redis.
-    RunLate(Req),
-    /// A request no caller waits for is lost (never runs).
-    Lose(Req),
-    /// Manager `m` receives `msg`; `keep`: a duplicate stays in flight.
-    Deliver {
-        /// The manager.
-        manager: u8,
-        /// The message.
-        msg: Msg,
-        /// Whether a copy stays in flight.
-        keep: bool,
-    },
-    /// Manager `m`'s subscriber loses `msg` and reconnects (then checks every lease).
-    Drop {
-        /// The manager.
-        manager: u8,
-        /// The message lost.
-        msg: Msg,
-    },
-    /// An operator's `bidlock release M P --holder <id>` (release.lua by holder id).
-    OperatorRelease(HolderId),
-    /// An operator's `bidlock release --force` (force_release.lua).
-    OperatorForce,
-    /// An operator's `bidlock cleanup --yes` (every key of the posting).
-    OperatorCleanup,
 }
 
 impl HandoverModel {
@@ -382,7 +322,7 @@ impl Model for HandoverModel {
     }
 
     fn check_state(&self, s: &State, out: &mut Vec<Violation>) {
-        crate::invariants::check_state(self, s, out);
+        crate::invariants::check_state(s, out);
     }
 
     fn check_step(&self, from: &State, _: &Action, to: &State, out: &mut Vec<Violation>) {
@@ -392,10 +332,12 @@ impl Model for HandoverModel {
     fn show(&self, s: &State) -> String {
         crate::show::state(s)
     }
-}
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::show::action(self, f)
+    fn pack(&self, s: &State, out: &mut Vec<u8>) {
+        crate::pack::pack(s, out);
+    }
+
+    fn unpack(&self, bytes: &[u8]) -> State {
+        crate::pack::unpack(bytes)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt::{self, Write as _};
 
-use crate::model::Action;
+use crate::action::Action;
 use crate::state::{HolderId, Mode, Msg, Phase, Releaser, Req, State};
 
 /// A holder id, short.
@@ -148,6 +148,12 @@ pub fn state(s: &State) -> String {
         let _ = write!(out, "\n      messages: {}", m.join(", "));
     }
     out
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        action(self, f)
+    }
 }
 
 /// One action.

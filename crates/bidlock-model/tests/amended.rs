@@ -50,6 +50,14 @@ impl Model for Witness {
     fn show(&self, s: &State) -> String {
         self.model.show(s)
     }
+
+    fn pack(&self, s: &State, out: &mut Vec<u8>) {
+        self.model.pack(s, out);
+    }
+
+    fn unpack(&self, bytes: &[u8]) -> State {
+        self.model.unpack(bytes)
+    }
 }
 
 fn told_held(from: &State, to: &State) -> Option<usize> {
