@@ -1,6 +1,7 @@
 //! A small explicit-state explorer: breadth-first over every successor of every state,
-//! each state stored once by a 64-bit fingerprint, invariants checked at every state and
-//! on every step. Breadth-first order makes the first counterexample of each invariant a
+//! each state remembered once by a 64-bit fingerprint (the layer being explored and the
+//! next are kept packed: `Model::pack`), invariants checked at every state and on every
+//! step. Breadth-first order makes the first counterexample of each invariant a
 //! shortest one; it is rebuilt from the fingerprints by replaying the model from its
 //! initial states.
 

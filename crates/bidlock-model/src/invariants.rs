@@ -6,6 +6,7 @@
 //! an excuse.
 
 use crate::explore::Violation;
+use crate::show::{id as show_id, lock as show_lock};
 use crate::state::{HolderId, Phase, State, Token};
 
 /// At most one acquire told "held" with a still-valid lease (two owners of one given id
@@ -86,7 +87,10 @@ pub fn check_state(s: &State, out: &mut Vec<Violation>) {
             broken(
                 out,
                 HELD_IS_SHOWN,
-                format!("c{c} holds token {token} but Redis shows {:?}", r.lock),
+                format!(
+                    "c{c} holds token {token} but Redis shows {}",
+                    show_lock(r.lock)
+                ),
             );
         }
     }
@@ -120,10 +124,13 @@ pub fn check_step(from: &State, to: &State, out: &mut Vec<Violation>) {
         let shown =
             lock.is_some_and(|l| l.holder == id && l.token == token && l.expires >= deadline);
         if !shown {
-            broken(out,
+            broken(
+                out,
                 TOLD_HELD_IS_SHOWN,
                 format!(
-                    "c{c} told held as {id:?} with token {token} until {deadline}, but Redis shows {lock:?}"
+                    "c{c} told held as {} with token {token} until {deadline}, but Redis shows {}",
+                    show_id(id),
+                    show_lock(lock)
                 ),
             );
         }

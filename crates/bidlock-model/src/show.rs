@@ -6,7 +6,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::action::Action;
-use crate::state::{HolderId, Mode, Msg, Phase, Releaser, Req, State};
+use crate::state::{HolderId, Lock, Mode, Msg, Phase, Releaser, Req, State};
 
 /// A holder id, short.
 pub fn id(h: HolderId) -> String {
@@ -14,6 +14,13 @@ pub fn id(h: HolderId) -> String {
         HolderId::Gen { client, n } => format!("c{client}#{n}"),
         HolderId::Given(g) => format!("G{g}"),
     }
+}
+
+/// The lock key, short: `c1#0 tok 3 exp 3`, or `no lock`.
+pub fn lock(l: Option<Lock>) -> String {
+    l.map_or("no lock".into(), |l| {
+        format!("{} tok {} exp {}", id(l.holder), l.token, l.expires)
+    })
 }
 
 fn ttl(t: Option<u8>) -> String {
@@ -101,9 +108,7 @@ pub fn state(s: &State) -> String {
     let r = &s.redis;
     let mut out = format!("t={} | lock ", s.now);
     match r.lock {
-        Some(l) => {
-            let _ = write!(out, "{} tok {} exp {}", id(l.holder), l.token, l.expires);
-        }
+        Some(_) => out.push_str(&lock(r.lock)),
         None => out.push('-'),
     }
     if let Some(m) = r.marker {
