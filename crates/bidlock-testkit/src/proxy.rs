@@ -221,9 +221,7 @@ impl FaultProxy {
 
     /// The fault in force now on `role` towards `direction`.
     pub fn fault_for(&self, role: Role, direction: Direction) -> Fault {
-        self.fault
-            .borrow()
-            .on(role == Role::Subscribers, direction)
+        self.fault.borrow().on(role == Role::Subscribers, direction)
     }
 
     /// Live connections now: (commands, subscribers).

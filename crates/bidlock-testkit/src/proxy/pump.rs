@@ -47,14 +47,17 @@ impl Pump {
         }
     }
 
-    /// Waits while this direction is blackholed. `false`: the proxy is gone.
-    async fn while_blackholed(&mut self) -> bool {
+    /// Waits while this direction is blackholed. `None`: the proxy is gone; else
+    /// whether it waited.
+    async fn while_blackholed(&mut self) -> Option<bool> {
+        let mut waited = false;
         while self.fault() == Fault::Blackhole {
+            waited = true;
             if self.faults.changed().await.is_err() {
-                return false;
+                return None;
             }
         }
-        true
+        Some(waited)
     }
 
     pub(super) async fn run(mut self, from: OwnedReadHalf, to: OwnedWriteHalf) {
@@ -66,9 +69,11 @@ impl Pump {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             // A partition: do not read until it heals (the kernel buffers what is sent).
-            if !self.while_blackholed().await {
+            // What was sent meanwhile counts as held back.
+            let Some(stalled) = self.while_blackholed().await else {
                 return;
-            }
+            };
+            let healed = Instant::now();
             let n = match self.half_close.clone() {
                 Some(hc) => tokio::select! {
                     r = from.read(&mut buf) => r,
@@ -92,6 +97,8 @@ impl Pump {
                 }
                 Ok(n) => n,
             };
+            // Bytes that were there the moment the stall healed had waited in it.
+            let stalled = stalled && healed.elapsed() < std::time::Duration::from_millis(2);
             if self.dir == Direction::ToServer && subscribes(&buf[..n]) {
                 self.subscriber.store(true, Ordering::Release);
             }
@@ -108,7 +115,7 @@ impl Pump {
                 }
                 Fault::Blackhole => {
                     // The partition began while this chunk was in hand: hold it until it heals.
-                    if !self.while_blackholed().await {
+                    if self.while_blackholed().await.is_none() {
                         return;
                     }
                     due = Instant::now();
@@ -116,7 +123,7 @@ impl Pump {
                 }
                 Fault::None | Fault::Refuse => false,
             };
-            self.count(held);
+            self.count(held || stalled);
             if tx.send(Item::Chunk(due, buf[..n].to_vec())).is_err() {
                 return;
             }

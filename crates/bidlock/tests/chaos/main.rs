@@ -13,18 +13,29 @@
 //! only those classes. The `bidlock` binary must be built (`cargo build -p bidlock-cli`).
 
 mod adapter;
+mod causes;
+mod census;
 mod check_bids;
+mod check_keys;
 mod check_leases;
 mod checks;
+mod client_bids;
 mod clients;
+mod excuses;
+mod figures;
 mod history;
+mod link_faults;
+mod monitor;
 mod nemesis;
 mod observer;
+mod operator;
+mod pressure;
 mod procs;
 mod report;
 mod round;
 mod server_faults;
 mod topology;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,7 +44,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
-use checks::Figures;
+use figures::Figures;
 use history::Harm;
 
 /// One kind of fault per round.
@@ -50,10 +61,13 @@ pub enum FaultClass {
     AofEverysecCrash,
     RdbRollback,
     LaggingFailover,
+    BatchLatency,
+    GrantHoldBack,
+    HolderRelease,
 }
 
 impl FaultClass {
-    pub const ALL: [FaultClass; 11] = [
+    pub const ALL: [FaultClass; 14] = [
         FaultClass::Calm,
         FaultClass::ForcedRelease,
         FaultClass::HolderFreeze,
@@ -65,6 +79,9 @@ impl FaultClass {
         FaultClass::AofEverysecCrash,
         FaultClass::RdbRollback,
         FaultClass::LaggingFailover,
+        FaultClass::BatchLatency,
+        FaultClass::GrantHoldBack,
+        FaultClass::HolderRelease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +97,9 @@ impl FaultClass {
             FaultClass::AofEverysecCrash => "aof-everysec-crash",
             FaultClass::RdbRollback => "rdb-rollback",
             FaultClass::LaggingFailover => "failover-lagging-replica",
+            FaultClass::BatchLatency => "batch-latency-cancel",
+            FaultClass::GrantHoldBack => "grant-hold-back",
+            FaultClass::HolderRelease => "holder-release",
         }
     }
 
@@ -96,6 +116,9 @@ impl FaultClass {
             FaultClass::AofEverysecCrash => "kill -9 and restart with appendfsync everysec, losing the last second of the AOF (a machine crash)",
             FaultClass::RdbRollback => "SAVE, keep writing 0.8-1.8 s, kill -9, put the old dump.rdb back, restart (data rolled back)",
             FaultClass::LaggingFailover => "cut the replica off, keep writing 0.8-1.5 s, kill the master: Sentinel promotes the replica that missed the writes",
+            FaultClass::BatchLatency => "one instance's links get 150-245 ms each way (a batch's answer still arrives within the 500 ms response timeout) for 1.5-4 s while every instance runs extra tasks that keep more than 4 tries in flight (so a slow manager's tries ride in batches) and cancel acquires at random, many with a shared given holder id; the other instances wait on the same keys with the same ids",
+            FaultClass::GrantHoldBack => "one instance's subscriber link stalls towards it for 0.5-3 s (grant and release messages wait) while its commands reach Redis up to 480 ms late; every instance has waiters with ttls of 300-600 ms, so grants expire held back and their waiters queue again",
+            FaultClass::HolderRelease => "an operator releases the holder Redis shows for a hot key by its holder id, without force (`release(key, holder)` and `bidlock release M P --holder X`), 0.3-1.1 s apart",
         }
     }
 
@@ -105,7 +128,7 @@ impl FaultClass {
             | FaultClass::AofEverysecCrash
             | FaultClass::RdbRollback
             | FaultClass::LaggingFailover => Harm::DataLoss,
-            FaultClass::ForcedRelease => Harm::Operator,
+            FaultClass::ForcedRelease | FaultClass::HolderRelease => Harm::Operator,
             FaultClass::HolderFreeze => Harm::Freeze,
             _ => Harm::Benign,
         }
@@ -125,6 +148,12 @@ impl FaultClass {
             self,
             FaultClass::Latency | FaultClass::Drops | FaultClass::Partition
         )
+    }
+
+    /// Each library instance reaches Redis through a proxy of its own (its links can be
+    /// faulted alone).
+    pub fn links_per_instance(self) -> bool {
+        matches!(self, FaultClass::BatchLatency | FaultClass::GrantHoldBack)
     }
 
     fn parse(s: &str) -> Option<FaultClass> {

@@ -11,19 +11,22 @@ use bidlock::{KeySpace, LockKey, DEFAULT_PREFIX};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::checks::{self, Figures, Violation};
+use super::checks::{self, Extras, Violation};
 use super::clients::{self, Slot};
+use super::figures::Figures;
 use super::history::History;
-use super::observer::{self, Registry};
+use super::observer::{self, Names, Registry};
 use super::procs::{self, Board};
 use super::topology::Topology;
-use super::{nemesis, report, FaultClass};
+use super::{census, client_bids, monitor, nemesis, report, FaultClass};
 
 pub const INSTANCES: u8 = 3;
 pub const TASKS_PER_INSTANCE: u8 = 3;
 pub const PROCESS_DRIVERS: u8 = 2;
 pub const HOT_KEYS: usize = 3;
 pub const POSTINGS: usize = 8;
+/// Keys where cancelled acquires with given ids meet holders of those ids (batch class).
+pub const GIVEN_KEYS: usize = 2;
 
 /// What every part of a round shares.
 pub struct Round {
@@ -34,6 +37,9 @@ pub struct Round {
     pub hot: Vec<LockKey>,
     /// Postings for `bid_once` and `run --once`.
     pub postings: Vec<LockKey>,
+    /// Keys where the batch class's cancelled acquires with given ids meet holders of
+    /// those ids (empty otherwise).
+    pub given_keys: Vec<LockKey>,
     /// Holder ids given by callers, each shared by several tasks and processes.
     pub given: Vec<String>,
     pub url: String,
@@ -83,7 +89,7 @@ async fn setup(
     hist.clock.anchor();
     let mut slots = Vec::new();
     for i in 0..INSTANCES {
-        slots.push(Slot::start(i, &topo.url, &hist).await);
+        slots.push(Slot::start(i, &topo.url_for(i), &hist).await);
     }
     let started = Instant::now();
     Arc::new(Round {
@@ -92,6 +98,11 @@ async fn setup(
         seed,
         hot: keys("hot", HOT_KEYS),
         postings: keys(&format!("r{index}-p"), POSTINGS),
+        given_keys: if class == FaultClass::BatchLatency {
+            keys(&format!("r{index}-g"), GIVEN_KEYS)
+        } else {
+            Vec::new()
+        },
         given: vec![format!("given-{index}-a"), format!("given-{index}-b")],
         url: topo.url.clone(),
         hist,
@@ -138,16 +149,51 @@ async fn drive(
     Instant::now()
 }
 
+/// The census of the server's keys, the script calls `MONITOR` saw, and what the
+/// instances' own links held back.
+async fn extras(round: &Round, topo: &Arc<Topology>, mon: Option<monitor::Monitor>) -> Extras {
+    let port = topo.observed.load(std::sync::atomic::Ordering::Acquire);
+    let keys = round.keys.clone();
+    let census = tokio::task::spawn_blocking(move || census::take(port, &keys))
+        .await
+        .ok();
+    let calls = match mon {
+        Some(m) => tokio::task::spawn_blocking(move || m.stop()).await.ok(),
+        None => None,
+    };
+    let link_held = topo
+        .links
+        .iter()
+        .map(|p| p.traffic())
+        .fold((0, 0), |(a, s), t| {
+            use bidlock_testkit::{Direction, Role};
+            let all: u64 = t.held.iter().flatten().sum();
+            (a + all, s + t.held(Role::Subscribers, Direction::ToClient))
+        });
+    Extras {
+        census,
+        calls,
+        link_held,
+    }
+}
+
 pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
     let wall = Instant::now();
-    let topo = Arc::new(Topology::start(class).await);
+    let topo = Arc::new(Topology::start(class, INSTANCES).await);
     let round = setup(index, class, len, seed, bin, &topo).await;
-    let watched: Vec<String> = round
+    let watched: Vec<Names> = round
         .hot
         .iter()
         .chain(&round.postings)
-        .map(|k| round.redis_key(k))
+        .chain(&round.given_keys)
+        .map(|k| Names::of(&round.keys, k))
         .collect();
+    let mon = (class == FaultClass::BatchLatency)
+        .then(|| {
+            let port = topo.observed.load(std::sync::atomic::Ordering::Acquire);
+            monitor::start(port, format!("{}:", round.keys.prefix()))
+        })
+        .flatten();
     let obs = observer::start(
         topo.observed.clone(),
         watched,
@@ -158,13 +204,14 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
         .await
         .expect("operator's manager");
     let healed_at = drive(&round, &topo, &admin, len).await;
-    clients::sweep(&round, &admin).await;
+    client_bids::sweep(&round, &admin).await;
     admin.close().await;
     for s in &round.slots {
         s.close().await;
     }
     let log = obs.stop();
-    let (mut figures, violations) = checks::check(&round, &log, healed_at);
+    let extras = extras(&round, &topo, mon).await;
+    let (mut figures, violations) = checks::check(&round, &log, &extras, healed_at);
     figures.wall_secs = wall.elapsed().as_secs_f64();
     let histories = report::histories(&round, &log, &violations);
     if !violations.is_empty() {
