@@ -42,20 +42,24 @@ impl Cause {
 pub fn notice(e: Excuse, s: &Section) -> Duration {
     match e {
         Excuse::OperatorRemoved => FORCED_NOTICE,
-        _ => data_loss_notice(s.ttl),
+        _ => data_loss_notice(s.ttl.max(s.renew_ttl)),
     }
 }
 
 /// The observer's tenure of section `s`'s own acquisition: its holder on its key, first
-/// seen no later than it was told, still seen when it was told.
+/// seen no later than it was told, still seen when it was told; or, for a section told
+/// by a grant that came late, the handover that issued its token.
 pub fn own_tenure<'a>(c: &'a Ctx, s: &Section) -> Option<&'a Tenure> {
-    c.log
+    let mine = c
+        .log
         .tenures
         .iter()
-        .filter(|t| t.key == s.key && t.holder == s.holder)
+        .filter(|t| t.key == s.key && t.holder == s.holder);
+    mine.clone()
         .filter(|t| t.first_seen <= s.acquired_at + CLOCK_SLACK)
         .filter(|t| t.last_seen + CLOCK_SLACK >= s.acquired_at)
         .max_by_key(|t| t.first_seen)
+        .or_else(|| mine.filter(|t| t.granted == Some(s.token)).last())
 }
 
 /// A fault of `harm` that acted on `key` when a reading first showed its lock gone at

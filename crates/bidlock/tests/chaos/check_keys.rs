@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::causes;
 use super::checks::{ms, Ctx, CLOCK_SLACK, ORPHAN_BOUND};
 use super::excuses::Excuse;
 use super::history::Harm;
@@ -147,7 +148,9 @@ pub fn grants(c: &mut Ctx) {
                 && t.granted == Some(s.token)
                 && t.gone_seen.is_some_and(|g| g + CLOCK_SLACK < s.acquired_at)
         });
-        if let Some(t) = stale {
+        // An operator or data loss that ended the tenure first is that cause's history
+        // (told after removal: its notice is checked with the claims).
+        if let Some(t) = stale.filter(|_| causes::removed_by(c, s, s.acquired_at).is_none()) {
             let msg = format!(
                 "{} was told \"held\" with token {} at {} ms after the tenure that grant reported had ended ({} ms earlier)",
                 s.who,

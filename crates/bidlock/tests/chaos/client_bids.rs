@@ -71,6 +71,7 @@ async fn run_bid(r: &Round, m: &BidLockManager, who: Who, d: &Draw, behaviour: B
             given,
             token: lease.fencing_token().get(),
             ttl,
+            renew_ttl: ttl,
             renew,
             called_at,
             acquired_at: start,

@@ -212,6 +212,8 @@ pub struct Open {
     acquired_at: Instant,
     expires_at_start: Option<Instant>,
     notes: Vec<(Instant, String)>,
+    /// The ttl of the last extend that succeeded.
+    renew_ttl: Option<Duration>,
 }
 
 impl Open {
@@ -229,6 +231,7 @@ impl Open {
             acquired_at,
             expires_at_start: g.lease().expires_at(),
             notes: Vec::new(),
+            renew_ttl: None,
         }
     }
 
@@ -260,6 +263,7 @@ impl Open {
             given: self.draw_given,
             token,
             ttl: d.ttl,
+            renew_ttl: self.renew_ttl.unwrap_or(d.ttl),
             renew: d.renew,
             called_at: self.called_at,
             acquired_at: self.acquired_at,
@@ -323,7 +327,7 @@ pub async fn hold_with(
     let until = (open.acquired_at + hold_for).min(r.stop_at.max(open.acquired_at));
     r.reg.holds_until(open.id, until);
     let extend = extend.map(|(f, t, how)| (hold_for.mul_f64(f), t, how));
-    work(r, &g, until, extend, &mut open.notes).await;
+    open.renew_ttl = work(r, &g, until, extend, &mut open.notes).await;
     open.end(r, d, g, release).await;
 }
 
@@ -347,14 +351,15 @@ async fn long_holds(r: &Round, who: Who, rng: &mut StdRng) {
 }
 
 /// Works under the lock until `until`, stopping when `lost()` resolves; extends once
-/// (`at` after the start, to `ttl`) when asked.
+/// (`at` after the start, to `ttl`) when asked. Returns the ttl of a successful extend.
 async fn work(
     r: &Round,
     g: &LockGuard,
     until: Instant,
     mut extend: Option<(Duration, Duration, &'static str)>,
     notes: &mut Vec<(Instant, String)>,
-) {
+) -> Option<Duration> {
+    let mut extended = None;
     let start = Instant::now();
     let lost = g.lost();
     tokio::pin!(lost);
@@ -363,12 +368,12 @@ async fn work(
         tokio::select! {
             _ = &mut lost => {
                 notes.push((Instant::now(), format!("lost() resolved: {:?}", g.lease().lost_reason())));
-                return;
+                return extended;
             }
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         if Instant::now() >= until {
-            return;
+            return extended;
         }
         let Some((_, ttl, how)) = extend.take() else {
             continue;
@@ -376,10 +381,13 @@ async fn work(
         notes.push((Instant::now(), format!("extend {how} ({ttl:?}) sent")));
         r.hist.count("extend");
         match tokio::time::timeout(Duration::from_secs(2), g.extend(ttl)).await {
-            Ok(Ok(())) => notes.push((
-                Instant::now(),
-                format!("extend ok, expires_at {:?}", g.lease().expires_at()),
-            )),
+            Ok(Ok(())) => {
+                extended = Some(ttl);
+                notes.push((
+                    Instant::now(),
+                    format!("extend ok, expires_at {:?}", g.lease().expires_at()),
+                ));
+            }
             Ok(Err(e)) => {
                 if !e.is_lost() {
                     r.hist.error("extend", &e);

@@ -52,6 +52,9 @@ pub struct Section {
     pub given: bool,
     pub token: u64,
     pub ttl: Duration,
+    /// The ttl renewals followed at the end (the last extend's, else `ttl`): a loss
+    /// is noticed at the next renewal, a third of this.
+    pub renew_ttl: Duration,
     pub renew: bool,
     /// When the client asked (the acquire call, or the process spawn).
     pub called_at: Instant,

@@ -118,7 +118,7 @@ impl FaultClass {
             FaultClass::LaggingFailover => "cut the replica off, keep writing 0.8-1.5 s, kill the master: Sentinel promotes the replica that missed the writes",
             FaultClass::BatchLatency => "one instance's links get 150-245 ms each way (a batch's answer still arrives within the 500 ms response timeout) for 1.5-4 s while every instance runs extra tasks that keep more than 4 tries in flight (so a slow manager's tries ride in batches) and cancel acquires at random, many with a shared given holder id; the other instances wait on the same keys with the same ids",
             FaultClass::GrantHoldBack => "one instance's subscriber link stalls towards it for 0.5-3 s (grant and release messages wait) while its commands reach Redis up to 480 ms late; every instance has waiters with ttls of 300-600 ms, so grants expire held back and their waiters queue again",
-            FaultClass::HolderRelease => "an operator releases the holder Redis shows for a hot key by its holder id, without force (`release(key, holder)` and `bidlock release M P --holder X`), 0.3-1.1 s apart",
+            FaultClass::HolderRelease => "an operator releases the holder Redis shows for a hot key by its holder id, without force (`release(key, holder)` and `bidlock release M P --holder X`), now and then by force, 0.3-1.1 s apart, while every instance's link is 20-70 ms slow each way (so releases land while replies are on their way); one instance holds a key of its own that nobody waits for",
         }
     }
 
@@ -153,7 +153,10 @@ impl FaultClass {
     /// Each library instance reaches Redis through a proxy of its own (its links can be
     /// faulted alone).
     pub fn links_per_instance(self) -> bool {
-        matches!(self, FaultClass::BatchLatency | FaultClass::GrantHoldBack)
+        matches!(
+            self,
+            FaultClass::BatchLatency | FaultClass::GrantHoldBack | FaultClass::HolderRelease
+        )
     }
 
     fn parse(s: &str) -> Option<FaultClass> {

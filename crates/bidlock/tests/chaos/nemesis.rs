@@ -82,9 +82,10 @@ fn secs(s: f64) -> Duration {
 fn draw(class: FaultClass, instances: u8, rng: &mut StdRng) -> (Action, f64) {
     let d = |rng: &mut StdRng, lo: f64, hi: f64| rng.random_range(lo..hi);
     match class {
-        FaultClass::HolderRelease => match rng.random_range(0..2) {
-            0 => (Action::ReleaseHolder(rng.random_range(0..3)), 0.1),
-            _ => (Action::CliReleaseHolder(rng.random_range(0..3)), 0.1),
+        FaultClass::HolderRelease => match rng.random_range(0..5) {
+            0 | 1 => (Action::ReleaseHolder(rng.random_range(0..4)), 0.1),
+            2 | 3 => (Action::CliReleaseHolder(rng.random_range(0..4)), 0.1),
+            _ => (Action::ForceRelease(rng.random_range(0..4)), 0.1),
         },
         FaultClass::BatchLatency => {
             // Below half the response timeout (500 ms): a batch's answer still arrives.

@@ -19,10 +19,10 @@ fn fault(what: &str, harm: Harm, start: Instant, keys: Option<Vec<String>>) -> F
 }
 
 pub async fn force_release(r: &Round, admin: &BidLockManager, k: usize) -> Fault {
-    let k = target(r, k).await;
+    let key = &r.operated()[target(r, k).await];
     let start = Instant::now();
-    let res = admin.force_release(&r.hot[k]).await;
-    let keys = Some(vec![r.redis_key(&r.hot[k])]);
+    let res = admin.force_release(key).await;
+    let keys = Some(vec![r.redis_key(key)]);
     let mut f = fault("force_release", Harm::Operator, start, keys);
     f.effective = matches!(res, Ok(true));
     f.detail = format!("{res:?}");
@@ -38,27 +38,28 @@ pub async fn cleanup_all(admin: &BidLockManager) -> Fault {
     f
 }
 
-/// The hot key to release: one held now by a lease renewed less often than a release
-/// must be noticed, when one turns up within a second (the release then tests loss
-/// notification, not the next renewal); else `planned`.
+/// The key to release (an index into [`Round::operated`]): one held now by a lease
+/// renewed less often than a release must be noticed, when one turns up within a second
+/// (the release then tests loss notification, not the next renewal); else `planned`.
 async fn target(r: &Round, planned: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(1);
-    let hot: Vec<String> = r.hot.iter().map(|k| r.redis_key(k)).collect();
+    let keys = r.operated();
+    let names: Vec<String> = keys.iter().map(|k| r.redis_key(k)).collect();
     while Instant::now() < deadline {
-        if let Some(key) = r.reg.slowly_renewed_key(&hot) {
-            if let Some(i) = r.hot.iter().position(|k| r.redis_key(k) == key) {
+        if let Some(key) = r.reg.slowly_renewed_key(&names) {
+            if let Some(i) = names.iter().position(|k| *k == key) {
                 return i;
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    planned
+    planned % keys.len()
 }
 
 /// `bidlock release M P` with `args` (`--force`, or `--holder X`), as an operator
 /// would run it: straight to Redis. The exit code, and the fault it makes.
 async fn cli_release(r: &Round, topo: &Topology, k: usize, args: &[&str], what: &str) -> Fault {
-    let key = &r.hot[k];
+    let key = &r.operated()[k];
     let start = Instant::now();
     let out = tokio::process::Command::new(&r.bin)
         .args(["--redis-url", &topo.admin_url, "release"])
@@ -79,9 +80,9 @@ pub async fn cli_force(r: &Round, topo: &Topology, k: usize) -> Fault {
     cli_release(r, topo, k, &["--force"], "bidlock release --force").await
 }
 
-/// Who Redis shows holding hot key `k` now (straight from the server).
+/// Who Redis shows holding key `k` now (straight from the server).
 async fn holder_of(r: &Round, topo: &std::sync::Arc<Topology>, k: usize) -> Option<String> {
-    let (t, key) = (topo.clone(), r.redis_key(&r.hot[k]));
+    let (t, key) = (topo.clone(), r.redis_key(&r.operated()[k]));
     tokio::task::spawn_blocking(move || {
         let mut c = t.direct()?;
         redis::cmd("GET")
@@ -94,7 +95,7 @@ async fn holder_of(r: &Round, topo: &std::sync::Arc<Topology>, k: usize) -> Opti
     .flatten()
 }
 
-/// A release by holder id, without force, of whoever Redis shows holding a hot key (a
+/// A release by holder id, without force, of whoever Redis shows holding a key (a
 /// slowly renewed lease's key when one turns up): through the library (`cli` false) or
 /// `bidlock release M P --holder X`. The holder must learn within a second (README: a
 /// release of a key you hold reaches every manager as a message).
@@ -119,9 +120,10 @@ pub async fn release_holder(
     let mut f = if cli {
         cli_release(r, topo, k, &["--holder", &holder], what).await
     } else {
+        let key = &r.operated()[k];
         let start = Instant::now();
-        let res = admin.release(&r.hot[k], &Holder::new(&holder)).await;
-        let keys = Some(vec![r.redis_key(&r.hot[k])]);
+        let res = admin.release(key, &Holder::new(&holder)).await;
+        let keys = Some(vec![r.redis_key(key)]);
         let mut f = fault(what, Harm::Operator, start, keys);
         f.effective = matches!(res, Ok(true));
         f.detail = format!("{res:?}");

@@ -10,6 +10,9 @@
 //!
 //! `grant-hold-back`: waiters with generated ids and short ttls (grant ttls of 300-600
 //! ms) that queue for a handover on the hot keys.
+//!
+//! `holder-release`: a lone holder on a key of its own, renewed every 1.5 s, that an
+//! operator releases by holder id while nobody waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +44,15 @@ pub fn spawn(round: &Arc<Round>) -> Vec<tokio::task::JoinHandle<()>> {
             (GIVEN_HOLDERS, Kind::GivenHolder),
         ],
         FaultClass::GrantHoldBack => vec![(WAITERS, Kind::Waiter)],
+        FaultClass::HolderRelease => vec![(1, Kind::LoneHolder)],
         _ => return Vec::new(),
     };
     let mut v = Vec::new();
     for slot in &round.slots {
+        // A lone holder is alone on its key: one instance runs it.
+        if round.class == FaultClass::HolderRelease && slot.inst != 1 {
+            continue;
+        }
         let mut task = FIRST;
         for &(n, kind) in &kinds {
             for _ in 0..n {
@@ -68,6 +76,7 @@ enum Kind {
     Canceller,
     GivenHolder,
     Waiter,
+    LoneHolder,
 }
 
 async fn run(r: &Round, kind: Kind, who: Who, rng: &mut StdRng) {
@@ -95,7 +104,7 @@ async fn run(r: &Round, kind: Kind, who: Who, rng: &mut StdRng) {
                 if rng.random_bool(0.8) {
                     // A given id's key: a short ttl, and released when it came through
                     // (a given id left to its ttl would keep the key from the others).
-                    d.key = r.given_keys[rng.random_range(0..r.given_keys.len())].clone();
+                    d.key = r.extra_keys[rng.random_range(0..r.extra_keys.len())].clone();
                     d.holder = Some(r.given[rng.random_range(0..r.given.len())].clone());
                     d.ttl = Duration::from_millis([300, 300, 450][rng.random_range(0..3)]);
                     release = true;
@@ -105,7 +114,7 @@ async fn run(r: &Round, kind: Kind, who: Who, rng: &mut StdRng) {
             }
             Kind::GivenHolder => {
                 let d = Draw {
-                    key: r.given_keys[rng.random_range(0..r.given_keys.len())].clone(),
+                    key: r.extra_keys[rng.random_range(0..r.extra_keys.len())].clone(),
                     ttl: Duration::from_millis(rng.random_range(3000..4500)),
                     renew: true,
                     holder: Some(r.given[rng.random_range(0..r.given.len())].clone()),
@@ -116,6 +125,19 @@ async fn run(r: &Round, kind: Kind, who: Who, rng: &mut StdRng) {
                 hold_with(r, &m, who, &d, hold, None, true).await;
                 // Leave the key free a while: a canceller's try may take it then.
                 tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+            }
+            Kind::LoneHolder => {
+                // Renewed every 1.5 s, nobody waiting: a release of this key publishes
+                // nothing unless every removal does (issue 20, hole 4).
+                let d = Draw {
+                    key: r.extra_keys[0].clone(),
+                    ttl: Duration::from_millis(4500),
+                    renew: true,
+                    holder: rng.random_bool(0.3).then(|| r.given[0].clone()),
+                    wait: Duration::from_secs(1),
+                };
+                let hold = Duration::from_millis(rng.random_range(1500..3500));
+                hold_with(r, &m, who, &d, hold, None, true).await;
             }
             Kind::Waiter => {
                 let d = Draw {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bidlock::{KeySpace, LockKey, DEFAULT_PREFIX};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 
 use super::checks::{self, Extras, Violation};
 use super::clients::{self, Slot};
@@ -37,9 +37,10 @@ pub struct Round {
     pub hot: Vec<LockKey>,
     /// Postings for `bid_once` and `run --once`.
     pub postings: Vec<LockKey>,
-    /// Keys where the batch class's cancelled acquires with given ids meet holders of
-    /// those ids (empty otherwise).
-    pub given_keys: Vec<LockKey>,
+    /// Keys of a class's own tasks (`pressure.rs`): where the batch class's cancelled
+    /// acquires with given ids meet holders of those ids, or the key a lone holder keeps
+    /// for the holder-release class (empty otherwise).
+    pub extra_keys: Vec<LockKey>,
     /// Holder ids given by callers, each shared by several tasks and processes.
     pub given: Vec<String>,
     pub url: String,
@@ -57,6 +58,11 @@ pub struct Round {
 impl Round {
     pub fn redis_key(&self, k: &LockKey) -> String {
         self.keys.lock_key(k)
+    }
+
+    /// The keys an operator acts on: the hot keys, then the class's own.
+    pub fn operated(&self) -> Vec<LockKey> {
+        self.hot.iter().chain(&self.extra_keys).cloned().collect()
     }
 }
 
@@ -98,10 +104,10 @@ async fn setup(
         seed,
         hot: keys("hot", HOT_KEYS),
         postings: keys(&format!("r{index}-p"), POSTINGS),
-        given_keys: if class == FaultClass::BatchLatency {
-            keys(&format!("r{index}-g"), GIVEN_KEYS)
-        } else {
-            Vec::new()
+        extra_keys: match class {
+            FaultClass::BatchLatency => keys(&format!("r{index}-g"), GIVEN_KEYS),
+            FaultClass::HolderRelease => keys(&format!("r{index}-q"), 1),
+            _ => Vec::new(),
         },
         given: vec![format!("given-{index}-a"), format!("given-{index}-b")],
         url: topo.url.clone(),
@@ -180,12 +186,23 @@ async fn extras(round: &Round, topo: &Arc<Topology>, mon: Option<monitor::Monito
 pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
     let wall = Instant::now();
     let topo = Arc::new(Topology::start(class, INSTANCES).await);
+    if class == FaultClass::HolderRelease {
+        // Slow links all round: an operator's release lands while replies are on their way.
+        // Below 80 ms each way: a manager's subscriber (a connect and two SUBSCRIBEs, one
+        // after another) must still connect within the 500 ms connect timeout (see
+        // checker_findings.rs for what happens above that).
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x11ab);
+        for p in &topo.links {
+            let ms = rng.random_range(20..70);
+            p.set(bidlock_testkit::Fault::Delay(Duration::from_millis(ms)));
+        }
+    }
     let round = setup(index, class, len, seed, bin, &topo).await;
     let watched: Vec<Names> = round
         .hot
         .iter()
         .chain(&round.postings)
-        .chain(&round.given_keys)
+        .chain(&round.extra_keys)
         .map(|k| Names::of(&round.keys, k))
         .collect();
     let mon = (class == FaultClass::BatchLatency)
@@ -204,6 +221,7 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
         .await
         .expect("operator's manager");
     let healed_at = drive(&round, &topo, &admin, len).await;
+
     client_bids::sweep(&round, &admin).await;
     admin.close().await;
     for s in &round.slots {
