@@ -59,7 +59,7 @@ pub fn own_tenure<'a>(c: &'a Ctx, s: &Section) -> Option<&'a Tenure> {
         .filter(|t| t.first_seen <= s.acquired_at + CLOCK_SLACK)
         .filter(|t| t.last_seen + CLOCK_SLACK >= s.acquired_at)
         .max_by_key(|t| t.first_seen)
-        .or_else(|| mine.filter(|t| t.granted == Some(s.token)).next_back())
+        .or_else(|| mine.clone().rfind(|t| t.granted == Some(s.token)))
 }
 
 /// A fault of `harm` that acted on `key` when a reading first showed its lock gone at
