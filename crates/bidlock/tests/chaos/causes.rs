@@ -121,15 +121,33 @@ pub fn removed_by<'a>(c: &'a Ctx, s: &Section, until: Instant) -> Option<(Excuse
         .map(|f| (Excuse::DataLossRolledBack, f))
 }
 
+/// A stated fault (data loss, an operator) acted on `key` just before `at`: what let a
+/// second owner of a given id take a key the first still held, when the observer saw no
+/// gap (the same id was back within a reading).
+fn acted_just_before<'a>(c: &'a Ctx, key: &str, at: Instant) -> Option<&'a Fault> {
+    c.faults.iter().find(|f| {
+        let after = match f.harm {
+            Harm::DataLoss => RECONNECT_SLACK,
+            Harm::Operator => READING_SLACK,
+            _ => return false,
+        };
+        f.touches(key)
+            && f.hit
+                .is_some_and(|(a, b)| a <= at + CLOCK_SLACK && at <= b + after)
+    })
+}
+
 /// Another owner of `s`'s given holder id held the key at the same time as `s`, before
 /// `gone`: the one that held first had its lock removed by a stated fault before the
-/// other acquired (so both were told "held", one holder to Redis).
+/// other acquired (so both were told "held", one holder to Redis). The removal shows as
+/// the first's tenure ending in the fault, or, when the same id was back before the next
+/// reading, as the other's acquire right after the fault acted on the key.
 pub fn shared_at_once<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a Section> {
     if !s.given {
         return None;
     }
-    c.sections.iter().find(|o| {
-        if o.id == s.id || o.key != s.key || o.holder != s.holder || o.who == s.who {
+    c.sections_on(&s.key).find(|o| {
+        if o.id == s.id || o.holder != s.holder || o.who == s.who {
             return false;
         }
         let o: &Section = o;
@@ -140,7 +158,8 @@ pub fn shared_at_once<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a 
         };
         second.acquired_at <= gone + CLOCK_SLACK
             && second.acquired_at < c.valid_end(first)
-            && removed_by(c, first, second.acquired_at).is_some()
+            && (removed_by(c, first, second.acquired_at).is_some()
+                || acted_just_before(c, &s.key, second.acquired_at).is_some())
     })
 }
 
@@ -151,9 +170,8 @@ pub fn late_release<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a Se
     if !s.given {
         return None;
     }
-    c.sections.iter().find(|o| {
+    c.sections_on(&s.key).find(|o| {
         o.id != s.id
-            && o.key == s.key
             && o.holder == s.holder
             && o.who != s.who
             && (o.ending.starts_with("release Err") || o.ending.starts_with("release timed out"))
@@ -276,6 +294,11 @@ pub fn dropped_for_stated_cause(c: &Ctx, a: &Section, before: Instant) -> Option
     if let Some((e, _)) = removed_by(c, a, before) {
         return Some(e);
     }
+    // Another owner of `a`'s given id took the key while `a` held it, after a stated
+    // fault: one holder to Redis, whatever the observer saw.
+    if shared_at_once(c, a, before).is_some() {
+        return Some(Excuse::SharedIdAtOnce);
+    }
     let gone = own_tenure(c, a)
         .and_then(|t| t.gone_seen)
         .filter(|g| *g <= before + CLOCK_SLACK)?;
@@ -289,9 +312,8 @@ pub fn told_after_removal(c: &Ctx, a: &Section, b: &Section) -> bool {
     if b.token >= a.token {
         return false;
     }
-    let a_held_after = c.log.tenures.iter().any(|t| {
-        t.key == a.key
-            && t.holder == a.holder
+    let a_held_after = c.tenures_on(&a.key).iter().any(|t| {
+        t.holder == a.holder
             && t.first_seen + CLOCK_SLACK >= b.called_at
             && t.first_seen <= c.valid_end(a) + CLOCK_SLACK
     });

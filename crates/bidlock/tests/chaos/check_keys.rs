@@ -44,9 +44,8 @@ fn unreachable(c: &Ctx, inst: u8, t: &Tenure) -> bool {
 /// (left to its ttl, as a given id must be), unless a section of the id shows up in it.
 fn given_unheld(c: &Ctx, t: &Tenure) -> bool {
     c.r.given.contains(&t.holder)
-        && !c.sections.iter().any(|s| {
-            s.key == t.key
-                && s.holder == t.holder
+        && !c.sections_on(&t.key).any(|s| {
+            s.holder == t.holder
                 && s.acquired_at + CLOCK_SLACK >= t.first_seen
                 && t.gone_seen.is_none_or(|g| s.acquired_at <= g + CLOCK_SLACK)
         })
@@ -142,9 +141,8 @@ pub fn grants(c: &mut Ctx) {
         }
     }
     for s in &c.sections {
-        let stale = c.log.tenures.iter().find(|t| {
-            t.key == s.key
-                && t.holder == s.holder
+        let stale = c.tenures_on(&s.key).iter().find(|t| {
+            t.holder == s.holder
                 && t.granted == Some(s.token)
                 && t.gone_seen.is_some_and(|g| g + CLOCK_SLACK < s.acquired_at)
         });

@@ -142,9 +142,8 @@ fn lease_end(c: &Ctx, s: &Section) -> Option<LeaseEnd> {
 /// keeps the other's lock (one holder to Redis), so it cannot tell the loss.
 fn retaken_by_same_id(c: &Ctx, s: &Section, end: Instant, due: Instant) -> bool {
     s.given
-        && c.sections.iter().any(|o| {
+        && c.sections_on(&s.key).any(|o| {
             o.id != s.id
-                && o.key == s.key
                 && o.holder == s.holder
                 && o.who != s.who
                 && o.acquired_at >= end

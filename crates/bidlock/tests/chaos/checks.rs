@@ -83,9 +83,27 @@ pub struct Ctx<'a> {
     pub f: Figures,
     pub out: Vec<Violation>,
     pub excused: BTreeMap<Excuse, u64>,
+    /// The observer's tenures, by lock key.
+    tenures_by_key: HashMap<&'a str, Vec<&'a Tenure>>,
+    /// Indices into `sections`, by lock key.
+    sections_by_key: HashMap<String, Vec<usize>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The observer's tenures of `key`, in the order they began.
+    pub fn tenures_on(&self, key: &str) -> &[&'a Tenure] {
+        self.tenures_by_key.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The sections on `key`.
+    pub fn sections_on<'s>(&'s self, key: &str) -> impl Iterator<Item = &'s Section> + Clone {
+        self.sections_by_key
+            .get(key)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|i| &self.sections[*i])
+    }
+
     /// A history passed by rule `e`.
     pub fn excuse(&mut self, e: Excuse) {
         *self.excused.entry(e).or_default() += 1;
@@ -146,20 +164,18 @@ impl Ctx<'_> {
     /// later than the section's start and still going then. A holder id given by callers
     /// may be shared: when another section of that holder started in the same tenure,
     /// the tenure is ambiguous and not used.
-    pub fn tenure(&self, s: &Section) -> Option<&Tenure> {
+    pub fn tenure(&self, s: &Section) -> Option<&'a Tenure> {
         let limit = s.acquired_at + CLOCK_SLACK;
-        let t = self
-            .log
-            .tenures
+        let t = *self
+            .tenures_on(&s.key)
             .iter()
-            .filter(|t| t.key == s.key && t.holder == s.holder && t.first_seen <= limit)
+            .filter(|t| t.holder == s.holder && t.first_seen <= limit)
             .max_by_key(|t| t.first_seen)?;
         if t.last_seen + CLOCK_SLACK < s.acquired_at && s.kind != Kind::Proc {
             return None;
         }
-        let shared = self.sections.iter().any(|o| {
+        let shared = self.sections_on(&s.key).any(|o| {
             o.id != s.id
-                && o.key == s.key
                 && o.holder == s.holder
                 && o.acquired_at + CLOCK_SLACK >= t.first_seen
                 && o.acquired_at <= t.last_seen + CLOCK_SLACK
@@ -172,9 +188,8 @@ impl Ctx<'_> {
     /// `t` ended (the key was seen free between them): then `o` does not share `t`, even
     /// when it was told "held" within the slack of `t`'s end.
     fn in_later_tenure(&self, o: &Section, t: &Tenure) -> bool {
-        self.log.tenures.iter().any(|t2| {
-            t2.key == o.key
-                && t2.holder == o.holder
+        self.tenures_on(&o.key).iter().any(|t2| {
+            t2.holder == o.holder
                 && t2.first_seen > t.last_seen
                 && t.gone_seen.is_some_and(|g| g <= t2.first_seen)
                 && t2.first_seen <= o.acquired_at + CLOCK_SLACK
@@ -185,17 +200,17 @@ impl Ctx<'_> {
     /// process's lock (its command may start late, after a freeze), else the moment the
     /// client was told.
     pub fn order_at(&self, s: &Section) -> Instant {
-        match (s.kind, self.tenure(s)) {
-            (Kind::Proc, Some(t)) => t.first_seen.min(s.acquired_at),
-            _ => s.acquired_at,
+        match (s.kind == Kind::Proc).then(|| self.tenure(s)).flatten() {
+            Some(t) => t.first_seen.min(s.acquired_at),
+            None => s.acquired_at,
         }
     }
 
     /// Until when the section was entitled to believe it held the lock.
     pub fn valid_end(&self, s: &Section) -> Instant {
-        match (s.kind, self.tenure(s)) {
-            (Kind::Proc, Some(t)) => s.work_end.min(t.last_seen).max(s.acquired_at),
-            _ => s.valid_end(),
+        match (s.kind == Kind::Proc).then(|| self.tenure(s)).flatten() {
+            Some(t) => s.work_end.min(t.last_seen).max(s.acquired_at),
+            None => s.valid_end(),
         }
     }
 
@@ -220,6 +235,17 @@ pub fn check(
         .map(|(i, s)| (s.id, i))
         .collect();
     let faults = r.hist.faults.lock().unwrap().clone();
+    let mut tenures_by_key: HashMap<&str, Vec<&Tenure>> = HashMap::new();
+    for t in &log.tenures {
+        tenures_by_key.entry(t.key.as_str()).or_default().push(t);
+    }
+    for v in tenures_by_key.values_mut() {
+        v.sort_by_key(|t| t.first_seen);
+    }
+    let mut sections_by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, s) in sections.iter().enumerate() {
+        sections_by_key.entry(s.key.clone()).or_default().push(i);
+    }
     let mut c = Ctx {
         r,
         log,
@@ -230,6 +256,8 @@ pub fn check(
         f: Figures::default(),
         out: Vec::new(),
         excused: BTreeMap::new(),
+        tenures_by_key,
+        sections_by_key,
     };
     counts(&mut c, healed_at);
     expired_at_acquire(&mut c);
