@@ -223,6 +223,8 @@ pub struct NodeInfo {
     pub failing: bool,
     /// The slot ranges it serves (masters).
     pub slots: Vec<(u16, u16)>,
+    /// The id of the master it replicates (replicas).
+    pub replica_of: Option<String>,
 }
 
 /// Six nodes: three masters, each with one replica. Dropping it kills them all.
@@ -272,6 +274,13 @@ impl RedisCluster {
             ));
         }
         cluster.wait_until(Duration::from_secs(30), "all nodes ok", |c| c.settled(6))?;
+        // A replica's link can be up before its master's table lists it (the master learns
+        // by gossip): tests that kill a master need every master to know its replica.
+        cluster.wait_until(
+            Duration::from_secs(30),
+            "every master listed with a replica by every node",
+            RedisCluster::replicas_known,
+        )?;
         Ok(cluster)
     }
 
@@ -286,6 +295,26 @@ impl RedisCluster {
                 && info.contains(&format!("cluster_known_nodes:{known}"));
             let repl: String = n.try_cmd(&["INFO", "replication"]).unwrap_or_default();
             ok && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+        })
+    }
+
+    /// Every running node lists three masters serving slots, each with a replica.
+    fn replicas_known(&self) -> bool {
+        self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+            let Some(text) = n.try_cmd::<String>(&["CLUSTER", "NODES"]) else {
+                return false;
+            };
+            let nodes: Vec<NodeInfo> = text.lines().filter_map(parse_node_line).collect();
+            let masters: Vec<&NodeInfo> = nodes
+                .iter()
+                .filter(|m| m.master && !m.failing && !m.slots.is_empty())
+                .collect();
+            masters.len() == 3
+                && masters.iter().all(|m| {
+                    nodes
+                        .iter()
+                        .any(|r| r.replica_of.as_deref() == Some(m.id.as_str()))
+                })
         })
     }
 
@@ -464,8 +493,12 @@ impl RedisCluster {
     /// have paused one to keep a write from it), and waits until one of them is promoted
     /// and every other node reports `cluster_state:ok`. Returns the new master's port.
     pub fn kill_master(&mut self, port: u16) -> u16 {
+        // The master learns of its replica by gossip: wait for it rather than fail.
+        self.wait_until(Duration::from_secs(30), "master lists a replica", |c| {
+            !c.replicas_of(port).is_empty()
+        })
+        .unwrap_or_else(|e| panic!("master {port} has no replica: {e}"));
         let replicas = self.replicas_of(port);
-        assert!(!replicas.is_empty(), "master {port} has no replica");
         self.kill_node(port);
         for r in &replicas {
             self.node(*r).resume();
@@ -506,7 +539,9 @@ fn parse_node_line(line: &str) -> Option<NodeInfo> {
             None => s.parse().ok().map(|x| (x, x)),
         })
         .collect();
+    let replica_of = f.get(3).filter(|m| **m != "-").map(|m| (*m).to_owned());
     Some(NodeInfo {
+        replica_of,
         id: (*f.first()?).to_owned(),
         port,
         master: flags.split(',').any(|x| x == "master"),

@@ -29,7 +29,7 @@ pub use link::Link;
 pub use persistence::Snapshot;
 pub use sentinel::SentinelCluster;
 
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{Direction, Fault, FaultProxy, Role, Traffic};
 pub use tls::{self_signed, TlsFiles};
 
 /// How an append-only server flushes its file to disk.

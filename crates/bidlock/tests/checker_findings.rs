@@ -63,3 +63,35 @@ async fn a_lapsed_completion_leaves_a_later_acquisition_of_its_holder_id_alone()
     assert!(!second.is_lost());
     assert!(second.release().await.unwrap());
 }
+
+/// A manager whose link to Redis is slow (200 ms each way) with a connect timeout of
+/// 500 ms: its release subscriber (a connection, then one SUBSCRIBE after another) never
+/// finishes within the connect timeout, so it retries forever and no release message
+/// reaches the manager. A forced release of a key it holds must still reach the holder
+/// within a second (README: a release, cleanup or `release --force` of a key you hold
+/// reaches every manager as a message), not at its next renewal (checker, class
+/// holder-release with links of 20-150 ms, seed 3182180358).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_reaches_a_holder_whose_link_is_slow() {
+    let s = RedisServer::start();
+    let p = bidlock_testkit::FaultProxy::start(s.port()).await;
+    p.set(bidlock_testkit::Fault::Delay(Duration::from_millis(200)));
+    let cfg = common::redis_config(&p.url())
+        .response_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500));
+    let m = bidlock::BidLockManager::new(cfg.build().unwrap())
+        .await
+        .unwrap();
+    let operator = common::redis_manager(&s.url()).await;
+    let k = LockKey::new("upwork", "slow-link").unwrap();
+    // Renewed every 3 s: a notice within a second comes from the release message.
+    let g = m
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(9)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(operator.force_release(&k).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(1), g.lost())
+        .await
+        .expect("the holder on a slow link was not told of the forced release within a second");
+}

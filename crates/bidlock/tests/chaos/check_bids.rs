@@ -5,22 +5,24 @@
 //! posting says "already handled" before anyone bid on it.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::checks::Ctx;
+use super::excuses::Excuse;
 use super::history::{BidRun, Harm, Verdict};
 
 fn already_done(b: &BidRun) -> bool {
     matches!(&b.verdict, Verdict::NotRun { why } if why.contains("already handled") || why == "exit 76")
 }
 
-/// The bid ran past its lease (the lease ran out or was lost before the closure
-/// returned): another instance could take the lock and bid before this bid's record
-/// existed. Only fencing protects that second bid; it is counted, not forbidden.
-fn outlived(c: &Ctx, a: &BidRun) -> bool {
-    let (Some(id), Some(ran)) = (a.section, a.ran) else {
-        return false;
-    };
-    c.section(id).is_some_and(|s| c.valid_end(s) < ran.1)
+/// A data-loss fault acted on Redis between `from` and `to`: a completion record written
+/// before it may be gone after it.
+fn data_lost_between(c: &Ctx, key: &str, from: Instant, to: Instant) -> bool {
+    c.faults.iter().any(|f| {
+        f.harm == Harm::DataLoss
+            && f.touches(key)
+            && f.hit.is_some_and(|(a, b)| b >= from && a <= to)
+    })
 }
 
 pub fn bids(c: &mut Ctx) {
@@ -92,7 +94,8 @@ fn verdicts(c: &mut Ctx, key: &str, runs: &[BidRun]) {
                         "{}'s bid ran and succeeded, but its completion was not recorded: {error}",
                         b.who
                     );
-                    let hint = "hole 4: the record is dropped when the lease lapsed".to_owned();
+                    let hint =
+                        "issue 12 hole 4: the record is dropped when the lease lapsed".to_owned();
                     c.violation(
                         "(d) placed bid not recorded",
                         key,
@@ -108,9 +111,9 @@ fn verdicts(c: &mut Ctx, key: &str, runs: &[BidRun]) {
     }
 }
 
-/// `b` bid after `a` had: allowed when `a` was told its record is missing, when `a`
-/// outlived its lease and `b` began before `a`'s record existed, or when Redis lost the
-/// record in between.
+/// `b` bid after `a` had: allowed when `a` was told (its record is missing, or its lease
+/// lapsed), or when Redis lost its data between `a`'s end and `b`'s start (a stated rule:
+/// the record can go with the data).
 fn twice(c: &mut Ctx, key: &str, a: &BidRun, b: &BidRun) {
     let (Some(ra), Some(rb)) = (a.ran, b.ran) else {
         return;
@@ -120,10 +123,9 @@ fn twice(c: &mut Ctx, key: &str, a: &BidRun, b: &BidRun) {
         Verdict::Unrecorded { .. } | Verdict::PlacedAfterLoss
     ) {
         c.f.ran_twice_told += 1;
-    } else if outlived(c, a) && rb.0 <= a.returned_at {
-        c.f.ran_twice_after_lapse += 1;
-    } else if c.explain(key, ra.1, rb.0, &[Harm::DataLoss]).is_some() {
+    } else if data_lost_between(c, key, ra.1, rb.0) {
         c.f.ran_twice_after_data_loss += 1;
+        c.excuse(Excuse::RecordLostWithData);
     } else {
         c.f.ran_twice_untold += 1;
         let msg = format!(
@@ -135,7 +137,8 @@ fn twice(c: &mut Ctx, key: &str, a: &BidRun, b: &BidRun) {
             .iter()
             .any(|f| f.effective && f.what.contains("prefix") && f.start <= rb.0 && f.end >= ra.1);
         let hint = if foreign {
-            "hole 3: another prefix's cleanup deleted this prefix's completion records".into()
+            "issue 12 hole 3: another prefix's cleanup deleted this prefix's completion records"
+                .into()
         } else {
             String::new()
         };

@@ -4,15 +4,33 @@
 //! valid overlapped unless data loss or an operator explains it, and then the later
 //! token is higher, (c) no client was told "held" after Redis stopped holding the lock
 //! for it (`check_leases`), (d) every posting was bid at least once and twice only after
-//! the caller was told (`check_bids`). It also times loss reports and recovery.
+//! the caller was told (`check_bids`), and keys (`check_keys`): no orphan left behind, no
+//! key without a ttl but the fencing counter. It also times loss reports and recovery.
+//! Every history it lets pass beyond these is one of the rules of `excuses.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use super::causes;
+use super::census::Census;
+use super::excuses::Excuse;
+use super::figures::Figures;
 use super::history::{Fault, Harm, Kind, Section};
+use super::monitor::Calls;
 use super::observer::{Claim, ObserverLog, Tenure};
 use super::round::Round;
 use super::FaultClass;
+
+/// What a round measured besides the clients' records and the observer's readings.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The key census at the round's end.
+    pub census: Option<Census>,
+    /// The script calls `MONITOR` saw (batch classes).
+    pub calls: Option<Calls>,
+    /// Chunks the instances' own links held back: (all, subscriber messages).
+    pub link_held: (u64, u64),
+}
 
 /// Redis keeps expiry in whole milliseconds, and a reading is taken after its reply.
 pub const EXPIRY_SLACK: Duration = Duration::from_millis(5);
@@ -50,97 +68,6 @@ pub struct Violation {
     pub sections: Vec<u64>,
 }
 
-/// One round's (or one fault class's) figures, for RELIABILITY.md.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Figures {
-    pub rounds: u64,
-    pub seconds: f64,
-    pub wall_secs: f64,
-    pub faults_injected: u64,
-    pub faults_effective: u64,
-    pub sections: u64,
-    pub process_sections: u64,
-    pub bid_sections: u64,
-    pub acquires_ok: u64,
-    pub not_acquired: u64,
-    pub cancelled_acquires: u64,
-    pub errors: u64,
-    pub lost_reported: u64,
-    pub expired_at_acquire: u64,
-    pub unsafe_overlaps: u64,
-    pub expected_overlaps: u64,
-    pub token_order_violations: u64,
-    pub global_token_violations: u64,
-    pub held_after_server_end: u64,
-    pub expected_claims: u64,
-    pub max_expected_claim_ms: u64,
-    pub late_loss_reports: u64,
-    pub loss_hidden_by_shared_id: u64,
-    pub max_loss_report_delay_ms: u64,
-    pub kept_working_after_lease: u64,
-    pub bids_past_lease: u64,
-    pub frozen_late_ticks: u64,
-    pub max_work_past_lease_ms: u64,
-    pub postings: u64,
-    pub bids_placed: u64,
-    pub bids_unrecorded: u64,
-    pub records_dropped_after_placed: u64,
-    pub ran_twice_told: u64,
-    pub ran_twice_after_lapse: u64,
-    pub ran_twice_after_data_loss: u64,
-    pub ran_twice_untold: u64,
-    pub never_ran: u64,
-    pub phantom_records: u64,
-    pub orphans: u64,
-    pub max_orphan_ms: u64,
-    pub recovery_ms_max: Option<u64>,
-    pub observer_polls: u64,
-    pub observer_max_gap_us: u64,
-    pub violations: u64,
-}
-
-impl Figures {
-    /// Adds another round's figures (counts add up, maxima stay maxima).
-    pub fn merge(&mut self, o: &Figures) {
-        let v = serde_json::to_value(&*self).expect("figures");
-        let w = serde_json::to_value(o).expect("figures");
-        let (serde_json::Value::Object(mut a), serde_json::Value::Object(b)) = (v, w) else {
-            return;
-        };
-        for (k, bv) in b {
-            let av = a.get(&k).cloned().unwrap_or(serde_json::Value::Null);
-            let merged = match (av.as_f64(), bv.as_f64()) {
-                (Some(x), Some(y))
-                    if k.starts_with("max_") || k.ends_with("_max") || k.ends_with("gap_us") =>
-                {
-                    x.max(y)
-                }
-                (Some(x), Some(y)) => x + y,
-                (None, Some(y)) => y,
-                (x, None) => x.unwrap_or(0.0),
-            };
-            let keep_null = av.is_null() && bv.is_null();
-            a.insert(
-                k.clone(),
-                if keep_null {
-                    serde_json::Value::Null
-                } else {
-                    number(&k, merged)
-                },
-            );
-        }
-        *self = serde_json::from_value(serde_json::Value::Object(a)).expect("figures");
-    }
-}
-
-fn number(key: &str, x: f64) -> serde_json::Value {
-    if matches!(key, "seconds" | "wall_secs") {
-        serde_json::json!(x)
-    } else {
-        serde_json::json!(x.round() as u64)
-    }
-}
-
 pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -152,11 +79,36 @@ pub struct Ctx<'a> {
     pub sections: Vec<Section>,
     pub by_id: HashMap<u64, usize>,
     pub faults: Vec<Fault>,
+    pub extras: &'a Extras,
     pub f: Figures,
     pub out: Vec<Violation>,
+    pub excused: BTreeMap<Excuse, u64>,
+    /// The observer's tenures, by lock key.
+    tenures_by_key: HashMap<&'a str, Vec<&'a Tenure>>,
+    /// Indices into `sections`, by lock key.
+    sections_by_key: HashMap<String, Vec<usize>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The observer's tenures of `key`, in the order they began.
+    pub fn tenures_on(&self, key: &str) -> &[&'a Tenure] {
+        self.tenures_by_key.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The sections on `key`.
+    pub fn sections_on<'s>(&'s self, key: &str) -> impl Iterator<Item = &'s Section> + Clone {
+        self.sections_by_key
+            .get(key)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|i| &self.sections[*i])
+    }
+
+    /// A history passed by rule `e`.
+    pub fn excuse(&mut self, e: Excuse) {
+        *self.excused.entry(e).or_default() += 1;
+    }
+
     pub fn violation(
         &mut self,
         check: &'static str,
@@ -182,7 +134,7 @@ impl Ctx<'_> {
     }
 
     /// A fault of one of `harms` on `key` that overlaps `[from, to]` (give or take the
-    /// time a reading takes).
+    /// time a reading takes). For hints only: what excuses a history is `causes.rs`.
     pub fn explain(&self, key: &str, from: Instant, to: Instant, harms: &[Harm]) -> Option<&Fault> {
         self.faults.iter().find(|f| {
             harms.contains(&f.harm)
@@ -212,20 +164,18 @@ impl Ctx<'_> {
     /// later than the section's start and still going then. A holder id given by callers
     /// may be shared: when another section of that holder started in the same tenure,
     /// the tenure is ambiguous and not used.
-    pub fn tenure(&self, s: &Section) -> Option<&Tenure> {
+    pub fn tenure(&self, s: &Section) -> Option<&'a Tenure> {
         let limit = s.acquired_at + CLOCK_SLACK;
-        let t = self
-            .log
-            .tenures
+        let t = *self
+            .tenures_on(&s.key)
             .iter()
-            .filter(|t| t.key == s.key && t.holder == s.holder && t.first_seen <= limit)
+            .filter(|t| t.holder == s.holder && t.first_seen <= limit)
             .max_by_key(|t| t.first_seen)?;
         if t.last_seen + CLOCK_SLACK < s.acquired_at && s.kind != Kind::Proc {
             return None;
         }
-        let shared = self.sections.iter().any(|o| {
+        let shared = self.sections_on(&s.key).any(|o| {
             o.id != s.id
-                && o.key == s.key
                 && o.holder == s.holder
                 && o.acquired_at + CLOCK_SLACK >= t.first_seen
                 && o.acquired_at <= t.last_seen + CLOCK_SLACK
@@ -238,9 +188,8 @@ impl Ctx<'_> {
     /// `t` ended (the key was seen free between them): then `o` does not share `t`, even
     /// when it was told "held" within the slack of `t`'s end.
     fn in_later_tenure(&self, o: &Section, t: &Tenure) -> bool {
-        self.log.tenures.iter().any(|t2| {
-            t2.key == o.key
-                && t2.holder == o.holder
+        self.tenures_on(&o.key).iter().any(|t2| {
+            t2.holder == o.holder
                 && t2.first_seen > t.last_seen
                 && t.gone_seen.is_some_and(|g| g <= t2.first_seen)
                 && t2.first_seen <= o.acquired_at + CLOCK_SLACK
@@ -251,17 +200,17 @@ impl Ctx<'_> {
     /// process's lock (its command may start late, after a freeze), else the moment the
     /// client was told.
     pub fn order_at(&self, s: &Section) -> Instant {
-        match (s.kind, self.tenure(s)) {
-            (Kind::Proc, Some(t)) => t.first_seen.min(s.acquired_at),
-            _ => s.acquired_at,
+        match (s.kind == Kind::Proc).then(|| self.tenure(s)).flatten() {
+            Some(t) => t.first_seen.min(s.acquired_at),
+            None => s.acquired_at,
         }
     }
 
     /// Until when the section was entitled to believe it held the lock.
     pub fn valid_end(&self, s: &Section) -> Instant {
-        match (s.kind, self.tenure(s)) {
-            (Kind::Proc, Some(t)) => s.work_end.min(t.last_seen).max(s.acquired_at),
-            _ => s.valid_end(),
+        match (s.kind == Kind::Proc).then(|| self.tenure(s)).flatten() {
+            Some(t) => s.work_end.min(t.last_seen).max(s.acquired_at),
+            None => s.valid_end(),
         }
     }
 
@@ -273,7 +222,12 @@ impl Ctx<'_> {
 }
 
 /// Runs every check over a finished round.
-pub fn check(r: &Round, log: &ObserverLog, healed_at: Instant) -> (Figures, Vec<Violation>) {
+pub fn check(
+    r: &Round,
+    log: &ObserverLog,
+    extras: &Extras,
+    healed_at: Instant,
+) -> (Figures, Vec<Violation>) {
     let sections = r.hist.sections.lock().unwrap().clone();
     let by_id = sections
         .iter()
@@ -281,14 +235,29 @@ pub fn check(r: &Round, log: &ObserverLog, healed_at: Instant) -> (Figures, Vec<
         .map(|(i, s)| (s.id, i))
         .collect();
     let faults = r.hist.faults.lock().unwrap().clone();
+    let mut tenures_by_key: HashMap<&str, Vec<&Tenure>> = HashMap::new();
+    for t in &log.tenures {
+        tenures_by_key.entry(t.key.as_str()).or_default().push(t);
+    }
+    for v in tenures_by_key.values_mut() {
+        v.sort_by_key(|t| t.first_seen);
+    }
+    let mut sections_by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, s) in sections.iter().enumerate() {
+        sections_by_key.entry(s.key.clone()).or_default().push(i);
+    }
     let mut c = Ctx {
         r,
         log,
         sections,
         by_id,
         faults,
+        extras,
         f: Figures::default(),
         out: Vec::new(),
+        excused: BTreeMap::new(),
+        tenures_by_key,
+        sections_by_key,
     };
     counts(&mut c, healed_at);
     expired_at_acquire(&mut c);
@@ -296,11 +265,20 @@ pub fn check(r: &Round, log: &ObserverLog, healed_at: Instant) -> (Figures, Vec<
     tokens_global(&mut c);
     overlaps(&mut c);
     super::check_leases::claims(&mut c);
+    super::check_leases::removals(&mut c);
     super::check_leases::loss_reports(&mut c);
     super::check_leases::process_ticks(&mut c);
-    super::check_leases::orphans(&mut c);
+    super::check_keys::orphans(&mut c);
+    super::check_keys::grants(&mut c);
+    super::check_keys::census(&mut c);
+    super::check_keys::evidence(&mut c);
     super::check_bids::bids(&mut c);
     nemesis(&mut c);
+    c.f.excused = c
+        .excused
+        .iter()
+        .map(|(e, n)| (e.name().to_owned(), *n))
+        .collect();
     (c.f, c.out)
 }
 
@@ -377,7 +355,7 @@ fn expired_at_acquire(c: &mut Ctx) {
             &key,
             at,
             msg,
-            "hole 7: an acquire whose reply came after its ttl".into(),
+            "issue 12 hole 7: an acquire whose reply came after its ttl".into(),
             vec![id],
         );
     }
@@ -402,17 +380,19 @@ fn by_key(c: &Ctx) -> HashMap<String, Vec<(Instant, usize)>> {
 
 fn tokens_per_key(c: &mut Ctx) {
     let mut found = Vec::new();
+    let mut reorders = 0;
     for (key, v) in by_key(c) {
         for w in v.windows(2) {
             let (a, b) = (&c.sections[w[0].1], &c.sections[w[1].1]);
             // Told after `a`, but held (for an instant) before it on Redis.
-            let reordered = b.token < a.token && super::check_leases::never_seen_holding(c, b);
+            let reordered = causes::told_after_removal(c, a, b);
+            reorders += u64::from(reordered);
             if b.token <= a.token && !reordered {
                 let cause = c
                     .explain(&key, w[0].0, w[1].0, &[Harm::DataLoss])
                     .map(|f| f.what.clone());
                 let hint = cause
-                    .map(|w| format!("hole 1: the counter was rolled back ({w})"))
+                    .map(|w| format!("the counter was rolled back ({w})"))
                     .or_else(|| super::check_leases::drop_hint(c, b))
                     .or_else(|| super::check_leases::drop_hint(c, a))
                     .unwrap_or_default();
@@ -425,6 +405,9 @@ fn tokens_per_key(c: &mut Ctx) {
         }
     }
     c.f.token_order_violations = found.len() as u64;
+    for _ in 0..reorders {
+        c.excuse(Excuse::ToldAfterRemoval);
+    }
     for (key, at, msg, hint, ids) in found {
         c.violation("(a) token order per key", &key, at, msg, hint, ids);
     }
@@ -466,7 +449,7 @@ fn tokens_global(c: &mut Ctx) {
                 s.acquired_at,
                 msg,
                 cause.map_or(String::new(), |w| {
-                    format!("hole 1: the counter was rolled back ({w})")
+                    format!("the counter was rolled back ({w})")
                 }),
                 vec![a.id, s.id],
             ));
@@ -487,7 +470,7 @@ fn tokens_global(c: &mut Ctx) {
 
 fn overlaps(c: &mut Ctx) {
     let mut found = Vec::new();
-    let mut expected = 0;
+    let mut excused = Vec::new();
     for (key, v) in by_key(c) {
         for (j, &(_, bj)) in v.iter().enumerate() {
             let b = &c.sections[bj];
@@ -501,22 +484,21 @@ fn overlaps(c: &mut Ctx) {
                 if c.valid_end(a) <= b.acquired_at + tol {
                     continue;
                 }
-                let explained = c
-                    .explain(&key, a_at, b.acquired_at, &[Harm::DataLoss, Harm::Operator])
-                    .is_some();
-                // `b` was told after `a` but held before it on Redis, and lost that lock
-                // at once to a documented cause: no two valid leases overlapped.
-                let reordered = b.token < a.token && super::check_leases::never_seen_holding(c, b);
-                if explained || reordered || super::check_leases::inherent_drop(c, a) {
-                    expected += 1;
+                // `a`'s lock went for a stated cause before `b` got it, or `b` was told
+                // after `a` but held before it in Redis and lost that lock to a stated
+                // cause: the overlap is that cause's (its notice is checked in (c)).
+                let stated = causes::dropped_for_stated_cause(c, a, b.acquired_at).or_else(|| {
+                    causes::told_after_removal(c, a, b).then_some(Excuse::ToldAfterRemoval)
+                });
+                if let Some(e) = stated {
+                    excused.push(e);
                     continue;
                 }
                 let msg = format!("{} (token {}) still held validly until +{} ms when {} (token {}) was told \"held\"", a.who, a.token, ms(c.valid_end(a) - b.acquired_at), b.who, b.token);
                 let hint = super::check_leases::drop_hint(c, a)
                     .or_else(|| {
-                        a.given.then(|| {
-                            "hole 5: a background release of a shared given holder id".into()
-                        })
+                        a.given
+                            .then(|| "hole 1: a background release of a given holder id".into())
                     })
                     .or_else(|| {
                         c.explain(&key, a_at, b.acquired_at, &[Harm::Benign, Harm::Freeze])
@@ -527,8 +509,11 @@ fn overlaps(c: &mut Ctx) {
             }
         }
     }
-    c.f.expected_overlaps = expected;
+    c.f.expected_overlaps = excused.len() as u64;
     c.f.unsafe_overlaps = found.len() as u64;
+    for e in excused {
+        c.excuse(e);
+    }
     for (key, at, msg, hint, ids) in found {
         c.violation("(b) overlapping valid leases", &key, at, msg, hint, ids);
     }

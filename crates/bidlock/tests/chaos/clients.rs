@@ -1,8 +1,8 @@
 //! Library clients: instances (separate managers, as separate processes would be) whose
 //! tasks run random API sequences — acquire with random waits, ttls, renewal and holder
 //! ids (given ids shared between tasks), extend longer and shorter, release or drop,
-//! acquires cancelled mid-flight, and `bid_once` with closures that fail, succeed or
-//! take long — and record what they were told.
+//! acquires cancelled mid-flight, and `bid_once` (`client_bids.rs`) — and record what
+//! they were told.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,8 +11,7 @@ use bidlock::{AcquireOptions, Backend, BidLockManager, Config, Error, LockGuard,
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::adapter::{self, Told};
-use super::history::{BidRun, History, Kind, Section, Verdict, Who};
+use super::history::{History, Kind, Section, Who};
 use super::round::Round;
 
 /// Lock ttls the clients pick from: short ones lapse under faults and with renewal off,
@@ -63,7 +62,10 @@ impl Slot {
         let m = connect(&cfg, Duration::from_secs(10))
             .await
             .expect("instance connects");
-        hist.holder_bases.lock().unwrap().push(holder_base(&m));
+        hist.holder_bases
+            .lock()
+            .unwrap()
+            .push((inst, holder_base(&m)));
         Arc::new(Slot {
             inst,
             cfg,
@@ -85,7 +87,7 @@ impl Slot {
             .holder_bases
             .lock()
             .unwrap()
-            .push(holder_base(&new));
+            .push((self.inst, holder_base(&new)));
         let old = std::mem::replace(&mut *self.current.lock().unwrap(), new);
         let start = Instant::now();
         old.close().await;
@@ -111,6 +113,7 @@ pub fn spawn(round: &Arc<Round>, tasks: u8) -> Vec<tokio::task::JoinHandle<()>> 
             }));
         }
     }
+    v.extend(super::pressure::spawn(round));
     let (r, seed) = (round.clone(), round.seed ^ 0x10f6);
     v.push(tokio::spawn(async move {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -133,7 +136,7 @@ async fn task(r: &Round, who: Who, rng: &mut StdRng) {
         let m = r.slots[usize::from(inst)].get();
         match rng.random_range(0..100) {
             0..50 => hold(r, &m, who, rng).await,
-            50..72 => bid(r, &m, who, rng).await,
+            50..72 => super::client_bids::bid(r, &m, who, rng).await,
             72..86 => cancelled_acquire(r, &m, who, rng).await,
             _ => try_once(r, &m, who, rng).await,
         }
@@ -143,17 +146,17 @@ async fn task(r: &Round, who: Who, rng: &mut StdRng) {
 }
 
 /// The options of one acquire, drawn at random.
-struct Draw {
-    key: LockKey,
-    ttl: Duration,
-    renew: bool,
-    holder: Option<String>,
-    wait: Duration,
+pub struct Draw {
+    pub key: LockKey,
+    pub ttl: Duration,
+    pub renew: bool,
+    pub holder: Option<String>,
+    pub wait: Duration,
 }
 
 impl Draw {
     /// After the faults: wait long enough for any lock left behind to expire.
-    fn calm(key: LockKey) -> Draw {
+    pub fn calm(key: LockKey) -> Draw {
         Draw {
             key,
             ttl: Duration::from_secs(3),
@@ -163,7 +166,7 @@ impl Draw {
         }
     }
 
-    fn new(r: &Round, keys: &[LockKey], rng: &mut StdRng) -> Draw {
+    pub fn new(r: &Round, keys: &[LockKey], rng: &mut StdRng) -> Draw {
         Draw {
             key: keys[rng.random_range(0..keys.len())].clone(),
             ttl: Duration::from_millis(TTLS_MS[rng.random_range(0..TTLS_MS.len())]),
@@ -175,7 +178,7 @@ impl Draw {
         }
     }
 
-    fn opts(&self) -> AcquireOptions {
+    pub fn opts(&self) -> AcquireOptions {
         let o = AcquireOptions::new()
             .timeout(self.wait)
             .ttl(self.ttl)
@@ -187,7 +190,7 @@ impl Draw {
     }
 }
 
-fn note_acquire_error(r: &Round, op: &str, e: &Error) {
+pub fn note_acquire_error(r: &Round, op: &str, e: &Error) {
     if e.is_timeout() {
         r.hist.count(&format!("{op}.not_acquired"));
     } else if e.is_already_done() {
@@ -200,7 +203,7 @@ fn note_acquire_error(r: &Round, op: &str, e: &Error) {
 }
 
 /// A section's record, from its guard, once the work is over.
-struct Open {
+pub struct Open {
     id: u64,
     who: Who,
     key: String,
@@ -209,10 +212,12 @@ struct Open {
     acquired_at: Instant,
     expires_at_start: Option<Instant>,
     notes: Vec<(Instant, String)>,
+    /// The ttl of the last extend that succeeded.
+    renew_ttl: Option<Duration>,
 }
 
 impl Open {
-    fn begin(r: &Round, who: Who, d: &Draw, g: &LockGuard, called_at: Instant) -> Open {
+    pub fn begin(r: &Round, who: Who, d: &Draw, g: &LockGuard, called_at: Instant) -> Open {
         let acquired_at = Instant::now();
         let id = r.hist.next_id();
         let key = r.redis_key(&d.key);
@@ -226,11 +231,12 @@ impl Open {
             acquired_at,
             expires_at_start: g.lease().expires_at(),
             notes: Vec::new(),
+            renew_ttl: None,
         }
     }
 
     /// The client lets go: unregister first, then release or drop.
-    async fn end(self, r: &Round, d: &Draw, g: LockGuard, release: bool) {
+    pub async fn end(self, r: &Round, d: &Draw, g: LockGuard, release: bool) {
         let work_end = Instant::now();
         let (final_expires, lost_flag) = (g.lease().expires_at(), g.is_lost());
         let lost_at = r.reg.unregister(self.id);
@@ -257,6 +263,7 @@ impl Open {
             given: self.draw_given,
             token,
             ttl: d.ttl,
+            renew_ttl: self.renew_ttl.unwrap_or(d.ttl),
             renew: d.renew,
             called_at: self.called_at,
             acquired_at: self.acquired_at,
@@ -299,7 +306,7 @@ async fn hold(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
 
 /// One section: acquire as drawn, work for `hold_for` (extending once when asked: at a
 /// fraction of the hold, to a ttl), then release or drop.
-async fn hold_with(
+pub async fn hold_with(
     r: &Round,
     m: &BidLockManager,
     who: Who,
@@ -320,7 +327,7 @@ async fn hold_with(
     let until = (open.acquired_at + hold_for).min(r.stop_at.max(open.acquired_at));
     r.reg.holds_until(open.id, until);
     let extend = extend.map(|(f, t, how)| (hold_for.mul_f64(f), t, how));
-    work(r, &g, until, extend, &mut open.notes).await;
+    open.renew_ttl = work(r, &g, until, extend, &mut open.notes).await;
     open.end(r, d, g, release).await;
 }
 
@@ -344,14 +351,15 @@ async fn long_holds(r: &Round, who: Who, rng: &mut StdRng) {
 }
 
 /// Works under the lock until `until`, stopping when `lost()` resolves; extends once
-/// (`at` after the start, to `ttl`) when asked.
+/// (`at` after the start, to `ttl`) when asked. Returns the ttl of a successful extend.
 async fn work(
     r: &Round,
     g: &LockGuard,
     until: Instant,
     mut extend: Option<(Duration, Duration, &'static str)>,
     notes: &mut Vec<(Instant, String)>,
-) {
+) -> Option<Duration> {
+    let mut extended = None;
     let start = Instant::now();
     let lost = g.lost();
     tokio::pin!(lost);
@@ -360,12 +368,12 @@ async fn work(
         tokio::select! {
             _ = &mut lost => {
                 notes.push((Instant::now(), format!("lost() resolved: {:?}", g.lease().lost_reason())));
-                return;
+                return extended;
             }
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         if Instant::now() >= until {
-            return;
+            return extended;
         }
         let Some((_, ttl, how)) = extend.take() else {
             continue;
@@ -373,10 +381,13 @@ async fn work(
         notes.push((Instant::now(), format!("extend {how} ({ttl:?}) sent")));
         r.hist.count("extend");
         match tokio::time::timeout(Duration::from_secs(2), g.extend(ttl)).await {
-            Ok(Ok(())) => notes.push((
-                Instant::now(),
-                format!("extend ok, expires_at {:?}", g.lease().expires_at()),
-            )),
+            Ok(Ok(())) => {
+                extended = Some(ttl);
+                notes.push((
+                    Instant::now(),
+                    format!("extend ok, expires_at {:?}", g.lease().expires_at()),
+                ));
+            }
             Ok(Err(e)) => {
                 if !e.is_lost() {
                     r.hist.error("extend", &e);
@@ -391,18 +402,37 @@ async fn work(
 async fn cancelled_acquire(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
     let d = Draw::new(r, &r.hot, rng);
     let cancel_after = Duration::from_millis(rng.random_range(0..25));
+    let release = rng.random_bool(0.5);
+    acquire_cancelled_after(r, m, who, &d, cancel_after, release).await;
+}
+
+/// An acquire as drawn, cancelled after `cancel_after` unless it returned first (then
+/// released or dropped at once).
+pub async fn acquire_cancelled_after(
+    r: &Round,
+    m: &BidLockManager,
+    who: Who,
+    d: &Draw,
+    cancel_after: Duration,
+    release: bool,
+) {
     let called_at = Instant::now();
     let opts = d.opts();
     tokio::select! {
         res = m.acquire(&d.key, &opts) => match res {
             Ok(g) => {
                 r.hist.count("acquire.ok");
-                let open = Open::begin(r, who, &d, &g, called_at);
-                open.end(r, &d, g, rng.random_bool(0.5)).await;
+                let open = Open::begin(r, who, d, &g, called_at);
+                open.end(r, d, g, release).await;
             }
             Err(e) => note_acquire_error(r, "acquire", &e),
         },
-        _ = tokio::time::sleep(cancel_after) => r.hist.count("acquire.cancelled"),
+        _ = tokio::time::sleep(cancel_after) => {
+            r.hist.count("acquire.cancelled");
+            if d.holder.is_some() {
+                r.hist.count("acquire.cancelled_given");
+            }
+        }
     }
 }
 
@@ -417,187 +447,5 @@ async fn try_once(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
             open.end(r, &d, g, true).await;
         }
         Err(e) => note_acquire_error(r, "try_acquire", &e),
-    }
-}
-
-/// How a bid closure behaves.
-#[derive(Debug, Clone, Copy)]
-enum Bid {
-    Succeeds(Duration),
-    Fails(Duration),
-}
-
-async fn bid(r: &Round, m: &BidLockManager, who: Who, rng: &mut StdRng) {
-    let mut d = Draw::new(r, &r.postings, rng);
-    d.wait = Duration::from_millis(rng.random_range(0..1000));
-    d.holder = d.holder.filter(|_| rng.random_bool(0.5));
-    let behaviour = match rng.random_range(0..100) {
-        0..45 => Bid::Succeeds(Duration::from_millis(rng.random_range(5..40))),
-        45..70 => Bid::Fails(Duration::from_millis(rng.random_range(5..40))),
-        _ => {
-            // A bid that takes long: half the time past a short lease without renewal.
-            if rng.random_bool(0.5) {
-                d.renew = false;
-                d.ttl = Duration::from_millis(rng.random_range(300..800));
-            }
-            Bid::Succeeds(Duration::from_millis(rng.random_range(400..1600)))
-        }
-    };
-    run_bid(r, m, who, &d, behaviour).await;
-}
-
-/// What a bid closure did: start, end, whether it succeeded, its section.
-type Ran = (Instant, Instant, bool, u64);
-
-/// Runs one `bid_once` and records the call, the closure's section and the verdict.
-async fn run_bid(r: &Round, m: &BidLockManager, who: Who, d: &Draw, behaviour: Bid) {
-    let key = r.redis_key(&d.key);
-    let ran: Arc<Mutex<Option<Ran>>> = Arc::default();
-    let (ran2, ttl, renew, given) = (ran.clone(), d.ttl, d.renew, d.holder.is_some());
-    let (hist, reg, k2) = (r.hist.clone(), r.reg.clone(), key.clone());
-    let called_at = Instant::now();
-    let closure = move |lease: bidlock::Lease| async move {
-        let start = Instant::now();
-        let id = hist.next_id();
-        reg.register(id, who, &k2, &lease, ttl);
-        let expires_at_start = lease.expires_at();
-        let (ok, dur) = match behaviour {
-            Bid::Succeeds(t) => (true, t),
-            Bid::Fails(t) => (false, t),
-        };
-        tokio::time::sleep(dur).await;
-        let end = Instant::now();
-        let lost_at = reg.unregister(id);
-        hist.section(Section {
-            id,
-            who,
-            kind: Kind::Bid,
-            key: k2,
-            holder: lease.holder().as_str().to_owned(),
-            given,
-            token: lease.fencing_token().get(),
-            ttl,
-            renew,
-            called_at,
-            acquired_at: start,
-            expires_at_start,
-            work_end: end,
-            final_expires: lease.expires_at(),
-            lost_at,
-            lost_flag_at_end: lease.is_lost(),
-            notes: Vec::new(),
-            ending: if ok {
-                "closure Ok".into()
-            } else {
-                "closure Err".into()
-            },
-        });
-        *ran2.lock().unwrap() = Some((start, end, ok, id));
-        if ok {
-            Ok(lease.fencing_token().get())
-        } else {
-            Err("bid declined".to_owned())
-        }
-    };
-    let limit = d.wait + Duration::from_secs(8);
-    let told = tokio::time::timeout(limit, adapter::bid_once(m, &d.key, &d.opts(), closure)).await;
-    let verdict = verdict(r, told);
-    let ran = *ran.lock().unwrap();
-    r.hist.bid(BidRun {
-        who,
-        key,
-        returned_at: Instant::now(),
-        ran: ran.map(|(s, e, ok, _)| (s, e, ok)),
-        verdict,
-        section: ran.map(|(_, _, _, id)| id),
-    });
-}
-
-fn verdict(r: &Round, told: Result<Told, tokio::time::error::Elapsed>) -> Verdict {
-    match told {
-        Ok(Told::Placed) => {
-            r.hist.count("bid.placed");
-            Verdict::Placed
-        }
-        Ok(Told::PlacedAfterLoss) => {
-            r.hist.count("bid.placed_after_loss");
-            Verdict::PlacedAfterLoss
-        }
-        Ok(Told::Failed) => {
-            r.hist.count("bid.failed");
-            Verdict::Failed
-        }
-        Ok(Told::Unrecorded(e)) => {
-            r.hist.count("bid.unrecorded");
-            Verdict::Unrecorded {
-                lost: e.is_lost(),
-                error: e.to_string(),
-            }
-        }
-        Ok(Told::NotRun(e)) => {
-            note_acquire_error(r, "bid", &e);
-            Verdict::NotRun { why: e.to_string() }
-        }
-        Err(_) => {
-            r.hist
-                .error("bid", &"no answer in time (cancelled by the checker)");
-            Verdict::Unrecorded {
-                lost: false,
-                error: "cancelled by the checker".into(),
-            }
-        }
-    }
-}
-
-/// After the faults: every posting is bid once more, with time to spare, so each one
-/// has run at least once (or says it already has), and a fresh key is taken (the system
-/// recovered). A manager may need one failed call to find a new master, so
-/// backend errors are retried within the wait.
-pub async fn sweep(r: &Arc<Round>, m: &BidLockManager) {
-    let mut tasks = Vec::new();
-    for key in r.postings.clone() {
-        let (r, m) = (r.clone(), m.clone());
-        tasks.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let d = Draw::calm(key.clone());
-                run_bid(&r, &m, Who::Sweep, &d, Bid::Succeeds(Duration::from_millis(5))).await;
-                let last = r.hist.bids.lock().unwrap().iter().rev().find(|b| b.who == Who::Sweep && b.key == r.redis_key(&key)).map(|b| b.verdict.clone());
-                let retry = matches!(&last, Some(Verdict::NotRun { why }) if !why.contains("already handled"));
-                if !retry || Instant::now() >= deadline {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }));
-    }
-    // Recovery on a key of its own: the hot keys may rightly stay held for a ttl (a
-    // given holder id is not released in the background).
-    let fresh = LockKey::new("chaos", format!("recovered-r{}", r.index)).expect("key");
-    let (r2, m2) = (r.clone(), m.clone());
-    tasks.push(tokio::spawn(
-        async move { sweep_key(&r2, &m2, fresh).await },
-    ));
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-async fn sweep_key(r: &Round, m: &BidLockManager, key: LockKey) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let d = Draw::calm(key.clone());
-        let called_at = Instant::now();
-        match m.acquire(&d.key, &d.opts()).await {
-            Ok(g) => {
-                let open = Open::begin(r, Who::Sweep, &d, &g, called_at);
-                return open.end(r, &d, g, true).await;
-            }
-            Err(e) if e.is_backend() && Instant::now() < deadline => {
-                r.hist.count("sweep.retry");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return note_acquire_error(r, "sweep", &e),
-        }
     }
 }

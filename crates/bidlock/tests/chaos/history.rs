@@ -52,6 +52,9 @@ pub struct Section {
     pub given: bool,
     pub token: u64,
     pub ttl: Duration,
+    /// The ttl renewals followed at the end (the last extend's, else `ttl`): a loss
+    /// is noticed at the next renewal, a third of this.
+    pub renew_ttl: Duration,
     pub renew: bool,
     /// When the client asked (the acquire call, or the process spawn).
     pub called_at: Instant,
@@ -142,20 +145,51 @@ pub struct Fault {
     pub start: Instant,
     /// When it was healed (= start for instantaneous faults).
     pub end: Instant,
+    /// When it acted on Redis' data: the server down and back (data loss), or the
+    /// operator's command running (`None`: it acts on no data).
+    pub hit: Option<(Instant, Instant)>,
     /// The lock keys it concerns (`None`: all).
     pub keys: Option<Vec<String>>,
     /// The library instance it concerns (a manager closed under its guards).
     pub inst: Option<u8>,
+    /// The library instance whose own link to Redis it slowed or stalled (`None`: every
+    /// client's, or no link).
+    pub link: Option<u8>,
+    /// The process holder it froze.
+    pub proc_n: Option<u32>,
     /// Whether it was shown to take effect (a command failed, a process was stopped...).
     pub effective: bool,
     pub detail: String,
 }
 
 impl Fault {
+    /// A fault that began at `start` and ends now, not yet shown to take effect.
+    pub fn new(what: &str, harm: Harm, start: Instant) -> Fault {
+        Fault {
+            what: what.to_owned(),
+            harm,
+            start,
+            end: Instant::now(),
+            hit: None,
+            keys: None,
+            inst: None,
+            link: None,
+            proc_n: None,
+            effective: false,
+            detail: String::new(),
+        }
+    }
+
     pub fn touches(&self, key: &str) -> bool {
         self.keys
             .as_ref()
             .is_none_or(|k| k.iter().any(|x| x == key))
+    }
+
+    /// Whether it acted on Redis' data at `at` (give or take `slack` after).
+    pub fn hit_at(&self, at: Instant, before: Duration, after: Duration) -> bool {
+        self.hit
+            .is_some_and(|(a, b)| at + before >= a && at <= b + after)
     }
 }
 
@@ -206,8 +240,9 @@ pub struct History {
     pub faults: Mutex<Vec<Fault>>,
     pub counts: Mutex<BTreeMap<String, u64>>,
     pub errors: Mutex<Vec<(Instant, String)>>,
-    /// Holder-id prefixes of the library instances' generated ids (`host:pid:random`).
-    pub holder_bases: Mutex<Vec<String>>,
+    /// Holder-id prefixes of the library instances' generated ids (`host:pid:random`),
+    /// with the instance each manager served.
+    pub holder_bases: Mutex<Vec<(u8, String)>>,
     pub clock: WallClock,
 }
 

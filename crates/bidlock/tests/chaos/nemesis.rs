@@ -13,9 +13,8 @@ use rand::RngExt;
 
 use super::history::{Fault, Harm};
 use super::round::Round;
-use super::server_faults;
 use super::topology::Topology;
-use super::FaultClass;
+use super::{link_faults, operator, server_faults, FaultClass};
 
 /// One thing the nemesis does.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +30,23 @@ pub enum Action {
     /// `cleanup_all` by an operator of another application whose prefix is `bid_done`:
     /// it must not touch this prefix's locks or completion records.
     ForeignCleanup,
+    /// `release(key, holder)` of the holder Redis shows for a hot key, without force.
+    ReleaseHolder(usize),
+    /// `bidlock release M P --holder X` of the holder Redis shows, without force.
+    CliReleaseHolder(usize),
+    /// Instance `inst`'s links get `delay` each way for `d`.
+    SlowLink {
+        inst: u8,
+        delay: Duration,
+        d: Duration,
+    },
+    /// Instance `inst`'s subscriber link stalls towards it for `stall`, its commands
+    /// reach Redis `cmd_delay` late meanwhile.
+    HoldGrants {
+        inst: u8,
+        stall: Duration,
+        cmd_delay: Duration,
+    },
     /// SIGSTOP a `bidlock run` holder (and its command) for this long.
     FreezeHolder(Duration),
     /// SIGSTOP redis-server for this long.
@@ -63,9 +79,44 @@ fn secs(s: f64) -> Duration {
 }
 
 /// A repeating fault of the class, and how long it lasts.
-fn draw(class: FaultClass, rng: &mut StdRng) -> (Action, f64) {
+fn draw(class: FaultClass, instances: u8, rng: &mut StdRng) -> (Action, f64) {
     let d = |rng: &mut StdRng, lo: f64, hi: f64| rng.random_range(lo..hi);
     match class {
+        FaultClass::HolderRelease => match rng.random_range(0..5) {
+            0 | 1 => (Action::ReleaseHolder(rng.random_range(0..4)), 0.1),
+            2 | 3 => (Action::CliReleaseHolder(rng.random_range(0..4)), 0.1),
+            _ => (Action::ForceRelease(rng.random_range(0..4)), 0.1),
+        },
+        FaultClass::BatchLatency => {
+            // Below half the response timeout (500 ms): a batch's answer still arrives.
+            let (delay, t) = (d(rng, 0.15, 0.245), d(rng, 1.5, 4.0));
+            let inst = rng.random_range(0..instances);
+            (
+                Action::SlowLink {
+                    inst,
+                    delay: secs(delay),
+                    d: secs(t),
+                },
+                t,
+            )
+        }
+        FaultClass::GrantHoldBack => {
+            let stall = d(rng, 0.5, 3.0);
+            let cmd_delay = if rng.random_bool(0.7) {
+                d(rng, 0.1, 0.48)
+            } else {
+                0.0
+            };
+            let inst = rng.random_range(0..instances);
+            (
+                Action::HoldGrants {
+                    inst,
+                    stall: secs(stall),
+                    cmd_delay: secs(cmd_delay),
+                },
+                stall,
+            )
+        }
         FaultClass::ForcedRelease => match rng.random_range(0..7) {
             0 | 1 => (Action::ForceRelease(rng.random_range(0..3)), 0.0),
             2 | 3 => (Action::Cleanup, 0.0),
@@ -136,7 +187,7 @@ pub fn plan(class: FaultClass, len: Duration, instances: u8, rng: &mut StdRng) -
             .iter()
             .all(|s| matches!(s.action, Action::Close(_) | Action::ForeignCleanup))
     {
-        let (action, dur) = draw(class, rng);
+        let (action, dur) = draw(class, instances, rng);
         steps.push(Step {
             at: secs(t),
             action,
@@ -178,139 +229,31 @@ async fn close(r: &Round, inst: u8) {
     let Some((start, end)) = slot.replace(r).await else {
         return r.hist.count("nemesis.close_skipped");
     };
-    r.hist.fault(Fault {
-        what: format!("close lib{inst}"),
-        harm: Harm::Benign,
-        start,
-        end,
-        keys: None,
-        inst: Some(inst),
-        effective: true,
-        detail: format!("{held} leases registered at close"),
-    });
-}
-
-fn fault(what: &str, harm: Harm, start: Instant, keys: Option<Vec<String>>) -> Fault {
-    Fault {
-        what: what.to_owned(),
-        harm,
-        start,
-        end: Instant::now(),
-        keys,
-        inst: None,
-        effective: false,
-        detail: String::new(),
-    }
+    let mut f = Fault::new(&format!("close lib{inst}"), Harm::Benign, start);
+    f.end = end;
+    f.inst = Some(inst);
+    f.effective = true;
+    f.detail = format!("{held} leases registered at close");
+    r.hist.fault(f);
 }
 
 async fn act(r: &Round, topo: &Arc<Topology>, admin: &BidLockManager, a: Action) -> Fault {
     match a {
-        Action::ForceRelease(k) => {
-            let k = target(r, k).await;
-            let start = Instant::now();
-            let res = admin.force_release(&r.hot[k]).await;
-            let mut f = fault(
-                "force_release",
-                Harm::Operator,
-                start,
-                Some(vec![r.redis_key(&r.hot[k])]),
-            );
-            f.effective = matches!(res, Ok(true));
-            f.detail = format!("{res:?}");
-            f
-        }
-        Action::Cleanup => {
-            let start = Instant::now();
-            let res = cleanup(admin.clone()).await;
-            let mut f = fault("cleanup_all", Harm::Operator, start, None);
-            f.effective = matches!(res, Ok(n) if n > 0);
-            f.detail = format!("{res:?}");
-            f
-        }
-        Action::CliForce(k) => cli_force(r, topo, k).await,
-        Action::ForeignCleanup => foreign_cleanup(topo).await,
+        Action::ForceRelease(k) => operator::force_release(r, admin, k).await,
+        Action::Cleanup => operator::cleanup_all(admin).await,
+        Action::CliForce(k) => operator::cli_force(r, topo, k).await,
+        Action::ForeignCleanup => operator::foreign_cleanup(topo).await,
+        Action::ReleaseHolder(k) => operator::release_holder(r, topo, admin, k, false).await,
+        Action::CliReleaseHolder(k) => operator::release_holder(r, topo, admin, k, true).await,
         Action::FreezeHolder(d) => freeze_holder(r, d).await,
+        Action::SlowLink { inst, delay, d } => link_faults::slow_link(topo, inst, delay, d).await,
+        Action::HoldGrants {
+            inst,
+            stall,
+            cmd_delay,
+        } => link_faults::hold_grants(topo, inst, stall, cmd_delay).await,
         other => server_faults::act(r, topo, other).await,
     }
-}
-
-/// The hot key to release by force: one held now by a lease renewed less often than a
-/// forced release must be noticed, when one turns up within a second (the release then
-/// tests loss notification, not the next renewal); else `planned`.
-async fn target(r: &Round, planned: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let hot: Vec<String> = r.hot.iter().map(|k| r.redis_key(k)).collect();
-    while Instant::now() < deadline {
-        if let Some(key) = r.reg.slowly_renewed_key(&hot) {
-            if let Some(i) = r.hot.iter().position(|k| r.redis_key(k) == key) {
-                return i;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    planned
-}
-
-async fn cli_force(r: &Round, topo: &Topology, k: usize) -> Fault {
-    let key = &r.hot[target(r, k).await];
-    let start = Instant::now();
-    let out = tokio::process::Command::new(&r.bin)
-        .args([
-            "--redis-url",
-            &topo.admin_url,
-            "release",
-            key.marketplace(),
-            key.posting(),
-            "--force",
-        ])
-        .env_remove("REDIS_URL")
-        .output()
-        .await;
-    let mut f = fault(
-        "bidlock release --force",
-        Harm::Operator,
-        start,
-        Some(vec![r.redis_key(key)]),
-    );
-    let code = out.as_ref().ok().and_then(|o| o.status.code());
-    f.effective = code == Some(0);
-    f.detail = format!("exit {code:?}");
-    f
-}
-
-/// The prefix of another application sharing the Redis. On today's code its cleanup
-/// reaches `bid_lock`'s completion records (`bid_done:*`); a prefix that could alias
-/// another's keys should be refused.
-pub const FOREIGN_PREFIX: &str = "bid_done";
-
-async fn foreign_cleanup(topo: &Topology) -> Fault {
-    let start = Instant::now();
-    let cfg = bidlock::Config::builder()
-        .backend(bidlock::Backend::Redis)
-        .redis_url(&topo.admin_url)
-        .prefix(FOREIGN_PREFIX)
-        .build();
-    let mut f = fault(
-        &format!("cleanup_all with prefix {FOREIGN_PREFIX}"),
-        Harm::Benign,
-        start,
-        None,
-    );
-    let m = match cfg {
-        Ok(cfg) => BidLockManager::new(cfg).await,
-        Err(e) => Err(e.into()),
-    };
-    match m {
-        Ok(m) => {
-            let res = cleanup(m.clone()).await;
-            m.close().await;
-            f.effective = matches!(res, Ok(n) if n > 0);
-            f.detail = format!("removed {res:?} keys");
-        }
-        Err(e) => f.detail = format!("refused: {e}"),
-    }
-    f.end = Instant::now();
-    f
 }
 
 /// Freezes a `bidlock run` that holds its lock, with its command, past its ttl.
@@ -324,7 +267,7 @@ async fn freeze_holder(r: &Round, d: Duration) -> Fault {
         }
     }
     let Some((n, p)) = found else {
-        let mut f = fault("SIGSTOP holder", Harm::Freeze, start, None);
+        let mut f = Fault::new("SIGSTOP holder", Harm::Freeze, start);
         f.detail = "no process holder held a lock".into();
         return f;
     };
@@ -340,23 +283,10 @@ async fn freeze_holder(r: &Round, d: Duration) -> Fault {
     }
     tokio::time::sleep(d).await;
     signal_with_children(p.pid, Signal::SIGCONT);
-    let mut f = fault(
-        "SIGSTOP holder",
-        Harm::Freeze,
-        start,
-        Some(vec![p.key.clone()]),
-    );
+    let mut f = Fault::new("SIGSTOP holder", Harm::Freeze, start);
+    f.keys = Some(vec![p.key.clone()]);
+    f.proc_n = Some(n);
     f.effective = stopped;
     f.detail = format!("proc{n} (pid {}) stopped for {d:?}", p.pid);
     f
-}
-
-/// `cleanup_all` on a thread of its own: its future (an async closure over SCAN
-/// batches) is not provably `Send` for every lifetime, so it cannot be awaited inside a
-/// spawned task that borrows the manager.
-async fn cleanup(admin: BidLockManager) -> Result<u64, bidlock::Error> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(admin.cleanup_all()))
-        .await
-        .unwrap_or_else(|e| panic!("cleanup task: {e}"))
 }

@@ -299,6 +299,7 @@ fn record(
             given: spec.given.is_some(),
             token: *token,
             ttl: Duration::from_secs_f64(spec.ttl.parse().unwrap_or(1.0)),
+            renew_ttl: Duration::from_secs_f64(spec.ttl.parse().unwrap_or(1.0)),
             renew: true,
             called_at: spawned_at,
             acquired_at: *at,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::checks::{self, Figures, Violation};
+use super::checks::{self, Violation};
+use super::excuses::Excuse;
+use super::figures::Figures;
 use super::history::Section;
 use super::observer::ObserverLog;
 use super::round::Round;
@@ -106,15 +108,31 @@ pub fn histories(r: &Round, log: &ObserverLog, vs: &[Violation]) -> String {
         {
             let _ = writeln!(out, "   observer: {} on {} still claimed \"held\" {}..{} after Redis showed it gone at {}", cl.holder, cl.key, rel(r, cl.first_claim), rel(r, cl.last_claim), rel(r, cl.gone_seen));
         }
+        for g in log
+            .grants
+            .iter()
+            .filter(|g| g.key == v.key && g.seen_at <= to && g.seen_at >= from)
+        {
+            let _ = writeln!(
+                out,
+                "   grant (waiters hash): {} token {} seen {}",
+                g.holder,
+                g.token,
+                rel(r, g.seen_at)
+            );
+        }
         let _ = writeln!(out, "   Redis showed (observer):");
         for t in log
             .tenures
             .iter()
             .filter(|t| t.key == v.key && t.first_seen <= to && t.last_seen >= from)
         {
+            let granted = t
+                .granted
+                .map_or(String::new(), |g| format!(", granted token {g}"));
             let _ = writeln!(
                 out,
-                "    {}..{} {} (pttl {} ms at last sight; gone seen {})",
+                "    {}..{} {} (pttl {} ms at last sight; gone seen {}{granted})",
                 rel(r, t.first_seen),
                 rel(r, t.last_seen),
                 t.holder,
@@ -162,6 +180,10 @@ pub fn write(classes: &BTreeMap<FaultClass, (Figures, Vec<String>)>, run: &RunIn
         "tasks_alive": run.samples.iter().map(|(t, _, n)| serde_json::json!([t, n])).collect::<Vec<_>>(),
         "totals": total,
         "violations_by_likely_cause": run.by_hint,
+        "excuse_rules": Excuse::ALL
+            .iter()
+            .map(|e| e.to_json(total.excused.get(e.name()).copied().unwrap_or(0)))
+            .collect::<Vec<_>>(),
         "bounds_ms": {
             "expiry_slack": checks::ms(checks::EXPIRY_SLACK),
             "loss_slack": checks::ms(checks::LOSS_SLACK),

@@ -9,21 +9,24 @@ use std::time::{Duration, Instant};
 
 use bidlock::{KeySpace, LockKey, DEFAULT_PREFIX};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 
-use super::checks::{self, Figures, Violation};
+use super::checks::{self, Extras, Violation};
 use super::clients::{self, Slot};
+use super::figures::Figures;
 use super::history::History;
-use super::observer::{self, Registry};
+use super::observer::{self, Names, Registry};
 use super::procs::{self, Board};
 use super::topology::Topology;
-use super::{nemesis, report, FaultClass};
+use super::{census, client_bids, monitor, nemesis, report, FaultClass};
 
 pub const INSTANCES: u8 = 3;
 pub const TASKS_PER_INSTANCE: u8 = 3;
 pub const PROCESS_DRIVERS: u8 = 2;
 pub const HOT_KEYS: usize = 3;
 pub const POSTINGS: usize = 8;
+/// Keys where cancelled acquires with given ids meet holders of those ids (batch class).
+pub const GIVEN_KEYS: usize = 2;
 
 /// What every part of a round shares.
 pub struct Round {
@@ -34,6 +37,10 @@ pub struct Round {
     pub hot: Vec<LockKey>,
     /// Postings for `bid_once` and `run --once`.
     pub postings: Vec<LockKey>,
+    /// Keys of a class's own tasks (`pressure.rs`): where the batch class's cancelled
+    /// acquires with given ids meet holders of those ids, or the key a lone holder keeps
+    /// for the holder-release class (empty otherwise).
+    pub extra_keys: Vec<LockKey>,
     /// Holder ids given by callers, each shared by several tasks and processes.
     pub given: Vec<String>,
     pub url: String,
@@ -51,6 +58,11 @@ pub struct Round {
 impl Round {
     pub fn redis_key(&self, k: &LockKey) -> String {
         self.keys.lock_key(k)
+    }
+
+    /// The keys an operator acts on: the hot keys, then the class's own.
+    pub fn operated(&self) -> Vec<LockKey> {
+        self.hot.iter().chain(&self.extra_keys).cloned().collect()
     }
 }
 
@@ -83,7 +95,7 @@ async fn setup(
     hist.clock.anchor();
     let mut slots = Vec::new();
     for i in 0..INSTANCES {
-        slots.push(Slot::start(i, &topo.url, &hist).await);
+        slots.push(Slot::start(i, &topo.url_for(i), &hist).await);
     }
     let started = Instant::now();
     Arc::new(Round {
@@ -92,6 +104,11 @@ async fn setup(
         seed,
         hot: keys("hot", HOT_KEYS),
         postings: keys(&format!("r{index}-p"), POSTINGS),
+        extra_keys: match class {
+            FaultClass::BatchLatency => keys(&format!("r{index}-g"), GIVEN_KEYS),
+            FaultClass::HolderRelease => keys(&format!("r{index}-q"), 1),
+            _ => Vec::new(),
+        },
         given: vec![format!("given-{index}-a"), format!("given-{index}-b")],
         url: topo.url.clone(),
         hist,
@@ -138,16 +155,62 @@ async fn drive(
     Instant::now()
 }
 
+/// The census of the server's keys, the script calls `MONITOR` saw, and what the
+/// instances' own links held back.
+async fn extras(round: &Round, topo: &Arc<Topology>, mon: Option<monitor::Monitor>) -> Extras {
+    let port = topo.observed.load(std::sync::atomic::Ordering::Acquire);
+    let keys = round.keys.clone();
+    let census = tokio::task::spawn_blocking(move || census::take(port, &keys))
+        .await
+        .ok();
+    let calls = match mon {
+        Some(m) => tokio::task::spawn_blocking(move || m.stop()).await.ok(),
+        None => None,
+    };
+    let link_held = topo
+        .links
+        .iter()
+        .map(|p| p.traffic())
+        .fold((0, 0), |(a, s), t| {
+            use bidlock_testkit::{Direction, Role};
+            let all: u64 = t.held.iter().flatten().sum();
+            (a + all, s + t.held(Role::Subscribers, Direction::ToClient))
+        });
+    Extras {
+        census,
+        calls,
+        link_held,
+    }
+}
+
 pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin: &Path) -> Outcome {
     let wall = Instant::now();
-    let topo = Arc::new(Topology::start(class).await);
+    let topo = Arc::new(Topology::start(class, INSTANCES).await);
+    if class == FaultClass::HolderRelease {
+        // Slow links all round: an operator's release lands while replies are on their way.
+        // Below 80 ms each way: a manager's subscriber (a connect and two SUBSCRIBEs, one
+        // after another) must still connect within the 500 ms connect timeout (see
+        // checker_findings.rs for what happens above that).
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x11ab);
+        for p in &topo.links {
+            let ms = rng.random_range(20..70);
+            p.set(bidlock_testkit::Fault::Delay(Duration::from_millis(ms)));
+        }
+    }
     let round = setup(index, class, len, seed, bin, &topo).await;
-    let watched: Vec<String> = round
+    let watched: Vec<Names> = round
         .hot
         .iter()
         .chain(&round.postings)
-        .map(|k| round.redis_key(k))
+        .chain(&round.extra_keys)
+        .map(|k| Names::of(&round.keys, k))
         .collect();
+    let mon = (class == FaultClass::BatchLatency)
+        .then(|| {
+            let port = topo.observed.load(std::sync::atomic::Ordering::Acquire);
+            monitor::start(port, format!("{}:", round.keys.prefix()))
+        })
+        .flatten();
     let obs = observer::start(
         topo.observed.clone(),
         watched,
@@ -158,13 +221,15 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
         .await
         .expect("operator's manager");
     let healed_at = drive(&round, &topo, &admin, len).await;
-    clients::sweep(&round, &admin).await;
+
+    client_bids::sweep(&round, &admin).await;
     admin.close().await;
     for s in &round.slots {
         s.close().await;
     }
     let log = obs.stop();
-    let (mut figures, violations) = checks::check(&round, &log, healed_at);
+    let extras = extras(&round, &topo, mon).await;
+    let (mut figures, violations) = checks::check(&round, &log, &extras, healed_at);
     figures.wall_secs = wall.elapsed().as_secs_f64();
     let histories = report::histories(&round, &log, &violations);
     if !violations.is_empty() {

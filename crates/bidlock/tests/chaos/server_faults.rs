@@ -16,16 +16,7 @@ use super::round::Round;
 use super::topology::{ping, Servers, Topology};
 
 fn fault(what: &str, harm: Harm, start: Instant) -> Fault {
-    Fault {
-        what: what.to_owned(),
-        harm,
-        start,
-        end: Instant::now(),
-        keys: None,
-        inst: None,
-        effective: false,
-        detail: String::new(),
-    }
+    Fault::new(what, harm, start)
 }
 
 /// Runs `f` on the single server, off the async threads (kill and restart block). Not
@@ -146,7 +137,14 @@ async fn mark(topo: &Arc<Topology>) -> Option<String> {
     let name = format!("chaos:marker:{}", super::history::wall_us());
     blocking(move || {
         let mut c = t.direct()?;
-        let ok: redis::RedisResult<()> = redis::cmd("SET").arg(&name).arg(1).query(&mut c);
+        // With a ttl: the key census at the round's end allows none without one but the
+        // fencing counter.
+        let ok: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&name)
+            .arg(1)
+            .arg("PX")
+            .arg(600_000)
+            .query(&mut c);
         ok.ok().map(|()| name)
     })
     .await
@@ -198,9 +196,11 @@ async fn restart_empty(r: &Round, topo: &Arc<Topology>) -> Fault {
     })
     .await
     .unwrap_or(false);
+    let back = Instant::now();
     let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault("kill -9 + restart, no persistence", Harm::DataLoss, start);
+    f.hit = Some((start, back));
     f.effective = up && kept == Some(false);
     f.detail = format!("marker kept: {kept:?}; fence {before:?} -> {after:?}");
     f
@@ -226,9 +226,11 @@ async fn aof_crash(topo: &Arc<Topology>) -> Fault {
         .unwrap_or((first, 0));
     let before = fence(topo).await;
     let marker = mark(topo).await;
+    let crash = Instant::now();
     let cut = on_server(topo, move |s| s.crash_losing_aof_tail(keep))
         .await
         .unwrap_or(0);
+    let back = Instant::now();
     let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault(
@@ -236,6 +238,7 @@ async fn aof_crash(topo: &Arc<Topology>) -> Fault {
         Harm::DataLoss,
         synced_at,
     );
+    f.hit = Some((crash, back));
     f.effective = cut > 0 && kept == Some(false);
     f.detail = format!("cut {cut} bytes; marker kept: {kept:?}; fence {before:?} -> {after:?}");
     f
@@ -251,10 +254,13 @@ async fn rdb_rollback(topo: &Arc<Topology>, gap: Duration) -> Fault {
     writes_after(topo, at_snap, Duration::from_secs(2)).await;
     let before = fence(topo).await;
     let taken = snap.taken_at;
+    let kill = Instant::now();
     on_server(topo, move |s| s.restore_snapshot(&snap)).await;
+    let back = Instant::now();
     let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault("kill -9, restore an older RDB", Harm::DataLoss, taken);
+    f.hit = Some((kill, back));
     f.effective = kept == Some(false);
     f.detail = format!("marker written after SAVE kept: {kept:?}; fence at SAVE {at_snap:?}, before the kill {before:?}, after {after:?}");
     f
@@ -274,6 +280,7 @@ async fn failover(topo: &Arc<Topology>, lag: Duration) -> Fault {
     writes_after(topo, at_cut, Duration::from_secs(2)).await;
     let before = fence(topo).await;
     let servers = topo.servers.clone();
+    let kill = Instant::now();
     let promoted = blocking(move || match &mut *servers.lock().unwrap() {
         Servers::Sentinel(c) => {
             let old = c.kill_master()?;
@@ -285,6 +292,7 @@ async fn failover(topo: &Arc<Topology>, lag: Duration) -> Fault {
     if let Some(p) = promoted {
         topo.observed.store(p, Ordering::Release);
     }
+    let back = Instant::now();
     let kept = survived(topo, marker).await;
     let after = fence(topo).await;
     let mut f = fault(
@@ -292,6 +300,7 @@ async fn failover(topo: &Arc<Topology>, lag: Duration) -> Fault {
         Harm::DataLoss,
         start,
     );
+    f.hit = Some((kill, back));
     f.effective = cut && promoted.is_some() && kept == Some(false);
     f.detail = format!("replica cut: {cut}; marker written after the cut kept: {kept:?}; fence at cut {at_cut:?}, master's last {before:?}, new master's {after:?}");
     f

@@ -1,5 +1,6 @@
 //! The servers of one round, shaped for its fault class: one redis-server (with AOF
-//! everysec for the AOF class), behind a fault proxy for the network classes, or a
+//! everysec for the AOF class), behind a fault proxy for the network classes (one shared
+//! proxy, or one per library instance where a fault slows one manager's own links), or a
 //! Sentinel setup whose replica can be cut off for the failover class.
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -19,16 +20,18 @@ pub enum Servers {
 pub struct Topology {
     pub servers: Arc<Mutex<Servers>>,
     pub proxy: Option<FaultProxy>,
+    /// One proxy per library instance, for the classes that fault one manager's links.
+    pub links: Vec<FaultProxy>,
     /// The port the observer reads (the master's; a failover moves it).
     pub observed: Arc<AtomicU16>,
-    /// What clients connect to.
+    /// What process holders connect to (and library instances without a link of their own).
     pub url: String,
     /// What operators connect to (never through the fault proxy).
     pub admin_url: String,
 }
 
 impl Topology {
-    pub async fn start(class: FaultClass) -> Topology {
+    pub async fn start(class: FaultClass, instances: u8) -> Topology {
         if class == FaultClass::LaggingFailover {
             let cluster = tokio::task::spawn_blocking(SentinelCluster::start_with_cuttable_link)
                 .await
@@ -38,6 +41,7 @@ impl Topology {
             return Topology {
                 servers: Arc::new(Mutex::new(Servers::Sentinel(cluster))),
                 proxy: None,
+                links: Vec::new(),
                 observed: Arc::new(AtomicU16::new(port)),
                 admin_url: url.clone(),
                 url,
@@ -58,13 +62,27 @@ impl Topology {
             None
         };
         let url = proxy.as_ref().map_or_else(|| server.url(), FaultProxy::url);
+        let mut links = Vec::new();
+        if class.links_per_instance() {
+            for _ in 0..instances {
+                links.push(FaultProxy::start(port).await);
+            }
+        }
         Topology {
             admin_url: server.url(),
             servers: Arc::new(Mutex::new(Servers::Single(server))),
             proxy,
+            links,
             observed: Arc::new(AtomicU16::new(port)),
             url,
         }
+    }
+
+    /// What library instance `inst` connects to: its own link, else the shared URL.
+    pub fn url_for(&self, inst: u8) -> String {
+        self.links
+            .get(usize::from(inst))
+            .map_or_else(|| self.url.clone(), FaultProxy::url)
     }
 
     /// A direct synchronous connection to the server the observer reads.
