@@ -50,9 +50,12 @@ where
 /// because the lock had lapsed); anything else (69: Redis unreachable), not recorded.
 pub fn once_exit(code: Option<i32>, stderr: &str) -> Verdict {
     let error = format!("exit {code:?}: {}", stderr.trim());
+    // One meaning per code under --once: 0 and 78 recorded; 77 (lock lost, the command
+    // stopped) and 79 (the record failed) not recorded; anything else, nothing ran or
+    // nothing was recorded.
     match code {
         Some(0) => Verdict::Placed,
-        Some(77) if stderr.contains("recorded, but") => Verdict::PlacedAfterLoss,
+        Some(78) => Verdict::PlacedAfterLoss,
         Some(77) => Verdict::Unrecorded { lost: true, error },
         _ => Verdict::Unrecorded { lost: false, error },
     }

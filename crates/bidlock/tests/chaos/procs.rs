@@ -307,7 +307,7 @@ fn record(
             work_end: last,
             final_expires: None,
             lost_at: None,
-            lost_flag_at_end: code == Some(77),
+            lost_flag_at_end: matches!(code, Some(77 | 78)),
             notes: vec![(
                 last,
                 format!("exit {exit}; {}", err.trim().replace('\n', " | ")),
