@@ -77,10 +77,9 @@ impl State {
 pub(crate) struct LeaseKeeper {
     state: Mutex<State>,
     pub(crate) wake: Notify,
-    /// When the keeper task will next wake, in µs since it started (u64::MAX: idle).
+    /// When the keeper task will next wake, in µs since the clock base (u64::MAX: idle).
     pub(crate) target: AtomicU64,
     next_id: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
 }
 
 impl std::fmt::Debug for LeaseKeeper {
@@ -106,19 +105,12 @@ impl LeaseKeeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn epoch(&self) -> Instant {
-        *self.epoch.get_or_init(Instant::now)
-    }
-
-    pub(crate) fn micros(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch()).as_micros()).unwrap_or(u64::MAX - 1)
-    }
 
     fn insert(&self, st: &mut State, lease: Lease, at: Instant) {
         let id = lease.keeper_id();
         st.by_id.insert(id, at);
         st.due.insert((at, id), lease);
-        if self.micros(at) < self.target.load(Ordering::Acquire) {
+        if crate::clock::micros(at) < self.target.load(Ordering::Acquire) {
             self.wake.notify_one();
         }
     }
@@ -180,7 +172,7 @@ impl LeaseKeeper {
             .due
             .keys()
             .next()
-            .is_some_and(|(t, _)| self.micros(*t) < target)
+            .is_some_and(|(t, _)| crate::clock::micros(*t) < target)
     }
 
     /// A notice named `key`: check the leases held on it now.

@@ -79,20 +79,9 @@ impl fmt::Display for FencingToken {
     }
 }
 
-fn base() -> Instant {
-    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
-    Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
-}
-
 const FOREVER: u64 = u64::MAX;
 
-fn micros_since_base(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(FOREVER - 1)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(FOREVER - 1)
-}
+use crate::clock::{duration_micros as micros, instant, micros as micros_since_base};
 
 /// What a store guarantees for a lock taken or extended by a request sent at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +110,7 @@ pub(crate) enum Extend {
 struct Extends {
     /// Extends started: only the newest one's reply may raise the deadline.
     started: u64,
-    /// When the request that set the current deadline was sent (µs since `base()`).
+    /// When the request that set the current deadline was sent (µs since the clock base, `crate::clock`).
     confirmed_at: u64,
     /// Exact extends in doubt; boxed, and absent until the first exact extend, since a
     /// lease is kept for every held lock and most never see one.
@@ -155,7 +144,7 @@ pub(crate) struct LeaseShared {
     lost: AtomicBool,
     lost_notify: Notify,
     reason: OnceLock<&'static str>,
-    /// Microseconds after `base()` until which the lease is known valid; FOREVER while
+    /// Microseconds after the clock base until which the lease is known valid; FOREVER while
     /// its store keeps it alive. Written under `extends`.
     valid_until: AtomicU64,
     extends: Mutex<Extends>,
@@ -372,12 +361,12 @@ impl Lease {
 
     /// When the lease's current validity was confirmed (the send time of that request).
     pub(crate) fn confirmed_at(&self) -> Instant {
-        base() + Duration::from_micros(self.extends().confirmed_at)
+        instant(self.extends().confirmed_at)
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let until = self.0.valid_until.load(Ordering::Acquire);
-        (until != FOREVER).then(|| base() + Duration::from_micros(until))
+        (until != FOREVER).then(|| instant(until))
     }
 
     pub(crate) fn ttl(&self) -> Duration {

@@ -61,6 +61,7 @@ mod acquire;
 mod backend;
 mod backoff;
 mod bid;
+mod clock;
 mod completion;
 mod config;
 mod error;

@@ -49,7 +49,7 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
         if inner.strong_count() == 0 {
             return;
         }
-        let target = next.map_or(u64::MAX, |t| keeper.micros(t));
+        let target = next.map_or(u64::MAX, |t| crate::clock::micros(t));
         keeper.target.store(target, Ordering::Release);
         // A lease registered between take_due and the store above could be missed:
         // look once more before sleeping.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use foldhash::fast::RandomState;
@@ -62,20 +62,13 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// The wall clock in microseconds since the Unix epoch (0 if it is before the epoch).
-pub(crate) fn clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
-        .unwrap_or(0)
-}
 
 /// The next fencing token: a hybrid logical clock, above the last token and above the
 /// wall clock in µs, as the Redis acquire script computes it. Tokens then keep increasing
 /// across restarts of the process, as long as the clock does not step back further than
 /// the time between two acquires.
 fn next_token(fence: &AtomicU64) -> u64 {
-    let now = clock_us();
+    let now = crate::clock::wall_micros();
     let prev = fence
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
             Some(c.saturating_add(1).max(now))

@@ -3,7 +3,7 @@
 //! entries as traffic passes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -30,15 +30,7 @@ pub(super) struct Entry {
     lease: Weak<LeaseShared>,
 }
 
-/// The process's clock base for [`Entry`] times.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn micros(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(u64::MAX)
-}
+use crate::clock::micros;
 
 fn ms32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
