@@ -2,19 +2,20 @@
 //! one reply of a store script or one signal; the table is in docs/HANDOVER.md ("The
 //! acquire, as a state machine"). Waiting is in `acquire/wait.rs`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{AcquireRequest, Attempt, Handoff, Queue};
+use crate::backend::{Attempt, Handoff, Queue, TryAcquire};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::guard::{LockGuard, ReleaseOnDrop};
 use crate::inner::Inner;
 use crate::keeper::Keeping;
 use crate::key::LockKey;
-use crate::lease::{Lease, Validity};
+use crate::lease::Lease;
 use crate::manager::BidLockManager;
 use crate::metrics::Counter;
 use crate::options::{check_ttl, AcquireOptions};
@@ -132,7 +133,7 @@ async fn acquire(
     // A waiter that queues in the store joins that queue at once (the store's order is
     // the fleet's arrival order); otherwise only the first local waiter tries.
     let first = a.ticket.as_ref().is_none_or(Ticket::is_front);
-    let mut step = if first || a.handoff.is_some() {
+    let mut step = if first || a.joins_at_once() {
         Step::Try(None)
     } else {
         Step::Watch
@@ -144,8 +145,10 @@ async fn acquire(
             Step::Watch => a.watch().await,
             Step::Granted(tenure, token) => a.take_grant(tenure, token).await?,
             Step::Held(guard) => {
-                // Held for good: the local queue goes on without us (nobody to wake).
-                a.leave_queue(false);
+                // Held for good: the local queue goes on without us. On a store that
+                // queues, the next local waiter is woken to join it, if it has not yet
+                // (it waited before the store was known to queue).
+                a.leave_queue(a.joins_at_once());
                 return Ok(guard);
             }
             Step::TimedOut => return Err(a.not_acquired()),
@@ -159,7 +162,8 @@ struct Acquiring<'a> {
     key: &'a LockKey,
     opts: &'a AcquireOptions,
     ttl: Duration,
-    validity: Validity,
+    /// How long a lock this acquire takes is held from its try's send.
+    validity: Duration,
     start: Instant,
     deadline: Instant,
     /// Our place in the local queue (none when not waiting at all).
@@ -167,6 +171,8 @@ struct Acquiring<'a> {
     tries: u32,
     /// Whether this acquire has waited yet (then no try is sent at its start).
     waited: bool,
+    /// The try about to be sent only keeps a queued place alive (not counted as busy).
+    refreshing: bool,
     backoff: Backoff,
     /// What the last busy try said: who holds it, and for how much longer.
     last_holder: Option<String>,
@@ -197,10 +203,10 @@ impl<'a> Acquiring<'a> {
         // wait then still wakes us); when others already wait, queue behind them.
         let ticket = (!opts.timeout.is_zero()).then(|| inner.queues.enqueue(key));
         // Handoffs go to a holder id: only one unique to this acquisition can take them.
-        let handoff = (ticket.is_some() && opts.holder.is_none() && inner.store.takes_handoffs())
-            .then(|| Handoff::for_ttl(ttl));
+        // A store that does not hand over answers as if it had not queued.
+        let handoff = (ticket.is_some() && opts.holder.is_none()).then(|| Handoff::for_ttl(ttl));
         Acquiring {
-            validity: inner.store.validity(ttl, opts.renew),
+            validity: inner.store.validity(ttl),
             // "Wait forever" is a legitimate Duration::MAX: saturate, never overflow.
             deadline: start
                 .checked_add(opts.timeout)
@@ -214,6 +220,7 @@ impl<'a> Acquiring<'a> {
             ticket,
             tries: 0,
             waited: false,
+            refreshing: false,
             last_holder: None,
             hint: None,
             never_expires: false,
@@ -221,6 +228,13 @@ impl<'a> Acquiring<'a> {
             handoff,
             last_error: None,
         }
+    }
+
+    /// Whether this waiter joins the store's queue at once, whatever its local place: on a
+    /// store that queues (learnt from its answers), a waiter that takes handoffs does, so
+    /// that the store's order is the fleet's arrival order.
+    fn joins_at_once(&self) -> bool {
+        self.handoff.is_some() && self.inner.store_queues.load(Ordering::Relaxed)
     }
 
     /// Until when a try may take: the deadline (at least [`TRY_FLOOR`] from now) for an
@@ -312,11 +326,11 @@ impl<'a> Acquiring<'a> {
             // A grant for this id may arrive before the answer to this try.
             self.expect_grants(Some(&lease));
         }
-        let req = AcquireRequest {
+        let req = TryAcquire {
             key: self.key,
-            lease: &lease,
+            holder: lease.holder(),
+            given: lease.holder_given(),
             ttl: self.ttl,
-            renew: self.opts.renew,
             check_done: self.opts.check_done,
             waiters_behind: self.ticket.as_ref().is_some_and(Ticket::has_company),
             queue,
@@ -331,8 +345,16 @@ impl<'a> Acquiring<'a> {
                 .unwrap_or_else(|_| Err(self.no_answer())),
             None => tried.await,
         };
+        let refreshing = std::mem::take(&mut self.refreshing);
         let attempt = match answer {
             Ok(attempt) => attempt,
+            Err(_) if since.is_some() && Instant::now() >= self.deadline => {
+                // A queued tenure's try that fails at the deadline: the last word was
+                // "held by another" (the place goes in the background).
+                drop(leave);
+                self.expect_grants(None);
+                return Ok(Step::TimedOut);
+            }
             Err(e) => {
                 drop(leave);
                 self.expect_grants(None);
@@ -357,7 +379,13 @@ impl<'a> Acquiring<'a> {
                 ttl_left,
                 queued,
             } => {
-                self.busy(holder, ttl_left);
+                if queue != Queue::No {
+                    // What the store does with a try that may queue: learnt, not configured.
+                    self.inner.store_queues.store(queued, Ordering::Relaxed);
+                }
+                if !refreshing {
+                    self.busy(holder, ttl_left);
+                }
                 if queued {
                     return Ok(Step::Queued(self.tenure(lease, tried_at, leave)));
                 }
@@ -410,11 +438,7 @@ impl<'a> Acquiring<'a> {
             ..
         } = tenure;
         lease.set_token(token);
-        let validity = self
-            .inner
-            .store
-            .validity(handoff.grant_ttl, self.opts.renew);
-        lease.confirm(since, validity);
+        lease.confirm(since, self.inner.store.validity(handoff.grant_ttl));
         self.inner
             .metrics
             .count(Counter::Handoffs, Some(self.key.marketplace()));
@@ -466,7 +490,13 @@ impl<'a> Acquiring<'a> {
         match guard.extend(self.ttl).await {
             Ok(()) => Ok(Step::Held(guard)),
             Err(Error::LockLost { .. }) => Ok(Step::Try(None)),
-            Err(e) => Err(e),
+            Err(e) => {
+                // Unknown: the guard's drop lets the lock go in the background; a transient
+                // error is waited out like any other.
+                drop(guard);
+                self.retry_later(e)?;
+                Ok(Step::Watch)
+            }
         }
     }
 

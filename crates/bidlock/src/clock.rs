@@ -12,6 +12,12 @@ fn base() -> Instant {
     Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
 }
 
+/// Sets the base now if it is not set (when a manager is built, before any request is
+/// sent: an instant before the base would be clamped up to it).
+pub(crate) fn start() {
+    let _ = base();
+}
+
 /// `t` as microseconds since the base (0 before it; saturating far after it).
 pub(crate) fn micros(t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(base()).as_micros()).unwrap_or(u64::MAX - 1)

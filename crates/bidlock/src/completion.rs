@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Completed;
+use crate::backend::{completion_record, Complete, Completed};
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::error::Error;
 use crate::inner::Inner;
@@ -34,7 +34,17 @@ async fn write(inner: &Inner, lease: &Lease, unsure: bool) -> Result<bool, Error
     ));
     let mut unsure = unsure;
     loop {
-        match inner.store.complete(lease, retention).await {
+        let req = Complete {
+            key: lease.key(),
+            holder: lease.holder(),
+            record: completion_record(lease.fencing_token(), lease.holder()),
+            retention,
+            may_release: lease.owns_its_id(),
+            given: lease.holder_given(),
+            tell: lease.holder_given(),
+            ttl: lease.ttl(),
+        };
+        match inner.store.complete(&req).await {
             Ok(done) => {
                 inner
                     .metrics

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::Extend;
 use crate::completion::CompleteOnDrop;
 use crate::error::Error;
 use crate::inner::Inner;
 use crate::key::LockKey;
-use crate::lease::{Extend, FencingToken, Holder, Lease};
+use crate::lease::{FencingToken, Holder, Lease};
 
 /// A held lock.
 ///

@@ -1,23 +1,21 @@
 //! The shared state of one manager (`Inner`, behind every handle, guard and task), and
 //! the one path each for releasing and extending a lease.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::Store;
+use crate::backend::{Extend, ExtendLock, Release, Store};
 use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::keeper::LeaseKeeper;
+use crate::key::LockKey;
 use crate::keyspace::KeySpace;
-use crate::lease::{Extend, Holder, Lease};
+use crate::lease::{Holder, Lease};
 use crate::metrics::{Counter, Metrics};
 use crate::waiters::WaitQueues;
 
@@ -31,6 +29,9 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     /// `Backend::Auto` found no Redis and fell back to memory.
     pub(crate) fallback: bool,
+    /// The store queues waiters for direct handoff (learnt from its answers): then every
+    /// waiter joins its queue on arrival, not only the first local one.
+    pub(crate) store_queues: AtomicBool,
     pub(crate) closed: AtomicBool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -73,10 +74,16 @@ impl Inner {
     /// Releases exactly `lease`'s lock (holder-checked): the one release path of guards,
     /// background releases and close. Counts and logs.
     pub(crate) async fn release_lease(&self, lease: &Lease) -> Result<bool, Error> {
-        let released = self
-            .store
-            .release(lease.key(), lease.holder(), Some(lease))
-            .await?;
+        let req = Release {
+            key: lease.key(),
+            holder: lease.holder(),
+            given: lease.holder_given(),
+            // Only a lease's own release of a generated id can go unannounced when nobody
+            // waits: no one else can hold a lock under that id.
+            tell: lease.holder_given(),
+            ttl: Some(lease.ttl()),
+        };
+        let released = self.store.release(&req).await?;
         if released {
             self.metrics
                 .count(Counter::Releases, Some(lease.key().marketplace()));
@@ -85,14 +92,14 @@ impl Inner {
         Ok(released)
     }
 
-    /// Releases `lease` without the caller waiting (`Drop` cannot await): at once when
-    /// the store answers without I/O, else in a spawned task.
+    /// Releases `lease` without a caller waiting (`Drop` cannot await), in a spawned task:
+    /// the one path of every release without a caller (a dropped guard, a cancelled or
+    /// unanswered try, an answer whose caller left, a queue place given up).
     ///
-    /// Never for a caller-given holder id on a store that only sees holder ids: that id
-    /// may be in use by a later acquisition, which the release would remove. The lock
-    /// then expires after its ttl.
+    /// The one rule: never a holder id the caller chose. That id may be in use by a later
+    /// acquisition by then, which the release would remove; the lock expires after its ttl.
     pub(crate) fn release_detached(self: &Arc<Self>, lease: Lease) {
-        if lease.holder_given() && !self.store.tells_acquisitions_apart() {
+        if !lets_go_unattended(lease.holder_given()) {
             tracing::debug!(target: "bidlock::manager", key = %lease.key(), holder = %lease.holder(),
                 "not released in the background (a holder id of your own may be reused); the lock expires after its ttl");
             return;
@@ -102,20 +109,11 @@ impl Inner {
             return;
         };
         let inner = self.clone();
-        let mut release: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+        handle.spawn(async move {
             if let Err(e) = inner.release_lease(&lease).await {
                 tracing::warn!(target: "bidlock::manager", key = %lease.key(), error = %e, "background release failed; the lock expires after its ttl");
             }
         });
-        // An in-process store finishes on the first poll; only I/O needs a task.
-        if release
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_ready()
-        {
-            return;
-        }
-        handle.spawn(release);
     }
 
     /// Extends `lease` to `ttl` from now: the one path of renewals ([`Extend::Renew`])
@@ -132,13 +130,19 @@ impl Inner {
         ttl: Duration,
         how: Extend,
     ) -> Result<bool, Error> {
-        let validity = self.store.validity(ttl, lease.renews());
+        let validity = self.store.validity(ttl);
         let sent = Instant::now();
         let n = lease.begin_extend(sent, ttl, validity, how);
         // The deadline may have dropped: renewals follow it at once.
         self.keeper.reschedule(lease);
         let unanswered = Unanswered { lease, n: Some(n) };
-        let result = self.store.extend(lease, ttl, how).await;
+        let req = ExtendLock {
+            key: lease.key(),
+            holder: lease.holder(),
+            ttl,
+            how,
+        };
+        let result = self.store.extend(&req).await;
         unanswered.answered();
         match result {
             Ok(true) => {
@@ -164,8 +168,21 @@ impl Inner {
     }
 }
 
+/// The one rule for letting a lock go without a caller: never a holder id the caller chose.
+pub(crate) fn lets_go_unattended(given: bool) -> bool {
+    !given
+}
+
 impl crate::notices::LetGoUnattended for Inner {
-    fn let_go(self: Arc<Self>, lease: Lease) {
+    fn let_go(self: Arc<Self>, key: &LockKey, holder: &Holder, given: bool) {
+        let lease = Lease::new(
+            key.clone(),
+            holder.clone(),
+            given,
+            self.config.ttl,
+            false,
+            self.metrics.clone(),
+        );
         self.release_detached(lease);
     }
 }

@@ -105,7 +105,6 @@ impl LeaseKeeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-
     fn insert(&self, st: &mut State, lease: Lease, at: Instant) {
         let id = lease.keeper_id();
         st.by_id.insert(id, at);

@@ -83,17 +83,6 @@ const FOREVER: u64 = u64::MAX;
 
 use crate::clock::{duration_micros as micros, instant, micros as micros_since_base};
 
-/// What a store guarantees for a lock taken or extended by a request sent at some moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Validity {
-    /// Held until the moment the request was sent plus this much: never later than the
-    /// store's own expiry (Redlock subtracts its clock-drift allowance).
-    For(Duration),
-    /// Held for as long as the lease lives and is not lost: the store keeps it itself
-    /// (the in-process store), so nothing needs renewing.
-    WhileHeld,
-}
-
 /// How an extend sets the lock's expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Extend {
@@ -285,14 +274,11 @@ impl Lease {
         self.0.extends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The acquire sent at `sent` succeeded with `validity`.
-    pub(crate) fn confirm(&self, sent: Instant, validity: Validity) {
+    /// The acquire sent at `sent` succeeded: the lock is held `validity` from then.
+    pub(crate) fn confirm(&self, sent: Instant, validity: Duration) {
         let mut st = self.extends();
         st.confirmed_at = micros_since_base(sent);
-        let until = match validity {
-            Validity::WhileHeld => FOREVER,
-            Validity::For(d) => st.confirmed_at.saturating_add(micros(d)),
-        };
+        let until = st.confirmed_at.saturating_add(micros(validity));
         self.0.valid_until.store(until, Ordering::Release);
     }
 
@@ -304,14 +290,15 @@ impl Lease {
         &self,
         sent: Instant,
         ttl: Duration,
-        validity: Validity,
+        validity: Duration,
         how: Extend,
     ) -> u64 {
         self.0.ttl_ms.store(ms32(ttl), Ordering::Release);
         let mut st = self.extends();
         st.started += 1;
         let n = st.started;
-        if let (Validity::For(d), Extend::Exact) = (validity, how) {
+        if how == Extend::Exact {
+            let d = validity;
             let floor = micros_since_base(sent).saturating_add(st.bounded(d));
             self.0.valid_until.fetch_min(floor, Ordering::AcqRel);
             st.unsure
@@ -326,17 +313,15 @@ impl Lease {
     /// deadline forward (an older reply says nothing about what a newer request did), and
     /// never past what an unanswered older exact extend promises. Returns whether it was
     /// applied.
-    pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Validity) -> bool {
+    pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Duration) -> bool {
         let mut st = self.extends();
         st.forget(n);
         if st.started != n {
             return false;
         }
-        if let Validity::For(d) = validity {
-            st.confirmed_at = micros_since_base(sent);
-            let until = st.confirmed_at.saturating_add(st.bounded(d));
-            self.0.valid_until.store(until, Ordering::Release);
-        }
+        st.confirmed_at = micros_since_base(sent);
+        let until = st.confirmed_at.saturating_add(st.bounded(validity));
+        self.0.valid_until.store(until, Ordering::Release);
         true
     }
 
@@ -415,11 +400,6 @@ impl Lease {
 
     pub(crate) fn is_released(&self) -> bool {
         self.0.released.load(Ordering::Acquire)
-    }
-
-    /// Whether two handles are the same acquisition.
-    pub(crate) fn same(&self, other: &Arc<LeaseShared>) -> bool {
-        Arc::ptr_eq(&self.0, other)
     }
 }
 

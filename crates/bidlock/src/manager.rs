@@ -103,7 +103,7 @@ impl BidLockManager {
         let keeper = Arc::new(LeaseKeeper::default());
         let uid = holder_base();
         let connected = backend::connect(&config, &uid, &keeper, &metrics).await?;
-        tracing::info!(target: "bidlock::manager", backend = connected.store.name(), location = %connected.store.location(), "bid lock manager ready");
+        tracing::info!(target: "bidlock::manager", backend = connected.store.topology().kind(), location = %connected.store.location(), "bid lock manager ready");
         Ok(BidLockManager::assemble(
             connected, config, metrics, keeper, uid,
         ))
@@ -116,14 +116,9 @@ impl BidLockManager {
             backend: Backend::Memory,
             ..Config::default()
         };
-        let connected = backend::memory(&config);
-        BidLockManager::assemble(
-            connected,
-            config,
-            Arc::default(),
-            Arc::default(),
-            holder_base(),
-        )
+        let keeper = Arc::new(LeaseKeeper::default());
+        let connected = backend::memory(&config, &keeper);
+        BidLockManager::assemble(connected, config, Arc::default(), keeper, holder_base())
     }
 
     /// The one place a manager is put together. Its lease keeper task starts with the
@@ -135,7 +130,9 @@ impl BidLockManager {
         keeper: Arc<LeaseKeeper>,
         uid: String,
     ) -> BidLockManager {
-        metrics.set_backend(connected.store.name());
+        // Leases count from before their first request: the clock base is set now.
+        crate::clock::start();
+        metrics.set_backend(connected.store.topology().kind());
         let inner = Arc::new(Inner {
             store: connected.store,
             config,
@@ -145,6 +142,7 @@ impl BidLockManager {
             seq: AtomicU64::new(0),
             backend: connected.backend,
             fallback: connected.fallback,
+            store_queues: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -202,7 +200,15 @@ impl BidLockManager {
     ///
     /// A backend error when Redis cannot be reached.
     pub async fn release(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        let released = self.inner.store.release(key, holder, None).await?;
+        let req = crate::backend::Release {
+            key,
+            holder,
+            given: true,
+            // A release by holder id concerns whoever holds the lock under that id: tell.
+            tell: true,
+            ttl: None,
+        };
+        let released = self.inner.store.release(&req).await?;
         if released {
             self.inner
                 .metrics
@@ -322,7 +328,7 @@ impl BidLockManager {
         let probe = self.inner.store.probe().await;
         let cluster = self.inner.store.cluster_probe().await;
         Ok(Health::new(
-            self.inner.store.name(),
+            self.inner.store.topology().kind(),
             self.location(),
             latency,
             self.inner.fallback,

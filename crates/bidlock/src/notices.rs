@@ -8,14 +8,15 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
-use crate::lease::Lease;
+use crate::lease::Holder;
 use crate::waiters::WaitQueues;
 
 /// The manager's one path for letting a lock go without a caller (implemented by the
 /// manager's state; a trait here so that stores need not know the manager).
 pub(crate) trait LetGoUnattended: Send + Sync {
-    /// Releases `lease` in the background, by the one rule (never a given holder id).
-    fn let_go(self: Arc<Self>, lease: Lease);
+    /// Releases `holder`'s lock of `key` in the background, by the one rule (never a
+    /// holder id the caller chose: `given`).
+    fn let_go(self: Arc<Self>, key: &LockKey, holder: &Holder, given: bool);
 }
 
 pub(crate) struct Notices {
@@ -51,6 +52,17 @@ impl Notices {
         self.keeper.check(key);
     }
 
+    /// A removal of `key` someone else made (the in-process store): a lease held on it is
+    /// checked at once (its waiters were woken by the store).
+    pub(crate) fn check(&self, key: &LockKey) {
+        self.keeper.check(key);
+    }
+
+    /// Every key may have changed (cleanup in the in-process store).
+    pub(crate) fn check_all(&self) {
+        self.keeper.check_all();
+    }
+
     /// A release handed `key` to this manager's waiter `holder`, with fencing `token`.
     pub(crate) fn granted(&self, key: &LockKey, holder: &str, token: u64) {
         self.queues.grant(key, holder, token);
@@ -64,11 +76,11 @@ impl Notices {
     }
 
     /// A try whose caller left before its answer arrived took the lock or a place in the
-    /// queue for `lease`: the manager lets it go, by the rule every release without a
+    /// queue for `holder`: the manager lets it go, by the rule every release without a
     /// caller follows (`Inner::release_detached`).
-    pub(crate) fn unclaimed(&self, lease: Lease) {
+    pub(crate) fn unclaimed(&self, key: &LockKey, holder: &Holder, given: bool) {
         if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
-            manager.let_go(lease);
+            manager.let_go(key, holder, given);
         }
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Extend;
 use crate::inner::Inner;
 use crate::keeper::LeaseKeeper;
-use crate::lease::{Extend, Lease};
+use crate::lease::Lease;
 
 /// Starts the keeper task of `inner` if it is not running (called before the keeper is
 /// given a lease, inside the runtime that runs the acquire).
@@ -49,7 +50,7 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
         if inner.strong_count() == 0 {
             return;
         }
-        let target = next.map_or(u64::MAX, |t| crate::clock::micros(t));
+        let target = next.map_or(u64::MAX, crate::clock::micros);
         keeper.target.store(target, Ordering::Release);
         // A lease registered between take_due and the store above could be missed:
         // look once more before sleeping.
@@ -143,7 +144,7 @@ async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
 /// A notice named the key of a lease that does not renew: is the lock still its own?
 async fn verify(inner: &Inner, keeper: &LeaseKeeper, lease: &Lease, deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, inner.store.holds(lease)).await {
+    match tokio::time::timeout(left, inner.store.holds(lease.key(), lease.holder())).await {
         Ok(Ok(false)) => {
             keeper.finished(lease);
             if !lease.is_released() {

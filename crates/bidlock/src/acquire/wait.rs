@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Acquiring, Step, Tenure};
-use crate::backend::Waiting;
 use crate::error::Error;
 use crate::waiters::Ticket;
 
@@ -29,7 +28,7 @@ impl Acquiring<'_> {
         self.waited = true;
         tracing::trace!(target: "bidlock::manager", sleep = ?(wake_at.saturating_duration_since(now)), "waiting");
         let signalled = woken(ticket, wake_at).await;
-        if signalled || ticket.is_front() {
+        if signalled || ticket.is_front() || self.joins_at_once() {
             Step::Try(None)
         } else {
             Step::Watch
@@ -37,7 +36,7 @@ impl Acquiring<'_> {
     }
 
     /// A queued tenure waits for its grant (or a release that freed the lock without one),
-    /// refreshing its entry meanwhile: no polling. At the deadline it gives up, and its
+    /// keeping its entry alive meanwhile with a try that stays queued: no polling. At the deadline it gives up, and its
     /// place is let go before the acquire returns (a grant on its way is handed on).
     pub(super) async fn wait_queued(&mut self, tenure: Tenure) -> Result<Step, Error> {
         let now = Instant::now();
@@ -56,51 +55,13 @@ impl Acquiring<'_> {
             self.leave(tenure).await;
             return Ok(Step::TimedOut);
         }
-        if signalled {
-            // A release freed the lock without handing it over: try, staying queued.
-            return Ok(Step::Try(Some(tenure)));
+        if !signalled {
+            // Time to say it is still there: a try, staying queued, which also finds a
+            // grant whose message was lost, or hands a free lock to the first live waiter.
+            self.refreshing = true;
         }
-        self.refresh(tenure).await
-    }
-
-    /// Keeps the entry alive, or finds the tenure was handed the lock (by an earlier
-    /// release, or by this refresh, which hands a free lock to the first live waiter), or
-    /// that the tenure is over (a fresh id joins again).
-    async fn refresh(&mut self, mut tenure: Tenure) -> Result<Step, Error> {
-        let Some(handoff) = self.handoff else {
-            return Ok(Step::Try(Some(tenure)));
-        };
-        let sent = Instant::now();
-        // A refresh only keeps the entry alive: at the deadline it is cut, and the tenure
-        // drops (a grant on its way is handed on at once, not left to run out).
-        let refresh = self.inner.store.refresh(&tenure.lease, handoff);
-        let Ok(answer) = tokio::time::timeout_at(self.deadline, refresh).await else {
-            self.leave(tenure).await;
-            return Ok(Step::TimedOut);
-        };
-        let waiting = match answer {
-            Ok(waiting) => waiting,
-            Err(e) => {
-                // Still queued, as far as we know: refresh again after a backoff step.
-                self.retry_later(e)?;
-                tenure.refresh_at = Instant::now() + self.backoff.next_delay();
-                return Ok(Step::Queued(tenure));
-            }
-        };
-        self.last_error = None;
-        Ok(match waiting {
-            Waiting::Queued => {
-                tenure.since = sent;
-                tenure.refresh_at = sent + handoff.refresh_every;
-                Step::Queued(tenure)
-            }
-            Waiting::Granted { token } => Step::Granted(tenure, token),
-            Waiting::Gone => {
-                tenure.leave.disarm();
-                self.expect_grants(None);
-                Step::Try(None)
-            }
-        })
+        // Or a release freed the lock without handing it over: try, staying queued.
+        Ok(Step::Try(Some(tenure)))
     }
 }
 
@@ -108,11 +69,11 @@ impl Acquiring<'_> {
     /// Ends a tenure the acquire gives up on: its id leaves the store's queue (or hands on
     /// a lock granted meanwhile) before the acquire returns, so that a caller who is told
     /// "not acquired" and then releases its own lock does not hand it to this departed id.
-    /// Bounded by the response timeout; if it fails, or the future is dropped meanwhile,
-    /// the tenure's own background release does it.
+    /// Bounded like a last try (the deadline has passed); if it fails, or the future is
+    /// dropped meanwhile, the tenure's own background release does it.
     pub(super) async fn leave(&self, tenure: Tenure) {
         let Tenure { lease, leave, .. } = tenure;
-        let bound = self.inner.config.response_timeout;
+        let bound = super::TRY_FLOOR.min(self.inner.config.response_timeout);
         if let Ok(Ok(_)) = tokio::time::timeout(bound, self.inner.release_lease(&lease)).await {
             leave.disarm();
         }

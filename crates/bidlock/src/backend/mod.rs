@@ -1,5 +1,5 @@
-//! The stores that hold locks, behind one contract ([`Store`]), and how a configuration
-//! becomes one. The manager talks only to the contract.
+//! The stores that hold locks, behind one contract ([`LockStore`] and [`AdminStore`]),
+//! and how a configuration becomes one. The manager talks only to the contract.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,6 @@ use std::time::Duration;
 use crate::config::{Backend, Config};
 use crate::error::{ConfigError, Error};
 use crate::keeper::LeaseKeeper;
-use crate::key::LockKey;
-use crate::lease::{Holder, Lease};
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::waiters::WaitQueues;
@@ -18,26 +16,10 @@ pub(crate) mod redis;
 pub(crate) mod redlock;
 mod store;
 
-pub(crate) use store::Store;
-
-/// The outcome of one try to take a lock.
-#[derive(Debug)]
-pub(crate) enum Attempt {
-    /// Taken, with this fencing token. How long it is held from the moment the request
-    /// was sent is what [`Store::validity`] says.
-    Acquired { token: u64 },
-    /// Held by someone else, for about this much longer (`None`: no expiry known);
-    /// `queued`: the try joined the key's wait queue (see [`Queue`]).
-    Held {
-        holder: Option<String>,
-        ttl_left: Option<Duration>,
-        queued: bool,
-    },
-    /// The posting has a completion record.
-    Done,
-    /// A release already handed the lock to this (queued) holder, with this token.
-    Granted { token: u64 },
-}
+pub(crate) use crate::lease::Extend;
+pub(crate) use store::{
+    AdminStore, Attempt, Complete, Completed, ExtendLock, LockStore, Release, Store, TryAcquire,
+};
 
 /// Whether a try joins the key's wait queue when the lock is held, so that a release
 /// hands the lock straight to it (direct handoff; see [`Handoff`] and docs/HANDOVER.md).
@@ -95,18 +77,6 @@ impl Handoff {
     }
 }
 
-/// What a queued waiter's refresh found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Waiting {
-    /// Still queued (its entry lives on).
-    Queued,
-    /// A release handed it the lock, with this token.
-    Granted { token: u64 },
-    /// Not queued any more (its entry expired and was skipped, or the queue was cleared):
-    /// the tenure is over; a fresh holder id joins again.
-    Gone,
-}
-
 /// One held lock as listed by `locks`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
@@ -139,16 +109,6 @@ pub struct LockStatus {
     pub done_ttl_left_ms: Option<u64>,
 }
 
-/// What a completion did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Completed {
-    /// The record is written and this holder's lock was released with it.
-    Released,
-    /// The record is written; the lock was no longer this holder's (lost before), and was
-    /// left as it is.
-    NotHeld,
-}
-
 /// What a health probe found besides the round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Probe {
@@ -171,30 +131,11 @@ pub(crate) fn policy_can_evict(policy: &str) -> bool {
 }
 
 /// The completion record's value: `"{token} {holder}"` (one format for every store).
-pub(crate) fn completion_record(lease: &Lease) -> String {
-    format!("{} {}", lease.fencing_token(), lease.holder())
-}
-
-/// What one acquire asks of the store.
-#[derive(Debug)]
-pub(crate) struct AcquireRequest<'a> {
-    pub(crate) key: &'a LockKey,
-    pub(crate) lease: &'a Lease,
-    pub(crate) ttl: Duration,
-    pub(crate) renew: bool,
-    pub(crate) check_done: bool,
-    /// Local waiters are queued behind this acquirer: its release must wake them.
-    pub(crate) waiters_behind: bool,
-    /// Whether the try joins the wait queue on conflict.
-    pub(crate) queue: Queue,
-    /// When the try is made (one clock read per try).
-    pub(crate) now: tokio::time::Instant,
-}
-
-impl AcquireRequest<'_> {
-    pub(crate) fn holder(&self) -> &Holder {
-        self.lease.holder()
-    }
+pub(crate) fn completion_record(
+    token: crate::lease::FencingToken,
+    holder: &crate::lease::Holder,
+) -> String {
+    format!("{token} {holder}")
 }
 
 /// The shape of the deployment that holds the locks.
@@ -221,6 +162,16 @@ pub enum Topology {
 }
 
 impl Topology {
+    /// The kind of store, as metrics label it: `memory`, `redis` (one server, Sentinel or
+    /// a cluster) or `redlock`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Topology::Memory => "memory",
+            Topology::Single | Topology::Sentinel | Topology::Cluster { .. } => "redis",
+            Topology::Redlock { .. } => "redlock",
+        }
+    }
+
     /// A short name: `memory`, `redis`, `sentinel`, `redlock` or `cluster`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -259,15 +210,17 @@ pub(crate) struct Connected {
     pub(crate) notices: Option<Arc<Notices>>,
 }
 
-/// The in-process store of `config`'s prefix.
-pub(crate) fn memory(config: &Config) -> Connected {
+/// The in-process store of `config`'s prefix, telling `keeper` of removals.
+pub(crate) fn memory(config: &Config, keeper: &Arc<LeaseKeeper>) -> Connected {
     let store = memory::MemoryStore::shared(config.keys.clone());
+    let notices = Arc::new(Notices::new(store.queues(), keeper.clone()));
+    store.subscribe(&notices);
     Connected {
         queues: store.queues(),
         store: Box::new(store),
         backend: Backend::Memory,
         fallback: false,
-        notices: None,
+        notices: Some(notices),
     }
 }
 
@@ -282,7 +235,7 @@ pub(crate) async fn connect(
     metrics: &Arc<Metrics>,
 ) -> Result<Connected, Error> {
     let timeout = match config.backend {
-        Backend::Memory => return Ok(memory(config)),
+        Backend::Memory => return Ok(memory(config, keeper)),
         Backend::Redis => config.connect_timeout,
         Backend::Auto => config.detect_timeout,
     };
@@ -301,7 +254,7 @@ pub(crate) async fn connect(
                 "Redis is not reachable; using in-memory locks, which exclude only tasks of this process");
             Ok(Connected {
                 fallback: true,
-                ..memory(config)
+                ..memory(config, keeper)
             })
         }
         Err(e) => Err(e),

@@ -7,7 +7,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -18,13 +18,14 @@ use tokio::time::Instant;
 use shard::{Done, Entry, Shard};
 
 use super::{
-    completion_record, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
-    Topology,
+    AdminStore, Attempt, Complete, Completed, Extend, ExtendLock, LockInfo, LockStatus, LockStore,
+    Probe, Release, Topology, TryAcquire,
 };
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::keyspace::KeySpace;
-use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::lease::Holder;
+use crate::notices::Notices;
 use crate::stats::Census;
 use crate::waiters::WaitQueues;
 
@@ -38,6 +39,9 @@ struct Core {
     fence: Arc<AtomicU64>,
     keys: KeySpace,
     queues: Arc<WaitQueues>,
+    /// The managers using this store, told of every removal another may care about (a
+    /// force release, cleanup), as Redis tells them by pub/sub.
+    managers: Mutex<Vec<Weak<Notices>>>,
 }
 
 /// The process-wide stores, by prefix; an entry lives while a manager uses it.
@@ -46,12 +50,9 @@ static CORES: LazyLock<Mutex<HashMap<String, Weak<Core>>>> = LazyLock::new(Mutex
 /// its last manager went away must not issue tokens below those issued before (the
 /// counter can run ahead of the clock when more than one token a µs is issued).
 static FENCES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
-static OWNERS: AtomicU32 = AtomicU32::new(1);
-
 /// One manager's handle on the in-process store of its prefix.
 pub(crate) struct MemoryStore {
     core: Arc<Core>,
-    owner: u32,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -61,7 +62,6 @@ impl std::fmt::Debug for MemoryStore {
             .finish_non_exhaustive()
     }
 }
-
 
 /// The next fencing token: a hybrid logical clock, above the last token and above the
 /// wall clock in µs, as the Redis acquire script computes it. Tokens then keep increasing
@@ -101,14 +101,37 @@ impl MemoryStore {
                         .clone(),
                     queues: Arc::default(),
                     keys: keys.clone(),
+                    managers: Mutex::default(),
                 });
                 cores.insert(keys.prefix().to_owned(), Arc::downgrade(&core));
                 core
             }
         };
-        MemoryStore {
-            core,
-            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
+        MemoryStore { core }
+    }
+
+    /// Tells `notices` (one manager's) of removals from now on.
+    pub(crate) fn subscribe(&self, notices: &Arc<Notices>) {
+        let mut managers = self.core.managers.lock().unwrap_or_else(|e| e.into_inner());
+        managers.retain(|m| m.strong_count() > 0);
+        managers.push(Arc::downgrade(notices));
+    }
+
+    /// A removal someone else may care about: waiters look, holders check their leases.
+    fn announce(&self, key: Option<&LockKey>) {
+        let managers: Vec<Arc<Notices>> = {
+            let m = self.core.managers.lock().unwrap_or_else(|e| e.into_inner());
+            m.iter().filter_map(Weak::upgrade).collect()
+        };
+        match key {
+            Some(k) => {
+                self.core.queues.signal(k);
+                managers.iter().for_each(|n| n.check(k));
+            }
+            None => {
+                self.core.queues.signal_all();
+                managers.iter().for_each(|n| n.check_all());
+            }
         }
     }
 
@@ -127,45 +150,36 @@ impl MemoryStore {
         self.core.shards.iter().map(lock_shard)
     }
 
-    fn try_acquire_sync(&self, req: &AcquireRequest<'_>) -> Attempt {
+    fn try_acquire_sync(&self, req: &TryAcquire<'_>) -> Attempt {
         let now = req.now;
         let mut shard = self.shard(req.key);
         if req.check_done && shard.done_live(req.key, now) {
             return Attempt::Done;
         }
-        if let Some(e) = shard.locks.get_mut(req.key) {
-            if e.live(now) {
-                return Attempt::Held {
-                    holder: Some(e.holder.to_string()),
-                    ttl_left: Some(e.ttl_left(now)),
-                    queued: false,
-                };
-            }
-            e.lose("lock expired and was taken by another holder");
+        if let Some(e) = shard.locks.get(req.key).filter(|e| e.live(now)) {
+            return Attempt::Held {
+                holder: Some(e.holder.to_string()),
+                ttl_left: Some(e.ttl_left(now)),
+                queued: false,
+            };
         }
         let token = next_token(&self.core.fence);
-        shard.locks.insert(
-            req.key.clone(),
-            Entry::new(req.lease, req.ttl, req.renew, self.owner, now),
-        );
+        shard
+            .locks
+            .insert(req.key.clone(), Entry::new(req.holder, req.ttl, now));
         shard.maybe_sweep(now);
         Attempt::Acquired { token }
     }
 
-    /// Removes the locks for which `pick` is true, telling their holders first.
-    fn remove_where(&self, reason: &'static str, pick: impl Fn(&Entry) -> bool) -> u64 {
+    /// Removes every lock, telling waiters and holders.
+    fn remove_all(&self) -> u64 {
+        let now = Instant::now();
         let mut removed = 0u64;
         for mut shard in self.shards() {
-            shard.locks.retain(|_, e| {
-                if !pick(e) {
-                    return true;
-                }
-                e.lose(reason);
-                removed += 1;
-                false
-            });
+            removed += shard.locks.values().filter(|e| e.live(now)).count() as u64;
+            shard.locks.clear();
         }
-        self.core.queues.signal_all();
+        self.announce(None);
         removed
     }
 
@@ -186,11 +200,82 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
-    fn name(&self) -> &'static str {
-        "memory"
+impl LockStore for MemoryStore {
+    fn validity(&self, ttl: Duration) -> Duration {
+        ttl
     }
 
+    async fn try_acquire(&self, req: &TryAcquire<'_>) -> Result<Attempt, Error> {
+        Ok(self.try_acquire_sync(req))
+    }
+
+    async fn release(&self, req: &Release<'_>) -> Result<bool, Error> {
+        let now = Instant::now();
+        let released = {
+            let mut shard = self.shard(req.key);
+            let mine = shard.own(req.key, req.holder, now).is_some();
+            if mine {
+                shard.locks.remove(req.key);
+            }
+            mine
+        };
+        if released && req.tell {
+            // Another manager of this process may hold the lock under this id.
+            self.announce(Some(req.key));
+        } else if released {
+            self.core.queues.signal(req.key);
+        }
+        Ok(released)
+    }
+
+    async fn extend(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut shard = self.shard(req.key);
+        let Some(e) = shard.own(req.key, req.holder, now) else {
+            return Ok(false);
+        };
+        e.extend(req.ttl, now, req.how == Extend::Renew);
+        Ok(true)
+    }
+
+    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+        Ok(self.shard(key).own(key, holder, Instant::now()).is_some())
+    }
+
+    async fn complete(&self, req: &Complete<'_>) -> Result<Completed, Error> {
+        let now = Instant::now();
+        let key = req.key;
+        let held = {
+            let mut shard = self.shard(key);
+            let held = req.may_release && shard.own(key, req.holder, now).is_some();
+            if held {
+                shard.locks.remove(key);
+            }
+            shard.done.insert(
+                key.clone(),
+                Done {
+                    record: req.record.clone(),
+                    expires_at: now + req.retention,
+                },
+            );
+            held
+        };
+        // Waiters wake either way: with the record present they get "already done".
+        if req.tell {
+            self.announce(Some(key));
+        } else {
+            self.core.queues.signal(key);
+        }
+        Ok(if held {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
     fn location(&self) -> String {
         "memory".to_owned()
     }
@@ -199,94 +284,12 @@ impl Store for MemoryStore {
         Topology::Memory
     }
 
-    fn validity(&self, ttl: Duration, renew: bool) -> Validity {
-        if renew {
-            Validity::WhileHeld
-        } else {
-            Validity::For(ttl)
-        }
-    }
-
-    fn tells_acquisitions_apart(&self) -> bool {
-        true
-    }
-
-    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        Ok(self.try_acquire_sync(req))
-    }
-
-    async fn release(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-    ) -> Result<bool, Error> {
-        let now = Instant::now();
-        let released = {
-            let mut shard = self.shard(key);
-            let mine = shard.own(key, holder, lease, now).is_some();
-            if mine {
-                shard.locks.remove(key);
-            }
-            mine
-        };
-        if released {
-            self.core.queues.signal(key);
-        }
-        Ok(released)
-    }
-
-    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
-        let now = Instant::now();
-        let mut shard = self.shard(lease.key());
-        let Some(e) = shard.own(lease.key(), lease.holder(), Some(lease), now) else {
-            return Ok(false);
-        };
-        e.extend(ttl, now, matches!(how, Extend::Renew));
-        Ok(true)
-    }
-
-    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
-        let now = Instant::now();
-        let mut shard = self.shard(lease.key());
-        Ok(shard
-            .own(lease.key(), lease.holder(), Some(lease), now)
-            .is_some())
-    }
-
-    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
-        let now = Instant::now();
-        let key = lease.key();
-        let outcome = {
-            let mut shard = self.shard(key);
-            let held = shard.own(key, lease.holder(), Some(lease), now).is_some();
-            if held {
-                shard.locks.remove(key);
-            }
-            shard.done.insert(
-                key.clone(),
-                Done {
-                    record: completion_record(lease),
-                    expires_at: now + retention,
-                },
-            );
-            if held {
-                Completed::Released
-            } else {
-                Completed::NotHeld
-            }
-        };
-        // Waiters wake either way: with the record present they get "already done".
-        self.core.queues.signal(key);
-        Ok(outcome)
-    }
-
     async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let now = Instant::now();
         let removed = self.shard(key).locks.remove(key);
-        let released = removed.is_some();
-        if let Some(e) = removed {
-            e.lose("lock released by force");
-            self.core.queues.signal(key);
+        let released = removed.is_some_and(|e| e.live(now));
+        if released {
+            self.announce(Some(key));
         }
         Ok(released)
     }
@@ -297,12 +300,9 @@ impl Store for MemoryStore {
 
     async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        let (holder, ttl) = match shard.locks.get_mut(key) {
-            Some(e) => match e.live(now) {
-                true => (Some(e.holder.to_string()), Some(ms(e.ttl_left(now)))),
-                false => (None, None),
-            },
+        let shard = self.shard(key);
+        let (holder, ttl) = match shard.locks.get(key).filter(|e| e.live(now)) {
+            Some(e) => (Some(e.holder.to_string()), Some(ms(e.ttl_left(now)))),
             None => (None, None),
         };
         let (done, done_ttl) = match shard.done.get(key) {
@@ -324,8 +324,8 @@ impl Store for MemoryStore {
     async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for mut shard in self.shards() {
-            for (k, e) in shard.locks.iter_mut() {
+        for shard in self.shards() {
+            for (k, e) in shard.locks.iter() {
                 if marketplace.is_some_and(|m| m != k.marketplace()) || !e.live(now) {
                     continue;
                 }
@@ -343,7 +343,7 @@ impl Store for MemoryStore {
     }
 
     async fn cleanup_all(&self) -> Result<u64, Error> {
-        Ok(self.remove_where("lock removed by cleanup_all", |_| true))
+        Ok(self.remove_all())
     }
 
     async fn census(&self) -> Result<Census, Error> {
@@ -358,12 +358,8 @@ impl Store for MemoryStore {
         Probe::default()
     }
 
-    /// Releases the locks taken through this handle (other managers of the prefix keep
-    /// theirs), marking each lease lost before its lock goes.
-    async fn close(&self) {
-        let owner = self.owner;
-        self.remove_where("the manager was closed", |e| e.owner == owner);
-    }
+    /// Nothing to stop: the manager's keeper releases the locks it took.
+    async fn close(&self) {}
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -374,23 +370,14 @@ pub(crate) fn ms(d: Duration) -> u64 {
 mod tests {
     use super::shard::SWEEP_AFTER_INSERTS;
     use super::*;
-    use crate::metrics::Metrics;
 
-    fn put(store: &MemoryStore, metrics: &Arc<Metrics>, posting: String, ttl: Duration) {
+    fn put(store: &MemoryStore, posting: String, ttl: Duration) {
         let key = LockKey::new("m", posting).unwrap();
-        let lease = Lease::new(
-            key.clone(),
-            Holder::new("h"),
-            true,
-            ttl,
-            false,
-            metrics.clone(),
-        );
-        let req = AcquireRequest {
+        let req = TryAcquire {
             key: &key,
-            lease: &lease,
+            holder: &Holder::new("h"),
+            given: true,
             ttl,
-            renew: false,
             check_done: false,
             waiters_behind: false,
             queue: crate::backend::Queue::No,
@@ -405,21 +392,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expired_entries_are_swept_so_memory_stays_bounded() {
         let store = MemoryStore::shared(KeySpace::new("sweep_test").unwrap());
-        let metrics = Arc::new(Metrics::default());
         for i in 0..200_000 {
-            put(
-                &store,
-                &metrics,
-                format!("old{i}"),
-                Duration::from_millis(10),
-            );
+            put(&store, format!("old{i}"), Duration::from_millis(10));
         }
         assert_eq!(store.stored(), 200_000);
         let peak: usize = store.shards().map(|s| s.locks.capacity()).sum();
         tokio::time::advance(Duration::from_secs(2)).await;
         // New traffic sweeps each shard it touches.
         for i in 0..(SHARDS * 2 * SWEEP_AFTER_INSERTS as usize) {
-            put(&store, &metrics, format!("new{i}"), Duration::from_secs(60));
+            put(&store, format!("new{i}"), Duration::from_secs(60));
         }
         assert!(
             store.stored() <= SHARDS * 2 * SWEEP_AFTER_INSERTS as usize,
@@ -436,26 +417,17 @@ mod tests {
     #[test]
     fn tokens_keep_increasing_when_a_prefixs_store_is_recreated() {
         let keys = KeySpace::new("fence_test").unwrap();
-        let metrics = Arc::new(Metrics::default());
         let mut last = 0;
         for round in 0..3 {
             // The last handle goes away at the end of each round: the store is rebuilt.
             let store = MemoryStore::shared(keys.clone());
             for i in 0..1000 {
                 let key = LockKey::new("m", format!("r{round}-{i}")).unwrap();
-                let lease = Lease::new(
-                    key.clone(),
-                    Holder::new("h"),
-                    true,
-                    Duration::from_secs(1),
-                    false,
-                    metrics.clone(),
-                );
-                let req = AcquireRequest {
+                let req = TryAcquire {
                     key: &key,
-                    lease: &lease,
+                    holder: &Holder::new("h"),
+                    given: true,
                     ttl: Duration::from_secs(1),
-                    renew: false,
                     check_done: false,
                     waiters_behind: false,
                     queue: crate::backend::Queue::No,
@@ -476,10 +448,16 @@ mod tests {
         let k = LockKey::new("m", "renewing-guard-outlives-its-ttl").unwrap();
         let opts = crate::AcquireOptions::new().ttl(Duration::from_secs(1));
         let g = m.acquire(&k, &opts).await.unwrap();
-        tokio::time::advance(Duration::from_secs(10)).await;
+        // Ten ttls go by; the keeper renews the lease at a third of each.
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
+        }
         assert!(m.try_acquire(&k, &opts).await.unwrap_err().is_timeout());
         assert!(!g.is_lost());
+        // A dropped guard's lock is released in a spawned task.
         drop(g);
+        tokio::task::yield_now().await;
         let g2 = m.try_acquire(&k, &opts).await.unwrap();
         assert!(!g2.is_lost());
     }

@@ -12,8 +12,8 @@ impl MemoryStore {
     pub(super) fn take_census(&self) -> Census {
         let now = Instant::now();
         let mut census = Census::default();
-        for mut shard in self.shards() {
-            for (key, e) in shard.locks.iter_mut() {
+        for shard in self.shards() {
+            for (key, e) in shard.locks.iter() {
                 if e.live(now) {
                     census.locks.insert(key.clone(), e.holder.to_string());
                 }

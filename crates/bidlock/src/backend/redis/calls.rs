@@ -1,6 +1,10 @@
-//! The two hot scripts as items: what one acquire or one release sends, how a batch of
-//! them becomes one script call (`acquire.lua` and `release.lua` take any number of
-//! items), and the batchers that group a single server's concurrent calls.
+//! The two hot scripts' calls: how a batch of items ([`protocol`](super::protocol))
+//! becomes one script call (`acquire.lua` and `release.lua` take any number of items),
+//! and the batchers that group a single server's concurrent calls.
+//!
+//! These two build their `EVALSHA` by hand, writing key names straight into the command
+//! (a try allocates no key strings), so they reload a missing script themselves; every
+//! other script goes through redis-rs' `ScriptInvocation`, which does the same.
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -14,63 +18,11 @@ use redis::{
 use super::batch::{Batcher, SendBatch, Unclaimed};
 use super::client::Master;
 use super::conn::Conn;
+use super::protocol::{LetGo, LetGoAnswer, Take, TakeAnswer};
 use super::scripts::{ACQUIRE, RELEASE};
-use crate::key::LockKey;
 use crate::keyspace::{KeySpace, Layout, Name};
-use crate::lease::{Holder, Lease};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
-
-/// One acquire try, as `acquire.lua` takes it. Names are written straight into the
-/// command when it is sent: a try allocates no key strings.
-pub(super) struct Take {
-    /// The try's lease: its key and holder id, and what a background release of an
-    /// answer whose caller left needs (the one rule: see [`Notices::unclaimed`]).
-    pub(super) lease: Lease,
-    pub(super) ttl_ms: u64,
-    pub(super) check_done: bool,
-    pub(super) waiters_behind: bool,
-    pub(super) mode: Mode,
-    pub(super) entry_ms: u64,
-    pub(super) grant_ms: u64,
-}
-
-/// How a try treats the key's queue (`acquire.lua`'s `mode`; docs/HANDOVER.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// Do not queue.
-    No,
-    /// Join the queue on conflict (a holder id never queued before).
-    Join,
-    /// Stay queued if still queued (a tenure going on).
-    Stay,
-}
-
-impl Mode {
-    fn as_arg(self) -> &'static str {
-        match self {
-            Mode::No => "no",
-            Mode::Join => "join",
-            Mode::Stay => "stay",
-        }
-    }
-}
-
-/// What `acquire.lua` answers for one item: code, token or ttl, holder or type.
-pub(super) type TakeAnswer = (i64, i64, Vec<u8>);
-
-/// One release (or a waiter leaving the queue), as `release.lua` takes it.
-pub(super) struct LetGo {
-    pub(super) key: LockKey,
-    pub(super) holder: Holder,
-    /// Publish the release even when nobody waits: a release by holder id, or of a holder
-    /// id the caller chose (another manager may hold the lock under it).
-    pub(super) tell: bool,
-}
-
-/// What `release.lua` answers for one item: code, and for junk in the lock's key what
-/// is wrong.
-pub(super) type LetGoAnswer = (i64, Vec<u8>);
 
 /// A name (or any text) written into a command's buffer as one argument.
 struct Text<T>(T);
@@ -122,12 +74,12 @@ pub(super) async fn send_takes(
             Name::Queue,
             Name::Waiters,
         ] {
-            cmd.arg(Text(keys.name_of(name, t.lease.key())));
+            cmd.arg(Text(keys.name_of(name, &t.key)));
         }
     }
     cmd.arg(grants).arg(keep);
     for t in items {
-        cmd.arg(t.lease.holder().as_str())
+        cmd.arg(t.holder.as_str())
             .arg(t.ttl_ms)
             .arg(flag(t.check_done))
             .arg(flag(t.waiters_behind))
@@ -214,8 +166,14 @@ impl Batches {
         // place in the queue): the manager lets it go by the one rule for releases
         // without a caller.
         let unclaimed: Unclaimed<Take, TakeAnswer> = Arc::new(move |t: &Take, answer| {
-            if matches!(answer.0, 1 | 4 | 5) {
-                notices.unclaimed(t.lease.clone());
+            let took = matches!(
+                answer,
+                TakeAnswer::Acquired { .. }
+                    | TakeAnswer::Granted { .. }
+                    | TakeAnswer::Held { queued: true, .. }
+            );
+            if took {
+                notices.unclaimed(&t.key, &t.holder, t.given);
             }
         });
         let send_let_gos: SendBatch<LetGo, LetGoAnswer> =

@@ -1,24 +1,24 @@
 //! Taking, leaving and waiting for a lock in Redis, with direct handoff: a try that finds
 //! the lock held joins the key's wait queue (when the caller waits), a release hands the
 //! lock to the first live queued waiter and tells its manager on its grant channel, and a
-//! queued waiter refreshes its entry so a dead one is skipped.
+//! queued waiter tries again now and then, staying queued, so a dead one is skipped.
 
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
 
-use super::calls::{send_let_gos, send_takes, LetGo, Mode, Take};
-use super::scripts::REFRESH;
+use super::calls::{send_let_gos, send_takes};
+use super::protocol::{LetGo, LetGoAnswer, Mode, Take, TakeAnswer};
 use super::{RedisStore, FENCE_KEPT};
 use crate::backend::memory::ms;
-use crate::backend::{AcquireRequest, Attempt, Handoff, Queue, Waiting};
+use crate::backend::{Attempt, Queue, TryAcquire};
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::lease::{Holder, Lease};
+use crate::lease::Holder;
 use crate::metrics::Counter;
 
 impl RedisStore {
-    pub(super) async fn take(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+    pub(super) async fn take(&self, req: &TryAcquire<'_>) -> Result<Attempt, Error> {
         let grants = self.grants.as_deref().unwrap_or("");
         let handoff = req.queue.handoff().filter(|_| !grants.is_empty());
         let mode = match (handoff, req.queue) {
@@ -27,7 +27,9 @@ impl RedisStore {
             _ => Mode::No,
         };
         let item = Take {
-            lease: req.lease.clone(),
+            key: req.key.clone(),
+            holder: req.holder.clone(),
+            given: req.given,
             ttl_ms: ms(req.ttl).max(1),
             check_done: req.check_done,
             waiters_behind: req.waiters_behind,
@@ -52,60 +54,38 @@ impl RedisStore {
                     .and_then(|mut a| a.pop().ok_or_else(short))
             }
         };
-        let (code, n, text) =
-            answer.map_err(|e| self.err("acquire", &self.keys.lock_key(req.key), e))?;
-        let token = || u64::try_from(n).unwrap_or(0);
-        match code {
-            1 => Ok(Attempt::Acquired { token: token() }),
-            0 | 5 => {
-                let holder = String::from_utf8_lossy(&text).into_owned();
+        let answer = answer.map_err(|e| self.err("acquire", &self.keys.lock_key(req.key), e))?;
+        let attempt = match answer {
+            TakeAnswer::Acquired { token } => Attempt::Acquired { token },
+            TakeAnswer::Granted { token } => Attempt::Granted { token },
+            TakeAnswer::Done => Attempt::Done,
+            TakeAnswer::Held {
+                pttl,
+                holder,
+                queued,
+            } => {
                 self.held_on_cluster(req, &holder)?;
-                Ok(Attempt::Held {
+                Attempt::Held {
                     holder: Some(holder),
                     // -1: no ttl (never expires); -2: gone since the try looked (free now).
-                    ttl_left: (n != -1).then(|| Duration::from_millis(n.max(0).unsigned_abs())),
-                    queued: code == 5,
-                })
+                    ttl_left: (pttl != -1)
+                        .then(|| Duration::from_millis(pttl.max(0).unsigned_abs())),
+                    queued,
+                }
             }
-            2 => Ok(Attempt::Done),
-            4 => Ok(Attempt::Granted { token: token() }),
-            _ => {
+            TakeAnswer::Junk { key, found } => {
                 self.metrics.count(Counter::RedisErrors, None);
-                Err(junk(&text, || self.keys.lock_key(req.key)))
+                return Err(Error::WrongType { key, found });
+            }
+        };
+        if matches!(attempt, Attempt::Acquired { .. } | Attempt::Granted { .. }) {
+            // Through Sentinel, a lock counts only on the master the sentinels name.
+            let lock = self.keys.lock_key(req.key);
+            if !self.confirm_master(&lock).await? {
+                return Err(self.moved_away(&lock));
             }
         }
-    }
-
-    pub(super) async fn stay_queued(
-        &self,
-        lease: &Lease,
-        handoff: Handoff,
-    ) -> Result<Waiting, Error> {
-        let Some(channel) = &self.grants else {
-            return Ok(Waiting::Gone);
-        };
-        let lock = self.keys.lock_key(lease.key());
-        let mut inv = REFRESH.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.queue_key(lease.key()))
-            .key(self.keys.waiters_key(lease.key()))
-            .key(self.keys.fence_key_of(lease.key()))
-            .arg(lease.holder().as_str())
-            .arg(ms(handoff.entry_ttl).max(1))
-            .arg(ms(handoff.grant_ttl).max(1))
-            .arg(channel)
-            .arg("");
-        let (code, token): (i64, i64) = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("refresh", &lock, e))?;
-        Ok(match code {
-            1 => Waiting::Queued,
-            2 => Waiting::Granted {
-                token: u64::try_from(token).unwrap_or(0),
-            },
-            _ => Waiting::Gone,
-        })
+        Ok(attempt)
     }
 
     /// Releases (handing over to the first live queued waiter), or, for a holder that
@@ -131,32 +111,32 @@ impl RedisStore {
                     .and_then(|mut a| a.pop().ok_or_else(short))
             }
         };
-        let (code, text) = answer.map_err(|e| self.err("release", &self.keys.lock_key(key), e))?;
-        if code == 4 {
-            self.metrics.count(Counter::RedisErrors, None);
-            return Err(junk(&text, || self.keys.lock_key(key)));
-        }
+        let answer = answer.map_err(|e| self.err("release", &self.keys.lock_key(key), e))?;
         // Waiters, here and in other processes alike, learn of the release from Redis:
         // waking local waiters first would let one process keep a hot lock among its own
         // tasks while others starve.
-        Ok(code >= 1)
+        match answer {
+            LetGoAnswer::NotHeld => Ok(false),
+            LetGoAnswer::Released | LetGoAnswer::HandedOver => Ok(true),
+            LetGoAnswer::Junk { key, found } => {
+                self.metrics.count(Counter::RedisErrors, None);
+                Err(Error::WrongType { key, found })
+            }
+        }
     }
 }
 
 /// The error for a script's "key<TAB>what is wrong" about junk in one of its keys (a key
 /// it could not name falls back to `lock`).
 pub(super) fn junk(text: &[u8], lock: impl FnOnce() -> String) -> Error {
-    let text = String::from_utf8_lossy(text);
-    match text.split_once('\t') {
-        Some((key, found)) => Error::WrongType {
-            key: key.to_owned(),
-            found: found.to_owned(),
-        },
-        None => Error::WrongType {
+    let (key, found) = super::protocol::junk(text);
+    if key.is_empty() {
+        return Error::WrongType {
             key: lock(),
-            found: format!("holds {text}"),
-        },
+            found: format!("holds {found}"),
+        };
     }
+    Error::WrongType { key, found }
 }
 
 fn short() -> RedisError {

@@ -24,12 +24,15 @@
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
+mod admin;
 mod batch;
 mod calls;
 mod client;
 mod cluster;
 mod conn;
 mod handoff;
+mod lock;
+mod protocol;
 mod scan;
 pub(crate) mod scripts;
 mod sentinel;
@@ -41,7 +44,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError};
 use tokio::sync::oneshot;
@@ -49,26 +51,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use client::RedisSettings;
-use client::{connect_checked, describe, make_client, maxmemory_policy, Master};
+use client::{connect_checked, describe, make_client, Master};
 use cluster::ClusterLink;
 use conn::Conn;
-use scripts::{COMPLETE, EXTEND, FENCE_FLOOR, FORCE_RELEASE, RENEW, STATUS};
+use scripts::FENCE_FLOOR;
 use sentinel::{Confirmation, Failover};
 use subscriber::Subscriber;
 
-use super::memory::ms;
-use super::{
-    completion_record, AcquireRequest, Attempt, ClusterProbe, Completed, Handoff, LockInfo,
-    LockStatus, Probe, Store, Topology, Waiting,
-};
+use super::TryAcquire;
 use crate::config::RedisTarget;
 use crate::error::Error;
-use crate::key::LockKey;
 use crate::keyspace::{KeySpace, Layout};
-use crate::lease::{Extend, Holder, Lease, Validity};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
-use crate::stats::Census;
 
 /// The store's background tasks (the subscriber, Sentinel checks): tracked, so `close()`
 /// stops them and waits for them.
@@ -325,6 +320,18 @@ impl RedisStore {
         }
     }
 
+    /// The error for a lock taken on a master the sentinels no longer name: it does not
+    /// count (retried on the new master until the acquire's deadline).
+    fn moved_away(&self, lock: &str) -> Error {
+        self.metrics.count(Counter::RedisErrors, None);
+        Error::Unavailable {
+            url: self.target.redacted().to_owned(),
+            reason: format!(
+                "{lock} was taken on a master the sentinels no longer name; following the new one"
+            ),
+        }
+    }
+
     /// Raises the fencing counter to at least `token` (Redlock write-back).
     pub(crate) async fn raise_fence(&self, token: u64) -> Result<(), Error> {
         let fence = self.keys.fence_key();
@@ -341,11 +348,11 @@ impl RedisStore {
     /// and a lock held by this very try means redis-rs sent the script twice (it re-sends
     /// a command whose connection dropped) and the first run took it: that outcome is
     /// unknown to the caller, so it is an error, and the lock is released in the background.
-    fn held_on_cluster(&self, req: &AcquireRequest<'_>, holder: &str) -> Result<(), Error> {
+    fn held_on_cluster(&self, req: &TryAcquire<'_>, holder: &str) -> Result<(), Error> {
         let Some(c) = self.cluster() else {
             return Ok(());
         };
-        if holder == req.holder().as_str() && !req.lease.holder_given() {
+        if holder == req.holder.as_str() && !req.given {
             let e = RedisError::from((
                 ErrorKind::Io,
                 "the acquire reached the cluster twice (a retried request); outcome unknown",
@@ -354,225 +361,5 @@ impl RedisStore {
         }
         c.shards.waiting(req.key);
         Ok(())
-    }
-}
-
-#[async_trait]
-impl Store for RedisStore {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn location(&self) -> String {
-        self.target.redacted().to_owned()
-    }
-
-    fn topology(&self) -> Topology {
-        if let Some(c) = self.cluster() {
-            Topology::Cluster {
-                masters: c.master_count(),
-            }
-        } else if self.failover.is_some() {
-            Topology::Sentinel
-        } else {
-            Topology::Single
-        }
-    }
-
-    fn validity(&self, ttl: Duration, _renew: bool) -> Validity {
-        Validity::For(ttl)
-    }
-
-    fn takes_handoffs(&self) -> bool {
-        self.grants.is_some()
-    }
-
-    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        self.take(req).await
-    }
-
-    async fn refresh(&self, lease: &Lease, handoff: Handoff) -> Result<Waiting, Error> {
-        self.stay_queued(lease, handoff).await
-    }
-
-    async fn release(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-    ) -> Result<bool, Error> {
-        // Only a lease's own release of a generated holder id can go unannounced when
-        // nobody waits: no one else can hold a lock under that id.
-        let tell = lease.is_none_or(Lease::holder_given);
-        self.let_go(key, holder, tell).await
-    }
-
-    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
-        let lock = self.keys.lock_key(lease.key());
-        let script = match how {
-            Extend::Exact => &EXTEND,
-            Extend::Renew => &RENEW,
-        };
-        let mut inv = script.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.wait_key(lease.key()))
-            .key(self.keys.waiters_key(lease.key()))
-            .arg(lease.holder().as_str())
-            .arg(ms(ttl).max(1));
-        let n: i64 = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("extend", &lock, e))?;
-        if n == -1 {
-            return Err(Error::WrongType {
-                key: lock,
-                found: "holds another kind of Redis value, not a lock".to_owned(),
-            });
-        }
-        if n != 1 {
-            return Ok(false);
-        }
-        self.confirm_master(&lock).await
-    }
-
-    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
-        let lock = self.keys.lock_key(lease.key());
-        let holder: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(&lock)
-            .query_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("holds", &lock, e))?;
-        Ok(holder.as_deref() == Some(lease.holder().as_str().as_bytes()))
-    }
-
-    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
-        let lock = self.keys.lock_key(lease.key());
-        let done = self.keys.done_key(lease.key());
-        let mut inv = COMPLETE.prepare_invoke();
-        inv.key(&lock)
-            .key(&done)
-            .key(self.keys.wait_key(lease.key()))
-            .arg(lease.holder().as_str())
-            .arg(completion_record(lease))
-            .arg(ms(retention).max(1))
-            .arg(self.keys.release_channel_of(lease.key()))
-            .arg(self.publish)
-            .arg(if lease.owns_its_id() { "1" } else { "0" })
-            .arg(if lease.holder_given() { "1" } else { "0" });
-        let n: i64 = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("complete", &lock, e))?;
-        Ok(if n == 1 {
-            Completed::Released
-        } else {
-            Completed::NotHeld
-        })
-    }
-
-    async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
-        let lock = self.keys.lock_key(key);
-        let mut inv = FORCE_RELEASE.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.wait_key(key))
-            .arg(self.keys.release_channel_of(key))
-            .arg(self.publish);
-        let (n, text): (i64, Vec<u8>) = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("force_release", &lock, e))?;
-        if n == 3 {
-            return Err(handoff::junk(&text, || lock.clone()));
-        }
-        Ok(n == 1)
-    }
-
-    async fn clear_done(&self, key: &LockKey) -> Result<bool, Error> {
-        let done = self.keys.done_key(key);
-        let n: i64 = redis::cmd("DEL")
-            .arg(&done)
-            .query_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("clear_done", &done, e))?;
-        Ok(n == 1)
-    }
-
-    async fn status(&self, key: &LockKey) -> Result<LockStatus, Error> {
-        let lock = self.keys.lock_key(key);
-        let done = self.keys.done_key(key);
-        let mut inv = STATUS.prepare_invoke();
-        inv.key(&lock).key(&done);
-        let (kind, holder, pttl, record, done_pttl): (String, Vec<u8>, i64, Vec<u8>, i64) = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("status", &lock, e))?;
-        if kind != "string" && kind != "none" {
-            return Err(Error::WrongType {
-                key: lock,
-                found: format!("holds a Redis {kind}, not a lock"),
-            });
-        }
-        let held = kind == "string";
-        let has_done = !record.is_empty();
-        Ok(LockStatus {
-            redis_key: lock,
-            holder: held.then(|| String::from_utf8_lossy(&holder).into_owned()),
-            ttl_left_ms: if held { u64::try_from(pttl).ok() } else { None },
-            done: has_done.then(|| String::from_utf8_lossy(&record).into_owned()),
-            done_ttl_left_ms: if has_done {
-                u64::try_from(done_pttl).ok()
-            } else {
-                None
-            },
-        })
-    }
-
-    async fn ping(&self) -> Result<(), Error> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("ping", "", e))?;
-        Ok(())
-    }
-
-    /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
-    /// services); on a cluster, an evicting one if any master evicts.
-    async fn probe(&self) -> Probe {
-        let maxmemory_policy = match self.cluster() {
-            None => maxmemory_policy(&mut self.call()).await,
-            Some(c) => match c.masters().await {
-                Ok(m) => c.maxmemory_policy(&m).await,
-                Err(_) => None,
-            },
-        };
-        Probe { maxmemory_policy }
-    }
-
-    async fn cluster_probe(&self) -> Option<ClusterProbe> {
-        let c = self.cluster()?;
-        let masters = c.masters().await.ok();
-        Some(ClusterProbe {
-            state: match &masters {
-                Some(m) => c.state(m).await,
-                None => None,
-            },
-            masters: masters.map(|m| m.len()),
-        })
-    }
-
-    async fn close(&self) {
-        self.background.stop(self.response_timeout).await;
-    }
-
-    async fn list(&self, marketplace: Option<&str>) -> Result<Vec<LockInfo>, Error> {
-        self.list_locks(marketplace).await
-    }
-
-    async fn cleanup_all(&self) -> Result<u64, Error> {
-        self.delete_locks().await
-    }
-
-    async fn census(&self) -> Result<Census, Error> {
-        self.take_census().await
     }
 }

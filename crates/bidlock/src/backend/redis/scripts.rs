@@ -28,7 +28,6 @@ scripts! {
     RELEASE => ["hlc.lua", "junk.lua", "queue.lua", "release.lua"],
     EXTEND => ["junk.lua", "extend.lua"],
     RENEW => ["junk.lua", "renew.lua"],
-    REFRESH => ["hlc.lua", "junk.lua", "queue.lua", "refresh.lua"],
     COMPLETE => ["junk.lua", "complete.lua"],
     FORCE_RELEASE => ["junk.lua", "force_release.lua"],
     CLEANUP => ["cleanup.lua"],

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::quorum::{Fanout, Vote, Votes};
 use super::RedlockStore;
-use crate::backend::{policy_can_evict, LockInfo, LockStatus, Probe, Store};
+use crate::backend::{policy_can_evict, AdminStore, LockInfo, LockStatus, Probe};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::stats::Census;

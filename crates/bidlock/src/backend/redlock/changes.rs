@@ -12,10 +12,10 @@ use std::time::Duration;
 use super::quorum::{Answer, Fanout, Verdict, Vote, Votes};
 use super::sweep::settled;
 use super::RedlockStore;
-use crate::backend::{Completed, Store};
+use crate::backend::{Complete, Completed, ExtendLock, LockStore, Release};
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::lease::{Extend, Holder, Lease};
+use crate::lease::Holder;
 
 /// What a vote ended with: its verdict, the requests still out, and the nodes that
 /// answered with neither yes nor no before the verdict.
@@ -73,21 +73,31 @@ impl RedlockStore {
         self.count(fan, vote).await
     }
 
-    /// The nodes a release (or completion) of `lease` did not reach get it again later,
-    /// for a generated holder id (see [`super::sweep`]).
-    fn sweep_missed<T: Send + 'static>(&self, lease: &Lease, counted: Counted<T>) {
-        if lease.holder_given() {
+    /// The nodes a release (or completion) of `holder`'s lock of `key` did not reach get
+    /// it again later, for a generated holder id (see [`super::sweep`]); `ttl` bounds how
+    /// long its copies can live.
+    fn sweep_missed<T: Send + 'static>(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+        given: bool,
+        ttl: Duration,
+        counted: Counted<T>,
+    ) {
+        if !crate::inner::lets_go_unattended(given) {
             return;
         }
+        self.sweeper
+            .note_released(holder, tokio::time::Instant::now() + ttl);
         for &i in &counted.missed {
-            self.sweeper.release_later(i, lease);
+            self.sweeper.release_later(i, key, holder, given, ttl);
         }
-        let (sweeper, lease) = (self.sweeper.clone(), lease.clone());
+        let (sweeper, key, holder) = (self.sweeper.clone(), key.clone(), holder.clone());
         counted
             .rest
             .finish_in_background(&self.tasks, move |i, answer| {
                 if !settled(&answer) {
-                    sweeper.release_later(i, &lease);
+                    sweeper.release_later(i, &key, &holder, given, ttl);
                 }
             });
     }
@@ -100,13 +110,11 @@ impl RedlockStore {
         }
     }
 
-    pub(super) async fn release_by_majority(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-    ) -> Result<bool, Error> {
-        let bound = lease.map_or(self.response_timeout, |l| self.node_timeout(l.ttl()));
+    pub(super) async fn release_by_majority(&self, req: &Release<'_>) -> Result<bool, Error> {
+        let bound = req
+            .ttl
+            .map_or(self.response_timeout, |t| self.node_timeout(t));
+        let (key, holder) = (req.key, req.holder);
         let counted = self
             .vote_on_all(
                 bound,
@@ -115,21 +123,26 @@ impl RedlockStore {
             )
             .await?;
         let result = self.verdict("release", counted.verdict, counted.yes);
-        if let Some(lease) = lease {
-            self.sweep_missed(lease, counted);
+        if let Some(ttl) = req.ttl {
+            self.sweep_missed(key, holder, req.given, ttl, counted);
         }
         result
     }
 
-    pub(super) async fn extend_by_majority(
-        &self,
-        lease: &Lease,
-        ttl: Duration,
-        how: Extend,
-    ) -> Result<bool, Error> {
+    pub(super) async fn extend_by_majority(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
+        let (ttl, how) = (req.ttl, req.how);
         let extend_on = |i: usize| {
-            let (node, lease) = (self.nodes[i].clone(), lease.clone());
-            async move { node.extend(&lease, ttl, how).await }
+            let node = self.nodes[i].clone();
+            let (key, holder) = (req.key.clone(), req.holder.clone());
+            async move {
+                let req = ExtendLock {
+                    key: &key,
+                    holder: &holder,
+                    ttl,
+                    how,
+                };
+                node.extend(&req).await
+            }
         };
         let counted = self
             .vote_on_all(self.node_timeout(ttl), extend_on, |a| Ok(Vote::of(a)))
@@ -137,15 +150,18 @@ impl RedlockStore {
         self.verdict("extend", counted.verdict, counted.yes)
     }
 
-    pub(super) async fn held_by_majority(&self, lease: &Lease) -> Result<bool, Error> {
+    pub(super) async fn held_by_majority(
+        &self,
+        key: &LockKey,
+        holder: &Holder,
+    ) -> Result<bool, Error> {
         let holds_on = |i: usize| {
-            let (node, lease) = (self.nodes[i].clone(), lease.clone());
-            async move { node.holds(&lease).await }
+            let node = self.nodes[i].clone();
+            let (key, holder) = (key.clone(), holder.clone());
+            async move { node.holds(&key, &holder).await }
         };
         let counted = self
-            .vote_on_all(self.node_timeout(lease.ttl()), holds_on, |a| {
-                Ok(Vote::of(a))
-            })
+            .vote_on_all(self.response_timeout, holds_on, |a| Ok(Vote::of(a)))
             .await?;
         self.verdict("holds", counted.verdict, counted.yes)
     }
@@ -153,12 +169,26 @@ impl RedlockStore {
     /// A key of the wrong type on any node that answers is reported, not outvoted.
     pub(super) async fn complete_by_majority(
         &self,
-        lease: &Lease,
-        retention: Duration,
+        req: &Complete<'_>,
     ) -> Result<Completed, Error> {
+        let (retention, may_release, given, tell) =
+            (req.retention, req.may_release, req.given, req.tell);
         let complete_on = |i: usize| {
-            let (node, lease) = (self.nodes[i].clone(), lease.clone());
-            async move { node.complete(&lease, retention).await }
+            let node = self.nodes[i].clone();
+            let (key, holder, record) = (req.key.clone(), req.holder.clone(), req.record.clone());
+            async move {
+                let req = Complete {
+                    key: &key,
+                    holder: &holder,
+                    record,
+                    retention,
+                    may_release,
+                    given,
+                    tell,
+                    ttl: Duration::ZERO,
+                };
+                node.complete(&req).await
+            }
         };
         let vote = |answer: &Answer<Completed>| match answer {
             Some(Ok(Completed::Released)) => Ok(Vote::Yes),
@@ -170,7 +200,7 @@ impl RedlockStore {
             _ => Ok(Vote::Unknown),
         };
         let counted = self
-            .vote_on_all(self.node_timeout(lease.ttl()), complete_on, vote)
+            .vote_on_all(self.node_timeout(req.ttl), complete_on, vote)
             .await?;
         let result = self
             .verdict("complete", counted.verdict, counted.yes)
@@ -181,7 +211,7 @@ impl RedlockStore {
                     Completed::NotHeld
                 }
             });
-        self.sweep_missed(lease, counted);
+        self.sweep_missed(req.key, req.holder, req.given, req.ttl, counted);
         result
     }
 }

@@ -27,13 +27,17 @@
 //!
 //! ## Fencing
 //!
-//! The token is the maximum of the per-node tokens of the nodes that took the lock,
-//! written back to the counters of a majority of them before it is used. Any later
-//! holder's majority shares a node with that one; if the shared node kept its data, its
-//! counter is at least the earlier token and the later token is greater. So **tokens of a
-//! key increase in holding order as long as, between two holders, one of the nodes that
-//! took both locks keeps its data** (it is not restarted, or restarts with AOF
-//! `appendfsync always`). Every node keeping its data is enough, since two majorities
+//! The token is the maximum of the per-node tokens of the nodes that took the lock by the
+//! decision, written back to the counters of a majority of them before it is used; a node
+//! that takes the lock after the decision gets the token written back when its answer
+//! arrives. Any later holder's majority shares a node with the deciding one; if the shared
+//! node kept its data, its counter is at least the earlier token and the later token is
+//! greater. So **tokens of a key increase in holding order as long as, between two
+//! holders, a node the earlier token was written back to, and that the later acquire
+//! reached, keeps its data** (it is not restarted, or restarts with AOF `appendfsync
+//! always`). A node that took the earlier lock late is such a node once the write-back
+//! landed; a later acquire that reaches it before then (a window of one round trip after
+//! its late answer) finds only its own, lower, token there. Every node keeping its data is enough, since two majorities
 //! always share a node; a majority keeping its data is not, since the shared node may be
 //! the one that lost it. When it did, the later token is still above the clocks (µs) of
 //! its own majority's nodes, so it is lower than the earlier one only if that one came
@@ -69,12 +73,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::redis::{RedisSettings, RedisStore};
-use super::{AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store, Topology};
+use super::{
+    AdminStore, Attempt, Complete, Completed, ExtendLock, LockInfo, LockStatus, LockStore, Probe,
+    Release, Topology, TryAcquire,
+};
 use crate::config::RedisTarget;
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::keyspace::KeySpace;
-use crate::lease::{Extend, Holder, Lease, Validity};
+use crate::lease::Holder;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::stats::Census;
@@ -82,7 +89,7 @@ use sweep::Sweeper;
 
 /// The store's background work (requests still out after a decision, the release
 /// sweepers): tracked, stopped by `close()` or when the store is dropped.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Tasks {
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -211,7 +218,16 @@ impl RedlockStore {
         holder: &Holder,
     ) -> impl Future<Output = Result<bool, Error>> + Send + 'static {
         let (node, key, holder) = (self.nodes[i].clone(), key.clone(), holder.clone());
-        async move { node.release(&key, &holder, None).await }
+        async move {
+            let req = Release {
+                key: &key,
+                holder: &holder,
+                given: true,
+                tell: false,
+                ttl: None,
+            };
+            node.release(&req).await
+        }
     }
 
     /// Runs `f` on every node at once, each bounded by `bound`, and waits for all (the
@@ -230,11 +246,38 @@ impl RedlockStore {
 }
 
 #[async_trait]
-impl Store for RedlockStore {
-    fn name(&self) -> &'static str {
-        "redlock"
+impl LockStore for RedlockStore {
+    /// The ttl less the clock-drift allowance, from the moment the request was sent (the
+    /// time the request took is not subtracted again: the caller counts from the send).
+    fn validity(&self, ttl: Duration) -> Duration {
+        ttl.saturating_sub(self.drift(ttl))
     }
 
+    async fn try_acquire(&self, req: &TryAcquire<'_>) -> Result<Attempt, Error> {
+        self.take(req).await
+    }
+
+    async fn release(&self, req: &Release<'_>) -> Result<bool, Error> {
+        self.release_by_majority(req).await
+    }
+
+    async fn extend(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
+        self.extend_by_majority(req).await
+    }
+
+    /// Whether a majority still has `holder` in the lock.
+    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+        self.held_by_majority(key, holder).await
+    }
+
+    /// Recorded once a majority wrote the record; released when a majority released.
+    async fn complete(&self, req: &Complete<'_>) -> Result<Completed, Error> {
+        self.complete_by_majority(req).await
+    }
+}
+
+#[async_trait]
+impl AdminStore for RedlockStore {
     fn location(&self) -> String {
         let urls: Vec<String> = self.nodes.iter().map(|n| n.location()).collect();
         format!("redlock[{}]", urls.join(","))
@@ -244,39 +287,6 @@ impl Store for RedlockStore {
         Topology::Redlock {
             nodes: self.nodes.len(),
         }
-    }
-
-    /// The ttl less the clock-drift allowance, from the moment the request was sent (the
-    /// time the request took is not subtracted again: the caller counts from the send).
-    fn validity(&self, ttl: Duration, _renew: bool) -> Validity {
-        Validity::For(ttl.saturating_sub(self.drift(ttl)))
-    }
-
-    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
-        self.take(req).await
-    }
-
-    async fn release(
-        &self,
-        key: &LockKey,
-        holder: &Holder,
-        lease: Option<&Lease>,
-    ) -> Result<bool, Error> {
-        self.release_by_majority(key, holder, lease).await
-    }
-
-    async fn extend(&self, lease: &Lease, ttl: Duration, how: Extend) -> Result<bool, Error> {
-        self.extend_by_majority(lease, ttl, how).await
-    }
-
-    /// Whether a majority still has `lease`'s holder in the lock.
-    async fn holds(&self, lease: &Lease) -> Result<bool, Error> {
-        self.held_by_majority(lease).await
-    }
-
-    /// Recorded once a majority wrote the record; released when a majority released.
-    async fn complete(&self, lease: &Lease, retention: Duration) -> Result<Completed, Error> {
-        self.complete_by_majority(lease, retention).await
     }
 
     async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {

@@ -12,6 +12,7 @@
 //! later acquisition by then, so it is never released in the background (the one rule of
 //! `Inner::release_detached`); its copy expires after its ttl.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,10 +23,10 @@ use tokio::time::Instant;
 use super::quorum::Answer;
 use super::Tasks;
 use crate::backend::redis::RedisStore;
-use crate::backend::Store;
+use crate::backend::{LockStore, Release};
 use crate::error::Error;
 use crate::key::LockKey;
-use crate::lease::{Holder, Lease};
+use crate::lease::Holder;
 
 /// The first wait before a missed release is sent again, doubled up to [`LAST_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -54,9 +55,12 @@ impl Queue {
     }
 }
 
-/// The release queues of every node, and the tasks that drain them.
+/// The release queues of every node, and the tasks that drain them; and the generated
+/// holder ids released lately, so that a try's copy a node takes after its holder let go
+/// is let go too.
 pub(super) struct Sweeper {
     queues: Vec<Arc<Queue>>,
+    released: Mutex<HashMap<Holder, Instant>>,
 }
 
 impl Sweeper {
@@ -66,14 +70,40 @@ impl Sweeper {
         for (node, queue) in nodes.iter().zip(&queues) {
             tasks.spawn(drain(node.clone(), queue.clone(), bound));
         }
-        Sweeper { queues }
+        Sweeper {
+            queues,
+            released: Mutex::default(),
+        }
     }
 
-    /// Sends `lease`'s release to `node` again until it answers, if its holder id is
-    /// generated (see the module docs); the copy there expires at the latest one ttl
-    /// from now.
-    pub(super) fn release_later(&self, node: usize, lease: &Lease) {
-        if lease.holder_given() {
+    /// `holder` (a generated id) let go of its lock, whose copies expire by `until`.
+    pub(super) fn note_released(&self, holder: &Holder, until: Instant) {
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if released.len() >= MAX_QUEUED {
+            released.retain(|_, t| *t > now);
+        }
+        released.insert(holder.clone(), until);
+    }
+
+    /// Whether `holder` let go of its lock lately (and its copies may still live).
+    pub(super) fn was_released(&self, holder: &Holder) -> bool {
+        let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        released.get(holder).is_some_and(|t| *t > Instant::now())
+    }
+
+    /// Sends the release of `holder`'s lock of `key` to `node` again until it answers,
+    /// for a generated holder id only (see the module docs); the copy there expires at
+    /// the latest `ttl` from now.
+    pub(super) fn release_later(
+        &self,
+        node: usize,
+        key: &LockKey,
+        holder: &Holder,
+        given: bool,
+        ttl: Duration,
+    ) {
+        if !crate::inner::lets_go_unattended(given) {
             return;
         }
         let Some(queue) = self.queues.get(node) else {
@@ -81,14 +111,14 @@ impl Sweeper {
         };
         let mut missed = queue.missed();
         if missed.len() >= MAX_QUEUED {
-            tracing::debug!(target: "bidlock::redlock", node, key = %lease.key(),
+            tracing::debug!(target: "bidlock::redlock", node, key = %key,
                 "too many missed releases queued for this node; this copy expires after its ttl");
             return;
         }
         missed.push(Missed {
-            key: lease.key().clone(),
-            holder: lease.holder().clone(),
-            until: Instant::now() + lease.ttl(),
+            key: key.clone(),
+            holder: holder.clone(),
+            until: Instant::now() + ttl,
         });
         drop(missed);
         queue.wake.notify_one();
@@ -115,11 +145,19 @@ async fn drain(node: Arc<RedisStore>, queue: Arc<Queue>, bound: Duration) {
             queue.wake.notified().await;
             continue;
         }
-        let answers = join_all(
-            batch
-                .iter()
-                .map(|m| tokio::time::timeout(bound, node.release(&m.key, &m.holder, None))),
-        )
+        let answers = join_all(batch.iter().map(|m| {
+            let node = &node;
+            async move {
+                let req = Release {
+                    key: &m.key,
+                    holder: &m.holder,
+                    given: false,
+                    tell: false,
+                    ttl: None,
+                };
+                tokio::time::timeout(bound, node.release(&req)).await
+            }
+        }))
         .await;
         let left: Vec<Missed> = batch
             .into_iter()

@@ -15,12 +15,22 @@ use tokio::time::Instant;
 use super::quorum::{Answer, Fanout, Vote, Votes};
 use super::sweep::settled;
 use super::RedlockStore;
-use crate::backend::{AcquireRequest, Attempt, Store};
+use crate::backend::{Attempt, LockStore, TryAcquire};
 use crate::error::Error;
-use crate::lease::Lease;
+use crate::key::LockKey;
+use crate::lease::Holder;
+
+/// What the work a try leaves behind needs to know of it.
+#[derive(Clone)]
+struct Try {
+    key: LockKey,
+    holder: Holder,
+    given: bool,
+    ttl: Duration,
+}
 
 impl RedlockStore {
-    pub(super) async fn take(&self, req: &AcquireRequest<'_>) -> Result<Attempt, Error> {
+    pub(super) async fn take(&self, req: &TryAcquire<'_>) -> Result<Attempt, Error> {
         let start = Instant::now();
         let bound = self.node_timeout(req.ttl);
         let mut takes = Fanout::start((0..self.nodes.len()).map(|i| self.take_on(i, req)), bound);
@@ -32,13 +42,19 @@ impl RedlockStore {
             tally.add(i, answer);
         }
         let won = tally.won() && self.fence(&mut tally, req, start, bound).await;
-        self.after_decision(won, req.lease, takes);
+        let this = Try {
+            key: req.key.clone(),
+            holder: req.holder.clone(),
+            given: req.given,
+            ttl: req.ttl,
+        };
+        self.after_decision(won.then(|| tally.token()), &this, takes);
         if won {
             return Ok(Attempt::Acquired {
                 token: tally.token(),
             });
         }
-        self.let_go(req.lease, &tally, bound).await;
+        self.let_go(&this, &tally, bound).await;
         tally.answer(self)
     }
 
@@ -46,18 +62,18 @@ impl RedlockStore {
     fn take_on(
         &self,
         i: usize,
-        req: &AcquireRequest<'_>,
+        req: &TryAcquire<'_>,
     ) -> impl std::future::Future<Output = Result<Attempt, Error>> + Send + 'static {
         let node = self.nodes[i].clone();
-        let (key, lease) = (req.key.clone(), req.lease.clone());
-        let (ttl, renew, check_done) = (req.ttl, req.renew, req.check_done);
+        let (key, holder, given) = (req.key.clone(), req.holder.clone(), req.given);
+        let (ttl, check_done) = (req.ttl, req.check_done);
         let (waiters_behind, queue, now) = (req.waiters_behind, req.queue, req.now);
         async move {
-            let req = AcquireRequest {
+            let req = TryAcquire {
                 key: &key,
-                lease: &lease,
+                holder: &holder,
+                given,
                 ttl,
-                renew,
                 check_done,
                 waiters_behind,
                 queue,
@@ -73,7 +89,7 @@ impl RedlockStore {
     async fn fence(
         &self,
         tally: &mut Tally,
-        req: &AcquireRequest<'_>,
+        req: &TryAcquire<'_>,
         start: Instant,
         bound: Duration,
     ) -> bool {
@@ -98,23 +114,32 @@ impl RedlockStore {
         false
     }
 
-    /// The tries still out when the try was decided run on; what they took is let go if
-    /// the try did not win (or, for a winner, if its lease was released meanwhile: that
-    /// release may have reached the node first). Generated holder ids only.
-    fn after_decision(&self, won: bool, lease: &Lease, takes: Fanout<Attempt>) {
-        if lease.holder_given() {
-            return;
-        }
-        let (sweeper, lease) = (self.sweeper.clone(), lease.clone());
+    /// The tries still out when the try was decided run on. For a winner (`token`), a node
+    /// that takes the lock late gets the token written back too, so that it carries the
+    /// order like the majority that decided; and if the holder let go meanwhile (that
+    /// release may have reached the node first), its late copy is let go. For a try that
+    /// did not win, whatever it took is let go. Copies are let go for generated holder ids
+    /// only.
+    fn after_decision(&self, token: Option<u64>, this: &Try, takes: Fanout<Attempt>) {
+        let (sweeper, this) = (self.sweeper.clone(), this.clone());
+        let (tasks, nodes) = (self.tasks.clone(), self.nodes.clone());
         takes.finish_in_background(&self.tasks, move |node, answer| {
             let took = matches!(answer, Some(Ok(Attempt::Acquired { .. })));
-            let release = if won {
-                took && lease.is_released()
-            } else {
-                took || may_have_taken(&answer)
+            if let (Some(token), true) = (token, took) {
+                let n = nodes[node].clone();
+                tasks.spawn(async move {
+                    let _ = n.raise_fence(token).await;
+                });
+            }
+            if !crate::inner::lets_go_unattended(this.given) {
+                return;
+            }
+            let release = match token {
+                Some(_) => took && sweeper.was_released(&this.holder),
+                None => took || may_have_taken(&answer),
             };
             if release {
-                sweeper.release_later(node, &lease);
+                sweeper.release_later(node, &this.key, &this.holder, this.given, this.ttl);
             }
         });
     }
@@ -123,18 +148,19 @@ impl RedlockStore {
     /// whose answer is unknown may have taken it; it is released (in the background) only
     /// for a generated holder id, unique to this try: a holder id of the caller's may be
     /// another acquisition's there (never remove that).
-    async fn let_go(&self, lease: &Lease, tally: &Tally, bound: Duration) {
-        let (key, holder) = (lease.key(), lease.holder());
+    async fn let_go(&self, this: &Try, tally: &Tally, bound: Duration) {
+        let (key, holder) = (&this.key, &this.holder);
         let mut releases = Fanout::start(
             tally.took.iter().map(|&i| self.release_on(i, key, holder)),
             bound,
         );
         while let Some((j, answer)) = releases.next().await {
             if !settled(&answer) {
-                self.sweeper.release_later(tally.took[j], lease);
+                self.sweeper
+                    .release_later(tally.took[j], key, holder, this.given, this.ttl);
             }
         }
-        if lease.holder_given() || tally.unknown.is_empty() {
+        if !crate::inner::lets_go_unattended(this.given) || tally.unknown.is_empty() {
             return;
         }
         let nodes = tally.unknown.clone();
@@ -142,10 +168,10 @@ impl RedlockStore {
             nodes.iter().map(|&i| self.release_on(i, key, holder)),
             bound,
         );
-        let (sweeper, lease) = (self.sweeper.clone(), lease.clone());
+        let (sweeper, this) = (self.sweeper.clone(), this.clone());
         releases.finish_in_background(&self.tasks, move |j, answer| {
             if !settled(&answer) {
-                sweeper.release_later(nodes[j], &lease);
+                sweeper.release_later(nodes[j], &this.key, &this.holder, this.given, this.ttl);
             }
         });
     }

@@ -46,8 +46,10 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
   end
   if redis.call('EXISTS', queue, waiters) > 0 then
     tidy(queue, waiters)
-    -- A free lock with live waiters queued goes to the first of them (unless that is us).
-    if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', lock) == 0 then
+    -- A free lock with live waiters queued goes to the first of them (unless that is
+    -- us); never a posting handled meanwhile: every waiter must see the record.
+    if redis.call('EXISTS', queue) == 1 and redis.call('EXISTS', lock) == 0
+        and redis.call('EXISTS', done) == 0 then
       local head, grant, to = live_head(queue, waiters, time_ms(), nil)
       if head and head ~= holder then
         hand_to(lock, queue, waiters, counter, keep, head, grant, to)

@@ -19,7 +19,9 @@ local function counter_problem(counter)
     return counter .. '\tholds a Redis ' .. redis.call('TYPE', counter)['ok'] ..
       ', not a fencing counter'
   end
-  if v and not string.match(v, '^%d+$') then
+  -- A whole number Lua counts exactly: below 2^53 (tokens are µs since 1970, about
+  -- 2^50.7 today).
+  if v and not (string.match(v, '^%d+$') and #v <= 16 and tonumber(v) < 9007199254740992) then
     return counter .. '\tholds ' .. string.format('%q', string.sub(v, 1, 40)) ..
       ', not a fencing counter'
   end

@@ -22,7 +22,10 @@ local function live_head(queue, waiters, now_ms, skip)
     if entry then
       deadline, grant, channel = string.match(entry, '^(%d+)|(%d+)|(.*)$')
     end
-    if deadline and tonumber(deadline) >= now_ms and head ~= skip then
+    -- An entry that is not what bidlock writes (junk) counts as dead: it goes.
+    local g = tonumber(grant)
+    if deadline and tonumber(deadline) >= now_ms and head ~= skip
+        and g and g >= 1 and g <= 60000 and channel ~= '' then
       return head, grant, channel
     end
     redis.call('ZREM', queue, head)

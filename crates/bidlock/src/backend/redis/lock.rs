@@ -1,0 +1,100 @@
+//! The Redis store's side of the lock contract ([`LockStore`]): each step is one script.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::scripts::{COMPLETE, EXTEND, RENEW};
+use super::RedisStore;
+use crate::backend::memory::ms;
+use crate::backend::{
+    Attempt, Complete, Completed, Extend, ExtendLock, LockStore, Release, TryAcquire,
+};
+use crate::error::Error;
+use crate::key::LockKey;
+use crate::lease::Holder;
+
+#[async_trait]
+impl LockStore for RedisStore {
+    fn validity(&self, ttl: Duration) -> Duration {
+        ttl
+    }
+
+    async fn try_acquire(&self, req: &TryAcquire<'_>) -> Result<Attempt, Error> {
+        self.take(req).await
+    }
+
+    async fn release(&self, req: &Release<'_>) -> Result<bool, Error> {
+        self.let_go(req.key, req.holder, req.tell).await
+    }
+
+    async fn extend(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(req.key);
+        let script = match req.how {
+            Extend::Exact => &EXTEND,
+            Extend::Renew => &RENEW,
+        };
+        let mut inv = script.prepare_invoke();
+        inv.key(&lock)
+            .key(self.keys.wait_key(req.key))
+            .arg(req.holder.as_str())
+            .arg(ms(req.ttl).max(1));
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("extend", &lock, e))?;
+        if n == -1 {
+            return Err(Error::WrongType {
+                key: lock,
+                found: "holds another kind of Redis value, not a lock".to_owned(),
+            });
+        }
+        if n != 1 {
+            return Ok(false);
+        }
+        self.confirm_master(&lock).await
+    }
+
+    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+        let lock = self.keys.lock_key(key);
+        let found: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&lock)
+            .query_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("holds", &lock, e))?;
+        Ok(found.as_deref() == Some(holder.as_str().as_bytes()))
+    }
+
+    async fn complete(&self, req: &Complete<'_>) -> Result<Completed, Error> {
+        let lock = self.keys.lock_key(req.key);
+        let mut inv = COMPLETE.prepare_invoke();
+        inv.key(&lock)
+            .key(self.keys.done_key(req.key))
+            .key(self.keys.wait_key(req.key))
+            .key(self.keys.queue_key(req.key))
+            .arg(req.holder.as_str())
+            .arg(&req.record)
+            .arg(ms(req.retention).max(1))
+            .arg(self.keys.release_channel_of(req.key))
+            .arg(self.publish)
+            .arg(flag(req.may_release))
+            .arg(flag(req.tell));
+        let n: i64 = inv
+            .invoke_async(&mut self.call())
+            .await
+            .map_err(|e| self.err("complete", &lock, e))?;
+        Ok(if n == 1 {
+            Completed::Released
+        } else {
+            Completed::NotHeld
+        })
+    }
+}
+
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
