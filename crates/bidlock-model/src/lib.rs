@@ -143,11 +143,13 @@
 pub mod action;
 pub mod bounds;
 pub mod client;
+pub mod current;
 pub mod design;
 pub mod explore;
 pub mod invariants;
 pub mod model;
 pub mod pack;
+pub mod queue;
 pub mod redis;
 pub mod show;
 pub mod state;
