@@ -7,11 +7,6 @@ use bidlock_model::explore::{explore, Limits, Model, Violation};
 use bidlock_model::state::{Phase, State};
 use bidlock_model::{Action, Bounds, Design, HandoverModel};
 
-/// The name of the bounds `BIDLOCK_MODEL_BOUND` selects (`Bounds::from_env`).
-pub fn bounds_name() -> String {
-    std::env::var("BIDLOCK_MODEL_BOUND").unwrap_or_else(|_| "short".into())
-}
-
 /// A step worth reaching: its name, and whether `from --action--> to` is one.
 pub type Goal = (&'static str, fn(&State, &Action, &State) -> bool);
 
@@ -85,7 +80,6 @@ pub fn held_after(from: &State, a: &Action, to: &State, answer: fn(&Phase) -> bo
 /// every state, after a known finding too), and that every goal is reached in some run
 /// (`BIDLOCK_MODEL_WITNESSES=1` prints each goal's path). Returns the states in all.
 pub fn check(designs: &[Design], bounds: &[Bounds], goals: &[Goal], known: &[&str]) -> u64 {
-    let set = bounds_name();
     let mut missing: Vec<&str> = goals.iter().map(|g| g.0).collect();
     let mut unseen: Vec<&str> = known.to_vec();
     let (mut states, mut seconds) = (0, 0.0);
@@ -133,7 +127,7 @@ pub fn check(designs: &[Design], bounds: &[Bounds], goals: &[Goal], known: &[&st
         states += out.states;
         seconds += out.elapsed.as_secs_f64();
     }
-    println!("{set} bounds: {states} states in all, {seconds:.1} s");
+    println!("in all: {states} states, {seconds:.1} s");
     assert!(missing.is_empty(), "never reached: {missing:?}");
     assert!(
         unseen.is_empty(),
