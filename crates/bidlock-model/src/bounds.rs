@@ -93,8 +93,8 @@ impl Bounds {
         ]
     }
 
-    /// The long bounds (`scripts/reliability.sh --long`): two ticks, and the kinds of
-    /// trouble together.
+    /// The long bounds (`BIDLOCK_MODEL_BOUND=long`): two ticks, and the kinds of trouble
+    /// together.
     pub fn long() -> Vec<Bounds> {
         vec![
             Bounds::handover(2, 1),

@@ -162,7 +162,7 @@ impl Scripts<'_> {
         if s.redis.done && b.clients[c].checks_done {
             return TryAnswer::Done;
         }
-        // acquire.lua 47-56 (rule 6): the lock is free and the queue exists: its first
+        // Step 2 (acquire.lua 47-56, rule 6): the lock is free and the queue exists: its first
         // live waiter (dead entries dropped) is handed the lock, unless that is `holder`.
         // (`Design::acquire_rule_6_sees_the_record`, proposed: not once there is a record.)
         let spared = self.design.acquire_rule_6_sees_the_record && s.redis.done;
@@ -174,7 +174,7 @@ impl Scripts<'_> {
             }
         }
         let r = &mut s.redis;
-        // Step 2 (acquire.lua 57-66): SET lock holder NX PX ttl -> next token.
+        // Step 3 (57-66): SET lock holder NX PX ttl -> next token.
         let Some(lock) = r.lock else {
             let token = r.next_token();
             r.lock = Some(Lock {
@@ -192,7 +192,8 @@ impl Scripts<'_> {
             }
             return TryAnswer::Acquired(token);
         };
-        // Step 4 (72-78): the lock is this holder's, mode stay, and '' names it: Granted.
+        // Step 5 (72-78): the lock is this holder's, mode stay (a join's fresh id is never
+        // there), and '' names it: Granted.
         if lock.holder == id && mode != Mode::No {
             if let Some((to, token)) = r.last_grant {
                 if to == id {
@@ -200,9 +201,10 @@ impl Scripts<'_> {
                 }
             }
         }
-        // Step 5 (81-84): SET marker 1 PX pttl + 5000.
+        // Step 6 (81-84): SET marker 1 PX pttl + 5000.
         self.mark(r, lock.expires + slack);
-        // Today's script joins for any mode but '0' (ZADD NX: a re-queue of a used id).
+        // Before issue 20 the script joined for any mode but '0' (ZADD NX: a re-queue of a
+        // used id).
         let join = mode == Mode::Join || (mode == Mode::Stay && self.design.id_outlives_try);
         let stay = mode == Mode::Stay && r.queue.contains(&id);
         if join || stay {
@@ -215,7 +217,7 @@ impl Scripts<'_> {
             raise(&mut r.waiters_ttl, true, at);
         }
         let queued = if self.design.id_outlives_try {
-            // Today the client reads "queued" from its own mode, not from the script.
+            // Before issue 20 the client read "queued" from its own mode, not the script.
             mode != Mode::No
         } else {
             r.queue.contains(&id)
@@ -238,7 +240,7 @@ impl Scripts<'_> {
         }
         let queued = r.queue.contains(&id);
         if self.design.id_outlives_try {
-            // Today: `if not holder or not ZSCORE` -> {0, 0}: "not queued" either way.
+            // Before issue 20: `if not holder or not ZSCORE` -> {0, 0}: "not queued".
             if holder.is_none() || !queued {
                 return RefreshAnswer::Gone;
             }
@@ -247,6 +249,7 @@ impl Scripts<'_> {
             if !queued {
                 return RefreshAnswer::Gone;
             }
+            // Step 3 (30-43).
             if holder.is_none() && self.design.refresh_sees_the_record && s.redis.done {
                 // Proposed: a free lock of a posting with a record goes to nobody; the
                 // tenure ends (ZREM, HDEL: Gone), and the next try sees the record.
@@ -254,7 +257,7 @@ impl Scripts<'_> {
                 return RefreshAnswer::Gone;
             }
             if holder.is_none() && self.design.free_lock_to_first_waiter {
-                // 30-43 (rule 6): the first live waiter is handed the free lock: this one
+                // Rule 6: the first live waiter is handed the free lock: this one
                 // (Granted), or another (go on, unless this one's dead entry went too).
                 let Some((head, h)) = self.live_head(&mut s.redis, now, None) else {
                     return RefreshAnswer::Gone;
@@ -293,8 +296,8 @@ impl Scripts<'_> {
             r.leave_queue(id);
             return None;
         };
-        // 40-47 (rule 3 now): EXISTS marker queue == 0 -> DEL lock, a message if `tell`.
-        // Hole 4 (before issue 20): the same, never a message.
+        // Step 2 (40-47, rule 3): EXISTS marker queue == 0 -> DEL lock, a message if
+        // `tell`. Hole 4 (before issue 20): the same, never a message.
         let told = self.design.publish_when_waited_or_told;
         if (told || self.design.release_publishes_only_when_waited)
             && r.marker.is_none()
@@ -307,8 +310,8 @@ impl Scripts<'_> {
             return Some(lock);
         }
         if self.design.free_lock_to_first_waiter {
-            // 51-62: no record: `live_head` (skipping the releaser's own id) and `hand_to`;
-            // the release is published too only with `tell`.
+            // Step 3 (51-62): no record: `live_head` (skipping the releaser's own id) and
+            // `hand_to`; the release is published too only with `tell`.
             if !r.queue.is_empty() && !r.done {
                 if let Some((head, h)) = self.live_head(&mut s.redis, now, Some(id)) {
                     self.hand_to(s, head, h);
@@ -326,8 +329,8 @@ impl Scripts<'_> {
                 return Some(lock);
             }
         }
-        // Step 3 (63-70): DEL lock marker; DEL waiters if the queue is empty, else HDEL '';
-        // PUBLISH released.
+        // Step 4 (63-70): DEL lock marker; DEL waiters if the queue is empty, else HDEL '';
+        // PUBLISH released. (The earlier design's step 3.)
         let r = &mut s.redis;
         r.lock = None;
         r.marker = None;
