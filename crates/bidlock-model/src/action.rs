@@ -24,6 +24,11 @@ pub enum Action {
         /// Whether its try rode in a batch.
         batched: bool,
     },
+    /// Queued acquire `c` reaches its deadline (`Design::acquire_as_implemented`): a
+    /// refresh in flight is cut, and it leaves the queue before it returns (a cancel is
+    /// the other way an acquire ends early: its future dropped, everything let go in the
+    /// background).
+    Deadline(u8),
     /// Queued acquire `c` sends a refresh.
     Refresh(u8),
     /// Waiting acquire `c` tries again (a release message, its timer, backoff).

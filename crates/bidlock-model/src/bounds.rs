@@ -18,6 +18,10 @@ pub struct ClientSpec {
     pub given: Option<u8>,
     /// The lock's ttl, in ticks.
     pub ttl: Time,
+    /// Whether it checks the completion record (`AcquireOptions::check_done`, on by
+    /// default and in `bid_once`; off in `bidlock run` without `--once`). Only matters
+    /// with completion in the bounds.
+    pub checks_done: bool,
 }
 
 /// The bounds of one exploration.
@@ -89,8 +93,8 @@ impl Bounds {
         ]
     }
 
-    /// The long bounds (`scripts/reliability.sh --long`): two ticks, and the kinds of
-    /// trouble together.
+    /// The long bounds (`BIDLOCK_MODEL_BOUND=long`): two ticks, and the kinds of trouble
+    /// together.
     pub fn long() -> Vec<Bounds> {
         vec![
             Bounds::handover(2, 1),
@@ -126,6 +130,7 @@ impl Bounds {
             manager,
             given: None,
             ttl: 2,
+            checks_done: true,
         }
     }
 
@@ -135,6 +140,7 @@ impl Bounds {
             manager,
             given: Some(0),
             ttl,
+            checks_done: true,
         }
     }
 
@@ -198,10 +204,15 @@ impl Bounds {
         }
     }
 
-    /// Two waiters whose holders may complete the posting (every acquire checks the
-    /// record), and a given id.
+    /// Two waiters whose holders may complete the posting (both check the record, as
+    /// `bid_once` does), and a given id that does not check it (`bidlock run` without
+    /// `--once`).
     pub fn completion(max_time: Time) -> Bounds {
-        let clients = vec![Bounds::waiter(0), Bounds::waiter(1), Bounds::given(1, 1)];
+        let unchecked = ClientSpec {
+            checks_done: false,
+            ..Bounds::given(1, 1)
+        };
+        let clients = vec![Bounds::waiter(0), Bounds::waiter(1), unchecked];
         Bounds {
             completion: true,
             ..Bounds::base("completion", clients, max_time)
@@ -220,7 +231,15 @@ impl fmt::Display for Bounds {
                     Some(g) => format!("given id G{g}"),
                     None => "generated ids".to_owned(),
                 };
-                format!("c{i}: manager {}, {id}, ttl {}", c.manager, c.ttl)
+                let unchecked = if c.checks_done {
+                    ""
+                } else {
+                    ", no record check"
+                };
+                format!(
+                    "c{i}: manager {}, {id}, ttl {}{unchecked}",
+                    c.manager, c.ttl
+                )
             })
             .collect();
         write!(

@@ -1,6 +1,8 @@
-//! One acquire as a state machine: HANDOVER.md's table (Fixed), or today's
-//! `acquire.rs` loop (hole 2: `Design::id_outlives_try`). Each function answers one reply
-//! or one signal; the comments name the table's row, or today's code.
+//! One acquire as a state machine: HANDOVER.md's table, as the earlier design had it (Fixed)
+//! or as `acquire.rs` has it now (`Design::acquire_as_implemented`; where the two differ,
+//! the transitions are in `current`), or the loop before issue 20 (hole 2:
+//! `Design::id_outlives_try`). Each function answers one reply or one signal; the comments
+//! name the table's row, or the code.
 //!
 //! Timers are not modelled: a waiter may refresh, try again or give up at any moment
 //! (every timing of the real timers is among them).
@@ -45,9 +47,10 @@ impl HandoverModel {
     /// Sends a try of acquire `c` with `id` and `mode` (`Acquiring::try_once`).
     fn send_try(&self, s: &mut State, c: usize, id: HolderId, mode: Mode) {
         let manager = self.bounds.clients[c].manager;
-        // waiters_behind: another acquire of this manager waits for the key (it only
-        // sets the marker, which only hole 4 reads).
-        let behind = self.design.release_publishes_only_when_waited
+        // waiters_behind (`Ticket::has_company`): another acquire of this manager waits
+        // for the key, in its local queue until it returns (it only sets the marker, which
+        // only hole 4 and rule 3 as implemented read).
+        let behind = self.scripts().marker_read()
             && s.clients.iter().enumerate().any(|(o, cl)| {
                 o != c
                     && self.bounds.clients[o].manager == manager
@@ -57,6 +60,7 @@ impl HandoverModel {
                             | Phase::Refreshing { .. }
                             | Phase::Queued
                             | Phase::Watch
+                            | Phase::Leaving { .. }
                     )
             });
         s.clients[c].phase = Phase::Trying {
@@ -97,12 +101,16 @@ impl HandoverModel {
         if !self.today() {
             cl.lease = None;
             cl.since = None;
+            cl.noticed_since = false;
         }
         self.send_try(s, c, id, mode);
     }
 
-    /// Told "held": the acquire returns its guard.
-    fn tell_held(&self, s: &mut State, c: usize, id: HolderId, token: Token, deadline: u8) {
+    /// Told "held": the acquire returns its guard. `doubted` (`Design::notice_dates_leases`):
+    /// a notice came after the moment the lease counts from, so the keeper checks it at once
+    /// (`LeaseKeeper::register`).
+    fn tell_held(&self, s: &mut State, c: usize, lease: (HolderId, Token, u8), doubted: bool) {
+        let (id, token, deadline) = lease;
         let cl = &mut s.clients[c];
         cl.phase = Phase::Held {
             id,
@@ -112,38 +120,61 @@ impl HandoverModel {
         cl.lease = None;
         cl.since = None;
         cl.in_queue = false;
+        if self.design.notice_dates_leases {
+            cl.noticed = doubted;
+            cl.noticed_since = false;
+        }
         s.ghost.max_told = s.ghost.max_told.max(token);
     }
 
     /// `take_up`: a confirmed lease becomes a guard, unless its deadline has passed (then
-    /// it is released in the background, and the acquire tries again).
-    fn take_up(&self, s: &mut State, c: usize, id: HolderId, token: Token, deadline: u8) {
+    /// it is released in the background, and the acquire tries again: at once in the
+    /// earlier design, from `Watch` now and before issue 20).
+    fn take_up(&self, s: &mut State, c: usize, lease: (HolderId, Token, u8), doubted: bool) {
+        let (id, _, deadline) = lease;
         if deadline > s.now {
-            return self.tell_held(s, c, id, token, deadline);
+            return self.tell_held(s, c, lease, doubted);
         }
         self.release_detached(s, id);
         let cl = &mut s.clients[c];
         cl.lease = None;
         cl.since = None;
         cl.in_queue = false;
-        if self.today() {
-            // Ok(None): back to wait(), then a try with a new lease.
+        cl.noticed = false;
+        cl.noticed_since = false;
+        if self.today() || self.design.acquire_as_implemented {
+            // Ok(None) / Step::Watch: back to waiting, then a try with a new lease.
             cl.phase = Phase::Watch;
         } else {
             self.try_fresh(s, c);
         }
     }
 
-    /// A grant (message, `Granted` answer) for `id`: held until `since + grant ttl`.
+    /// A grant (message, `Granted` answer) for `id`: held until `since + grant ttl`
+    /// (`take_grant`: the lease is confirmed from `since`).
     fn accept_grant(&self, s: &mut State, c: usize, id: HolderId, token: Token) {
+        let doubted = s.clients[c].noticed_since;
         match s.clients[c].since {
-            Some(since) => self.take_up(s, c, id, token, since + self.grant(c)),
+            Some(since) => self.take_up(s, c, (id, token, since + self.grant(c)), doubted),
             // Today's accept_grant without `queued`: the lease is dropped, unreleased.
             None => {
                 let cl = &mut s.clients[c];
                 cl.lease = None;
                 cl.phase = Phase::Watch;
             }
+        }
+    }
+
+    /// A request that found the tenure queued answered: the tenure is `Queued`, and its
+    /// grant counts from that request's send (`Step::Queued`, `tenure.since = sent`).
+    fn queued_since(&self, s: &mut State, c: usize, sent: u8) {
+        let cl = &mut s.clients[c];
+        cl.since = Some(sent);
+        cl.phase = Phase::Queued;
+        if self.design.notice_dates_leases {
+            // A notice since the send is one since `since`; the send's own flag is done.
+            cl.noticed_since = cl.noticed;
+            cl.noticed = false;
         }
     }
 
@@ -155,10 +186,12 @@ impl HandoverModel {
         let ttl = self.bounds.clients[c].ttl;
         match a {
             // Acquired(t) -> Held, or Try{fresh} when the reply came after the ttl.
+            // (acquire.rs `Attempt::Acquired`: confirmed from `tried_at`, the send.)
             TryAnswer::Acquired(t) => {
                 s.clients[c].since = None;
                 s.clients[c].in_queue = false;
-                self.take_up(s, c, id, t, sent + ttl);
+                let doubted = s.clients[c].noticed;
+                self.take_up(s, c, (id, t, sent + ttl), doubted);
             }
             // Granted(t) -> Held via grant, counted from the since of the last Queued.
             TryAnswer::Granted(t) => self.accept_grant(s, c, id, t),
@@ -166,9 +199,8 @@ impl HandoverModel {
             TryAnswer::Held { queued: true } => {
                 let cl = &mut s.clients[c];
                 cl.lease = Some(id);
-                cl.since = Some(sent);
                 cl.in_queue = self.today();
-                cl.phase = Phase::Queued;
+                self.queued_since(s, c, sent);
             }
             // Done -> finish: AlreadyDone (a queued id is taken out in the background).
             TryAnswer::Done => {
@@ -191,6 +223,9 @@ impl HandoverModel {
                 // Today keeps the lease (a given id) for the next try.
                 cl.lease = self.today().then_some(id);
                 cl.phase = Phase::Watch;
+                if self.design.notice_dates_leases {
+                    cl.noticed = false;
+                }
             }
         }
     }
@@ -203,10 +238,7 @@ impl HandoverModel {
         };
         match a {
             // refresh -> Queued: Queued { lease, since: sent }.
-            RefreshAnswer::Queued => {
-                s.clients[c].since = Some(sent);
-                s.clients[c].phase = Phase::Queued;
-            }
+            RefreshAnswer::Queued => self.queued_since(s, c, sent),
             // refresh -> Granted(t): Held via grant, from the old since.
             RefreshAnswer::Granted(t) => self.accept_grant(s, c, id, t),
             // refresh -> Free: Try { lease, stay }.
@@ -236,8 +268,10 @@ impl HandoverModel {
 
     /// A release message (or a reconnect) reaches manager `m`: the keeper checks every
     /// lease it holds on the key (a lease whose lock is not its holder id's is lost).
-    /// With `recheck_after_notice`, its acquires that wait for a reply or a grant note it
-    /// (but not the waiter that a notice names as the new holder: its own handover).
+    /// With `notice_dates_leases`, the keeper notes the time, which its acquires that wait
+    /// compare with when their lease counts from; with `recheck_after_notice`, its
+    /// acquires that wait for a reply or a grant note it (but not the waiter that a notice
+    /// names as the new holder: its own handover).
     pub(crate) fn on_released(&self, s: &mut State, m: u8, handed_to: Option<HolderId>) {
         for c in 0..s.clients.len() {
             if self.bounds.clients[c].manager != m {
@@ -255,6 +289,12 @@ impl HandoverModel {
             );
             if matches!(cl.phase, Phase::Held { .. }) {
                 self.check_lease(s, c);
+            } else if waits && self.design.notice_dates_leases {
+                // `LeaseKeeper::check`: `noticed[key] = now`, after the send of a request
+                // in flight and after the tenure's `since`.
+                let cl = &mut s.clients[c];
+                cl.noticed |= cl.phase != Phase::Queued;
+                cl.noticed_since |= cl.since.is_some();
             } else if waits && self.design.recheck_after_notice && !own {
                 s.clients[c].noticed = true;
             }
@@ -274,6 +314,9 @@ impl HandoverModel {
     /// The request of acquire `c` fails with an unknown outcome (a lost reply, a timeout);
     /// a request not yet run stays in flight and may still run.
     pub(crate) fn on_error(&self, s: &mut State, c: usize) {
+        if self.design.acquire_as_implemented {
+            return self.on_error_now(s, c);
+        }
         let cl = s.clients[c];
         match cl.phase {
             Phase::Trying {
@@ -322,6 +365,9 @@ impl HandoverModel {
     /// Acquire `c` is cancelled (or reaches its deadline) at its current await.
     /// `batched`: its try rode in a batch (an answer that took the lock is unclaimed).
     pub(crate) fn on_cancel(&self, s: &mut State, c: usize, batched: bool) {
+        if self.design.acquire_as_implemented {
+            return self.on_cancel_now(s, c, batched);
+        }
         let cl = s.clients[c];
         match cl.phase {
             Phase::Trying {
@@ -357,14 +403,14 @@ impl HandoverModel {
                 self.leave_queued(s, c);
             }
             Phase::Queued | Phase::Watch => self.leave_queued(s, c),
-            Phase::Idle | Phase::Held { .. } | Phase::Done => return,
+            Phase::Idle | Phase::Held { .. } | Phase::Leaving { .. } | Phase::Done => return,
         }
         s.clients[c].phase = Phase::Done;
     }
 
     /// `Acquiring`'s drop: a queued id is released in the background (it hands on a
     /// grant that came meanwhile, else leaves the queue).
-    fn leave_queued(&self, s: &mut State, c: usize) {
+    pub(crate) fn leave_queued(&self, s: &mut State, c: usize) {
         let cl = s.clients[c];
         if let Some(id) = cl.lease {
             if !self.today() || cl.in_queue {

@@ -24,6 +24,10 @@ pub const TOKEN_ORDER: &str = "token_order";
 pub const EVERY_KEY_HAS_A_TTL: &str = "every_key_has_a_ttl";
 /// At quiescence (nothing in flight), no still-valid lease whose lock an operator removed.
 pub const OPERATOR_REMOVAL_REACHES_THE_HOLDER: &str = "operator_removal_reaches_the_holder";
+/// An acquire that checks the completion record (every acquire, with completion in the
+/// bounds) is never told "held" with a lock taken after the record was written: "later
+/// acquirers get `AlreadyDone`" (DESIGN.md, exactly-once bids).
+pub const DONE_IS_FINAL: &str = "done_is_final";
 /// The model's own bound: tokens fit the ghost sets.
 pub const MODEL_BOUND: &str = "model_bound";
 
@@ -107,7 +111,13 @@ pub fn check_state(s: &State, out: &mut Vec<Violation>) {
 }
 
 /// The invariants of one step: what an acquire is told, at the instant it is told.
-pub fn check_step(from: &State, to: &State, out: &mut Vec<Violation>) {
+/// `checks_done(c)`: whether acquire `c` checks the completion record.
+pub fn check_step(
+    from: &State,
+    to: &State,
+    checks_done: impl Fn(usize) -> bool,
+    out: &mut Vec<Violation>,
+) {
     for (c, cl) in to.clients.iter().enumerate() {
         let Phase::Held {
             id,
@@ -117,7 +127,22 @@ pub fn check_step(from: &State, to: &State, out: &mut Vec<Violation>) {
         else {
             continue;
         };
-        if matches!(from.clients[c].phase, Phase::Held { .. }) || to.ghost.excused(token) {
+        if matches!(from.clients[c].phase, Phase::Held { .. }) {
+            continue;
+        }
+        let after_done = to.ghost.done_at.filter(|d| token > *d);
+        if let (Some(done_at), true) = (after_done, checks_done(c)) {
+            broken(
+                out,
+                DONE_IS_FINAL,
+                format!(
+                    "c{c} told held as {} with token {token}, issued after the completion \
+                     record (written when the counter was {done_at})",
+                    show_id(id)
+                ),
+            );
+        }
+        if to.ghost.excused(token) {
             continue;
         }
         let lock = to.redis.lock;

@@ -1,8 +1,8 @@
 //! An exhaustive model check of bidlock's handover protocol (docs/HANDOVER.md, issue 20).
 //!
 //! The protocol is one state machine ([`HandoverModel`]): the Lua scripts as atomic steps
-//! on one Redis, acquires running the state machine of `acquire.rs`, and everything
-//! between them delayed, reordered, lost or duplicated. The explorer ([`explore()`]) visits
+//! on one Redis, acquires running the state machine of `acquire.rs` and `acquire/wait.rs`,
+//! and everything between them delayed, reordered, lost or duplicated. The explorer ([`explore()`]) visits
 //! every state reachable within a set of [`Bounds`], breadth first, checks the
 //! [`invariants`] in every state and on every step, and prints the shortest path to each
 //! one broken, a step per line (`show`).
@@ -23,15 +23,45 @@
 //!
 //! [`Design`] selects the protocol, one flag per difference, so each can be shown alone:
 //!
-//! - [`Design::FIXED`]: docs/HANDOVER.md as written.
-//! - [`Design::AMENDED`]: HANDOVER.md with the two amendments the model found it needs
+//! - [`Design::CURRENT`]: the code as it is now, which docs/HANDOVER.md describes (the
+//!   scripts with their Lua lines named in `redis` and `queue`, the acquire's differences
+//!   from the earlier table in `current`). The test command checks it (`tests/current.rs`):
+//!   it keeps every invariant within the bounds but `done_is_final` (see below).
+//! - [`Design::PROPOSED`]: the same with the change the model proposes for that finding;
+//!   it keeps every invariant within the bounds (`tests/current.rs`).
+//! - [`Design::FIXED`]: HANDOVER.md as it was first written for issue 20.
+//! - [`Design::AMENDED`]: that text with the two amendments the model found it needs
 //!   (see below). It keeps every invariant within the bounds (`tests/amended.rs`).
+//!   The code took both up in another form: the keeper's dated notices for the first, and
+//!   `tell` on a release by holder id for the second.
 //! - [`Design::AMENDED_REFINED`]: the same, with a handover's notice naming the new
-//!   holder so that its waiter need not check its lease for it (long bounds only).
+//!   holder so that its waiter need not check its lease for it (no longer checked:
+//!   `CURRENT` publishes no notice on a lease's own handover).
 //! - [`Design::TODAY`]: the code before the fix: issue 20's four holes, each a flag
 //!   ([`Design::only_hole`] opens one on the amended design; `tests/holes.rs` finds each).
 //!
-//! # What HANDOVER.md as written misses (`tests/handover_md.rs`)
+//! # What the code as it is now breaks (`tests/findings.rs`)
+//!
+//! *Rule 6 hands on the lock of a posting that has a completion record.* `release.lua`
+//! never hands on a posting with a record ("every waiter must see the record"), but
+//! `queue.lua`'s handover, as `refresh.lua` and `acquire.lua` call it when they find the
+//! lock free, does not look at the record. A holder completes the posting (the record
+//! is written, its lock deleted); a waiter's refresh finds the lock free and hands it to
+//! the first live waiter, itself: `Granted`, and the acquire, which checks the record
+//! (`bid_once`), is told "held" with a token issued after the record: it bids again
+//! (`done_is_final`, eleven steps). With `refresh.lua` fixed, a try that does not check
+//! the record (`bidlock run` without `--once`) finds the lock free and hands it to the
+//! queue's head just the same. The change the model checks ([`Design::PROPOSED`]):
+//! `refresh.lua`, finding the lock free and a record, takes the id out of the queue and
+//! answers "not queued" (the next try, a fresh id, answers AlreadyDone); `acquire.lua`
+//! hands a free lock over only when no record exists.
+//!
+//! The same tests show what two parts of the code are for: without the keeper's dated
+//! notices, or without `tell` on a release by holder id that hands over, an operator's
+//! removal never reaches the holder. The narrower rule 3 (a lease's own handover of a
+//! generated id publishes only the grant) loses nothing within the bounds.
+//!
+//! # What HANDOVER.md as first written missed (`tests/handover_md.rs`)
 //!
 //! Both are paths where an operator's removal of a lock never reaches a holder that was
 //! told "held", so at quiescence (nothing in flight) it still holds a lease whose lock is
@@ -48,11 +78,11 @@
 //!    (in the library: a per-key count of notices, read when each request is sent and
 //!    compared in `take_up`; the check is the keeper's `check`). With amendment 2 every
 //!    handover publishes such a notice, so the new holder would check once per handover;
-//!    [`Design::notice_names_new_holder`] spares it that round trip (checked in the long
-//!    bounds; a waiter that checks on every notice checks more, never less, so
+//!    [`Design::notice_names_new_holder`] spared it that round trip (it was checked in
+//!    the long bounds; a waiter that checks on every notice checks more, never less, so
 //!    [`Design::AMENDED`] is the safe, simple form).
-//! 2. *A handover publishes only the grant.* Rule 3 says every removal publishes on the
-//!    release channel, "a release (with or without waiters)"; the script steps publish
+//! 2. *A handover publishes only the grant.* Rule 3 said every removal publishes on the
+//!    release channel, "a release (with or without waiters)"; the script steps published
 //!    only `grants(h)` on a handover. An operator's `release --holder X` while someone
 //!    waits hands X's lock to the waiter, and X's manager never hears of it. Amendment
 //!    ([`Design::handover_publishes_release`]): `release.lua` step 2 also publishes on the
@@ -62,15 +92,22 @@
 //!
 //! - Redis: the lock with its expiry, the queue (arrival order), the waiters hash (entry
 //!   deadlines and the `''` last-grant field), the ttl of each key (or its absence), the
-//!   fencing counter, the completion record; the marker only where a design reads it.
-//!   The scripts `acquire`, `refresh`, `release`, `complete`, `force_release` and cleanup,
-//!   each one atomic step, with comments naming the script's step (`redis`).
-//! - Acquires (`client`): a generated id per tenure (or today's reused one) or a given id
-//!   shared by several acquires; HANDOVER.md's table (`Try`, `Queued`, `Watch`, `Held`),
-//!   or today's loop; cancellation at every await (a try that rode in a batch hands an
-//!   answer that took the lock to the batch's `unclaimed` release); unknown outcomes (a
-//!   request that may still run, its lease released in the background); the keeper's
-//!   check of held leases when a release notice arrives or the subscriber reconnects.
+//!   fencing counter, the completion record; the marker (with its ttl) where a design
+//!   reads it (today's release and completion, hole 4). The scripts `acquire`, `refresh`,
+//!   `release`, `complete`, `force_release` and cleanup, each one atomic step, with
+//!   comments naming the script's lines (`redis`, `queue`); cleanup's later `DEL` of
+//!   markers, queues and waiters is a step of its own.
+//! - Acquires (`client`, `current`): a generated id per tenure (or today's reused one) or
+//!   a given id shared by several acquires, checking the completion record or not;
+//!   HANDOVER.md's table (`Try`, `Queued`, `Watch`, `Held`), or the loop before issue 20;
+//!   cancellation at every await (a try that rode in a batch hands an answer that took
+//!   the lock, or queued, to the batch's `unclaimed` release); a queued waiter's deadline
+//!   (it leaves the queue before it returns); unknown outcomes (a request that may still
+//!   run: a try's lease released in the background, a refresh's tenure kept); the
+//!   keeper's check of held leases when a release notice arrives or the subscriber
+//!   reconnects, and of a lease registered after a notice that came after the moment it
+//!   counts from (two flags per acquire: a notice since its request's send, since its
+//!   `since`).
 //! - The network: every request that no caller waits for any more (an abandoned try or
 //!   refresh, a release) runs at any later moment or never; replies arrive late or never;
 //!   each manager's pub/sub messages arrive in any order, are lost (the subscriber then
@@ -106,8 +143,14 @@
 //!   delivery with no effect, and the invariants are monotone in holders, so no violation
 //!   is lost; likewise only grants are duplicated and lost (a duplicate or lost notice
 //!   only checks leases again).
+//! - *Deadlines* share the cancels bound: an acquire ends early once, either way. A try
+//!   cut at its deadline is a cancellation (its future is dropped); a queued waiter's
+//!   deadline is `Action::Deadline`. The local wait queue is not modelled but through
+//!   `waiters_behind` (the marker): who tries when is any timing.
+//! - *The keeper's memory of notices* is unbounded here; the code forgets a notice after
+//!   60 s once it remembers 4096 keys, far past any try's response timeout or grant ttl.
 //! - *Out of scope*: data loss, failover, Sentinel, Redlock, a cluster, a completion
-//!   record's expiry, a lapsed completion.
+//!   record's expiry, a lapsed completion, junk in the keys.
 //!
 //! # Invariants (`invariants`)
 //!
@@ -116,7 +159,8 @@
 //! tenure); an acquire told "held" is, at that instant, the holder Redis shows with an
 //! expiry not before its deadline; tokens increase in the order acquires are told "held";
 //! no key without a ttl but the counter (in every state); at quiescence, no still-valid
-//! lease whose lock an operator removed. A lease whose lock an operator removed, or
+//! lease whose lock an operator removed; an acquire that checks the completion record is
+//! never told "held" with a lock taken (a token issued) after the record was written. A lease whose lock an operator removed, or
 //! another owner of its given id released, is excused until quiescence; a background
 //! release never excuses anything.
 //!
@@ -125,8 +169,9 @@
 //! [`Bounds::short`] (the test command) and [`Bounds::long`] (`BIDLOCK_MODEL_BOUND=long`):
 //! scenarios on one key, two or three acquires on two managers, one or two ticks, two
 //! generated ids per acquire, and per scenario the faults (unknown outcomes,
-//! cancellations, operator actions, completion) listed by their `Display`. The tests print
-//! the bounds and the states explored.
+//! cancellations and deadlines, operator actions, completion with one acquire that does
+//! not check the record) listed by their `Display`. The tests print the bounds and the
+//! states explored.
 //!
 //! # Why an explorer of its own
 //!
@@ -143,11 +188,13 @@
 pub mod action;
 pub mod bounds;
 pub mod client;
+pub mod current;
 pub mod design;
 pub mod explore;
 pub mod invariants;
 pub mod model;
 pub mod pack;
+pub mod queue;
 pub mod redis;
 pub mod show;
 pub mod state;

@@ -36,13 +36,16 @@ impl HandoverModel {
         let i = c as u8;
         let cancel = |batched| Action::Cancel { client: i, batched };
         let (err, can) = (s.errors_left > 0, s.cancels_left > 0);
+        // The cancels bound counts deadlines too: an acquire ends early once either way.
+        let deadlines = self.design.acquire_as_implemented;
         match s.clients[c].phase {
             Phase::Idle => out.push(Action::Start(i)),
             Phase::Trying { answer, .. } => {
-                let took = matches!(
-                    answer,
-                    None | Some(TryAnswer::Acquired(_) | TryAnswer::Granted(_))
-                );
+                let took = match answer {
+                    None => true,
+                    Some(a) if self.design.acquire_as_implemented => Self::unclaimed_code(a),
+                    Some(a) => matches!(a, TryAnswer::Acquired(_) | TryAnswer::Granted(_)),
+                };
                 let first = if answer.is_none() {
                     Action::Run(i)
                 } else {
@@ -71,10 +74,29 @@ impl HandoverModel {
                 }
                 if can {
                     out.push(cancel(false));
+                    if deadlines {
+                        out.push(Action::Deadline(i));
+                    }
                 }
             }
             Phase::Queued => {
                 out.extend([Action::Refresh(i), Action::TryAgain(i)]);
+                if can {
+                    out.push(cancel(false));
+                    if deadlines {
+                        out.push(Action::Deadline(i));
+                    }
+                }
+            }
+            Phase::Leaving { ran } => {
+                out.push(if ran {
+                    Action::Answer(i)
+                } else {
+                    Action::Run(i)
+                });
+                if err {
+                    out.push(Action::Error(i));
+                }
                 if can {
                     out.push(cancel(false));
                 }
@@ -160,6 +182,7 @@ impl HandoverModel {
                 Phase::Refreshing {
                     answer: Some(a), ..
                 } => self.on_refresh_answer(&mut t, c.into(), a),
+                Phase::Leaving { .. } => self.left(&mut t, c.into()),
                 _ => {}
             },
             Action::Error(c) => {
@@ -169,6 +192,10 @@ impl HandoverModel {
             Action::Cancel { client, batched } => {
                 t.cancels_left -= 1;
                 self.on_cancel(&mut t, client.into(), batched);
+            }
+            Action::Deadline(c) => {
+                t.cancels_left -= 1;
+                self.on_deadline(&mut t, c.into());
             }
             Action::Refresh(c) => self.send_refresh(&mut t, c.into()),
             Action::TryAgain(c) => self.try_again(&mut t, c.into()),
@@ -193,7 +220,8 @@ impl HandoverModel {
             }
             Action::OperatorRelease(id) => {
                 t.ops_left -= 1;
-                if let Some(lock) = scripts.release(&mut t, id) {
+                // By holder id (no lease): `tell` (`RedisStore::release`).
+                if let Some(lock) = scripts.release(&mut t, id, true) {
                     t.ghost.op_removed |= crate::state::bit(lock.token);
                 }
             }
@@ -242,6 +270,7 @@ impl HandoverModel {
                     answer: Some(a),
                 };
             }
+            Phase::Leaving { ran: false } => self.run_leave(s, c),
             _ => {}
         }
     }
@@ -258,7 +287,12 @@ impl HandoverModel {
                 unclaimed,
             } => {
                 let a = scripts.acquire(s, client.into(), id, mode, behind);
-                if unclaimed && matches!(a, TryAnswer::Acquired(_) | TryAnswer::Granted(_)) {
+                let claimable = if self.design.acquire_as_implemented {
+                    Self::unclaimed_code(a)
+                } else {
+                    matches!(a, TryAnswer::Acquired(_) | TryAnswer::Granted(_))
+                };
+                if unclaimed && claimable {
                     self.unclaimed(s, id);
                 }
             }
@@ -266,10 +300,14 @@ impl HandoverModel {
                 scripts.refresh(s, id);
             }
             Req::Complete { id } => {
-                scripts.complete(s, id);
+                // `tell`: a holder id the caller chose (complete.lua's ARGV[7]).
+                scripts.complete(s, id, id.is_given());
             }
+            Req::Cleanup => scripts.cleanup_rest(s),
             Req::Release { id, by } => {
-                let removed = scripts.release(s, id);
+                // A lease's release: `tell` for a holder id the caller chose (a background
+                // release never has one, but hole 1's).
+                let removed = scripts.release(s, id, id.is_given());
                 if let (Some(lock), Releaser::Caller { client, token }) = (removed, by) {
                     // Another owner of the same given id held it: the README's limit.
                     let given = self.bounds.clients[usize::from(client)].given.is_some();
@@ -326,7 +364,8 @@ impl Model for HandoverModel {
     }
 
     fn check_step(&self, from: &State, _: &Action, to: &State, out: &mut Vec<Violation>) {
-        crate::invariants::check_step(from, to, out);
+        let checks_done = |c: usize| self.bounds.clients[c].checks_done;
+        crate::invariants::check_step(from, to, checks_done, out);
     }
 
     fn show(&self, s: &State) -> String {

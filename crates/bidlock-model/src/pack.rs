@@ -209,6 +209,10 @@ fn phase(o: &mut Out, p: Phase) {
             o.u8(deadline);
         }
         Phase::Done => o.u8(6),
+        Phase::Leaving { ran } => {
+            o.u8(7);
+            o.flag(ran);
+        }
     }
 }
 
@@ -233,6 +237,7 @@ fn phase_of(i: &mut In) -> Phase {
             deadline: i.u8(),
         },
         6 => Phase::Done,
+        7 => Phase::Leaving { ran: i.flag() },
         _ => Phase::Idle,
     }
 }
@@ -274,6 +279,7 @@ fn req(o: &mut Out, r: Req) {
             o.u8(3);
             o.id(id);
         }
+        Req::Cleanup => o.u8(4),
     }
 }
 
@@ -301,7 +307,8 @@ fn req_of(i: &mut In) -> Req {
             };
             Req::Release { id, by }
         }
-        _ => Req::Complete { id: i.id() },
+        3 => Req::Complete { id: i.id() },
+        _ => Req::Cleanup,
     }
 }
 
@@ -362,6 +369,7 @@ pub fn pack(s: &State, out: &mut Vec<u8>) {
     o.u8(s.ghost.max_told);
     o.u64(s.ghost.op_removed);
     o.u64(s.ghost.limit_removed);
+    o.opt(s.ghost.done_at);
     redis(o, &s.redis);
     o.u8(s.clients.len() as u8);
     for c in &s.clients {
@@ -371,6 +379,7 @@ pub fn pack(s: &State, out: &mut Vec<u8>) {
         o.flag(c.in_queue);
         o.u8(c.ids);
         o.flag(c.noticed);
+        o.flag(c.noticed_since);
     }
     o.u8(s.pool.len() as u8);
     s.pool.iter().for_each(|r| req(o, *r));
@@ -399,6 +408,7 @@ pub fn unpack(bytes: &[u8]) -> State {
         max_told: i.u8(),
         op_removed: i.u64(),
         limit_removed: i.u64(),
+        done_at: i.opt(),
     };
     let redis = redis_of(i);
     let clients = (0..i.u8())
@@ -409,6 +419,7 @@ pub fn unpack(bytes: &[u8]) -> State {
             in_queue: i.flag(),
             ids: i.u8(),
             noticed: i.flag(),
+            noticed_since: i.flag(),
         })
         .collect();
     let pool = (0..i.u8()).map(|_| req_of(i)).collect();
@@ -498,6 +509,11 @@ mod tests {
             (Design::AMENDED_REFINED, Bounds::given_ids(1, 1, 0)),
             (Design::AMENDED_REFINED, Bounds::operator(1, 1)),
             (Design::TODAY, Bounds::completion(1)),
+            // Today's: leaving at the deadline, the marker, cleanup in two steps, dated
+            // notices.
+            (Design::CURRENT, Bounds::faults(1, 1, 1, 0)),
+            (Design::CURRENT, Bounds::operator(1, 1)),
+            (Design::CURRENT, Bounds::completion(1)),
             (Design::TODAY, Bounds::operator(2, 1)),
         ];
         for (design, bounds) in runs {

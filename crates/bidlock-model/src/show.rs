@@ -46,6 +46,7 @@ fn req(r: &Req) -> String {
         ),
         Req::Refresh { client, id: h } => format!("refresh c{client} {}", id(h)),
         Req::Complete { id: h } => format!("complete {}", id(h)),
+        Req::Cleanup => "cleanup's DEL of marker, queue and waiters".into(),
         Req::Release { id: h, by } => match by {
             Releaser::Caller { client, token } => {
                 format!("release {} by c{client} (token {token})", id(h))
@@ -100,6 +101,11 @@ fn phase(p: Phase, lease: Option<HolderId>, since: Option<u8>) -> String {
             deadline,
         } => format!("HELD({} tok {token} until {deadline})", id(h)),
         Phase::Done => "Done".into(),
+        Phase::Leaving { ran } => format!(
+            "Leaving({}{})",
+            lease.map_or("-".into(), id),
+            if ran { " -> ran" } else { "" }
+        ),
     }
 }
 
@@ -140,7 +146,15 @@ pub fn state(s: &State) -> String {
         .enumerate()
         .map(|(c, cl)| {
             let noticed = if cl.noticed { " (noticed)" } else { "" };
-            format!("c{c} {}{noticed}", phase(cl.phase, cl.lease, cl.since))
+            let since = if cl.noticed_since {
+                " (noticed since)"
+            } else {
+                ""
+            };
+            format!(
+                "c{c} {}{noticed}{since}",
+                phase(cl.phase, cl.lease, cl.since)
+            )
         })
         .collect();
     out.push_str(&clients.join(", "));
@@ -178,6 +192,7 @@ pub fn action(a: &Action, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 ""
             }
         ),
+        Action::Deadline(c) => write!(f, "c{c}: its deadline passes (it leaves the queue)"),
         Action::Refresh(c) => write!(f, "c{c}: refresh sent"),
         Action::TryAgain(c) => write!(f, "c{c}: tries again"),
         Action::Release(c) => write!(f, "c{c}: releases its guard"),

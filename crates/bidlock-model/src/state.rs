@@ -162,6 +162,9 @@ pub enum Req {
         /// The holder id.
         id: HolderId,
     },
+    /// The rest of an operator's `bidlock cleanup` after its locks went
+    /// (`Design::cleanup_locks_first`): `DEL` of the marker, queue and waiters.
+    Cleanup,
 }
 
 /// A pub/sub message.
@@ -211,6 +214,13 @@ pub enum Phase {
     Queued,
     /// Waiting to try again (a release message, the holder's ttl, backoff).
     Watch,
+    /// At its deadline, a queued acquire takes its place out of the queue (or hands on a
+    /// lock granted meanwhile) before it returns: `release.lua` for its tenure's id
+    /// (`Acquiring::leave`); `ran` once the script ran (its reply in flight).
+    Leaving {
+        /// Whether the release ran at Redis.
+        ran: bool,
+    },
     /// Told "held" (the acquire returned a guard) until `deadline`.
     Held {
         /// Its holder id.
@@ -239,8 +249,13 @@ pub struct Client {
     /// How many holder ids it generated.
     pub ids: u8,
     /// `Design::recheck_after_notice`: a release notice arrived since its last request
-    /// was sent (held: a check of its lease is due).
+    /// was sent (held: a check of its lease is due). `Design::notice_dates_leases`: a
+    /// notice arrived at or after the send of its request in flight (held: the lease was
+    /// doubted when registered, or a check is due).
     pub noticed: bool,
+    /// `Design::notice_dates_leases`: a notice arrived at or after `since` (a grant taken
+    /// up counts from `since`, so it is checked at once when registered).
+    pub noticed_since: bool,
 }
 
 impl Client {
@@ -252,6 +267,7 @@ impl Client {
         in_queue: false,
         ids: 0,
         noticed: false,
+        noticed_since: false,
     };
 }
 
@@ -264,6 +280,9 @@ pub struct Ghost {
     pub op_removed: u64,
     /// Tokens whose lock another owner of the same given id released (the README's limit).
     pub limit_removed: u64,
+    /// The counter when the completion record was first written: a lock taken later (a
+    /// higher token) must never be told "held" to an acquire that checks the record.
+    pub done_at: Option<Token>,
 }
 
 impl Ghost {
@@ -310,7 +329,11 @@ impl State {
         self.pool.is_empty()
             && self.msgs.is_empty()
             && self.clients.iter().all(|c| {
-                !c.noticed && !matches!(c.phase, Phase::Trying { .. } | Phase::Refreshing { .. })
+                !c.noticed
+                    && !matches!(
+                        c.phase,
+                        Phase::Trying { .. } | Phase::Refreshing { .. } | Phase::Leaving { .. }
+                    )
             })
     }
 

@@ -1,6 +1,7 @@
-//! docs/HANDOVER.md as written (`Design::FIXED`) against the model: an operator's removal
-//! of a lock can miss its holder in two ways, one per amendment of `Design::AMENDED`
-//! (which keeps every invariant: `amended.rs`). Each test prints the path.
+//! docs/HANDOVER.md as first written for issue 20 (`Design::FIXED`) against the model: an
+//! operator's removal of a lock can miss its holder in two ways, one per amendment of
+//! `Design::AMENDED` (which keeps every invariant: `amended.rs`; the code took both up in
+//! another form, checked in `current.rs` and `findings.rs`). Each test prints the path.
 
 use bidlock_model::explore::{explore, Counterexample, Limits};
 use bidlock_model::invariants::OPERATOR_REMOVAL_REACHES_THE_HOLDER;
