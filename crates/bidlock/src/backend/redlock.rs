@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use super::redis::{RedisSettings, RedisStore};
 use super::{
-    policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Probe, Store,
-    Topology,
+    policy_can_evict, AcquireRequest, Attempt, Completed, LockInfo, LockStatus, Permissions, Probe,
+    Store, Topology,
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
@@ -408,9 +408,14 @@ impl Store for RedlockStore {
                 |n| async move { Ok(n.probe().await) },
             )
             .await;
-        let policies: Vec<Option<String>> = r
+        let probes: Vec<Probe> = r
             .into_iter()
-            .map(|p| p.and_then(Result::ok).and_then(|p| p.maxmemory_policy))
+            .filter_map(|p| p.and_then(Result::ok))
+            .collect();
+        let policies: Vec<Option<String>> = probes
+            .iter()
+            .map(|p| p.maxmemory_policy.clone())
+            .chain(std::iter::repeat_n(None, self.nodes.len() - probes.len()))
             .collect();
         let evicting = policies
             .iter()
@@ -420,6 +425,7 @@ impl Store for RedlockStore {
         let all_known = policies.iter().all(Option::is_some);
         Probe {
             maxmemory_policy: evicting.or_else(|| all_known.then(|| "noeviction".to_owned())),
+            permissions: Permissions::combine(probes.into_iter().filter_map(|p| p.permissions)),
         }
     }
 

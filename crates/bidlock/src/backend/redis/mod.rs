@@ -24,6 +24,7 @@
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
+mod acl;
 mod batch;
 mod calls;
 mod client;
@@ -59,7 +60,7 @@ use subscriber::Subscriber;
 use super::memory::ms;
 use super::{
     completion_record, AcquireRequest, Attempt, ClusterProbe, Completed, Handoff, LockInfo,
-    LockStatus, Probe, Store, Topology, Waiting,
+    LockStatus, Permissions, Probe, Store, Topology, Waiting,
 };
 use crate::config::RedisTarget;
 use crate::error::Error;
@@ -173,7 +174,9 @@ impl RedisStore {
         grants: Option<String>,
     ) -> Result<RedisStore, Error> {
         if target.is_cluster() {
-            return cluster::connect_store(target, keys, settings, notices, metrics).await;
+            let store = cluster::connect_store(target, keys, settings, notices, metrics).await?;
+            store.require_permissions().await?;
+            return Ok(store);
         }
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
@@ -199,6 +202,7 @@ impl RedisStore {
                     refused_database(&target, &reason).unwrap_or_else(|| unavailable(reason))
                 })?;
             cluster::refuse_cluster_node(&mut conn, &target).await?;
+            acl::require_server(&mut conn, &keys, grants.as_deref(), &target).await?;
             conn
         };
         let master = Arc::new(Master::new(conn, client));
@@ -283,6 +287,14 @@ impl RedisStore {
             if moved {
                 f.check(master, &self.notices, &self.background);
             }
+        }
+        if let Some(refused) = acl::refusal(op, &e) {
+            tracing::warn!(target: "bidlock::redis", op, key, error = %refused, "Redis refused a permission");
+            return Error::Redis {
+                op,
+                url: self.target.redacted().to_owned(),
+                source: refused,
+            };
         }
         if e.code() == Some("WRONGTYPE") {
             return Error::WrongType {
@@ -524,17 +536,30 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
-    /// services); on a cluster, an evicting one if any master evicts.
+    /// The eviction policy (`None` when neither `INFO` nor `CONFIG GET` may be read); on a
+    /// cluster, an evicting one if any master evicts. The permissions bidlock needs that
+    /// the Redis user lacks (on a cluster, on any master).
     async fn probe(&self) -> Probe {
-        let maxmemory_policy = match self.cluster() {
-            None => maxmemory_policy(&mut self.call()).await,
+        let (maxmemory_policy, permissions) = match self.cluster() {
+            None => {
+                let db = self.target.info.redis_settings().db();
+                let grants = self.grants.as_deref();
+                let mut conn = self.call();
+                let permissions = acl::check_server(&mut conn, &self.keys, grants, db).await;
+                (maxmemory_policy(&mut conn).await, permissions)
+            }
             Some(c) => match c.masters().await {
-                Ok(m) => c.maxmemory_policy(&m).await,
-                Err(_) => None,
+                Ok(m) => (
+                    c.maxmemory_policy(&m).await,
+                    acl::check_cluster(c, &m, &self.keys).await,
+                ),
+                Err(e) => (None, Permissions::Unchecked(describe(&e))),
             },
         };
-        Probe { maxmemory_policy }
+        Probe {
+            maxmemory_policy,
+            permissions: Some(permissions),
+        }
     }
 
     async fn cluster_probe(&self) -> Option<ClusterProbe> {
