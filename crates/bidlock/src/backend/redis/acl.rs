@@ -61,7 +61,7 @@ fn purpose(command: &str) -> &'static str {
         "get" | "set" | "del" | "exists" | "type" | "pttl" | "pexpire" => {
             "locks, records, markers and the fencing counter"
         }
-        "zadd" | "zrem" | "zscore" | "zrange" | "zcard" => "the wait queue (direct handoff)",
+        "zadd" | "zrem" | "zscore" | "zrange" | "zcard" => "the wait queue of direct handoff",
         "hset" | "hget" | "hdel" => "the queued waiters' entries",
         "time" => "fencing tokens and queue order from the server clock",
         "publish" | "subscribe" => "release messages and grants",
