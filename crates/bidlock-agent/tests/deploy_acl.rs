@@ -89,9 +89,15 @@ fn the_files_name_the_same_users_secrets_and_scripts() {
     assert!(read("k8s/configmap.yaml").contains("REDIS_USERNAME: \"bidlock\""));
     // The docs quote the file's line as it is.
     let acl = read("redis/bidlock.acl");
-    let line = acl.lines().find(|l| l.starts_with("user bidlock ")).expect("the user line");
+    let line = acl
+        .lines()
+        .find(|l| l.starts_with("user bidlock "))
+        .expect("the user line");
     let docs = std::fs::read_to_string(deploy("../docs/OPERATING-REDIS.md")).expect("docs");
-    assert!(docs.contains(line), "docs/OPERATING-REDIS.md does not quote {line}");
+    assert!(
+        docs.contains(line),
+        "docs/OPERATING-REDIS.md does not quote {line}"
+    );
     let deployment = read("k8s/deployment.yaml");
     assert!(deployment.contains("name: redis-auth") && deployment.contains("key: password"));
     let job = read("k8s/redis-acl-job.yaml");
