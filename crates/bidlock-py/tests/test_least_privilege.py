@@ -29,8 +29,9 @@ def bidlock_rules() -> list[str]:
     return lines[0].split()[2:]
 
 
-def load(client: redis.Redis, rules: list[str]) -> None:
-    client.execute_command("ACL", "SETUSER", "bidlock", *rules, f">{PASSWORD}")
+def load(port: int, rules: list[str]) -> None:
+    with redis.Redis(port=port) as client:
+        client.execute_command("ACL", "SETUSER", "bidlock", *rules, f">{PASSWORD}")
 
 
 def with_credentials(url: str) -> str:
@@ -62,6 +63,7 @@ class Servers:
                 return False
 
         wait_until(up, f"redis-server on {port}")
+        client.close()
         return port
 
     def sentinel(self, master_port: int) -> int:
@@ -80,6 +82,7 @@ class Servers:
                 return None
 
         wait_until(knows, "the sentinel to know the master")
+        client.close()
         return port
 
     def stop(self) -> None:
@@ -98,13 +101,13 @@ def servers():
 
 def one_server(servers: Servers) -> str:
     port = servers.start()
-    load(redis.Redis(port=port), bidlock_rules())
+    load(port, bidlock_rules())
     return with_credentials(f"redis://127.0.0.1:{port}/0")
 
 
 def sentinel(servers: Servers) -> str:
     master = servers.start()
-    load(redis.Redis(port=master), bidlock_rules())
+    load(master, bidlock_rules())
     port = servers.sentinel(master)
     return with_credentials(f"redis+sentinel://127.0.0.1:{port}/bidmaster/0")
 
@@ -124,7 +127,9 @@ def cluster(servers: Servers) -> str:
     wait_until(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients),
                "the cluster to be ok")
     for c in clients:
-        load(c, bidlock_rules())
+        c.close()
+    for p in ports:
+        load(p, bidlock_rules())
     return with_credentials("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports))
 
 
@@ -156,15 +161,15 @@ async def test_every_call_works_under_the_acl(servers, clean_env, topology):
 
 
 def keys(port: int) -> dict:
-    c = redis.Redis(port=port)
-    return {k: (c.dump(k), c.pttl(k) > 0) for k in c.scan_iter(count=1000)}
+    with redis.Redis(port=port) as c:
+        return {k: (c.dump(k), c.pttl(k) > 0) for k in c.scan_iter(count=1000)}
 
 
 async def test_a_user_without_what_locks_need_is_named_and_nothing_changes(servers, clean_env):
     port = servers.start()
-    admin = redis.Redis(port=port)
-    load(admin, [r for r in bidlock_rules() if r != "~bid_lock_wait:*"])
-    admin.set("bid_lock:lp:held", "someone", px=600_000)
+    load(port, [r for r in bidlock_rules() if r != "~bid_lock_wait:*"])
+    with redis.Redis(port=port) as admin:
+        admin.set("bid_lock:lp:held", "someone", px=600_000)
     before = keys(port)
     clean_env.setenv("REDIS_URL", with_credentials(f"redis://127.0.0.1:{port}/0"))
     with pytest.raises(BackendError) as raised:
