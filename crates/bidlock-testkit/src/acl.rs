@@ -20,8 +20,8 @@ pub fn acl_file() -> PathBuf {
 /// `user bidlock` on its one uncommented line.
 pub fn bidlock_rules() -> Vec<String> {
     let path = acl_file();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -202,8 +202,16 @@ pub fn assert_unchanged(
     for (k, b) in before {
         let a = &after[k];
         assert_eq!(a.dump, b.dump, "{what}: the value of {k} changed");
-        let grew = if b.pttl < 0 { a.pttl >= 0 } else { a.pttl > b.pttl };
-        assert!(!grew, "{what}: the ttl of {k} went from {} to {} ms", b.pttl, a.pttl);
+        let grew = if b.pttl < 0 {
+            a.pttl >= 0
+        } else {
+            a.pttl > b.pttl
+        };
+        assert!(
+            !grew,
+            "{what}: the ttl of {k} went from {} to {} ms",
+            b.pttl, a.pttl
+        );
     }
 }
 
