@@ -570,10 +570,23 @@ async fn a_restart_without_persistence_is_noticed_within_a_renewal_period() {
 
 #[tokio::test]
 async fn an_evicting_maxmemory_policy_is_reported() {
-    let cases: [(&[&str], Option<&str>); 3] = [
+    // The policy is read from INFO (what a least-privilege user may run), else from CONFIG
+    // GET; unknown when neither answers.
+    let cases: [(&[&str], Option<&str>); 4] = [
         (&["--maxmemory-policy", "allkeys-lru"], Some("allkeys-lru")),
         (&["--maxmemory-policy", "noeviction"], Some("noeviction")),
-        (&["--rename-command", "CONFIG", ""], None),
+        (&["--rename-command", "CONFIG", ""], Some("noeviction")),
+        (
+            &[
+                "--rename-command",
+                "CONFIG",
+                "",
+                "--rename-command",
+                "INFO",
+                "",
+            ],
+            None,
+        ),
     ];
     for (args, policy) in cases {
         let s = RedisServer::start_with(ServerOptions {

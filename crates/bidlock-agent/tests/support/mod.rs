@@ -45,9 +45,15 @@ impl Agent {
     /// Starts the agent with `--metrics-addr 127.0.0.1:0` and waits for the address it
     /// prints.
     pub fn start(redis_url: Option<&str>, args: &[&str]) -> Agent {
+        Agent::start_with_env(redis_url, args, &[])
+    }
+
+    /// [`Agent::start`] with more environment variables (`RUST_LOG`, `REDIS_PASSWORD`, ...).
+    pub fn start_with_env(redis_url: Option<&str>, args: &[&str], env: &[(&str, String)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("agent.stderr");
         let mut child = command(redis_url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())

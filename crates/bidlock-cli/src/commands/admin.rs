@@ -148,6 +148,7 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
             "bidlock: warning: maxmemory-policy {policy} lets Redis evict lock keys and completion records under memory pressure; set maxmemory-policy noeviction"
         );
     }
+    let permissions = permissions_note(&h);
     // A cluster that does not serve every slot answers for some postings only; one whose
     // state could not be read is not called healthy either.
     let cluster_failing = matches!(m.topology(), Topology::Cluster { .. })
@@ -160,6 +161,8 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
             "latency_ms": latency_ms,
             "maxmemory_policy": policy,
             "can_evict": h.can_evict(),
+            "missing_permissions": h.missing_permissions,
+            "permissions_unchecked": h.permissions_unchecked,
         });
         if h.cluster_state.is_some() || h.masters.is_some() {
             v["cluster_state"] = json!(h.cluster_state);
@@ -176,7 +179,7 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
             ),
         };
         print(&format!(
-            "{} {} latency {}, maxmemory-policy {policy}{cluster}\n",
+            "{} {} latency {}, maxmemory-policy {policy}{cluster}{permissions}\n",
             if cluster_failing { "failing" } else { "ok" },
             h.location,
             human_duration(h.latency)
@@ -193,6 +196,25 @@ pub(crate) async fn health(g: &Global) -> Result<u8, CliError> {
         ));
     }
     Ok(exit::OK)
+}
+
+/// The permissions part of `health`'s line, and a warning naming each permission the
+/// Redis user lacks (as for an evicting policy: the lock backend answers; what needs the
+/// permission fails).
+fn permissions_note(h: &bidlock::Health) -> String {
+    match (&h.missing_permissions, &h.permissions_unchecked) {
+        (Some(missing), _) if !missing.is_empty() => {
+            eprintln!(
+                "bidlock: warning: the Redis user lacks permissions bidlock needs (NOPERM): {}; \
+                 grant what deploy/redis/bidlock.acl grants",
+                missing.join("; ")
+            );
+            format!(", permissions missing: {}", missing.len())
+        }
+        (Some(_), _) => ", permissions ok".to_owned(),
+        (None, Some(why)) => format!(", permissions not checked ({why})"),
+        (None, None) => String::new(),
+    }
 }
 
 /// What `metrics` prints first, so nobody mistakes its counters for an instance's.

@@ -114,6 +114,53 @@ pub struct LockStatus {
 pub(crate) struct Probe {
     /// Redis' `maxmemory-policy`; `None` when it could not be read (or no Redis).
     pub(crate) maxmemory_policy: Option<String>,
+    /// What the Redis user may not do that bidlock needs; `None` when not Redis.
+    pub(crate) permissions: Option<Permissions>,
+}
+
+/// What a check of the Redis user's permissions found (see `backend/redis/acl.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Permissions {
+    /// What the user may not do that bidlock needs (empty: it may do everything).
+    Checked(Vec<Missing>),
+    /// The check could not run (before Redis 7, say): why.
+    Unchecked(String),
+}
+
+impl Permissions {
+    /// Several nodes' answers as one (Redlock): everything any node lacks; unchecked only
+    /// when no node could be checked; `None` when there is no answer at all.
+    pub(crate) fn combine(all: impl IntoIterator<Item = Permissions>) -> Option<Permissions> {
+        let mut out: Option<Permissions> = None;
+        for p in all {
+            out = Some(match (out, p) {
+                (None | Some(Permissions::Unchecked(_)), Permissions::Checked(m)) => {
+                    Permissions::Checked(m)
+                }
+                (Some(Permissions::Checked(mut have)), Permissions::Checked(m)) => {
+                    have.extend(
+                        m.into_iter()
+                            .filter(|x| !have.contains(x))
+                            .collect::<Vec<_>>(),
+                    );
+                    Permissions::Checked(have)
+                }
+                (Some(kept @ Permissions::Checked(_)), Permissions::Unchecked(_)) => kept,
+                (None | Some(Permissions::Unchecked(_)), why @ Permissions::Unchecked(_)) => why,
+            });
+        }
+        out
+    }
+}
+
+/// One permission the Redis user lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Missing {
+    /// A command, key pattern or channel, and what bidlock uses it for.
+    pub(crate) what: String,
+    /// Whether taking, holding and releasing locks needs it (else only operator commands:
+    /// `locks`, `cleanup`, `stats`, `health`).
+    pub(crate) lock_path: bool,
 }
 
 /// What a health probe found about a cluster.

@@ -183,7 +183,7 @@ impl Config {
 /// assert_eq!(config.ttl(), Duration::from_secs(180));
 /// # Ok::<(), bidlock::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct ConfigBuilder {
     backend: Option<Backend>,
@@ -201,6 +201,38 @@ pub struct ConfigBuilder {
     drift_factor: Option<f64>,
     tls_ca_cert_file: Option<std::path::PathBuf>,
     without_default_redis: bool,
+}
+
+/// Shows URLs with their password hidden, and never the password: a builder is what a
+/// program may log while it sets up.
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self
+            .redis_urls
+            .iter()
+            .map(|u| target::redact_url(u))
+            .collect();
+        f.debug_struct("ConfigBuilder")
+            .field("backend", &self.backend)
+            .field("redis_urls", &urls)
+            .field("redis_targets", &self.redis_targets)
+            .field("default_username", &self.default_username)
+            .field(
+                "default_password",
+                &self.default_password.as_ref().map(|_| "***"),
+            )
+            .field("ttl", &self.ttl)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("detect_timeout", &self.detect_timeout)
+            .field("done_retention", &self.done_retention)
+            .field("retry", &self.retry)
+            .field("drift_factor", &self.drift_factor)
+            .field("tls_ca_cert_file", &self.tls_ca_cert_file)
+            .field("without_default_redis", &self.without_default_redis)
+            .finish()
+    }
 }
 
 impl ConfigBuilder {

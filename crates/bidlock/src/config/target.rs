@@ -391,24 +391,22 @@ fn url_problem(url: &str, e: &redis::RedisError) -> String {
 }
 
 /// Hides the password of a URL that may not even parse: `redis://u:pw@h` → `redis://u:***@h`.
+/// The userinfo ends at the *last* `@`, with or without a scheme: a password may hold
+/// `@`, `/`, `?` or `#` that nobody percent-encoded, and `u:pw@host` (no scheme) or a
+/// `REDIS_URLS` list must not show theirs either. Hiding too much is the safe side.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+    let (head, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
+            let shown = match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
                 // A lone userinfo is the password in redis URLs (`redis://secret@host`).
-                "***".to_owned()
+                None => "***".to_owned(),
             };
-            format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
+            format!("{head}{shown}{}", &rest[at..])
         }
         None => url.to_owned(),
     }
@@ -555,5 +553,9 @@ mod tests {
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(redact_url("garbage"), "garbage");
         assert_eq!(redact_url("redis://u:p@ss@h/0"), "redis://u:***@h/0");
+        assert_eq!(redact_url("u:pw@h:1"), "u:***@h:1");
+        assert_eq!(redact_url("redis://u:p/w?x#@h/0"), "redis://u:***@h/0");
+        let two = redact_url("redis://:a1@h1,redis://:b2@h2");
+        assert!(!two.contains("a1") && !two.contains("b2"), "{two}");
     }
 }

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::client::maxmemory_policy;
+use super::client::{describe, maxmemory_policy};
 use super::scripts::{FORCE_RELEASE, STATUS};
-use super::{handoff, RedisStore};
-use crate::backend::{AdminStore, ClusterProbe, LockInfo, LockStatus, Probe, Topology};
+use super::{acl, handoff, RedisStore};
+use crate::backend::{AdminStore, ClusterProbe, LockInfo, LockStatus, Permissions, Probe, Topology};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::stats::Census;
@@ -94,17 +94,30 @@ impl AdminStore for RedisStore {
         Ok(())
     }
 
-    /// The eviction policy (`None` when `CONFIG GET` is refused, as on many managed
-    /// services); on a cluster, an evicting one if any master evicts.
+    /// The eviction policy (`None` when neither `INFO` nor `CONFIG GET` may be read); on a
+    /// cluster, an evicting one if any master evicts. The permissions bidlock needs that
+    /// the Redis user lacks (on a cluster, on any master).
     async fn probe(&self) -> Probe {
-        let maxmemory_policy = match self.cluster() {
-            None => maxmemory_policy(&mut self.call()).await,
+        let (maxmemory_policy, permissions) = match self.cluster() {
+            None => {
+                let db = self.target.info.redis_settings().db();
+                let grants = self.grants.as_deref();
+                let mut conn = self.call();
+                let permissions = acl::check_server(&mut conn, &self.keys, grants, db).await;
+                (maxmemory_policy(&mut conn).await, permissions)
+            }
             Some(c) => match c.masters().await {
-                Ok(m) => c.maxmemory_policy(&m).await,
-                Err(_) => None,
+                Ok(m) => (
+                    c.maxmemory_policy(&m).await,
+                    acl::check_cluster(c, &m, &self.keys).await,
+                ),
+                Err(e) => (None, Permissions::Unchecked(describe(&e))),
             },
         };
-        Probe { maxmemory_policy }
+        Probe {
+            maxmemory_policy,
+            permissions: Some(permissions),
+        }
     }
 
     async fn cluster_probe(&self) -> Option<ClusterProbe> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
-use redis::{Client, ErrorKind, RedisError};
+use redis::{Client, ErrorKind, RedisError, ServerErrorKind};
 
 use crate::backend::policy_can_evict;
 
@@ -110,6 +110,15 @@ pub(crate) fn describe(e: &RedisError) -> String {
         ErrorKind::AuthenticationFailed => {
             "authentication failed (check the password and user)".to_owned()
         }
+        _ if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+            || e.to_string().contains("no permissions to") =>
+        {
+            format!(
+                "Redis refused a permission (NOPERM): {}; deploy/redis/bidlock.acl lists what \
+                 bidlock needs",
+                e.detail().unwrap_or("the user may not run a command bidlock needs")
+            )
+        }
         _ if e.to_string().contains("NOAUTH") => {
             "authentication required: the server has a password and none was given".to_owned()
         }
@@ -151,15 +160,27 @@ pub(crate) async fn connect_checked(
     Ok(conn)
 }
 
-/// Redis' `maxmemory-policy`, or `None` when it cannot be read (`CONFIG` refused or
-/// renamed, as on several managed services).
+/// Redis' `maxmemory-policy`, from `INFO memory` (which the least-privilege ACL grants:
+/// `CONFIG GET` would also read every password in the configuration), else from `CONFIG
+/// GET` (a server that renames `INFO`); `None` when neither may be read.
 pub(crate) async fn maxmemory_policy(conn: &mut (impl ConnectionLike + Send)) -> Option<String> {
+    let info: Result<String, RedisError> = redis::cmd("INFO").arg("memory").query_async(conn).await;
+    if let Some(policy) = info.ok().as_deref().and_then(policy_in_info) {
+        return Some(policy);
+    }
     let reply: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
         .query_async(conn)
         .await;
     reply.ok().and_then(|v| v.into_iter().nth(1))
+}
+
+/// `maxmemory_policy` from an `INFO memory` reply.
+pub(crate) fn policy_in_info(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .map(|v| v.trim().to_owned())
 }
 
 /// Warns once (at connect) when Redis may evict locks and completion records.
@@ -171,7 +192,7 @@ pub(crate) fn warn_if_evicting(policy: Option<String>, url: &str) {
         }
         Some(_) => {}
         None => {
-            tracing::debug!(target: "bidlock::redis", url, "maxmemory-policy unknown (CONFIG GET refused)");
+            tracing::debug!(target: "bidlock::redis", url, "maxmemory-policy unknown (INFO and CONFIG GET refused)");
         }
     }
 }

@@ -14,7 +14,7 @@ use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Client, ConnectionAddr, FromRedisValue, PushInfo, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::client::{describe, warn_if_evicting, RedisSettings};
+use super::client::{describe, policy_in_info, warn_if_evicting, RedisSettings};
 use super::shards::Shards;
 use super::{Background, Link, RedisStore};
 use crate::backend::policy_can_evict;
@@ -103,22 +103,31 @@ impl ClusterLink {
         Some(state.to_owned())
     }
 
-    /// The masters' `maxmemory-policy`: an evicting one if any master evicts, `None` if
-    /// any master refuses `CONFIG GET`.
+    /// The masters' `maxmemory-policy` (`INFO memory`, else `CONFIG GET`): an evicting one
+    /// if any master evicts, `None` if any master refuses both.
     pub(crate) async fn maxmemory_policy(&self, masters: &[Node]) -> Option<String> {
         let mut policy = None;
         for m in masters {
-            // A map in RESP3, which the cluster connection speaks (for its pushes).
-            let reply: RedisResult<std::collections::HashMap<String, String>> = self
-                .on_node(
-                    m,
-                    redis::cmd("CONFIG")
-                        .arg("GET")
-                        .arg("maxmemory-policy")
-                        .clone(),
-                )
+            let info: RedisResult<String> = self
+                .on_node(m, redis::cmd("INFO").arg("memory").clone())
                 .await;
-            let p = reply.ok()?.remove("maxmemory-policy")?;
+            let from_info = info.ok().as_deref().and_then(policy_in_info);
+            let p = match from_info {
+                Some(p) => p,
+                None => {
+                    // A map in RESP3, which the cluster connection speaks (for its pushes).
+                    let reply: RedisResult<std::collections::HashMap<String, String>> = self
+                        .on_node(
+                            m,
+                            redis::cmd("CONFIG")
+                                .arg("GET")
+                                .arg("maxmemory-policy")
+                                .clone(),
+                        )
+                        .await;
+                    reply.ok()?.remove("maxmemory-policy")?
+                }
+            };
             if policy.is_none() || policy_can_evict(&p) {
                 policy = Some(p);
             }

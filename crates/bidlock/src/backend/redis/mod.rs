@@ -24,6 +24,7 @@
 //! - Leases are renewed by the manager's keeper; this store only runs the holder-checked
 //!   extend script.
 
+mod acl;
 mod admin;
 mod batch;
 mod calls;
@@ -168,7 +169,9 @@ impl RedisStore {
         grants: Option<String>,
     ) -> Result<RedisStore, Error> {
         if target.is_cluster() {
-            return cluster::connect_store(target, keys, settings, notices, metrics).await;
+            let store = cluster::connect_store(target, keys, settings, notices, metrics).await?;
+            store.require_permissions().await?;
+            return Ok(store);
         }
         let unavailable = |reason: String| Error::Unavailable {
             url: target.redacted().to_owned(),
@@ -194,6 +197,7 @@ impl RedisStore {
                     refused_database(&target, &reason).unwrap_or_else(|| unavailable(reason))
                 })?;
             cluster::refuse_cluster_node(&mut conn, &target).await?;
+            acl::require_server(&mut conn, &keys, grants.as_deref(), &target).await?;
             conn
         };
         let master = Arc::new(Master::new(conn, client));
@@ -278,6 +282,14 @@ impl RedisStore {
             if moved {
                 f.check(master, &self.notices, &self.background);
             }
+        }
+        if let Some(refused) = acl::refusal(op, &e) {
+            tracing::warn!(target: "bidlock::redis", op, key, error = %refused, "Redis refused a permission");
+            return Error::Redis {
+                op,
+                url: self.target.redacted().to_owned(),
+                source: refused,
+            };
         }
         if e.code() == Some("WRONGTYPE") {
             // The scripts check their keys before writing; this is a key they could not

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::quorum::{Fanout, Vote, Votes};
 use super::RedlockStore;
-use crate::backend::{policy_can_evict, AdminStore, LockInfo, LockStatus, Probe};
+use crate::backend::{policy_can_evict, AdminStore, LockInfo, LockStatus, Permissions, Probe};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::stats::Census;
@@ -157,9 +157,14 @@ impl RedlockStore {
                 |n| async move { Ok(n.probe().await) },
             )
             .await;
-        let policies: Vec<Option<String>> = r
+        let probes: Vec<Probe> = r
             .into_iter()
-            .map(|p| p.and_then(Result::ok).and_then(|p| p.maxmemory_policy))
+            .filter_map(|p| p.and_then(Result::ok))
+            .collect();
+        let policies: Vec<Option<String>> = probes
+            .iter()
+            .map(|p| p.maxmemory_policy.clone())
+            .chain(std::iter::repeat_n(None, self.nodes.len() - probes.len()))
             .collect();
         let evicting = policies
             .iter()
@@ -169,6 +174,7 @@ impl RedlockStore {
         let all_known = policies.iter().all(Option::is_some);
         Probe {
             maxmemory_policy: evicting.or_else(|| all_known.then(|| "noeviction".to_owned())),
+            permissions: Permissions::combine(probes.into_iter().filter_map(|p| p.permissions)),
         }
     }
 }
