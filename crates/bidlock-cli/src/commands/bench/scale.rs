@@ -210,7 +210,7 @@ fn figures(held: &[Value], done: &[Value], s: [&ServerStats; 4], window_s: f64) 
     let server_cpu = after.cpu_s - before.cpu_s;
     let rss_per_lease = done
         .iter()
-        .filter_map(|d| Some(d["rss_bytes_per_lease"].as_f64()?))
+        .filter_map(|d| d["rss_bytes_per_lease"].as_f64())
         .collect();
     let slowest_acquire = held
         .iter()
