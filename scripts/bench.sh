@@ -7,6 +7,8 @@
 #   scripts/bench.sh --quick         2 rounds of 1 s, small scale points, a short ttl;
 #                                    writes target/BENCHMARKS.quick.md (about 3 minutes)
 #   scripts/bench.sh --out FILE      write the page elsewhere
+# The measurements go next to the page (bench/BENCHMARKS.jsonl for BENCHMARKS.md):
+#   python3 scripts/render_benchmarks.py bench/BENCHMARKS.jsonl   renders it again.
 #
 # Knobs (environment): ROUNDS, DURATION (seconds per measured run), SCALE_LEASES (leases
 # of one manager, e.g. "1000 10000 100000"), FLEET ("16x10000": managers x leases, or
@@ -207,6 +209,9 @@ for round in $(seq "$rounds"); do
   redis-cli -p "$port" flushall >/dev/null
 done
 meta end "{\"measure_s\": $((SECONDS - measure_start)), \"elapsed_s\": $((SECONDS - started))}"
-python3 scripts/render_benchmarks.py "$out" > "$out_page.tmp"
+# The measurements are kept next to the page, so anyone can audit or re-render it.
+if [ "$out_page" = BENCHMARKS.md ]; then data=bench/BENCHMARKS.jsonl; else data="${out_page%.md}.jsonl"; fi
+cp "$out" "$data"
+python3 scripts/render_benchmarks.py "$data" > "$out_page.tmp"
 mv "$out_page.tmp" "$out_page"
 echo "wrote $out_page ($((SECONDS - started)) s, of which measuring $((SECONDS - measure_start)) s)" >&2

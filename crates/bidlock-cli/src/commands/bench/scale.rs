@@ -34,13 +34,13 @@ const CHILD_LIMIT: Duration = Duration::from_secs(300);
 pub(crate) struct ScaleArgs {
     /// Leases each manager takes and holds (renewal on).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub(crate) leases: u32,
+    leases: u32,
     /// Managers, each in a process of its own, all on the one Redis (a fleet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     managers: u32,
     /// Lease ttl in seconds: each lease is renewed a third of the way through it.
     #[arg(long, default_value = "30", value_parser = crate::ttl)]
-    pub(crate) ttl: Duration,
+    ttl: Duration,
     /// Seconds measured while every lease is held (default 1.15 × ttl/3: each lease is
     /// renewed about once inside it).
     #[arg(long, value_parser = crate::seconds)]
@@ -48,7 +48,7 @@ pub(crate) struct ScaleArgs {
     /// Acquires (and releases) in flight per manager while it takes (and lets go of)
     /// its leases.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub(crate) in_flight: u32,
+    in_flight: u32,
     /// (Internal) be one manager of a scale run: take the leases, then follow the
     /// parent's `go` and `stop` on stdin.
     #[arg(long, hide = true, value_name = "RUN")]
@@ -127,7 +127,12 @@ impl Manager {
 /// Runs the scale workload (or, with `--child-of`, one manager of it).
 pub(crate) async fn run(g: &Global, m: &BidLockManager, a: &ScaleArgs) -> Result<Value, CliError> {
     if let Some(run) = &a.child_of {
-        return scale_child::run(m, a, run).await;
+        let plan = scale_child::Plan {
+            leases: a.leases,
+            ttl: a.ttl,
+            in_flight: a.in_flight,
+        };
+        return scale_child::run(m, &plan, run).await;
     }
     if m.topology() != Topology::Single {
         return Err(CliError::usage(

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::cost::Usage;
 use super::footprint::rss_kib;
-use super::scale::ScaleArgs;
 use crate::exit::{self, CliError};
 use crate::output::print;
 
@@ -59,8 +58,15 @@ async fn heard() -> String {
     read.await.unwrap_or_else(|_| "stop".to_owned())
 }
 
+/// What one manager takes: how many leases, their ttl, how many acquires in flight.
+pub(crate) struct Plan {
+    pub(crate) leases: u32,
+    pub(crate) ttl: std::time::Duration,
+    pub(crate) in_flight: u32,
+}
+
 /// Takes the leases, holds them through the parent's window, releases them.
-pub(crate) async fn run(m: &BidLockManager, a: &ScaleArgs, run: &str) -> Result<Value, CliError> {
+pub(crate) async fn run(m: &BidLockManager, a: &Plan, run: &str) -> Result<Value, CliError> {
     let pid = std::process::id();
     // The keys are the caller's and exist before: they are not counted per lease.
     let keys: Vec<LockKey> = (0..a.leases)
