@@ -4,6 +4,7 @@ Prints one JSON line per run with the fields of `bidlock bench`. Run through
 bench/peers/run.sh, which makes the virtualenv."""
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import resource
@@ -262,6 +263,11 @@ def main():
     p.add_argument("--hold-us", type=int, default=1000)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     a = p.parse_args()
+    # The peer's modules are imported before the CPU is read: the figure is the
+    # workload's, not the interpreter's start-up.
+    for module in {"bidlock-py": ["bidlock"], "redis-py": ["redis.asyncio"],
+                   "python-redis-lock": ["redis", "redis_lock"]}[a.peer]:
+        importlib.import_module(module)
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     if a.peer == "bidlock-py":
         if a.workload == "uncontended":

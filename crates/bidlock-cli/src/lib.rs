@@ -166,7 +166,7 @@ records, run `bidlock stats`.",
     Simulate(commands::simulate::SimulateArgs),
     /// Benchmark workloads (one JSON line each; Redis runs include a raw redis-rs baseline).
     #[command(
-        after_help = "Examples:\n  bidlock bench uncontended --workers 32 --duration 5 --backend redis\n  bidlock bench hot-key --workers 8 --hold-us 1000 --backend redis\n  bidlock bench footprint --locks 200000 --backend memory"
+        after_help = "Examples:\n  bidlock bench uncontended --workers 32 --duration 5 --backend redis\n  bidlock bench hot-key --workers 8 --hold-us 1000 --backend redis\n  bidlock bench footprint --locks 200000 --backend memory\n  bidlock bench scale --leases 100000 --managers 1 --ttl 30 --backend redis"
     )]
     Bench(commands::bench::BenchArgs),
     /// The keeper between `run` and its command (started by `run`, not for people).

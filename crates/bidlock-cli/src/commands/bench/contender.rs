@@ -2,6 +2,7 @@
 //! what a hand-written lock does (`SET NX PX`, compare-and-delete), polling or spinning
 //! while the lock is busy. One interface, so every workload runs the same loop for both.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,8 @@ pub(crate) struct RawClient {
     conn: redis::aio::MultiplexedConnection,
     release: Arc<redis::Script>,
     wait: RawWait,
+    /// Requests sent (each `SET` try and each release is one round trip).
+    calls: Arc<AtomicU64>,
 }
 
 /// One benchmark key: bidlock's and the raw client's name for it.
@@ -90,6 +93,23 @@ impl Contender {
         }
     }
 
+    /// Round trips to the backend so far (bidlock counts its own: `backend_calls`).
+    pub(crate) fn round_trips(&self) -> u64 {
+        match self {
+            Contender::Lib(m) => m.metrics().backend_calls,
+            Contender::Raw(raw) => raw.calls.load(Relaxed),
+        }
+    }
+
+    /// How many of an uncontended pair's two operations run as a script: bidlock's
+    /// acquire and release both do; the raw client's `SET NX PX` does not.
+    pub(crate) fn scripted_per_pair(&self) -> f64 {
+        match self {
+            Contender::Lib(_) => 2.0,
+            Contender::Raw(_) => 1.0,
+        }
+    }
+
     /// Releases; `true` when the lock was still held.
     pub(crate) async fn put(&self, held: Held) -> bool {
         match (self, held) {
@@ -108,6 +128,7 @@ impl RawClient {
             conn,
             release: Arc::new(redis::Script::new(RAW_RELEASE)),
             wait,
+            calls: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -116,6 +137,7 @@ impl RawClient {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut conn = self.conn.clone();
         loop {
+            self.calls.fetch_add(1, Relaxed);
             let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
                 .arg(&key.raw)
                 .arg(&token)
@@ -142,6 +164,7 @@ impl RawClient {
 
     async fn put(&self, key: &str, token: &str) -> bool {
         let mut conn = self.conn.clone();
+        self.calls.fetch_add(1, Relaxed);
         let del: redis::RedisResult<i64> = self
             .release
             .key(key)
@@ -169,19 +192,4 @@ pub(crate) async fn raw_connection(
         .get_multiplexed_async_connection()
         .await
         .map_err(unavailable)
-}
-
-/// The server's `total_commands_processed` (INFO stats).
-pub(crate) async fn commands_processed(g: &Global) -> Result<u64, CliError> {
-    let mut conn = raw_connection(g).await?;
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| CliError::new(exit::UNAVAILABLE, e.to_string()))?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
 }

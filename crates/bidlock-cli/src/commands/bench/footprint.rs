@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use crate::exit::CliError;
 
-fn rss_kib() -> u64 {
+/// This process's resident set size, KiB (0 when /proc cannot say).
+pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::contender::{BenchKey, Contender};
-use super::stats::{finish, hot_key_summary, monotonic_ns, progress, HotKeyLog, Section};
+use super::cost::{Meter, Probes};
+use super::stats::{finish, hot_key_summary, merge, monotonic_ns, progress, HotKeyLog, Section};
 use super::Common;
 use crate::exit::{self, CliError};
 use crate::Global;
@@ -34,20 +35,20 @@ pub(crate) fn fresh_key() -> String {
 /// sections and the number of waits that gave up.
 pub(crate) async fn sections(
     who: &Contender,
-    c: &Common,
+    (workers, duration): (u32, Duration),
     hold_us: u64,
     posting: &str,
     label: &str,
 ) -> Result<(Vec<Section>, u64), CliError> {
     let log = Arc::new(HotKeyLog::default());
     let key = BenchKey::new(posting.to_owned())?;
-    let deadline = Instant::now() + c.duration;
+    let deadline = Instant::now() + duration;
     // Children of a multi-process run keep the terminal to the parent.
     let bar = (!label.is_empty())
         .then(|| progress(&format!("hot-key ({label})"), deadline))
         .flatten();
     let mut tasks = Vec::new();
-    for w in 0..c.workers {
+    for w in 0..workers {
         let (who, log, key) = (who.clone(), log.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -69,21 +70,27 @@ pub(crate) async fn sections(
     Ok((log.take(), log.timeouts.load(Relaxed)))
 }
 
-/// One process's run, summarised.
-pub(crate) async fn run(
+/// One process's run, summarised: first a short warm-up on a key of its own, then
+/// measured, with the client's and (given a connection to it) the server's cost per
+/// critical section.
+pub(crate) async fn measured(
     who: &Contender,
     c: &Common,
     hold_us: u64,
     label: &str,
+    server: Probes,
 ) -> Result<Value, CliError> {
+    sections(who, (c.workers, c.warmup()), hold_us, &fresh_key(), "").await?;
+    let trips = who.round_trips();
+    let meter = Meter::start(server).await?;
     let start = Instant::now();
-    let (s, timeouts) = sections(who, c, hold_us, &fresh_key(), label).await?;
-    Ok(hot_key_summary(
-        s,
-        timeouts,
-        start.elapsed().as_secs_f64(),
-        c.workers,
-    ))
+    let (s, timeouts) =
+        sections(who, (c.workers, c.duration), hold_us, &fresh_key(), label).await?;
+    let mut out = hot_key_summary(s, timeouts, start.elapsed().as_secs_f64(), c.workers);
+    let cs = out["cs"].as_f64().unwrap_or(0.0);
+    merge(&mut out, &meter.finish(cs, "cs").await?, "");
+    out["round_trips_per_cs"] = json!(who.round_trips().saturating_sub(trips) as f64 / cs.max(1.0));
+    Ok(out)
 }
 
 /// The arguments that make a child contend on `posting`, on the parent's Redis.
@@ -153,6 +160,6 @@ pub(crate) async fn across_processes(
     );
     out["processes"] = json!(processes);
     let cs = out["cs"].as_f64().unwrap_or(0.0).max(1.0);
-    out["redis_cmds_per_cs"] = json!(calls as f64 / cs);
+    out["round_trips_per_cs"] = json!(calls as f64 / cs);
     Ok(out)
 }

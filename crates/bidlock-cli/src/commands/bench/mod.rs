@@ -1,10 +1,14 @@
 //! `bidlock bench`: the workloads users feel, each printing one JSON line. Redis runs also
 //! time the same loop done by a raw redis-rs client (in the same process, against the same
-//! server) and report bidlock / raw.
+//! server) and report bidlock / raw, with what each cost the client and the server per
+//! operation.
 
 mod contender;
+mod cost;
 mod footprint;
 mod hot_key;
+mod scale;
+mod scale_child;
 mod stats;
 mod summary;
 mod uncontended;
@@ -18,7 +22,8 @@ use serde_json::{json, Value};
 use crate::exit::{self, CliError};
 use crate::output::print;
 use crate::Global;
-use contender::{commands_processed, Contender, RawClient, RawWait};
+use contender::{raw_connection, Contender, RawClient, RawWait};
+use cost::{Meter, Probes};
 use stats::{merge, ratio};
 
 #[derive(Debug, Args)]
@@ -57,6 +62,10 @@ enum Workload {
         #[arg(long, default_value_t = 200_000)]
         locks: u32,
     },
+    /// What holding many leases costs as their number grows: N leases (renewal on) per
+    /// manager, M managers as processes on one Redis; client CPU and memory per lease,
+    /// renewals per round trip, Redis commands per second and memory per lock.
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +79,21 @@ pub(crate) struct Common {
     /// Skip the raw redis-rs baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Also read these Redis servers' CPU and script calls around each measured run
+    /// (for example a cluster's masters); repeat for each.
+    #[arg(long = "server-stats", value_name = "URL")]
+    server_stats: Vec<String>,
+    /// Run the raw baseline before bidlock, not after (scripts/bench.sh alternates, so
+    /// neither always runs second on a machine the first has warmed).
+    #[arg(long)]
+    baseline_first: bool,
+}
+
+impl Common {
+    /// The untimed run before each measured one: a tenth of it, at most 0.3 s.
+    pub(crate) fn warmup(&self) -> Duration {
+        (self.duration / 10).min(Duration::from_millis(300))
+    }
 }
 
 fn microseconds(s: &str) -> Result<u64, String> {
@@ -83,12 +107,11 @@ fn microseconds(s: &str) -> Result<u64, String> {
 pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
     let m = g.manager(false).await?;
     let topology = m.topology();
-    // The raw baseline talks to one server: only a single Redis has one to compare.
-    let baseline = topology == Topology::Single;
+    // The raw baseline and the server's figures talk to one server: only a single Redis
+    // has them.
+    let single = topology == Topology::Single;
     let line = match args.workload {
-        Workload::Uncontended { common } => {
-            uncontended(g, &m, &common, baseline && !common.no_baseline).await?
-        }
+        Workload::Uncontended { common } => uncontended(g, &m, &common, single).await?,
         Workload::HotKey {
             common,
             hold_us,
@@ -96,8 +119,9 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
             ..
         } => {
             let lib = Contender::Lib(m.clone());
+            let shape = (common.workers, common.duration);
             let (sections, timeouts) =
-                hot_key::sections(&lib, &common, hold_us, &posting, "").await?;
+                hot_key::sections(&lib, shape, hold_us, &posting, "").await?;
             json!({ "sections": sections, "timeouts": timeouts, "backend_calls": m.metrics().backend_calls })
         }
         Workload::HotKey {
@@ -111,20 +135,13 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
                     "--processes needs a shared backend (Redis): memory locks are per process",
                 ));
             }
-            let mut out = json!({ "workload": "hot-key", "backend": topology.name(), "workers": common.workers * processes, "hold_us": hold_us, "duration_s": common.duration.as_secs_f64() });
-            let before = commands_processed(g).await.ok();
-            let figures = hot_key::across_processes(g, processes, &common, hold_us).await?;
-            merge(&mut out, &figures, "");
-            if let (Some(before), Ok(after)) = (before, commands_processed(g).await) {
-                let cs = figures["cs"].as_f64().unwrap_or(0.0).max(1.0);
-                out["redis_server_calls_per_cs"] = json!(after.saturating_sub(before) as f64 / cs);
-            }
-            out
+            across_processes(g, &m, &common, hold_us, processes).await?
         }
         Workload::HotKey {
             common, hold_us, ..
-        } => hot_key(g, &m, &common, hold_us, baseline, !common.no_baseline).await?,
+        } => hot_key(g, &m, &common, hold_us, single).await?,
         Workload::Footprint { locks } => footprint::run(&m, locks).await?,
+        Workload::Scale(a) => scale::run(g, &m, &a).await?,
     };
     m.close().await;
     print(&format!(
@@ -141,20 +158,48 @@ pub(crate) async fn bench(g: &Global, args: BenchArgs) -> Result<u8, CliError> {
     Ok(exit::OK)
 }
 
+/// Connections for the servers' counters: the manager's own server on a single Redis,
+/// and the nodes named by `--server-stats`.
+async fn probes(g: &Global, single: bool, c: &Common) -> Result<Probes, CliError> {
+    let mut p = Probes::default();
+    if single {
+        p.main = Some(raw_connection(g).await?);
+    }
+    for url in &c.server_stats {
+        p.nodes.push((url.clone(), cost::node(url).await?));
+    }
+    Ok(p)
+}
+
 async fn uncontended(
     g: &Global,
     m: &BidLockManager,
     c: &Common,
-    baseline: bool,
+    single: bool,
 ) -> Result<Value, CliError> {
-    let lib = uncontended::run(&Contender::Lib(m.clone()), c, "bidlock").await;
     let mut out = json!({ "workload": "uncontended", "backend": m.topology().name(), "workers": c.workers, "duration_s": c.duration.as_secs_f64() });
-    merge(&mut out, &lib, "");
-    if baseline {
-        let raw = Contender::Raw(RawClient::connect(g, RawWait::Poll(Duration::ZERO)).await?);
-        let raw = uncontended::run(&raw, c, "raw redis-rs").await;
-        merge(&mut out, &raw, "raw_");
-        out["ratio"] = ratio(&lib["pairs_per_sec"], &raw["pairs_per_sec"]);
+    let lib = Contender::Lib(m.clone());
+    let raw = if single && !c.no_baseline {
+        Some(Contender::Raw(
+            RawClient::connect(g, RawWait::Poll(Duration::ZERO)).await?,
+        ))
+    } else {
+        None
+    };
+    let mut runs: Vec<(&str, &Contender, &str)> = vec![("", &lib, "bidlock")];
+    if let Some(raw) = &raw {
+        runs.push(("raw_", raw, "raw redis-rs"));
+    }
+    if c.baseline_first {
+        runs.reverse();
+    }
+    out["order"] = json!(runs.iter().map(|r| r.2).collect::<Vec<_>>());
+    for (prefix, who, label) in runs {
+        let figures = uncontended::measured(who, c, label, probes(g, single, c).await?).await?;
+        merge(&mut out, &figures, prefix);
+    }
+    if raw.is_some() {
+        out["ratio"] = ratio(&out["pairs_per_sec"], &out["raw_pairs_per_sec"]);
     }
     Ok(out)
 }
@@ -164,36 +209,59 @@ async fn hot_key(
     m: &BidLockManager,
     c: &Common,
     hold_us: u64,
-    redis: bool,
-    baseline: bool,
+    single: bool,
 ) -> Result<Value, CliError> {
-    let before = if redis {
-        Some(commands_processed(g).await?)
-    } else {
-        None
-    };
-    let lib = hot_key::run(&Contender::Lib(m.clone()), c, hold_us, "bidlock").await?;
     let mut out = json!({ "workload": "hot-key", "backend": m.topology().name(), "workers": c.workers, "hold_us": hold_us, "duration_s": c.duration.as_secs_f64() });
-    merge(&mut out, &lib, "");
-    let Some(before) = before else {
-        return Ok(out);
-    };
-    let after = commands_processed(g).await?;
-    let cs = lib["cs"].as_f64().unwrap_or(0.0).max(1.0);
-    out["redis_cmds_per_cs"] = json!(m.metrics().backend_calls as f64 / cs);
-    out["redis_server_calls_per_cs"] = json!(after.saturating_sub(before) as f64 / cs);
-    if baseline {
+    let lib = Contender::Lib(m.clone());
+    let mut runs: Vec<(String, Contender, String)> = vec![("".into(), lib, "bidlock".into())];
+    if single && !c.no_baseline {
+        // A polling raw client, and the fastest a polling client can hand over: retry at
+        // once, burning a core.
         let poll = RawWait::Poll(Duration::from_micros(1000));
-        let raw = Contender::Raw(RawClient::connect(g, poll).await?);
-        let raw =
-            hot_key::run(&raw, c, hold_us, &format!("raw redis-rs, {}", poll.label())).await?;
-        merge(&mut out, &raw, "raw_");
+        for (prefix, wait) in [("raw_", poll), ("spin_", RawWait::Spin)] {
+            let who = Contender::Raw(RawClient::connect(g, wait).await?);
+            runs.push((
+                prefix.into(),
+                who,
+                format!("raw redis-rs, {}", wait.label()),
+            ));
+        }
         out["raw_poll_us"] = json!(1000);
-        out["ratio"] = ratio(&lib["cs_per_sec"], &raw["cs_per_sec"]);
-        // The fastest a polling client can hand over: retry at once, burning a core.
-        let spin = Contender::Raw(RawClient::connect(g, RawWait::Spin).await?);
-        let spin = hot_key::run(&spin, c, hold_us, "raw redis-rs, spin").await?;
-        merge(&mut out, &spin, "spin_");
     }
+    if c.baseline_first {
+        runs.reverse();
+    }
+    out["order"] = json!(runs.iter().map(|r| r.2.clone()).collect::<Vec<_>>());
+    for (prefix, who, label) in &runs {
+        let figures =
+            hot_key::measured(who, c, hold_us, label, probes(g, single, c).await?).await?;
+        merge(&mut out, &figures, prefix);
+    }
+    if out.get("raw_cs_per_sec").is_some() {
+        out["ratio"] = ratio(&out["cs_per_sec"], &out["raw_cs_per_sec"]);
+    }
+    Ok(out)
+}
+
+/// The hot key contended by `processes` children; the server's figures for all of them.
+async fn across_processes(
+    g: &Global,
+    m: &BidLockManager,
+    c: &Common,
+    hold_us: u64,
+    processes: u32,
+) -> Result<Value, CliError> {
+    let single = m.topology() == Topology::Single;
+    let mut out = json!({ "workload": "hot-key", "backend": m.topology().name(), "workers": c.workers * processes, "hold_us": hold_us, "duration_s": c.duration.as_secs_f64() });
+    let meter = Meter::start(probes(g, single, c).await?).await?;
+    let figures = hot_key::across_processes(g, processes, c, hold_us).await?;
+    merge(&mut out, &figures, "");
+    let cs = figures["cs"].as_f64().unwrap_or(0.0);
+    let mut cost = meter.finish(cs, "cs").await?;
+    if let Some(o) = cost.as_object_mut() {
+        // This process only waited: the children's CPU is theirs, not measured here.
+        o.retain(|k, _| k.starts_with("server_") || k.starts_with("script_"));
+    }
+    merge(&mut out, &cost, "");
     Ok(out)
 }

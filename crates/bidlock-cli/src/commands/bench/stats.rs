@@ -28,6 +28,8 @@ impl PairStats {
 
     pub(crate) fn summary(&self, secs: f64) -> Value {
         json!({
+            "pairs": self.pairs.load(Relaxed),
+            "elapsed_s": secs,
             "pairs_per_sec": self.pairs.load(Relaxed) as f64 / secs,
             "acquire_p50_us": self.acquire.quantile_us(0.5),
             "acquire_p99_us": self.acquire.quantile_us(0.99),
@@ -81,9 +83,21 @@ impl HotKeyLog {
     }
 }
 
+/// The value at quantile `q` of sorted nanoseconds, in µs (nearest rank: a value that
+/// was measured, not a bucket's midpoint). `None` when there are none.
+pub(crate) fn exact_quantile_us(sorted_ns: &[u64], q: f64) -> Option<f64> {
+    if sorted_ns.is_empty() {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * sorted_ns.len() as f64).ceil() as usize).max(1);
+    Some(sorted_ns[rank.min(sorted_ns.len()) - 1] as f64 / 1e3)
+}
+
 /// The figures of a hot-key run from its sections (of one process or several): the gap
 /// from one holder's release to the next holder's entry (different holders only), how
-/// often the same worker held twice in a row, the largest share, and overlaps.
+/// often the same worker held twice in a row, the largest share, and overlaps. Gap
+/// quantiles are exact (every gap is kept), so two contenders a few µs apart are told
+/// apart: a histogram's buckets are 8 µs wide at 64-128 µs.
 pub(crate) fn hot_key_summary(
     mut sections: Vec<Section>,
     timeouts: u64,
@@ -91,7 +105,7 @@ pub(crate) fn hot_key_summary(
     workers: u32,
 ) -> Value {
     sections.sort_by_key(|s| s.enter_ns);
-    let gaps = Histogram::new();
+    let mut gaps = Vec::with_capacity(sections.len());
     let (mut same, mut overlaps) = (0u64, 0u64);
     for w in sections.windows(2) {
         let (a, b) = (w[0], w[1]);
@@ -101,9 +115,10 @@ pub(crate) fn hot_key_summary(
         if a.worker == b.worker {
             same += 1;
         } else {
-            gaps.record(Duration::from_nanos(b.enter_ns.saturating_sub(a.leave_ns)));
+            gaps.push(b.enter_ns.saturating_sub(a.leave_ns));
         }
     }
+    gaps.sort_unstable();
     let n = sections.len().max(1) as f64;
     let mut per = vec![0u64; workers as usize];
     for s in &sections {
@@ -115,8 +130,9 @@ pub(crate) fn hot_key_summary(
     json!({
         "cs": sections.len(),
         "cs_per_sec": sections.len() as f64 / secs,
-        "gap_p50_us": gaps.quantile_us(0.5),
-        "gap_p99_us": gaps.quantile_us(0.99),
+        "gaps": gaps.len(),
+        "gap_p50_us": exact_quantile_us(&gaps, 0.5),
+        "gap_p99_us": exact_quantile_us(&gaps, 0.99),
         "same_holder_frac": same as f64 / (n - 1.0).max(1.0),
         "max_worker_share": max_share,
         "overlaps": overlaps,
@@ -167,5 +183,40 @@ pub(crate) async fn finish(
     }
     if let Some(b) = bar {
         b.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(worker: u32, enter_us: u64, leave_us: u64) -> Section {
+        Section {
+            worker,
+            enter_ns: enter_us * 1000,
+            leave_ns: leave_us * 1000,
+        }
+    }
+
+    #[test]
+    fn gap_quantiles_are_measured_values_not_buckets() {
+        assert_eq!(exact_quantile_us(&[], 0.5), None);
+        let ns = [64_100, 65_000, 71_900];
+        assert_eq!(exact_quantile_us(&ns, 0.5), Some(65.0));
+        assert_eq!(exact_quantile_us(&ns, 0.99), Some(71.9));
+        // Workers 0, 1, 1, 0: gaps 64.1 µs (0 -> 1) and 71.9 µs (1 -> 0); 1 -> 1 is a
+        // same-holder repeat, not a handover.
+        let s = vec![
+            section(1, 2_064, 3_000),
+            section(0, 0, 2_000),
+            section(1, 3_010, 4_000),
+            section(0, 4_072, 5_000),
+        ];
+        let v = hot_key_summary(s, 0, 1.0, 2);
+        assert_eq!(v["gaps"], 2);
+        assert_eq!(v["gap_p50_us"].as_f64(), Some(64.0));
+        assert_eq!(v["gap_p99_us"].as_f64(), Some(72.0));
+        assert_eq!(v["overlaps"], 0);
+        assert!((v["same_holder_frac"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     }
 }

@@ -75,6 +75,29 @@ pub(crate) fn line(v: &Value) -> Option<String> {
                 number(v, "acquires_per_sec").map(|r| format!("{r} acquires/s")),
             ),
         ]),
+        "scale" => join(&[
+            ("", number(v, "leases").map(|n| format!("{n} leases held"))),
+            ("renewals ", number(v, "renewals")),
+            (
+                "per round trip ",
+                v["renewals_per_round_trip"]
+                    .as_f64()
+                    .map(|r| format!("{r:.2}")),
+            ),
+            (
+                "client RSS per lease ",
+                v["client_rss_bytes_per_lease"]
+                    .as_f64()
+                    .map(|b| format!("{} bytes", grouped(b.round() as u64))),
+            ),
+            (
+                "Redis memory per lock ",
+                v["redis_bytes_per_lock"]
+                    .as_f64()
+                    .map(|b| format!("{} bytes", grouped(b.round() as u64))),
+            ),
+            ("Redis commands ", rate(v, "redis_cmds_per_sec")),
+        ]),
         _ => return None,
     };
     let who = if workers.is_empty() {
