@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the shape ARCHITECTURE.md promises: no module of a crate imports another that
-imports it back, and no source file is over 600 lines. Prints what is wrong; exits 1 if
-anything is."""
+imports it back, and no Rust file of a crate (its src/ and its tests/, helpers and
+subdirectories included) is over 600 lines. Prints what is wrong; exits 1 if anything
+is."""
 import os
 import re
 import sys
@@ -80,17 +81,22 @@ def main():
         for c in cycles(modules(src)):
             print(f"{crate}: modules import each other: {', '.join(c)}")
             bad = True
-        for dirpath, _, files in os.walk(src):
-            for f in files:
-                path = os.path.join(dirpath, f)
-                if f.endswith(".rs"):
-                    n = sum(1 for _ in open(path))
-                    if n > LIMIT:
-                        print(f"{path}: {n} lines (over {LIMIT}): split it by concern")
-                        bad = True
+        for part in ("src", "tests"):
+            for path in rust_files(os.path.join("crates", crate, part)):
+                n = sum(1 for _ in open(path))
+                if n > LIMIT:
+                    print(f"{path}: {n} lines (over {LIMIT}): split it by concern")
+                    bad = True
     if bad:
         sys.exit(1)
-    print("layout: no module cycles, no source file over 600 lines")
+    print(f"layout: no module cycles, no Rust file in src or tests over {LIMIT} lines")
+
+
+def rust_files(root):
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            if f.endswith(".rs"):
+                yield os.path.join(dirpath, f)
 
 
 if __name__ == "__main__":

@@ -302,8 +302,9 @@ def load_and_soak():
 def security():
     w("## Bad input and security\n")
     w("These are covered by tests, not figures:\n")
-    w("- `tests/properties.rs` (proptest): any string in gives a key or a typed error, never a panic, and")
-    w("  validation matches the rules exactly. Keys round-trip and distinct pairs never share a Redis key.")
+    w("- `tests/bad_input.rs` and `tests/prefixes.rs` (proptest): any string in gives a key or a typed error,")
+    w("  never a panic, and validation matches the rules exactly. Keys round-trip and distinct pairs never share a")
+    w("  Redis key; no prefix reaches another's keys.")
     w("  Any environment or URL in gives a config or an error naming the variable, never one that shows the")
     w("  password.")
     w("- Hostile ids (glob characters, the prefix itself, bidi controls, 512-byte ids) are stored verbatim or")

@@ -79,7 +79,7 @@ fn every_bidlock_command_the_docs_quote_exists() {
         .into_iter()
         .filter(|i| i.program == Program::Bidlock)
         .collect();
-    // Not vacuous: the README's CLI section alone quotes more than ten.
+    // Not vacuous: docs/CLI.md alone quotes more than ten.
     assert!(quoted.len() > 10, "found only {quoted:?}");
     let wrong: Vec<String> = quoted
         .iter()

@@ -13,6 +13,8 @@ use bidlock::{AcquireOptions, BidLockManager, Error, LockGuard, LockKey};
 use bidlock_testkit::RedisServer;
 use proptest::prelude::*;
 
+use common::{Fx, Which};
+
 const POSTINGS: [&str; 2] = ["a", "b"];
 
 fn key(p: &str) -> LockKey {
@@ -320,4 +322,36 @@ async fn a_string_in_the_waiters_hash_does_not_keep_the_posting_locked() {
     assert!(g2.release().await.unwrap());
     let left: Option<String> = s.cmd(&["GET", "bid_lock:junk:p4"]);
     assert_eq!(left, None);
+}
+
+#[tokio::test]
+async fn a_key_of_another_type_is_never_overwritten() {
+    let fx = Fx::new(Which::Redis).await;
+    let s = fx.server();
+    let _: i64 = s.cmd(&["HSET", "bid_lock:upwork:hash", "field", "value"]);
+    let err = fx
+        .manager
+        .try_acquire(&common::key("hash"), &AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hash"), "{err}");
+    assert!(!err.is_timeout());
+    let err = fx
+        .manager
+        .release(&common::key("hash"), &"x".into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a lock"), "{err}");
+    let err = fx
+        .manager
+        .force_release(&common::key("hash"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a lock"), "{err}");
+    assert!(fx.manager.status(&common::key("hash")).await.is_err());
+    // Listing skips it, cleanup leaves it.
+    assert!(fx.manager.locks(None).await.unwrap().is_empty());
+    assert_eq!(fx.manager.cleanup_all().await.unwrap(), 0);
+    let v: String = s.cmd(&["HGET", "bid_lock:upwork:hash", "field"]);
+    assert_eq!(v, "value");
 }

@@ -6,9 +6,42 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bidlock::AcquireOptions;
+use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::RedisServer;
-use common::{key, redis_manager_with_timeout as manager};
+use common::{key, redis_manager_with_timeout as manager, server_config, Fx};
+
+on_both_backends!(timeout_returns_not_acquired);
+
+async fn timeout_returns_not_acquired(fx: Fx) {
+    let k = key("timeout");
+    let g = fx
+        .manager
+        .acquire(&k, &AcquireOptions::new().holder("busy-holder"))
+        .await
+        .unwrap();
+    let other = fx.instance().await;
+    let start = tokio::time::Instant::now();
+    let err = other
+        .acquire(
+            &k,
+            &AcquireOptions::new().timeout(Duration::from_millis(400)),
+        )
+        .await
+        .unwrap_err();
+    let waited = start.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("busy-holder"), "{err}");
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // Zero wait tries exactly once.
+    let err = other
+        .try_acquire(&k, &AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(other.metrics().lock_timeouts, 2);
+    drop(g);
+}
 
 /// Redis stops answering (SIGSTOP): an acquire that may wait 1 s returns a backend error
 /// soon after 1 s, not after the 5 s response timeout, and says why.
@@ -76,6 +109,48 @@ async fn a_waiter_outlives_a_redis_restart() {
         .expect("the waiter gave up on a transient error");
     assert!(waiter.metrics().redis_errors >= 1, "{:?}", waiter.metrics());
     assert!(g.release().await.unwrap());
+}
+
+#[tokio::test]
+async fn waiters_keep_working_across_a_restart() {
+    let mut server = RedisServer::start();
+    let m = BidLockManager::new(server_config(&server).build().unwrap())
+        .await
+        .unwrap();
+    let g = m
+        .acquire(
+            &key("w"),
+            &AcquireOptions::new().ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let m2 = m.clone();
+    let waiter = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match m2
+                .acquire(
+                    &key("w"),
+                    &AcquireOptions::new().timeout(Duration::from_secs(20)),
+                )
+                .await
+            {
+                Ok(g) => return g.fencing_token(),
+                Err(e) if e.is_backend() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart(); // the lock is gone with the data
+    let token = tokio::time::timeout(Duration::from_secs(25), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(token > g.fencing_token());
+    drop(g);
 }
 
 /// A wait that ends while the backend is still failing reports the backend's error (the

@@ -95,7 +95,7 @@ fn verdicts(c: &mut Ctx, key: &str, runs: &[BidRun]) {
                         b.who
                     );
                     let hint =
-                        "issue 12 hole 4: the record is dropped when the lease lapsed".to_owned();
+                        "exactly once, issue 12's hole 4: the record is dropped when the lease lapsed".to_owned();
                     c.violation(
                         "(d) placed bid not recorded",
                         key,
@@ -137,7 +137,7 @@ fn twice(c: &mut Ctx, key: &str, a: &BidRun, b: &BidRun) {
             .iter()
             .any(|f| f.effective && f.what.contains("prefix") && f.start <= rb.0 && f.end >= ra.1);
         let hint = if foreign {
-            "issue 12 hole 3: another prefix's cleanup deleted this prefix's completion records"
+            "prefixes, issue 12's hole 3: another prefix's cleanup deleted this prefix's completion records"
                 .into()
         } else {
             String::new()

@@ -156,14 +156,14 @@ pub fn grants(c: &mut Ctx) {
                 ms(s.acquired_at - c.r.started),
                 ms(s.acquired_at - t.gone_seen.unwrap_or(s.acquired_at))
             );
-            let hint = "hole 2: a grant of an earlier tenure taken up after the waiter queued again with the same holder id".to_owned();
+            let hint = "grants, issue 20's hole 2: a grant of an earlier tenure taken up after the waiter queued again with the same holder id".to_owned();
             found.push((s.key.clone(), s.acquired_at, msg, hint, vec![s.id]));
         }
     }
     for (name, at) in &c.log.no_ttl {
         let msg = format!("{name} existed without a ttl");
         let hint =
-            "hole 3: the waiters hash written again after its last waiter was handed the lock"
+            "every key expires, issue 20's hole 3: the waiters hash written again after its last waiter was handed the lock"
                 .to_owned();
         found.push((name.clone(), *at, msg, hint, vec![]));
     }
@@ -199,7 +199,7 @@ pub fn census(c: &mut Ctx) {
     for (name, kind) in census.without_ttl {
         let msg = format!("{name} ({kind}) has no ttl at the end of the round");
         let hint = if matches!(kind, "waiters" | "queue") {
-            "hole 3: the waiters hash written again after its last waiter was handed the lock"
+            "every key expires, issue 20's hole 3: the waiters hash written again after its last waiter was handed the lock"
                 .into()
         } else {
             String::new()

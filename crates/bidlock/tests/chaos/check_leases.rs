@@ -27,7 +27,7 @@ fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
         ),
         Cause::Stated(e @ Excuse::OperatorRemoved, w) if w.contains("holder") => (
             notice(*e, s),
-            format!("hole 4: {w} reached the holder only at its next renewal (nothing published)"),
+            format!("notices, issue 20's hole 4: {w} reached the holder only at its next renewal (nothing published)"),
         ),
         Cause::Stated(e @ Excuse::OperatorRemoved, w) => (
             notice(*e, s),
@@ -43,11 +43,11 @@ fn allowance(cause: &Cause, s: &Section) -> (Duration, String) {
         ),
         Cause::Unexplained if s.given => (
             Duration::ZERO,
-            "hole 1: a given holder id's lock released in the background (a batch answered after its caller left, or another release of the id)".into(),
+            "no orphans, issue 20's hole 1: a given holder id's lock released in the background (a batch answered after its caller left, or another release of the id)".into(),
         ),
         Cause::Unexplained => (
             Duration::ZERO,
-            "unexplained (hole 2 when a grant of an earlier tenure was taken up: see the grants of this key)".into(),
+            "unexplained (see the grants of this key: one of an earlier tenure taken up breaks 'a grant names one tenure', issue 20)".into(),
         ),
     }
 }
@@ -233,7 +233,8 @@ pub fn process_ticks(c: &mut Ctx) {
             (notice(e, s), what, Some(e))
         } else {
             let hint = if s.given {
-                "hole 1: a given holder id's lock released in the background".into()
+                "no orphans, issue 20's hole 1: a given holder id's lock released in the background"
+                    .into()
             } else {
                 String::new()
             };
@@ -325,7 +326,7 @@ pub fn removals(c: &mut Ctx) {
             by.as_deref().unwrap_or("free")
         );
         let hint = if s.given {
-            "hole 1: a given holder id's lock released in the background (a batch answered after its caller left)".to_owned()
+            "no orphans, issue 20's hole 1: a given holder id's lock released in the background (a batch answered after its caller left)".to_owned()
         } else {
             String::new()
         };

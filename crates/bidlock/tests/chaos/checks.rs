@@ -52,7 +52,7 @@ pub const LATE_DELIVERY: Duration = Duration::from_secs(10);
 pub const ORPHAN_BOUND: Duration = Duration::from_secs(1);
 
 /// After Redis lost a held lock, its holder learns at its next renewal: at most ttl/3
-/// later (README), plus one retry pause.
+/// later (docs/GUARANTEES.md, Exclusion), plus one retry pause.
 pub fn data_loss_notice(ttl: Duration) -> Duration {
     ttl / 3 + Duration::from_millis(500)
 }
@@ -355,7 +355,7 @@ fn expired_at_acquire(c: &mut Ctx) {
             &key,
             at,
             msg,
-            "issue 12 hole 7: an acquire whose reply came after its ttl".into(),
+            "lease deadlines, issue 12's hole 7: an acquire whose reply came after its ttl".into(),
             vec![id],
         );
     }
@@ -498,7 +498,7 @@ fn overlaps(c: &mut Ctx) {
                 let hint = super::check_leases::drop_hint(c, a)
                     .or_else(|| {
                         a.given
-                            .then(|| "hole 1: a background release of a given holder id".into())
+                            .then(|| "no orphans, issue 20's hole 1: a background release of a given holder id".into())
                     })
                     .or_else(|| {
                         c.explain(&key, a_at, b.acquired_at, &[Harm::Benign, Harm::Freeze])

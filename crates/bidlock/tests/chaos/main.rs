@@ -7,7 +7,7 @@
 //! every posting is bid at least once and twice only after the caller was told, no
 //! cancelled acquire leaves its lock behind, and every key but the fencing counter has a
 //! ttl. A history that breaks one of these passes only by a rule of `excuses.rs`, each
-//! standing for a limit the README states, with the deterministic test that shows it.
+//! standing for a limit docs/GUARANTEES.md states, with the deterministic test that shows it.
 //!
 //! Profiles: the default (short, under 90 s) runs every fault class once;
 //! `BIDLOCK_CHAOS_SECS=1200` runs rounds for that long (`scripts/reliability.sh --long`).
@@ -138,7 +138,7 @@ impl FaultClass {
 
     pub fn harm_text(self) -> &'static str {
         match self.harm() {
-            Harm::DataLoss => "unsafe (README): Redis loses or rolls back data; overlaps allowed until the next renewal, tokens must still increase",
+            Harm::DataLoss => "unsafe (docs/GUARANTEES.md): Redis loses or rolls back data; overlaps allowed until the next renewal, tokens must still increase",
             Harm::Operator => "an operator breaks the lock: holders must notice within 1 s",
             Harm::Freeze => "a frozen holder's command may run past its lease on waking: only fencing protects",
             Harm::Benign => "safe: leases must stay exact",
@@ -270,7 +270,7 @@ async fn randomized_checker() {
                 .hint
                 .split(':')
                 .next()
-                .filter(|h| h.starts_with("hole"))
+                .filter(|h| h.contains("hole"))
                 .unwrap_or(v.check);
             *by_hint.entry(what.to_owned()).or_default() += 1;
         }

@@ -97,8 +97,8 @@ async fn holder_of(r: &Round, topo: &std::sync::Arc<Topology>, k: usize) -> Opti
 
 /// A release by holder id, without force, of whoever Redis shows holding a key (a
 /// slowly renewed lease's key when one turns up): through the library (`cli` false) or
-/// `bidlock release M P --holder X`. The holder must learn within a second (README: a
-/// release of a key you hold reaches every manager as a message).
+/// `bidlock release M P --holder X`. The holder must learn within a second
+/// (docs/GUARANTEES.md: a release of a key you hold reaches every manager as a message).
 pub async fn release_holder(
     r: &Round,
     topo: &std::sync::Arc<Topology>,

@@ -128,7 +128,7 @@ async fn run(r: &Round, kind: Kind, who: Who, rng: &mut StdRng) {
             }
             Kind::LoneHolder => {
                 // Renewed every 1.5 s, nobody waiting: a release of this key publishes
-                // nothing unless every removal does (issue 20, hole 4).
+                // nothing unless every removal does (notices; issue 20's hole 4).
                 let d = Draw {
                     key: r.extra_keys[0].clone(),
                     ttl: Duration::from_millis(4500),

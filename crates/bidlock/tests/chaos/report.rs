@@ -152,7 +152,8 @@ pub struct RunInfo {
     pub seconds: f64,
     /// (seconds since start, RSS KiB, tokio tasks alive).
     pub samples: Vec<(f64, u64, u64)>,
-    /// Violations by likely cause (the hole of issue 12 they point at, else the check).
+    /// Violations by likely cause (the guarantee and the known hole they point at, else the
+    /// check).
     pub by_hint: BTreeMap<String, usize>,
 }
 

@@ -190,7 +190,8 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
         // Slow links all round: an operator's release lands while replies are on their way.
         // Below 80 ms each way: a manager's subscriber (a connect and two SUBSCRIBEs, one
         // after another) must still connect within the 500 ms connect timeout (see
-        // checker_findings.rs for what happens above that).
+        // notices.rs::a_forced_release_reaches_a_holder_whose_link_is_slow for what happens
+        // above that).
         let mut rng = StdRng::seed_from_u64(seed ^ 0x11ab);
         for p in &topo.links {
             let ms = rng.random_range(20..70);

@@ -7,7 +7,9 @@ pub mod checker;
 
 use std::time::Duration;
 
-use bidlock::{Backend, BidLockManager, Config, ConfigBuilder, LockKey, RetryPolicy};
+use bidlock::{
+    AcquireOptions, Backend, BidLockManager, Config, ConfigBuilder, LockKey, RetryPolicy,
+};
 use bidlock_testkit::RedisServer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,4 +219,77 @@ pub async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// A manager on the Redis at `url` whose waiters never poll (response timeout 5 s): only
+/// a grant, a release message or a queue refresh moves a waiter on, so only those can
+/// explain a quick handover.
+pub async fn no_polling_manager(url: &str) -> BidLockManager {
+    let cfg = Config::builder()
+        .backend(Backend::Redis)
+        .redis_url(url)
+        .response_timeout(Duration::from_secs(5))
+        .retry(no_polling())
+        .build()
+        .unwrap();
+    BidLockManager::new(cfg).await.unwrap()
+}
+
+/// The configuration of a test's manager on `server` (`base_config` for Redis).
+pub fn server_config(server: &RedisServer) -> ConfigBuilder {
+    base_config(Which::Redis, Some(server))
+}
+
+/// A memory manager's configuration with the prefix `prefix`.
+pub fn memory_config(prefix: &str) -> Config {
+    Config::builder()
+        .backend(Backend::Memory)
+        .prefix(prefix)
+        .build()
+        .unwrap()
+}
+
+/// Acquire options that wait up to `t`.
+pub fn wait_for(t: Duration) -> AcquireOptions {
+    AcquireOptions::new().timeout(t)
+}
+
+/// Acquires and releases `k`; returns the token it was given.
+pub async fn token_of(m: &BidLockManager, k: &LockKey) -> u64 {
+    let g = m.acquire(k, &AcquireOptions::new()).await.unwrap();
+    let t = g.fencing_token().get();
+    assert!(g.release().await.unwrap());
+    t
+}
+
+/// The Redis names of the `upwork` posting `p` under the default prefix: its lock, its
+/// handoff queue and its waiters' hash.
+pub fn lock_of(p: &str) -> String {
+    format!("bid_lock:upwork:{p}")
+}
+
+pub fn queue_of(p: &str) -> String {
+    format!("bid_lock_queue:upwork:{p}")
+}
+
+pub fn waiters_of(p: &str) -> String {
+    format!("bid_lock_waiters:upwork:{p}")
+}
+
+/// How many waiters are queued in Redis for the `upwork` posting `p`.
+pub fn queue_len(s: &RedisServer, p: &str) -> i64 {
+    s.cmd(&["ZCARD", &queue_of(p)])
+}
+
+/// The holder id Redis shows for the `upwork` posting `p`.
+pub fn holder_in_redis(s: &RedisServer, p: &str) -> Option<String> {
+    s.cmd(&["GET", &lock_of(p)])
+}
+
+/// The marketplace id rule, restated independently of the implementation (for the
+/// property tests).
+pub fn valid_marketplace(m: &str) -> bool {
+    (1..=64).contains(&m.len())
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }

@@ -1,12 +1,16 @@
-//! The CLI with a `redis+cluster://` URL against a real six-node cluster on loopback:
-//! run, locks, stats, status, release, cleanup, health, simulate and bench, and the exit code
-//! and message for a URL of the wrong kind.
+//! Every command works the same in every mode (docs/GUARANTEES.md, "What each mode
+//! survives"; docs/REDIS.md): over Redlock (`--redis-url` three times or `REDIS_URLS`),
+//! Sentinel (`redis+sentinel://`) and a real six-node Redis Cluster on loopback
+//! (`redis+cluster://`): run, locks, stats, status, release, cleanup, health, simulate
+//! and bench; `health` exits 69 while a shard is down; a URL of the wrong kind exits 2
+//! and says which to use.
 
 mod common;
 
 use std::sync::{Arc, Mutex, Weak};
 
 use bidlock_testkit::{RedisCluster, RedisServer};
+
 use common::{json, stderr, stdout, TestCommand};
 
 /// The cluster of this test binary: started by the first test that needs it, stopped
@@ -24,6 +28,50 @@ fn cluster() -> Arc<RedisCluster> {
 
 fn on(c: &RedisCluster, args: &[&str]) -> TestCommand {
     TestCommand::with_url(Some(&c.url()), args)
+}
+
+/// The CLI works unchanged over Redlock (`--redis-url` three times, or REDIS_URLS) and
+/// over Sentinel (`redis+sentinel://`).
+#[test]
+fn simulate_and_run_over_redlock_and_sentinel() {
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let mut t = TestCommand::new(&["simulate", "--agents", "12", "--postings", "150", "--json"]);
+    for n in &nodes {
+        t.cmd.arg("--redis-url").arg(n.url());
+    }
+    let out = t.assert_exit_code(0);
+    let v = json(&out);
+    assert_eq!(v["bids"], 150);
+    assert_eq!(v["duplicates"], 0);
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let mut t = TestCommand::new(&[
+        "run",
+        "upwork",
+        "rl",
+        "--",
+        "sh",
+        "-c",
+        "echo $BIDLOCK_FENCE",
+    ]);
+    t.cmd.env("REDIS_URLS", urls.join(","));
+    let out = t.assert_exit_code(0);
+    assert!(stdout(&out).trim().parse::<u64>().unwrap() > 0);
+    let mut t = TestCommand::new(&["health"]);
+    t.cmd.env("REDIS_URLS", urls.join(","));
+    let out = t.assert_exit_code(0);
+    assert!(stdout(&out).contains("redlock["), "{}", stdout(&out));
+
+    let cluster = bidlock_testkit::SentinelCluster::start();
+    let out = TestCommand::with_url(
+        Some(&cluster.url()),
+        &["simulate", "--agents", "8", "--postings", "100", "--json"],
+    )
+    .assert_exit_code(0);
+    assert_eq!(json(&out)["duplicates"], 0);
+    TestCommand::with_url(Some(&cluster.url()), &["run", "upwork", "s1", "--", "true"])
+        .assert_exit_code(0);
+    let out = TestCommand::with_url(Some(&cluster.url()), &["health"]).assert_exit_code(0);
+    assert!(stdout(&out).contains("redis+sentinel://"));
 }
 
 #[test]

@@ -1,6 +1,11 @@
-//! `BidLockManager::stats` against real redis-server processes: a posting with a wait
-//! marker, a wait queue or both counts once; names of other prefixes are not counted;
-//! Redlock shows what a majority agrees on and fails closed without one.
+//! The fleet view (docs/OPERATING.md): `status`, `locks`, `stats` and `cleanup_all` show
+//! (and remove) what the store holds, posting by posting.
+//!
+//! - `status_and_locks_listing`, `cleanup_all_removes_every_lock`: on memory and on Redis.
+//! - `a_waited_for_posting_counts_once_by_marker_or_queue`: a posting with a wait marker,
+//!   a handoff queue or both counts once; names of other prefixes do not count.
+//! - `redlock_shows_what_a_majority_agrees_on`: Redlock combines the nodes' views as a
+//!   majority agrees, and fails closed without one.
 
 mod common;
 
@@ -9,7 +14,9 @@ use std::time::{Duration, Instant};
 use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
 use bidlock_testkit::RedisServer;
 
-fn key(m: &str, p: &str) -> LockKey {
+use common::{key, Fx};
+
+fn lock_key(m: &str, p: &str) -> LockKey {
     LockKey::new(m, p).unwrap()
 }
 
@@ -33,16 +40,80 @@ async fn until_exists(s: &RedisServer, name: &str) {
     }
 }
 
+on_both_backends!(status_and_locks_listing, cleanup_all_removes_every_lock);
+
+async fn status_and_locks_listing(fx: Fx) {
+    let g = fx
+        .manager
+        .acquire(
+            &key("s1"),
+            &AcquireOptions::new()
+                .holder("h1")
+                .ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let other = LockKey::new("freelancer", "x:y *?").unwrap();
+    let g2 = fx
+        .manager
+        .acquire(&other, &AcquireOptions::new())
+        .await
+        .unwrap();
+    let st = fx.manager.status(&key("s1")).await.unwrap();
+    assert_eq!(st.redis_key, fx.lock_key(&key("s1")));
+    assert_eq!(st.holder.as_deref(), Some("h1"));
+    let left = st.ttl_left_ms.unwrap();
+    assert!(left > 50_000 && left <= 60_000, "{left}");
+    let all = fx.manager.locks(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let up = fx.manager.locks(Some("upwork")).await.unwrap();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].holder, "h1");
+    let fl = fx.manager.locks(Some("freelancer")).await.unwrap();
+    assert_eq!(fl[0].posting, "x:y *?");
+    drop((g, g2));
+}
+
+async fn cleanup_all_removes_every_lock(fx: Fx) {
+    let mut guards = Vec::new();
+    for i in 0..7 {
+        guards.push(
+            fx.manager
+                .acquire(&key(&format!("c{i}")), &AcquireOptions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(fx.manager.locks(None).await.unwrap().len(), 7);
+    assert_eq!(fx.manager.cleanup_all().await.unwrap(), 7);
+    assert!(fx.manager.locks(None).await.unwrap().is_empty());
+    assert_eq!(fx.manager.cleanup_all().await.unwrap(), 0);
+    // Every key can be taken again at once.
+    for i in 0..7 {
+        let g = fx
+            .manager
+            .try_acquire(&key(&format!("c{i}")), &AcquireOptions::new())
+            .await
+            .unwrap();
+        drop(g);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waited_for_posting_counts_once_by_marker_or_queue() {
     let s = RedisServer::start();
     let m = manager(&[s.url()]).await;
     let opts = AcquireOptions::new().ttl(Duration::from_secs(30));
-    let held = m.acquire(&key("upwork", "p"), &opts).await.unwrap();
+    let held = m.acquire(&lock_key("upwork", "p"), &opts).await.unwrap();
     let waiter = tokio::spawn({
         let m = m.clone();
         let opts = opts.clone().timeout(Duration::from_secs(30));
-        async move { m.acquire(&key("upwork", "p"), &opts).await?.release().await }
+        async move {
+            m.acquire(&lock_key("upwork", "p"), &opts)
+                .await?
+                .release()
+                .await
+        }
     });
     until_exists(&s, "bid_lock_queue:upwork:p").await;
     assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock_wait:upwork:p"]), 1);
@@ -96,7 +167,7 @@ async fn redlock_shows_what_a_majority_agrees_on() {
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let m = manager(&urls).await;
     let opts = AcquireOptions::new().ttl(Duration::from_secs(30));
-    let _held = m.acquire(&key("upwork", "a"), &opts).await.unwrap();
+    let _held = m.acquire(&lock_key("upwork", "a"), &opts).await.unwrap();
     // A lock on one node only is nobody's; a record on any node stops every bid.
     let _: () = servers[0].cmd(&["SET", "bid_lock:upwork:minority", "h", "PX", "60000"]);
     let _: () = servers[1].cmd(&["SET", "bid_done:fiverr:r", "1 h", "PX", "60000"]);

@@ -1,12 +1,24 @@
-//! `bidlock run` never lets its command outlive it unsupervised (issue 21, item 1): when
-//! `run` alone is killed (SIGKILL, `timeout -s KILL`), its command, a grandchild in the
-//! command's group and one that left the group with `setsid` all end at once, and the
-//! next holder starts only after they are gone. What a finished command leaves running
-//! is stopped before the lock is released.
+//! `run` supervises its command (docs/CLI.md, `run`): signals are forwarded; when the lock
+//! is lost (also by an operator's force release) the command's process group is stopped
+//! (SIGTERM, then SIGKILL after `--grace`) and `run` exits 77; and the command never
+//! outlives `run` unsupervised (issue 21, item 1): when `run` alone is killed (SIGKILL,
+//! `timeout -s KILL`), its command, a grandchild in the command's group and one that left
+//! the group with `setsid` all end at once, and the next holder starts only after they
+//! are gone. What a finished command leaves running is stopped before the lock is
+//! released.
 //!
-//! The commands write heartbeats (wall-clock µs stamps) every 20 ms; the second holder
-//! stamps its start. "No overlap" is: no heartbeat of the first holder's processes at or
-//! after the second holder's start.
+//! - `signals_are_forwarded_to_the_command`, `a_hangup_is_passed_on_to_the_command_which_decides`.
+//! - `a_lock_lost_while_running_gives_77_and_stops_the_command`,
+//!   `a_forced_release_stops_run_within_a_second_or_two` (the notice guarantee of
+//!   docs/GUARANTEES.md, seen from `run`), `a_command_ignoring_sigterm_is_killed_after_the_grace_period`.
+//! - `sigkill_to_run_alone_ends_its_command_and_everything_the_command_started`,
+//!   `timeout_s_kill_ends_the_command_too`, `a_killed_keeper_takes_the_command_group_with_it_and_run_says_so`:
+//!   `run` or its keeper dies while the command runs.
+//! - `what_a_finished_command_left_running_is_stopped_before_the_lock_is_released`.
+//!
+//! The keeper tests' commands write heartbeats (wall-clock µs stamps) every 20 ms; the
+//! second holder stamps its start. "No overlap" is: no heartbeat of the first holder's
+//! processes at or after the second holder's start.
 
 mod common;
 
@@ -16,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use bidlock_testkit::process::{children, state};
 use bidlock_testkit::RedisServer;
-use common::TestCommand;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use common::{stderr, TestCommand};
 
 /// How long a process may take to be gone after what should end it.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -180,6 +193,174 @@ fn check_no_overlap(s: &RedisServer, dir: &Path, posting: &str, pids: &[Pid], wh
     }
 }
 
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn signals_are_forwarded_to_the_command() {
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("got");
+    let script = format!(
+        "trap 'echo INT > {}; exit 5' INT; sleep 30 & wait",
+        marker.display()
+    );
+    let mut t = TestCommand::on(&s, &["run", "upwork", "sig", "--", "sh", "-c", &script]);
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = t.cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:sig"]) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "INT");
+    let exists: i64 = s.cmd(&["EXISTS", "bid_lock:upwork:sig"]);
+    assert_eq!(exists, 0, "released after the command ended");
+}
+
+#[test]
+fn a_hangup_is_passed_on_to_the_command_which_decides() {
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (started, got) = (dir.path().join("started"), dir.path().join("got"));
+    // A terminal that closes sends SIGHUP to `run`: the command gets it and decides
+    // (here: it cleans up and exits 4), rather than being killed with `run`.
+    let script = format!(
+        "trap 'echo HUP > {g}; exit 4' HUP; touch {s}; sleep 30 & wait",
+        g = got.display(),
+        s = started.display()
+    );
+    let mut t = TestCommand::on(&s, &["run", "upwork", "hup", "--", "sh", "-c", &script]);
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut run = t.cmd.spawn().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGHUP).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(4));
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "HUP");
+    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:hup"]), 0);
+}
+
+#[test]
+fn a_lock_lost_while_running_gives_77_and_stops_the_command() {
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("term");
+    // The background sleep is in the command's process group: it is stopped too, so the
+    // pipes close and the test does not wait 30 s.
+    let script = format!(
+        "trap 'echo TERM > {}; exit 0' TERM; sleep 30 & wait",
+        marker.display()
+    );
+    let mut t = TestCommand::on(
+        &s,
+        &[
+            "run", "upwork", "lost", "--ttl", "0.6", "--grace", "5", "--", "sh", "-c", &script,
+        ],
+    );
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = t.cmd.spawn().unwrap();
+    // Wait until the lock is held, then delete it behind the holder's back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:lost"]) == 0 {
+        assert!(Instant::now() < deadline, "lock never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let _: i64 = s.cmd(&["DEL", "bid_lock:upwork:lost"]);
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lost"));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "TERM");
+}
+
+#[test]
+fn a_forced_release_stops_run_within_a_second_or_two() {
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let script = format!("touch {}; sleep 30 & wait", started.display());
+    let mut t = TestCommand::on(
+        &s,
+        &[
+            "run", "upwork", "forced", "--ttl", "300", "--grace", "1", "--", "sh", "-c", &script,
+        ],
+    );
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let run = t.cmd.spawn().unwrap();
+    wait_for("the command to start", Duration::from_secs(10), || {
+        started.exists()
+    });
+    TestCommand::on(&s, &["release", "upwork", "forced", "--force"]).assert_exit_code(0);
+    let released = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    // Renewal is 100 s away: only the release message can explain a quick stop.
+    assert!(
+        released.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        released.elapsed()
+    );
+}
+
+#[test]
+fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let s = RedisServer::start();
+    let mut t = TestCommand::on(
+        &s,
+        &[
+            "run",
+            "upwork",
+            "stubborn",
+            "--ttl",
+            "0.6",
+            "--grace",
+            "0.5",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 30",
+        ],
+    );
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = t.cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:stubborn"]) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _: () = s.cmd(&["SET", "bid_lock:upwork:stubborn", "thief", "PX", "60000"]);
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let v: String = s.cmd(&["GET", "bid_lock:upwork:stubborn"]);
+    assert_eq!(v, "thief", "the thief's lock is not released by the loser");
+}
+
 #[test]
 fn sigkill_to_run_alone_ends_its_command_and_everything_the_command_started() {
     let s = RedisServer::start();
@@ -266,30 +447,4 @@ fn a_killed_keeper_takes_the_command_group_with_it_and_run_says_so() {
     assert_all_gone(&pids[..2], "the keeper's group");
     let _ = kill(pids[2], Signal::SIGKILL);
     assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:keeper"]), 0);
-}
-
-#[test]
-fn a_hangup_is_passed_on_to_the_command_which_decides() {
-    let s = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (started, got) = (dir.path().join("started"), dir.path().join("got"));
-    // A terminal that closes sends SIGHUP to `run`: the command gets it and decides
-    // (here: it cleans up and exits 4), rather than being killed with `run`.
-    let script = format!(
-        "trap 'echo HUP > {g}; exit 4' HUP; touch {s}; sleep 30 & wait",
-        g = got.display(),
-        s = started.display()
-    );
-    let mut t = TestCommand::on(&s, &["run", "upwork", "hup", "--", "sh", "-c", &script]);
-    t.cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut run = t.cmd.spawn().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    kill(Pid::from_raw(run.id() as i32), Signal::SIGHUP).unwrap();
-    assert_eq!(run.wait().unwrap().code(), Some(4));
-    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "HUP");
-    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:hup"]), 0);
 }

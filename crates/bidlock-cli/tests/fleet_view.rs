@@ -1,5 +1,6 @@
-//! `bidlock stats` against a real redis-server: the picture matches what real `bidlock
-//! run` processes set up, and `--watch` refreshes and ends cleanly.
+//! The fleet view (docs/OPERATING.md, docs/CLI.md): `locks`, `status`, `release`,
+//! `cleanup` and `stats` show and change what Redis holds; `stats` matches what real
+//! `bidlock run` processes set up, and `--watch` refreshes and ends cleanly.
 
 mod common;
 
@@ -8,9 +9,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bidlock_testkit::RedisServer;
-use common::{json, stdout, TestCommand};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use common::{json, stdout, TestCommand};
 
 /// A `bidlock run` holding `marketplace/posting` until it is stopped; returns once the
 /// command runs (its first line, the fencing token, is the readiness signal).
@@ -64,6 +66,45 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 
 fn stats_json(s: &RedisServer) -> serde_json::Value {
     json(&TestCommand::on(s, &["stats", "--json"]).assert_exit_code(0))
+}
+
+#[test]
+fn locks_status_release_cleanup_against_redis() {
+    let s = RedisServer::start();
+    let _: () = s.cmd(&["SET", "bid_lock:upwork:a", "h1", "PX", "60000"]);
+    let _: () = s.cmd(&["SET", "bid_lock:upwork:b", "h2", "PX", "60000"]);
+    let _: () = s.cmd(&["SET", "bid_lock:freelancer:c", "h3", "PX", "60000"]);
+    let _: () = s.cmd(&["SET", "unrelated", "x"]);
+    let out = TestCommand::on(&s, &["locks"]).assert_exit_code(0);
+    assert!(stdout(&out).contains("bid_lock:upwork:a") && stdout(&out).contains("h3"));
+    let out =
+        TestCommand::on(&s, &["locks", "--marketplace", "upwork", "--json"]).assert_exit_code(0);
+    let v = json(&out);
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["locks"][0]["holder"], "h1");
+    assert_eq!(v["locks"][0]["posting"], "a");
+    assert!(v["locks"][0]["ttl_left_ms"].as_u64().unwrap() > 50_000);
+
+    let out = TestCommand::on(&s, &["status", "upwork", "a", "--json"]).assert_exit_code(0);
+    let v = json(&out);
+    assert_eq!(v["held"], true);
+    assert_eq!(v["status"]["holder"], "h1");
+    TestCommand::on(&s, &["status", "upwork", "zzz"]).assert_exit_code(1);
+
+    // Wrong holder: refused, unchanged.
+    TestCommand::on(&s, &["release", "upwork", "a", "--holder", "h2"]).assert_exit_code(1);
+    let v: String = s.cmd(&["GET", "bid_lock:upwork:a"]);
+    assert_eq!(v, "h1");
+    TestCommand::on(&s, &["release", "upwork", "a", "--holder", "h1"]).assert_exit_code(0);
+    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:a"]), 0);
+    TestCommand::on(&s, &["release", "upwork", "b", "--force"]).assert_exit_code(0);
+    assert_eq!(s.cmd::<i64>(&["EXISTS", "bid_lock:upwork:b"]), 0);
+    TestCommand::on(&s, &["release", "upwork", "b", "--force"]).assert_exit_code(1);
+
+    let out = TestCommand::on(&s, &["cleanup", "--yes", "--json"]).assert_exit_code(0);
+    assert_eq!(json(&out)["removed"], 1);
+    let keys: Vec<String> = s.cmd(&["KEYS", "*"]);
+    assert_eq!(keys, vec!["unrelated".to_owned()]);
 }
 
 #[test]
