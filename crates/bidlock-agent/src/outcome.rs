@@ -36,7 +36,7 @@ pub(crate) fn classify(result: Result<BidOutcome<(), BidError>, Error>) -> Bid {
         Ok(BidOutcome::PlacedAfterLoss(())) => Bid::PlacedAfterLoss,
         Ok(BidOutcome::Unrecorded { error, .. }) => Bid::Unrecorded(error),
         Ok(BidOutcome::Failed(refused)) => Bid::Refused(refused),
-        Err(e) if e.is_already_done() || e.is_timeout() => Bid::Skipped,
+        Err(e) if e.is_already_done() || e.is_not_acquired() => Bid::Skipped,
         Err(e) => Bid::Failed(e),
     }
 }

@@ -100,7 +100,7 @@ impl From<bidlock::Error> for CliError {
             CORRUPT_DATA
         } else if e.is_backend() {
             UNAVAILABLE
-        } else if e.is_timeout() {
+        } else if e.is_not_acquired() {
             NOT_ACQUIRED
         } else if e.is_already_done() {
             ALREADY_DONE

@@ -137,7 +137,7 @@ impl Core {
                 drop(dropped);
                 Ok(true)
             }
-            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) if e.is_not_acquired() => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -6,7 +6,7 @@ use crate::key::InvalidKey;
 
 /// Everything that can go wrong in bidlock.
 ///
-/// Branch on the predicates ([`Error::is_timeout`], [`Error::is_already_done`],
+/// Branch on the predicates ([`Error::is_not_acquired`], [`Error::is_already_done`],
 /// [`Error::is_lost`], [`Error::is_retryable`], [`Error::is_invalid_input`]) rather than on
 /// variants: new variants may be added.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +82,11 @@ pub enum Error {
         op: &'static str,
         /// The backend's URL with any password hidden.
         url: String,
-        /// The client error.
+        /// What the client or the server said. It is the client's own error (with redis-rs,
+        /// a `redis::RedisError` that [`std::error::Error::downcast_ref`] finds), boxed so
+        /// that bidlock's signatures name no type of its Redis client.
         #[source]
-        source: redis::RedisError,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// Too few Redlock nodes answered for a majority.
@@ -125,9 +127,17 @@ fn holder_suffix(holder: &Option<String>, never_expires: bool) -> String {
 }
 
 impl Error {
-    /// The lock was not acquired before the wait ran out (contention, not failure).
-    pub fn is_timeout(&self) -> bool {
+    /// The lock was not acquired before the wait ran out (contention, not failure): the
+    /// [`Error::NotAcquired`] outcome.
+    pub fn is_not_acquired(&self) -> bool {
         matches!(self, Error::NotAcquired { .. })
+    }
+
+    /// The former name of [`Error::is_not_acquired`]. It never meant an I/O timeout (what
+    /// redis-rs's `is_timeout` means); a Redis I/O timeout is [`Error::Redis`].
+    #[deprecated(note = "renamed to `is_not_acquired`: it never meant an I/O timeout")]
+    pub fn is_timeout(&self) -> bool {
+        self.is_not_acquired()
     }
 
     /// The posting already has a completion record.
@@ -148,10 +158,12 @@ impl Error {
             // What redis-rs itself would retry (I/O, a dropped connection, TRYAGAIN,
             // CLUSTERDOWN, MASTERDOWN, LOADING, READONLY after a failover, a redirect),
             // but a refused password: waiting does not fix it.
-            Error::Redis { source, .. } => {
-                !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
-                    && source.kind() != redis::ErrorKind::AuthenticationFailed
-            }
+            Error::Redis { source, .. } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|e| {
+                    !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+                        && e.kind() != redis::ErrorKind::AuthenticationFailed
+                }),
             _ => false,
         }
     }

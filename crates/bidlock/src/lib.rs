@@ -31,7 +31,7 @@
 //!     }
 //!     Ok(BidOutcome::Failed(bid_error)) => println!("bid failed, another instance may retry: {bid_error}"),
 //!     Err(e) if e.is_already_done() => println!("someone already bid"),
-//!     Err(e) if e.is_timeout() => println!("another instance is bidding"),
+//!     Err(e) if e.is_not_acquired() => println!("another instance is bidding"),
 //!     Err(e) => return Err(e),
 //! }
 //! println!("{:?}", manager.metrics());

@@ -172,7 +172,7 @@ async fn postings_with_braces_keep_every_name_in_one_slot() {
             .try_acquire(&k, &AcquireOptions::new())
             .await
             .unwrap_err()
-            .is_timeout());
+            .is_not_acquired());
         let names = [
             ks.lock_key(&k),
             ks.done_key(&k),

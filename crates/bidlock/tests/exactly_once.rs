@@ -169,7 +169,7 @@ async fn bid_once_records_a_bid_whose_lease_lapsed(fx: Fx) {
                             assert!(lease.is_lost());
                             return Ok::<_, ()>(g);
                         }
-                        Err(e) if e.is_timeout() && Instant::now() < deadline => {
+                        Err(e) if e.is_not_acquired() && Instant::now() < deadline => {
                             tokio::time::sleep(Duration::from_millis(20)).await
                         }
                         Err(e) => panic!("{e}"),

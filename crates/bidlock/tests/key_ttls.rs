@@ -131,7 +131,7 @@ async fn waiters_that_time_out_or_are_cancelled_leave_no_key_without_a_ttl() {
     })
     .await;
     cancelled.abort();
-    assert!(timed_out.await.unwrap().unwrap_err().is_timeout());
+    assert!(timed_out.await.unwrap().unwrap_err().is_not_acquired());
     until(Duration::from_secs(5), "both to leave the queue", || {
         queue_len(&s, "left") == 0
     })

@@ -235,7 +235,7 @@ pub(crate) async fn metrics(g: &Global, format: MetricsFormat) -> Result<u8, Cli
             .await?;
         // A self-check that checks: a second acquirer must be refused.
         match m.try_acquire(&key, &AcquireOptions::new()).await {
-            Err(e) if e.is_timeout() => {}
+            Err(e) if e.is_not_acquired() => {}
             Err(e) => return Err(e.into()),
             Ok(_) => {
                 return Err(CliError::new(

@@ -294,7 +294,7 @@ fn tally(
                 shared.handover.record(at.elapsed());
             }
         }
-        Err(e) if e.is_timeout() => {
+        Err(e) if e.is_not_acquired() => {
             counts.timeouts.fetch_add(1, Relaxed);
         }
         Err(_) => {

@@ -191,7 +191,7 @@ impl Draw {
 }
 
 pub fn note_acquire_error(r: &Round, op: &str, e: &Error) {
-    if e.is_timeout() {
+    if e.is_not_acquired() {
         r.hist.count(&format!("{op}.not_acquired"));
     } else if e.is_already_done() {
         r.hist.count(&format!("{op}.already_done"));

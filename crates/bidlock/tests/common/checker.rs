@@ -226,14 +226,14 @@ async fn one(
         Err(e) => {
             {
                 let mut o = rec.outcomes.lock().unwrap();
-                if e.is_timeout() {
+                if e.is_not_acquired() {
                     o.not_acquired += 1;
                 } else {
                     o.errors += 1;
                     o.first_error.get_or_insert_with(|| e.to_string());
                 }
             }
-            if !e.is_timeout() {
+            if !e.is_not_acquired() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             false

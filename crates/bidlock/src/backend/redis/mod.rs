@@ -288,7 +288,7 @@ impl RedisStore {
             return Error::Redis {
                 op,
                 url: self.target.redacted().to_owned(),
-                source: refused,
+                source: Box::new(refused),
             };
         }
         if e.code() == Some("WRONGTYPE") {
@@ -303,7 +303,7 @@ impl RedisStore {
         Error::Redis {
             op,
             url: self.target.redacted().to_owned(),
-            source: e,
+            source: Box::new(e),
         }
     }
 

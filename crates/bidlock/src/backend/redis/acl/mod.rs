@@ -319,6 +319,6 @@ fn refused(target: &RedisTarget, source: RedisError) -> Error {
     Error::Redis {
         op: "connect",
         url: target.redacted().to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
