@@ -158,12 +158,12 @@ impl Error {
             // What redis-rs itself would retry (I/O, a dropped connection, TRYAGAIN,
             // CLUSTERDOWN, MASTERDOWN, LOADING, READONLY after a failover, a redirect),
             // but a refused password: waiting does not fix it.
-            Error::Redis { source, .. } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|e| {
+            Error::Redis { source, .. } => {
+                source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
                     !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
                         && e.kind() != redis::ErrorKind::AuthenticationFailed
-                }),
+                })
+            }
             _ => false,
         }
     }

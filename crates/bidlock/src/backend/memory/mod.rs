@@ -453,7 +453,11 @@ mod tests {
             tokio::time::advance(Duration::from_millis(100)).await;
             tokio::task::yield_now().await;
         }
-        assert!(m.try_acquire(&k, &opts).await.unwrap_err().is_not_acquired());
+        assert!(m
+            .try_acquire(&k, &opts)
+            .await
+            .unwrap_err()
+            .is_not_acquired());
         assert!(!g.is_lost());
         // A dropped guard's lock is released in a spawned task.
         drop(g);

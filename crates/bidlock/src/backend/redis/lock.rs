@@ -52,7 +52,14 @@ impl LockStore for RedisStore {
         if n != 1 {
             return Ok(false);
         }
-        self.confirm_master(&lock).await
+        // A renewal on a master the sentinels no longer name does not count, but it does
+        // not show the lock gone either (the new master may have it, replicated): unknown,
+        // so the lease keeps its last confirmed deadline and the keeper retries on the new
+        // master until then.
+        if !self.confirm_master(&lock).await? {
+            return Err(self.moved_away(&lock));
+        }
+        Ok(true)
     }
 
     async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {

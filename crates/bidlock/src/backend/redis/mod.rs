@@ -332,14 +332,15 @@ impl RedisStore {
         }
     }
 
-    /// The error for a lock taken on a master the sentinels no longer name: it does not
-    /// count (retried on the new master until the acquire's deadline).
+    /// The error for a lock taken or renewed on a master the sentinels no longer name: it
+    /// does not count (retried on the new master until the acquire's deadline, or the
+    /// lease's).
     fn moved_away(&self, lock: &str) -> Error {
         self.metrics.count(Counter::RedisErrors, None);
         Error::Unavailable {
             url: self.target.redacted().to_owned(),
             reason: format!(
-                "{lock} was taken on a master the sentinels no longer name; following the new one"
+                "{lock} was written on a master the sentinels no longer name; following the new one"
             ),
         }
     }
