@@ -1,6 +1,7 @@
-//! The Lua scripts: every multi-step change is one script, run by `EVALSHA` (redis-rs
-//! loads it again on `NOSCRIPT`; on a cluster the node that lacks it gets it by `EVAL`,
-//! see [`source_of`]). The sources live in `backend/scripts/`.
+//! The Lua scripts: every multi-step change is one script, run by `EVALSHA` and loaded
+//! again by `SCRIPT LOAD` on `NOSCRIPT` (a restart, a failover, a `SCRIPT FLUSH`; on a
+//! cluster, a new node). The sources live in `backend/scripts/`; what is sent as each
+//! script is the concatenation of the files listed below, in that order.
 
 use std::sync::LazyLock;
 
@@ -13,11 +14,6 @@ macro_rules! scripts {
                 Script::new(concat!($(include_str!(concat!("../scripts/", $file))),+))
             });
         )*
-
-        /// Every script's SHA1 and source.
-        static SOURCES: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
-            vec![$(($name.get_hash(), concat!($(include_str!(concat!("../scripts/", $file))),+))),*]
-        });
     };
 }
 
@@ -34,12 +30,4 @@ scripts! {
     STATUS => ["status.lua"],
     LIST => ["list.lua"],
     FENCE_FLOOR => ["fence_floor.lua"],
-}
-
-/// The source of one of our scripts by its SHA1.
-pub(crate) fn source_of(sha: &[u8]) -> Option<&'static str> {
-    SOURCES
-        .iter()
-        .find(|(hash, _)| hash.as_bytes() == sha)
-        .map(|(_, source)| *source)
 }
