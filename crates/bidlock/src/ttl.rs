@@ -29,8 +29,6 @@ impl Ttl {
     pub const MIN: Duration = Duration::from_millis(10);
     /// The longest ttl accepted.
     pub const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
-    /// The default, as in the original system: 300 s.
-    pub const DEFAULT: Ttl = Ttl(Duration::from_secs(300));
 
     /// Checks `ttl`.
     ///
@@ -132,8 +130,9 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 impl Default for Ttl {
+    /// [`crate::DEFAULT_TTL`], as in the original system: 300 s.
     fn default() -> Self {
-        Ttl::DEFAULT
+        Ttl(crate::DEFAULT_TTL)
     }
 }
 
