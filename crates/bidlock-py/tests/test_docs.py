@@ -1,7 +1,8 @@
-"""The Python pages show code that runs as pasted: every Python block parses as a module
-(no top-level `await`), every block that is a script (it calls `asyncio.run`) runs on
-memory and on a real Redis, and the guide's example in docs/PYTHON.md is the file that
-`mypy --strict` checks (crates/bidlock-py/examples/guide.py)."""
+"""The Python pages, README.md's first screen among them, show code that runs as pasted:
+every Python block parses as a module (no top-level `await`), every block that is a
+script (it calls `asyncio.run`) runs on memory and on a real Redis, and the guide's
+example in docs/PYTHON.md is the file that `mypy --strict` checks
+(crates/bidlock-py/examples/guide.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import pytest
 
 from conftest import REPO
 
-PAGES = [REPO / "docs" / "PYTHON.md", REPO / "docs" / "MIGRATION.md", REPO / "crates" / "bidlock-py" / "README.md"]
+PAGES = [
+    REPO / "README.md",
+    REPO / "docs" / "PYTHON.md",
+    REPO / "docs" / "MIGRATION.md",
+    REPO / "crates" / "bidlock-py" / "README.md",
+]
 EXAMPLE = REPO / "crates" / "bidlock-py" / "examples" / "guide.py"
 
 
