@@ -1,7 +1,8 @@
-"""The Python pages show code that runs as pasted: every Python block parses as a module
-(no top-level `await`), every block that is a script (it calls `asyncio.run`) runs on
-memory and on a real Redis, and the guide's example in docs/PYTHON.md is the file that
-`mypy --strict` checks (crates/bidlock-py/examples/guide.py)."""
+"""The Python pages, README.md's first screen among them, show code that runs as pasted:
+every Python block parses as a module (no top-level `await`), every block that is a
+script (it calls `asyncio.run`) runs on memory and on a real Redis, and the guide's
+example in docs/PYTHON.md is the file that `mypy --strict` checks
+(crates/bidlock-py/examples/guide.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import pytest
 
 from conftest import REPO
 
-PAGES = [REPO / "docs" / "PYTHON.md", REPO / "docs" / "MIGRATION.md", REPO / "crates" / "bidlock-py" / "README.md"]
+PAGES = [
+    REPO / "README.md",
+    REPO / "docs" / "PYTHON.md",
+    REPO / "docs" / "MIGRATION.md",
+    REPO / "crates" / "bidlock-py" / "README.md",
+]
 EXAMPLE = REPO / "crates" / "bidlock-py" / "examples" / "guide.py"
 
 
@@ -32,7 +38,7 @@ def test_every_page_has_python_and_the_guide_has_scripts():
     assert len([s for s in SCRIPTS if s[0].name == "PYTHON.md"]) >= 2
 
 
-@pytest.mark.parametrize("page,index,code", BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
+@pytest.mark.parametrize("page,index,code", BLOCKS, ids=[f"{p.relative_to(REPO)}-{i}" for p, i, _ in BLOCKS])
 def test_every_python_block_compiles_as_a_module(page, index, code):
     # compile, not ast.parse: a top-level `await` parses, but does not compile.
     compile(code, f"{page.name} block {index}", "exec")
@@ -51,7 +57,7 @@ def run_script(code: str, env_extra: dict[str, str], tmp_path: Path) -> subproce
                           cwd=tmp_path)
 
 
-@pytest.mark.parametrize("page,index,code", SCRIPTS, ids=[f"{p.name}-{i}" for p, i, _ in SCRIPTS])
+@pytest.mark.parametrize("page,index,code", SCRIPTS, ids=[f"{p.relative_to(REPO)}-{i}" for p, i, _ in SCRIPTS])
 @pytest.mark.parametrize("where", ["memory", "redis"])
 def test_every_script_runs_as_pasted(page, index, code, where, redis_server, tmp_path):
     if where == "redis":

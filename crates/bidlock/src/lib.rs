@@ -101,7 +101,30 @@ pub use options::{AcquireOptions, DEFAULT_WAIT};
 pub use stats::{FleetStats, MarketplaceStats};
 pub use ttl::{parse_seconds, Ttl};
 
-/// The README's examples, compiled as doctests so they cannot rot.
+/// The README's and every docs page's Rust examples, compiled as doctests so they cannot
+/// rot (docs/RUST.md holds most of them; a page without Rust adds nothing).
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = concat!(
+    include_str!("../../../README.md"),
+    "\n",
+    include_str!("../../../docs/CLI.md"),
+    "\n",
+    include_str!("../../../docs/GUARANTEES.md"),
+    "\n",
+    include_str!("../../../docs/HANDOVER.md"),
+    "\n",
+    include_str!("../../../docs/MIGRATION.md"),
+    "\n",
+    include_str!("../../../docs/OPERATING.md"),
+    "\n",
+    include_str!("../../../docs/OPERATING-REDIS.md"),
+    "\n",
+    include_str!("../../../docs/PYTHON.md"),
+    "\n",
+    include_str!("../../../docs/REDIS.md"),
+    "\n",
+    include_str!("../../../docs/RUST.md"),
+    "\n",
+    include_str!("../../../docs/TROUBLESHOOTING.md"),
+)]
 pub struct ReadmeDoctests;

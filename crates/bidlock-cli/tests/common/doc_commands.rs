@@ -31,8 +31,8 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// README.md and every docs/*.md.
-fn documents() -> Vec<(String, String)> {
+/// README.md and every docs/*.md, by name, with their text.
+pub fn documents() -> Vec<(String, String)> {
     let mut docs = vec!["README.md".to_owned()];
     let mut pages: Vec<String> = std::fs::read_dir(root().join("docs"))
         .map(|d| {
@@ -83,6 +83,45 @@ pub fn quoted() -> Vec<Invocation> {
                     for span in line.split('`').skip(1).step_by(2) {
                         found.extend(from_shell(&place, span));
                     }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The flags quoted on their own in running text (`--grace`, `--count N`, `-v`), outside
+/// code blocks and not part of a quoted command: the first word of an inline code span
+/// that starts with `--`, or with `-` and one letter. (A `-word` span is an ACL rule, not
+/// a flag.) Returns the place and the flag's name without dashes or `=value`.
+pub fn bare_flags() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (doc, text) in documents() {
+        let mut in_block = false;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            if in_block {
+                continue;
+            }
+            for span in line.split('`').skip(1).step_by(2) {
+                let Some(first) = span.split_whitespace().next() else {
+                    continue;
+                };
+                let name = if let Some(long) = first.strip_prefix("--") {
+                    long.split('=').next().unwrap_or(long)
+                } else if let Some(short) = first.strip_prefix('-') {
+                    if short.len() != 1 {
+                        continue;
+                    }
+                    short
+                } else {
+                    continue;
+                };
+                if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                    found.push((format!("{doc}:{}", i + 1), name.to_owned()));
                 }
             }
         }
