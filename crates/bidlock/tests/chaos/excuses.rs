@@ -66,17 +66,17 @@ impl Excuse {
         }
     }
 
-    /// The limit the README (or a doc it names) states.
+    /// The limit docs/GUARANTEES.md (or a doc it names) states.
     pub fn limit(self) -> &'static str {
         match self {
-            Excuse::DataLossVanished | Excuse::DataLossRolledBack => "README, Exclusion: if Redis loses a lock, a second holder can start before the first learns; the first learns at its subscriber's reconnect or its next renewal (ttl/3) at the latest",
-            Excuse::OperatorRemoved => "README, Leases: a release, cleanup or release --force of a key you hold reaches every manager as a message; lost() resolves within a round trip",
-            Excuse::SharedIdAtOnce | Excuse::LossHiddenBySharedId => "README, No orphans: two acquisitions that use one holder id at the same time are one holder to Redis; a release, completion or extend by either acts on whichever of them holds the key",
-            Excuse::SharedIdLateRelease => "README, No orphans: ... including a release whose reply was lost and that Redis runs late, after a partition",
-            Excuse::ToldAfterRemoval => "README, Tokens never go back (a token is above every token issued before it: issue order is Redis' order) and Leases (loss is reported at once when a release message names the key)",
-            Excuse::FrozenProcess => "README, Fencing tokens: a lock with a ttl cannot stop a holder that paused past its ttl from waking up and bidding",
-            Excuse::OrphanUnreachable => "LockGuard::release and AcquireOptions::holder docs: when Redis cannot be reached the lock expires after its ttl (README line needed: see the test)",
-            Excuse::RecordLostWithData => "not stated yet (README line needed: a completion record lost with Redis' data lets the posting run again, untold)",
+            Excuse::DataLossVanished | Excuse::DataLossRolledBack => "docs/GUARANTEES.md, Exclusion (Limit: Redis losing data): if Redis loses a lock, a second holder can start before the first learns; the first learns at its subscriber's reconnect or its next renewal (ttl/3) at the latest",
+            Excuse::OperatorRemoved => "docs/GUARANTEES.md, Exclusion (Limit: operators): a release, cleanup or release --force of a key you hold reaches every manager as a message; lost() resolves within a round trip",
+            Excuse::SharedIdAtOnce | Excuse::LossHiddenBySharedId => "docs/GUARANTEES.md, No orphans: two acquisitions that use one holder id at the same time are one holder to Redis; a release, completion or extend by either acts on whichever of them holds the key",
+            Excuse::SharedIdLateRelease => "docs/GUARANTEES.md, No orphans: ... including a release whose reply was lost and that Redis runs late, after a partition",
+            Excuse::ToldAfterRemoval => "docs/GUARANTEES.md, Tokens never go back (a token is above every token issued before it: issue order is Redis' order) and Leases (loss is reported at once when a release message names the key)",
+            Excuse::FrozenProcess => "docs/GUARANTEES.md, Tokens never go back: a lock with a ttl cannot stop a holder that paused past its ttl from waking up and bidding",
+            Excuse::OrphanUnreachable => "docs/GUARANTEES.md, No orphans (Limit: an unreachable Redis): a background release that cannot reach Redis leaves the lock to its ttl",
+            Excuse::RecordLostWithData => "docs/GUARANTEES.md, Exactly once, or told (Limit): a completion record lost with Redis' data lets the posting run again, and its first bidder is not told again",
         }
     }
 
