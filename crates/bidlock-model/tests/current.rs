@@ -1,11 +1,11 @@
-//! The exhaustive check of the protocol as the code implements it now (`Design::CURRENT`:
-//! docs/HANDOVER.md as it stands): every invariant in every state reachable within the
-//! bounds but one known finding (`done_is_final`: rule 6 hands on the lock of a posting
-//! with a completion record; `findings.rs` shows its paths), which the proposed change
-//! (`Design::PROPOSED`) closes with every other invariant kept; and a witness path for each
-//! way a lock is handed over, taken up, let go and announced, so that the check cannot pass
-//! vacuously. `BIDLOCK_MODEL_BOUND=long` runs the long bounds.
-
+//! The exhaustive check of the handover protocol (docs/HANDOVER.md): `Design::CURRENT`
+//! is the design as the second review found it, where every invariant holds in every
+//! state reachable within the bounds but one finding (`done_is_final`: rule 6 handed on
+//! the lock of a posting with a completion record; `findings.rs` shows its paths);
+//! `Design::PROPOSED` closes it with every other invariant kept, and is what
+//! `acquire.lua` and `release.lua` implement now. A witness path for each way a lock is
+//! handed over, taken up, let go and announced keeps the check from passing vacuously.
+//! `BIDLOCK_MODEL_BOUND=long` runs the long bounds.
 mod witness;
 
 use bidlock_model::invariants::DONE_IS_FINAL;
