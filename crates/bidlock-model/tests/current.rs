@@ -6,6 +6,7 @@
 //! `acquire.lua` and `release.lua` implement now. A witness path for each way a lock is
 //! handed over, taken up, let go and announced keeps the check from passing vacuously.
 //! `BIDLOCK_MODEL_BOUND=long` runs the long bounds.
+
 mod witness;
 
 use bidlock_model::invariants::DONE_IS_FINAL;
