@@ -40,9 +40,9 @@ const SERVER_USES: &[&str] = &[
     "zscore",
 ];
 
-/// What a cluster sends: no queue of its own (waiters do not queue there, but a release
-/// still takes a leaving waiter out of one and looks whether one is empty), sharded
-/// messages, the slot map, and `ASKING` while a slot moves.
+/// What a cluster sends: no queue of its own (waiters do not queue there; a release and a
+/// try still look whether a queue is empty, and touch one only when it holds an entry),
+/// sharded messages, the slot map, and `ASKING` while a slot moves.
 const CLUSTER_USES: &[&str] = &[
     "asking",
     "cluster|info",
@@ -64,7 +64,6 @@ const CLUSTER_USES: &[&str] = &[
     "time",
     "type",
     "zcard",
-    "zrem",
 ];
 
 fn set(names: &[&str]) -> BTreeSet<String> {
