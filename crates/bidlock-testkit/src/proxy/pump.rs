@@ -143,12 +143,59 @@ async fn write(mut rx: mpsc::UnboundedReceiver<Item>, mut to: OwnedWriteHalf) {
     let _ = to.shutdown().await;
 }
 
-/// Whether a chunk a client sent holds a (P|S)SUBSCRIBE command (RESP or inline).
+/// Whether a chunk a client sent holds a (P|S)SUBSCRIBE command (RESP or inline): the
+/// word as a command's name (the first element of a RESP array, or the first word of an
+/// inline command), not as an argument (bidlock's permission check sends `subscribe` as
+/// an argument on its command connection).
 fn subscribes(chunk: &[u8]) -> bool {
-    const WORD: &[u8] = b"subscribe";
-    chunk
-        .windows(WORD.len())
-        .any(|w| w.eq_ignore_ascii_case(WORD))
+    let is_sub = |name: &[u8]| {
+        [&b"subscribe"[..], b"psubscribe", b"ssubscribe"]
+            .iter()
+            .any(|w| name.eq_ignore_ascii_case(w))
+    };
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let Some(line) = take_line(&mut rest) else {
+            return false;
+        };
+        match line.first() {
+            Some(b'*') => {
+                // A RESP array of bulk strings: the first is the command's name.
+                let count = number(&line[1..]).unwrap_or(0);
+                for n in 0..count {
+                    let Some(bulk) = take_line(&mut rest) else {
+                        return false;
+                    };
+                    let len = number(bulk.get(1..).unwrap_or_default()).unwrap_or(0);
+                    let Some(data) = rest.get(..len) else {
+                        return false;
+                    };
+                    if n == 0 && is_sub(data) {
+                        return true;
+                    }
+                    rest = rest.get(len + 2..).unwrap_or_default();
+                }
+            }
+            _ => {
+                if line.split(|&b| b == b' ').next().is_some_and(is_sub) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The bytes up to the next CRLF (or LF), which it takes off `rest`.
+fn take_line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let line = &rest[..end];
+    *rest = &rest[end + 1..];
+    Some(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+fn number(digits: &[u8]) -> Option<usize> {
+    std::str::from_utf8(digits).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -161,5 +208,13 @@ mod tests {
         assert!(subscribes(b"*2\r\n$10\r\npsubscribe\r\n$3\r\nfo*\r\n"));
         assert!(subscribes(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$3\r\nfoo\r\n"));
         assert!(!subscribes(b"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n"));
+        assert!(subscribes(b"SUBSCRIBE foo\r\n"));
+        assert!(subscribes(
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n"
+        ));
+        // The word as an argument (bidlock's permission check) is not a subscription.
+        assert!(!subscribes(
+            b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n0\r\n$9\r\nsubscribe\r\n"
+        ));
     }
 }
