@@ -18,6 +18,13 @@
 //! - `a_timed_out_queued_waiter_leaves_nothing_that_blocks_the_next_client`: a waiter that
 //!   timed out is told so only once its place is gone: a release right after hands the
 //!   lock to nobody dead.
+//! - `memory_a_cleanup_through_another_manager_is_noticed_at_once`: as the force release.
+//! - `random_sequences_keep_exclusion_and_token_order`: random API sequences over three
+//!   managers of one store (memory and Redis), seed printed, `REVIEW3_SEED` replays.
+//! - `handover_with_late_grants_slow_commands_and_timeouts_keeps_the_invariants`: the
+//!   checker over four managers behind faults, then a key census.
+//! - `a_fault_on_subscribers_leaves_the_command_connection_alone`: the test kit's fault
+//!   proxy, which the handover tests rely on, against the connect-time ACL check.
 
 mod common;
 
@@ -383,4 +390,93 @@ async fn random_sequences_keep_exclusion_and_token_order(fx: Fx) {
             );
         }
     }
+}
+
+/// Handover under late messages and slow commands: four managers on one Redis, one
+/// whose pub/sub messages arrive 400 ms late (meant: its waiters find their grants by
+/// the try that keeps their place; as the test kit stands, see
+/// `a_fault_on_subscribers_leaves_the_command_connection_alone`, its command replies are
+/// 400 ms late too, so most of its acquires end "unavailable"), one whose commands take
+/// 20 ms each way, one fresh manager with the default backoff; waits of 300 ms so that
+/// waiters often time out while queued. The checker's invariants: no two valid leases
+/// overlap, tokens in holding order, loss reported by the deadline; and afterwards no key
+/// without a ttl but the fencing counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_with_late_grants_slow_commands_and_timeouts_keeps_the_invariants() {
+    use bidlock_testkit::{Direction, Fault, FaultProxy, Role};
+    let s = RedisServer::start();
+    let late = FaultProxy::start(s.port()).await;
+    let slow = FaultProxy::start(s.port()).await;
+    let managers = vec![
+        no_polling_manager(&s.url()).await,
+        redis_manager(&s.url()).await,
+        redis_manager(&late.url()).await,
+        redis_manager(&slow.url()).await,
+    ];
+    late.set_for(
+        Role::Subscribers,
+        Some(Direction::ToClient),
+        Fault::Delay(Duration::from_millis(400)),
+    );
+    slow.set_for(
+        Role::Commands,
+        None,
+        Fault::Delay(Duration::from_millis(20)),
+    );
+    let w = common::checker::Workload {
+        keys: 2,
+        tasks_per_instance: 3,
+        duration: Duration::from_secs(6),
+        hold: Duration::from_millis(5),
+        long_hold: Duration::from_millis(1500),
+        ttl: Duration::from_secs(1),
+        wait: Duration::from_millis(300),
+    };
+    let rec = common::checker::contend(managers, w).await;
+    let o = common::checker::check(&rec, None);
+    assert_eq!(o.unsafe_overlaps, 0, "{o:?}");
+    assert_eq!(o.token_order_violations, 0, "{o:?}");
+    assert_eq!(o.late_loss_reports, 0, "{o:?}");
+    assert!(o.sections > 20, "too little happened: {o:?}");
+    eprintln!("{o:?}");
+    // No key without a ttl but the fencing counter (records are not written here).
+    let keys: Vec<String> = s.cmd(&["KEYS", "*"]);
+    let forever: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.as_str() != "bid_lock_fence" && s.cmd::<i64>(&["PTTL", k]) == -1)
+        .collect();
+    assert!(
+        forever.is_empty(),
+        "keys without a ttl: {forever:?} of {keys:?}"
+    );
+}
+
+/// Not a library promise but the test kit's: a fault on `Role::Subscribers` holds back
+/// pub/sub messages "while its commands flow" (proxy.rs), which the handover tests rely
+/// on. The connect-time ACL check (backend/redis/acl/) sends the words `subscribe` and
+/// `ssubscribe` on the command connection, so the proxy counts that connection as a
+/// subscriber from then on and delays its replies too: here every uncontended acquire
+/// through the proxy waits out its 300 ms and fails with "unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_on_subscribers_leaves_the_command_connection_alone() {
+    use bidlock_testkit::{Direction, Fault, FaultProxy, Role};
+    let s = RedisServer::start();
+    let late = FaultProxy::start(s.port()).await;
+    let m = redis_manager(&late.url()).await;
+    late.set_for(
+        Role::Subscribers,
+        Some(Direction::ToClient),
+        Fault::Delay(Duration::from_millis(400)),
+    );
+    let k = key("subscriber-fault-only");
+    let got = m.acquire(&k, &wait_for(Duration::from_millis(300))).await;
+    let t = late.traffic();
+    assert!(
+        got.is_ok(),
+        "an uncontended acquire failed while only pub/sub messages were delayed: {:?}; \
+         command chunks to the server {}, subscriber chunks to the server {}",
+        got.err(),
+        t.chunks(Role::Commands, Direction::ToServer),
+        t.chunks(Role::Subscribers, Direction::ToServer)
+    );
 }
