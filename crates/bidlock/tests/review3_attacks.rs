@@ -18,7 +18,9 @@
 //! - `a_timed_out_queued_waiter_leaves_nothing_that_blocks_the_next_client`: a waiter that
 //!   timed out is told so only once its place is gone: a release right after hands the
 //!   lock to nobody dead.
-//! - `memory_a_cleanup_through_another_manager_is_noticed_at_once`: as the force release.
+//! - `memory_a_cleanup_through_another_manager_is_noticed_at_once`,
+//!   `a_release_by_holder_id_through_another_manager_is_noticed_at_once`: as the force
+//!   release (the second on memory and Redis).
 //! - `random_sequences_keep_exclusion_and_token_order`: random API sequences over three
 //!   managers of one store (memory and Redis), seed printed, `REVIEW3_SEED` replays.
 //! - `handover_with_late_grants_slow_commands_and_timeouts_keeps_the_invariants`: the
@@ -40,6 +42,7 @@ on_both_backends!(
     given_holder_id_used_twice_a_lapsed_release_touches_nothing,
     given_holder_id_used_twice_a_lapsed_extend_leaves_the_later_alone,
     random_sequences_keep_exclusion_and_token_order,
+    a_release_by_holder_id_through_another_manager_is_noticed_at_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +249,33 @@ async fn a_timed_out_queued_waiter_leaves_nothing_that_blocks_the_next_client() 
             .unwrap_or_else(|e| panic!("round {round}: lock given to a departed waiter: {e}"));
         assert!(g.release().await.unwrap());
     }
+}
+
+/// README "Guarantees": loss is reported "at once when a release, `cleanup` or `release
+/// --force` message names the key". An operator's release by holder id
+/// (`BidLockManager::release`) through another manager frees the lock; a third party
+/// takes it; the first holder (ttl 60 s: renewal due at 20 s) must say lost well before.
+async fn a_release_by_holder_id_through_another_manager_is_noticed_at_once(fx: Fx) {
+    let operator = fx.instance().await;
+    let k = key(&format!("operator-release-{}", common::unique_prefix()));
+    let g = fx
+        .manager
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(operator.release(&k, g.holder()).await.unwrap());
+    let g2 = operator
+        .try_acquire(&k, &AcquireOptions::new())
+        .await
+        .unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(5), g.lost()).await;
+    assert!(
+        told.is_ok(),
+        "the holder was not told of an operator's release by its holder id within 5 s: two \
+         guards say held, the first {} and the second {}",
+        !g.is_lost(),
+        !g2.is_lost()
+    );
 }
 
 /// The same hole through `cleanup`: every manager of the prefix must be told.
