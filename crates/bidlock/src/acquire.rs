@@ -231,10 +231,10 @@ impl<'a> Acquiring<'a> {
     }
 
     /// Whether this waiter joins the store's queue at once, whatever its local place: on a
-    /// store that queues (learnt from its answers), a waiter that takes handoffs does, so
+    /// store that queues (or not yet known not to), a waiter that takes handoffs does, so
     /// that the store's order is the fleet's arrival order.
     fn joins_at_once(&self) -> bool {
-        self.handoff.is_some() && self.inner.store_queues.load(Ordering::Relaxed)
+        self.handoff.is_some() && self.inner.store_queues.may_queue()
     }
 
     /// Until when a try may take: the deadline (at least [`TRY_FLOOR`] from now) for an
@@ -381,7 +381,7 @@ impl<'a> Acquiring<'a> {
             } => {
                 if queue != Queue::No {
                     // What the store does with a try that may queue: learnt, not configured.
-                    self.inner.store_queues.store(queued, Ordering::Relaxed);
+                    self.inner.store_queues.learn(queued);
                 }
                 if !refreshing {
                     self.busy(holder, ttl_left);

@@ -29,15 +29,19 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     /// `Backend::Auto` found no Redis and fell back to memory.
     pub(crate) fallback: bool,
-    /// The store queues waiters for direct handoff (learnt from its answers): then every
-    /// waiter joins its queue on arrival, not only the first local one.
-    pub(crate) store_queues: AtomicBool,
+    /// Whether the store queues waiters for direct handoff, learnt from its answers
+    /// ([`StoreQueues`]): unless it said it does not, every waiter that takes handoffs
+    /// joins its queue on arrival, not only the first local one.
+    pub(crate) store_queues: StoreQueues,
     pub(crate) closed: AtomicBool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) keeper: Arc<LeaseKeeper>,
     /// The keeper task is spawned once, with the first lease it keeps.
     pub(crate) renewal_started: std::sync::Once,
+    /// What the store tells this manager, kept alive here: the in-process store holds it
+    /// weakly (it outlives its managers), so without this its removals reach no one.
+    pub(crate) notices: Option<Arc<crate::notices::Notices>>,
 }
 
 impl Drop for Inner {
@@ -130,6 +134,11 @@ impl Inner {
         ttl: Duration,
         how: Extend,
     ) -> Result<bool, Error> {
+        // A lost lease of a caller-given id may share that id with a later acquisition:
+        // a holder-checked extend would act on that one's lock (cut it short, even).
+        if !lease.owns_its_id() {
+            return Ok(false);
+        }
         let validity = self.store.validity(ttl);
         let sent = Instant::now();
         let n = lease.begin_extend(sent, ttl, validity, how);
@@ -205,5 +214,28 @@ impl Drop for Unanswered<'_> {
         if let Some(n) = self.n.take() {
             self.lease.extend_unknown(n);
         }
+    }
+}
+
+/// What a manager learnt of its store's queue from the answers to tries that may queue.
+/// Until the first answer it is unknown, and waiters behave as on a store that queues:
+/// a try that asks to queue on a store that does not is a plain try.
+#[derive(Debug, Default)]
+pub(crate) struct StoreQueues(std::sync::atomic::AtomicU8);
+
+impl StoreQueues {
+    const UNKNOWN: u8 = 0;
+    const QUEUES: u8 = 1;
+    const DOES_NOT: u8 = 2;
+
+    /// Whether waiters should join the store's queue on arrival: not known not to queue.
+    pub(crate) fn may_queue(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != Self::DOES_NOT
+    }
+
+    /// An answer to a try that asked to queue: whether the store queued it.
+    pub(crate) fn learn(&self, queued: bool) {
+        let v = if queued { Self::QUEUES } else { Self::DOES_NOT };
+        self.0.store(v, Ordering::Relaxed);
     }
 }

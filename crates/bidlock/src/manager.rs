@@ -142,14 +142,15 @@ impl BidLockManager {
             seq: AtomicU64::new(0),
             backend: connected.backend,
             fallback: connected.fallback,
-            store_queues: AtomicBool::new(false),
+            store_queues: Default::default(),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             keeper,
             renewal_started: std::sync::Once::new(),
+            notices: connected.notices,
         });
-        if let Some(notices) = &connected.notices {
+        if let Some(notices) = &inner.notices {
             let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
             notices.attach(weak);
         }
