@@ -74,10 +74,11 @@ async fn a_waiter_that_arrived_before_its_manager_learnt_the_store_queues_is_not
     // A and B call acquire back to back, before M1 has any answer from Redis.
     let a = spawn_waiter(&m1, "A (M1, first)");
     let b = spawn_waiter(&m1, "B (M1, second)");
-    // M1's first waiter's try is answered (it queued); the other called acquire before
-    // that answer, when M1 did not yet know that the store queues.
-    until(Duration::from_secs(5), "M1's first waiter to queue", || {
-        queue_len(&s, p) >= 1
+    // Both of M1's waiters join Redis' queue on arrival, although the second called
+    // acquire before M1 had any answer (it did not yet know that the store queues).
+    // Arrival is when a try reaches Redis: C is spawned once both are there.
+    until(Duration::from_secs(5), "M1's waiters to queue", || {
+        queue_len(&s, p) >= 2
     })
     .await;
     let c = spawn_waiter(&m2, "C (M2, third)");
