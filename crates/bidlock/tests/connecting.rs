@@ -194,7 +194,13 @@ fn passwords_never_reach_logs_errors_or_debug() {
     });
     let good = format!("redis://:pa55-secret-word@127.0.0.1:{}/0", server.port());
     let bad = format!("redis://:wrong-secret-word@127.0.0.1:{}/0", server.port());
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One thread: the subscriber below is this thread's default, so every task the
+    // library spawns must run here for its logs to be captured (other tests of this
+    // binary run on other threads at the same time).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     // Capture everything the library logs at the most verbose level.
     let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
     let writer = {
