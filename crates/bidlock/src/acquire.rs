@@ -147,8 +147,13 @@ async fn acquire(
             Step::Held(guard) => {
                 // Held for good: the local queue goes on without us. On a store that
                 // queues, the next local waiter is woken to join it, if it has not yet
-                // (it waited before the store was known to queue).
-                a.leave_queue(a.joins_at_once());
+                // (it waited before the store was known to queue); and while that is not
+                // known yet, it is woken to try once and learn it. Otherwise waiters that
+                // all queued locally before any try failed never learn it, and every
+                // handover costs a release message and a try instead of one grant.
+                let unknown =
+                    a.handoff.is_some() && !a.inner.store_queues_known.load(Ordering::Relaxed);
+                a.leave_queue(a.joins_at_once() || unknown);
                 return Ok(guard);
             }
             Step::TimedOut => return Err(a.not_acquired()),
@@ -382,6 +387,7 @@ impl<'a> Acquiring<'a> {
                 if queue != Queue::No {
                     // What the store does with a try that may queue: learnt, not configured.
                     self.inner.store_queues.store(queued, Ordering::Relaxed);
+                    self.inner.store_queues_known.store(true, Ordering::Relaxed);
                 }
                 if !refreshing {
                     self.busy(holder, ttl_left);

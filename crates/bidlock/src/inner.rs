@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     /// The store queues waiters for direct handoff (learnt from its answers): then every
     /// waiter joins its queue on arrival, not only the first local one.
     pub(crate) store_queues: AtomicBool,
+    /// Whether `store_queues` was learnt yet (an answer to a try that may queue came).
+    pub(crate) store_queues_known: AtomicBool,
     pub(crate) closed: AtomicBool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,

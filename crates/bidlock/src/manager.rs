@@ -143,6 +143,7 @@ impl BidLockManager {
             backend: connected.backend,
             fallback: connected.fallback,
             store_queues: AtomicBool::new(false),
+            store_queues_known: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
