@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use super::client::{describe, maxmemory_policy};
 use super::scripts::{FORCE_RELEASE, STATUS};
 use super::{acl, handoff, RedisStore};
-use crate::backend::{AdminStore, ClusterProbe, LockInfo, LockStatus, Permissions, Probe, Topology};
+use crate::backend::{
+    AdminStore, ClusterProbe, LockInfo, LockStatus, Permissions, Probe, Topology,
+};
 use crate::error::Error;
 use crate::key::LockKey;
 use crate::stats::Census;
