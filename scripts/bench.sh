@@ -60,8 +60,13 @@ if [ -n "$baseline_rev" ]; then
   rm -rf "$src" && mkdir -p "$src"
   git archive "$baseline_rev" | tar -x -C "$src"
   baseline_sha=$(git rev-parse "$baseline_rev")
+  # Cargo hashes a path crate by its path within the workspace, so the two trees' own
+  # crates share one fingerprint, which points at whichever tree built last: each build
+  # would take the other's library as fresh. Clean the workspace's crates before each.
+  cargo clean --release -p bidlock -p bidlock-cli --manifest-path "$src/Cargo.toml" --target-dir "$PWD/target"
   cargo build --release -p bidlock-cli --manifest-path "$src/Cargo.toml" --target-dir "$PWD/target"
   cp target/release/bidlock "$bins/bidlock-baseline"
+  cargo clean --release -p bidlock -p bidlock-cli
 fi
 cargo build --release -p bidlock-cli
 cp target/release/bidlock "$bins/bidlock"

@@ -2,7 +2,6 @@
 //! one reply of a store script or one signal; the table is in docs/HANDOVER.md ("The
 //! acquire, as a state machine"). Waiting is in `acquire/wait.rs`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,8 +145,8 @@ async fn acquire(
             Step::Granted(tenure, token) => a.take_grant(tenure, token).await?,
             Step::Held(guard) => {
                 // Held for good: the local queue goes on without us. On a store that
-                // queues, the next local waiter is woken to join it, if it has not yet
-                // (it waited before the store was known to queue).
+                // queues (or may: not yet known), the next local waiter is woken to join
+                // it, if it has not yet; a waiter that joins learns whether it does.
                 a.leave_queue(a.joins_at_once());
                 return Ok(guard);
             }

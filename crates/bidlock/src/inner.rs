@@ -220,8 +220,14 @@ impl Drop for Unanswered<'_> {
 /// What a manager learnt of its store's queue from the answers to tries that may queue.
 /// Until the first answer it is unknown, and waiters behave as on a store that queues:
 /// a try that asks to queue on a store that does not is a plain try.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StoreQueues(std::sync::atomic::AtomicU8);
+
+impl Default for StoreQueues {
+    fn default() -> Self {
+        StoreQueues(std::sync::atomic::AtomicU8::new(Self::UNKNOWN))
+    }
+}
 
 impl StoreQueues {
     const UNKNOWN: u8 = 0;

@@ -45,6 +45,10 @@ const NOTICES_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Past this many remembered notices, old ones are dropped when a new one comes.
 const NOTICES_PRUNE_AT: usize = 4096;
 
+/// The shortest idle sleep of the keeper task: a manager that once held a lease of a
+/// few milliseconds does not wake that often for ever after.
+const IDLE_FLOOR: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What `register` did with a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keeping {
@@ -80,6 +84,11 @@ pub(crate) struct LeaseKeeper {
     /// When the keeper task will next wake, in µs since the clock base (u64::MAX: idle).
     pub(crate) target: AtomicU64,
     next_id: AtomicU64,
+    /// The shortest time from a lease's confirmation to its first attention seen so far,
+    /// in µs (0: no lease yet). An idle keeper sleeps that long instead of for ever, so
+    /// that the next lease (due at least about that far ahead) need not wake it: one
+    /// lease at a time (acquire, release, acquire...) would otherwise wake it for each.
+    shortest: AtomicU64,
 }
 
 impl std::fmt::Debug for LeaseKeeper {
@@ -121,6 +130,14 @@ impl LeaseKeeper {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         lease.set_keeper_id(id);
+        let ahead = crate::clock::micros(at)
+            .saturating_sub(crate::clock::micros(lease.confirmed_at()))
+            .max(1);
+        let _ = self
+            .shortest
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s == 0 || ahead < s).then_some(ahead)
+            });
         let mut st = self.state();
         if st.closed {
             return Keeping::Closed;
@@ -161,6 +178,16 @@ impl LeaseKeeper {
         match due(lease) {
             Some(at) => self.insert(&mut st, entry, at),
             None => st.forget(lease.key(), id),
+        }
+    }
+
+    /// How long the keeper task sleeps with nothing to keep (`None`: until woken), at
+    /// least [`IDLE_FLOOR`]. Safe whatever it is: a lease due before the keeper's target
+    /// wakes it on registering.
+    pub(crate) fn idle_for(&self) -> Option<std::time::Duration> {
+        match self.shortest.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(std::time::Duration::from_micros(us).max(IDLE_FLOOR)),
         }
     }
 

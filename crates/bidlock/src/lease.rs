@@ -258,10 +258,12 @@ impl Lease {
         if self.0.lost.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.0.lost_notify.notify_waiters();
+        // Counted before anyone is woken: a caller that awaits `lost()` and then reads
+        // the metrics must see it (lease_deadlines.rs read it first on a loaded machine).
         self.0
             .metrics
             .count(Counter::LocksLost, Some(self.0.key.marketplace()));
+        self.0.lost_notify.notify_waiters();
         tracing::warn!(target: "bidlock::lease", key = %self.0.key, holder = %self.0.holder, %reason, "lock lost");
     }
 

@@ -50,7 +50,9 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
         if inner.strong_count() == 0 {
             return;
         }
-        let target = next.map_or(u64::MAX, crate::clock::micros);
+        // Nothing to keep: sleep a while all the same (see `LeaseKeeper::idle_for`).
+        let wake_at = next.or_else(|| keeper.idle_for().map(|d| Instant::now() + d));
+        let target = wake_at.map_or(u64::MAX, crate::clock::micros);
         keeper.target.store(target, Ordering::Release);
         // A lease registered between take_due and the store above could be missed:
         // look once more before sleeping.
@@ -58,7 +60,7 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
             continue;
         }
         let sleep = async {
-            match next {
+            match wake_at {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
             }

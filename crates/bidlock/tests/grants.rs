@@ -15,6 +15,9 @@
 //!   on waiting, not return "not acquired" early.
 //! - `a_grant_held_back_past_its_ttl_is_never_taken_up_by_a_later_try`: a grant message
 //!   delayed past its ttl names a tenure that is over (issue 20's hole 2).
+//! - `local_waiters_of_a_cold_manager_learn_that_the_store_queues`: waiters of one manager
+//!   that all queued locally before any try failed must still come to join the store's
+//!   queue, so handovers are grants, not a release message and a try each.
 
 mod common;
 
@@ -277,4 +280,36 @@ async fn a_grant_held_back_past_its_ttl_is_never_taken_up_by_a_later_try() {
     let holder: Option<String> = s.cmd(&["GET", lock]);
     assert_eq!(holder.as_deref(), Some(gw.holder().as_str()));
     assert!(gw.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_of_a_cold_manager_learn_that_the_store_queues() {
+    let s = RedisServer::start();
+    let m = no_polling_manager(&s.url()).await;
+    let k = key("cold");
+    let _: String = s.cmd(&["CONFIG", "RESETSTAT"]);
+    // Four waiters at once: all queue locally before the first try is answered.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, k) = (m.clone(), k.clone());
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    let g = m
+                        .acquire(&k, &wait_for(Duration::from_secs(20)))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    assert!(g.release().await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats: String = s.cmd(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_zadd:"),
+        "no waiter joined the store's queue: {stats}"
+    );
 }

@@ -11,6 +11,10 @@
 //! - `a_failed_or_cancelled_shortening_extend_keeps_renewal_going`: the shortening
 //!   extend's reply is late (an error) or its future is dropped; Redis may have applied
 //!   the short ttl, so renewal must follow it anyway.
+//! - `renewals_of_one_round_go_together_and_keep_every_lock`: 200 leases due in the same
+//!   keeper rounds are renewed in fewer script calls than renewals (one call carries
+//!   many), every lock stays held with a ttl, and no wait marker appears for a lock
+//!   nobody waits for.
 
 mod common;
 
@@ -164,4 +168,44 @@ async fn a_failed_or_cancelled_shortening_extend_keeps_renewal_going() {
         drop(g);
     }
     assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_of_one_round_go_together_and_keep_every_lock() {
+    let s = RedisServer::start();
+    let m = common::redis_manager(&s.url()).await;
+    let opts = AcquireOptions::new().ttl(Duration::from_millis(900));
+    let keys: Vec<_> = (0..200).map(|i| key(&format!("round-{i}"))).collect();
+    let taken = futures_util::future::join_all(keys.iter().map(|k| m.acquire(k, &opts))).await;
+    let guards: Vec<_> = taken.into_iter().map(|g| g.unwrap()).collect();
+    let _: () = s.cmd(&["CONFIG", "RESETSTAT"]);
+    let before = m.metrics().extensions;
+    // Five renewal periods (a third of 900 ms each).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let renewals = m.metrics().extensions - before;
+    let stats: String = s.cmd(&["INFO", "commandstats"]);
+    let script_calls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(renewals >= 200, "{renewals} renewals of 200 leases");
+    assert!(
+        script_calls < renewals,
+        "renewals not batched: {script_calls} script calls for {renewals} renewals"
+    );
+    for (g, k) in guards.iter().zip(&keys) {
+        assert!(!g.is_lost(), "{k} lost");
+        let pttl: i64 = s.cmd(&["PTTL", &format!("bid_lock:{k}")]);
+        assert!(pttl > 0, "{k}: pttl {pttl}");
+    }
+    assert_eq!(
+        s.cmd::<i64>(&["DBSIZE"]),
+        201,
+        "the locks and the fencing counter, no wait marker"
+    );
+    for g in guards {
+        assert!(g.release().await.unwrap());
+    }
 }

@@ -15,7 +15,8 @@
 //!   clock, so its tokens start above the wall clock.
 //! - `batched_tries_get_distinct_increasing_tokens_and_exclude_each_other`: group commit
 //!   sends many tries in one script call; a token issued twice or out of order inside a
-//!   batch, or two tries of one key both winning, fails the test.
+//!   batch, or two tries of one key both winning, fails the test; and the counter, written
+//!   once per script call, must end at the highest token issued.
 //!
 //! Redlock's token order under data loss and clock skew is attacked in `redlock_tokens.rs`.
 
@@ -236,5 +237,14 @@ async fn batched_tries_get_distinct_increasing_tokens_and_exclude_each_other() {
         s.cmd::<i64>(&["DBSIZE"]),
         1,
         "only the fencing counter is left"
+    );
+    // A script writes the counter once, with the last token it issued: it must end at
+    // the highest token any batch handed out, never below it.
+    let highest = distinct.iter().max().copied().unwrap_or(0);
+    let counter: String = s.cmd(&["GET", "bid_lock_fence"]);
+    assert_eq!(
+        counter.parse::<u64>().unwrap(),
+        highest,
+        "the counter after the last batch"
     );
 }

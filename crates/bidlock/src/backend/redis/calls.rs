@@ -1,8 +1,8 @@
-//! The two hot scripts' calls: how a batch of items ([`protocol`](super::protocol))
-//! becomes one script call (`acquire.lua` and `release.lua` take any number of items),
-//! and the batchers that group a single server's concurrent calls.
+//! The hot scripts' calls: how a batch of items ([`protocol`](super::protocol)) becomes
+//! one script call (`acquire.lua`, `release.lua` and `renew.lua` take any number of
+//! items), and the batchers that group a single server's concurrent calls.
 //!
-//! These two build their `EVALSHA` by hand, writing key names straight into the command
+//! These three build their `EVALSHA` by hand, writing key names straight into the command
 //! (a try allocates no key strings), so they reload a missing script themselves; every
 //! other script goes through redis-rs' `ScriptInvocation`, which does the same.
 
@@ -18,8 +18,8 @@ use redis::{
 use super::batch::{Batcher, SendBatch, Unclaimed};
 use super::client::Master;
 use super::conn::Conn;
-use super::protocol::{LetGo, LetGoAnswer, Take, TakeAnswer};
-use super::scripts::{ACQUIRE, RELEASE};
+use super::protocol::{LetGo, LetGoAnswer, Renewal, Take, TakeAnswer};
+use super::scripts::{ACQUIRE, RELEASE, RENEW};
 use crate::keyspace::{KeySpace, Layout, Name};
 use crate::metrics::{Counter, Metrics};
 use crate::notices::Notices;
@@ -123,6 +123,24 @@ pub(super) async fn send_let_gos(
     run(conn, &RELEASE, &cmd).await
 }
 
+/// Runs `renew.lua` for `items`; one code per item (1 renewed, 0 not held, -1 junk).
+pub(super) async fn send_renewals(
+    conn: &mut impl ConnectionLike,
+    keys: &KeySpace,
+    items: &[Renewal],
+) -> RedisResult<Vec<i64>> {
+    let mut cmd = evalsha(&RENEW, 2 * items.len());
+    for r in items {
+        for name in [Name::Lock, Name::Wait] {
+            cmd.arg(Text(keys.name_of(name, &r.key)));
+        }
+    }
+    for r in items {
+        cmd.arg(r.holder.as_str()).arg(r.ttl_ms);
+    }
+    run(conn, &RENEW, &cmd).await
+}
+
 fn flag(on: bool) -> &'static str {
     if on {
         "1"
@@ -136,6 +154,9 @@ fn flag(on: bool) -> &'static str {
 pub(super) struct Batches {
     pub(super) takes: Arc<Batcher<Take, TakeAnswer>>,
     pub(super) let_gos: Arc<Batcher<LetGo, LetGoAnswer>>,
+    /// Renewals: the keeper attends every lease due in one round at once, so they go
+    /// together.
+    pub(super) renewals: Arc<Batcher<Renewal, i64>>,
 }
 
 impl Batches {
@@ -176,14 +197,22 @@ impl Batches {
                 notices.unclaimed(&t.key, &t.holder, t.given);
             }
         });
-        let send_let_gos: SendBatch<LetGo, LetGoAnswer> =
+        let send_let_gos: SendBatch<LetGo, LetGoAnswer> = {
+            let (conn, keys) = (conn.clone(), keys.clone());
             Arc::new(move |items: Arc<Vec<LetGo>>| {
                 let (mut c, keys) = (conn(), keys.clone());
                 async move { send_let_gos(&mut c, &keys, &items, "PUBLISH", "").await }.boxed()
-            });
+            })
+        };
+        let send_renewals: SendBatch<Renewal, i64> = Arc::new(move |items: Arc<Vec<Renewal>>| {
+            let (mut c, keys) = (conn(), keys.clone());
+            async move { send_renewals(&mut c, &keys, &items).await }.boxed()
+        });
         Batches {
             takes: Batcher::new(send_takes, unclaimed),
             let_gos: Batcher::new(send_let_gos, Arc::new(|_, _| {})),
+            // A renewal whose caller left only lengthened a lock its holder holds.
+            renewals: Batcher::new(send_renewals, Arc::new(|_, _| {})),
         }
     }
 }

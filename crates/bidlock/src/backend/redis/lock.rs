@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::scripts::{COMPLETE, EXTEND, RENEW};
+use super::calls::send_renewals;
+use super::protocol::Renewal;
+use super::scripts::{COMPLETE, EXTEND};
 use super::RedisStore;
 use crate::backend::memory::ms;
 use crate::backend::{
@@ -30,19 +32,18 @@ impl LockStore for RedisStore {
 
     async fn extend(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
         let lock = self.keys.lock_key(req.key);
-        let script = match req.how {
-            Extend::Exact => &EXTEND,
-            Extend::Renew => &RENEW,
-        };
-        let mut inv = script.prepare_invoke();
-        inv.key(&lock)
-            .key(self.keys.wait_key(req.key))
-            .arg(req.holder.as_str())
-            .arg(ms(req.ttl).max(1));
-        let n: i64 = inv
-            .invoke_async(&mut self.call())
-            .await
-            .map_err(|e| self.err("extend", &lock, e))?;
+        let n = match req.how {
+            Extend::Exact => {
+                let mut inv = EXTEND.prepare_invoke();
+                inv.key(&lock)
+                    .key(self.keys.wait_key(req.key))
+                    .arg(req.holder.as_str())
+                    .arg(ms(req.ttl).max(1));
+                inv.invoke_async(&mut self.call()).await
+            }
+            Extend::Renew => self.renew(req).await,
+        }
+        .map_err(|e| self.err("extend", &lock, e))?;
         if n == -1 {
             return Err(Error::WrongType {
                 key: lock,
@@ -95,6 +96,27 @@ impl LockStore for RedisStore {
         } else {
             Completed::NotHeld
         })
+    }
+}
+
+impl RedisStore {
+    /// A renewal (`renew.lua`): on one server, with the others in flight (a keeper
+    /// round's), as one script call.
+    async fn renew(&self, req: &ExtendLock<'_>) -> redis::RedisResult<i64> {
+        let item = Renewal {
+            key: req.key.clone(),
+            holder: req.holder.clone(),
+            ttl_ms: ms(req.ttl).max(1),
+        };
+        match &self.batches {
+            Some(b) => b.renewals.call(item).await,
+            None => send_renewals(&mut self.call(), &self.keys, std::slice::from_ref(&item))
+                .await?
+                .pop()
+                .ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Parse, "renew.lua answered no item"))
+                }),
+        }
     }
 }
 

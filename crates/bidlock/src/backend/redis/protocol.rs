@@ -23,6 +23,14 @@ pub(super) struct Take {
     pub(super) grant_ms: u64,
 }
 
+/// One renewal, as `renew.lua` takes it: the lock at least `ttl_ms` more, if `holder`
+/// holds it. Answered by a code: 1 renewed, 0 not held, -1 the key holds another kind.
+pub(super) struct Renewal {
+    pub(super) key: LockKey,
+    pub(super) holder: Holder,
+    pub(super) ttl_ms: u64,
+}
+
 /// How a try treats the key's queue (`acquire.lua`'s `mode`; docs/HANDOVER.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {

@@ -33,18 +33,27 @@ end
 
 local function acquire(lock, counter, done, marker, queue, waiters, a)
   local holder, ttl, mode = ARGV[a], ARGV[a + 1], ARGV[a + 4]
-  if ARGV[a + 2] == '1' and redis.call('EXISTS', done) == 1 then
-    local bad = not_a_string(done, 'a completion record')
-    if bad then
-      return {3, 0, bad}
+  -- Whether the key has a queue or a waiters' hash (then: tidy, and a free lock goes to
+  -- the first live waiter). With a completion check, one EXISTS answers both questions
+  -- when none of the three keys exists, the common case.
+  local crowded
+  if ARGV[a + 2] == '1' then
+    crowded = redis.call('EXISTS', done, queue, waiters) > 0
+    if crowded and redis.call('EXISTS', done) == 1 then
+      local bad = not_a_string(done, 'a completion record')
+      if bad then
+        return {3, 0, bad}
+      end
+      return {2, 0, ''}
     end
-    return {2, 0, ''}
+  else
+    crowded = redis.call('EXISTS', queue, waiters) > 0
   end
   local bad = counter_problem(counter)
   if bad then
     return {3, 0, bad}
   end
-  if redis.call('EXISTS', queue, waiters) > 0 then
+  if crowded then
     tidy(queue, waiters)
     -- A free lock with live waiters queued goes to the first of them (unless that is
     -- us); never a posting handled meanwhile: every waiter must see the record.
@@ -106,4 +115,5 @@ for i = 0, #KEYS / 6 - 1 do
   out[i + 1] = acquire(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
     KEYS[k + 6], 7 * i + 3)
 end
+hlc_flush()
 return out

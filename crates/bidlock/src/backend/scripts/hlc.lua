@@ -4,9 +4,13 @@
 -- that was behind), as long as the clock does not step back further than the time
 -- between two acquires. Prepended at build time to every script that issues tokens.
 -- `keep` (ms, or '' for ever) bounds a per-posting counter's life on a cluster.
+-- A counter is written once per script, with the last token issued from it (hlc_flush),
+-- not once per token: the script is atomic, so nobody sees the counter in between, and
+-- the largest token is all that a later script needs to count on from.
 local hlc_now
 local hlc_read = {}
 local hlc_issued = {}
+local hlc_unwritten = {}
 
 -- nil when `counter` is absent or holds a whole number (read once per script); else what
 -- is wrong with it, naming it. Checked before a script writes anything.
@@ -44,10 +48,22 @@ local function next_token(counter, keep)
     token = math.max((hlc_read[counter] or 0) + 1, hlc_now)
   end
   hlc_issued[counter] = token
-  if keep == '' then
-    redis.call('SET', counter, string.format('%d', token))
-  else
-    redis.call('SET', counter, string.format('%d', token), 'PX', keep)
-  end
+  hlc_unwritten[counter] = keep
   return token
+end
+
+-- Writes each counter that issued tokens since the last flush, with its last token. Every
+-- script that issues tokens calls it before a token leaves by any way but the script's
+-- answer (a grant recorded or published) and before it returns: an answer never carries
+-- a token above what the counter holds.
+local function hlc_flush()
+  for counter, keep in pairs(hlc_unwritten) do
+    local v = string.format('%d', hlc_issued[counter])
+    if keep == '' then
+      redis.call('SET', counter, v)
+    else
+      redis.call('SET', counter, v, 'PX', keep)
+    end
+  end
+  hlc_unwritten = {}
 end

@@ -41,6 +41,7 @@ local function hand_to(lock, queue, waiters, counter, keep, head, grant, channel
   redis.call('HDEL', waiters, head)
   redis.call('SET', lock, head, 'PX', grant)
   local token = string.format('%d', next_token(counter, keep))
+  hlc_flush()
   -- One field: no growth. The hash may have been emptied above: it gets a ttl again.
   redis.call('HSET', waiters, '', head .. ' ' .. token)
   local life = tonumber(grant) + 5000

@@ -20,15 +20,29 @@
 local publish, keep = ARGV[1], ARGV[2]
 
 local function release(lock, marker, queue, waiters, counter, done, holder, channel, tell)
-  local wrong = not_a_string(lock, 'a lock')
-  if wrong then
-    return {4, wrong}
+  -- GET fails only on a key of another kind: only then is its kind asked for.
+  local current = redis.pcall('GET', lock)
+  if type(current) == 'table' then
+    return {4, not_a_string(lock, 'a lock')}
+  end
+  -- The common case in one EXISTS: no marker, no queue, no waiters' hash. Nobody waits,
+  -- nobody is queued, nothing to tidy: free the lock if it is ours.
+  if redis.call('EXISTS', marker, queue, waiters) == 0 then
+    if current ~= holder then
+      return {0, ''}
+    end
+    redis.call('DEL', lock)
+    if tell == '1' then
+      redis.pcall(publish, channel, lock)
+      return {2, ''}
+    end
+    return {1, ''}
   end
   local queued = redis.call('EXISTS', queue, waiters) > 0
   if queued then
     tidy(queue, waiters)
   end
-  if redis.call('GET', lock) ~= holder then
+  if current ~= holder then
     -- A waiter leaving (timed out, cancelled) takes its place out of the queue.
     if queued and redis.call('ZREM', queue, holder) == 1 then
       redis.call('HDEL', waiters, holder)
