@@ -1,0 +1,235 @@
+//! Fourth review's attacks on the stated guarantees (docs/GUARANTEES.md, docs/HANDOVER.md),
+//! aimed at issue 25's changes for speed: the fencing counter written once per script
+//! (`hlc_flush`), release's one-EXISTS fast path, batched renewals (`renew.lua` with many
+//! items) and the keeper that sleeps while idle. A failing test here shows a hole.
+//!
+//! - `a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_token`:
+//!   tokens never go back. One script call takes many locks, one item meets junk (a hash
+//!   in its lock key) and one hands a freed lock to a queued waiter of another manager;
+//!   the counter must then hold the highest token issued, and after it is rolled back
+//!   (SET lower) the next token must still be above all of them.
+//! - `batched_renewals_never_shorten_nor_extend_a_lock_that_is_not_the_holders`: a keeper
+//!   round renewing held, stolen, lost, junk and longer-than-asked locks together.
+//! - `a_short_lease_after_a_quiet_long_one_is_renewed_in_time`: the idle keeper sleeps
+//!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
+//! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
+//!   one call, one with a queue whose marker is gone, one with a marker and no queue.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, BidLockManager};
+use bidlock_testkit::RedisServer;
+
+use common::{holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for};
+
+const FENCE: &str = "bid_lock_fence";
+
+fn counter(s: &RedisServer) -> u64 {
+    let v: String = s.cmd(&["GET", FENCE]);
+    v.parse().unwrap()
+}
+
+/// Tries `postings` at once on `m` (so that they go in one script call, or few); returns
+/// the tokens of those taken, each lock kept held, and how many tries failed.
+async fn try_all(m: &BidLockManager, postings: &[String]) -> (Vec<bidlock::LockGuard>, usize) {
+    let tries = postings.iter().map(|p| {
+        let (m, k) = (m.clone(), key(p));
+        async move { m.try_acquire(&k, &AcquireOptions::new().renew(false)).await }
+    });
+    let mut held = Vec::new();
+    let mut failed = 0;
+    for r in futures_util::future::join_all(tries).await {
+        match r {
+            Ok(g) => held.push(g),
+            Err(_) => failed += 1,
+        }
+    }
+    (held, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_token() {
+    let s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    let h = no_polling_manager(&s.url()).await;
+    let w = no_polling_manager(&s.url()).await;
+    // A waiter of another manager queues on "granted"; its holder's lock then vanishes
+    // (a foreign DEL: no message), so the next try of "granted" hands it to the waiter
+    // inside the batch (acquire.lua -> hand_to).
+    let g0 = h.acquire(&key("granted"), &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (w, k) = (w.clone(), key("granted"));
+        tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "granted") == 1
+    })
+    .await;
+    let _: i64 = s.cmd(&["DEL", &lock_of("granted")]);
+    // Junk in one posting's lock key: that item is refused, the others go on.
+    let _: i64 = s.cmd(&["HSET", &lock_of("junk"), "f", "v"]);
+    let mut postings: Vec<String> = (0..40).map(|i| format!("batch-{i}")).collect();
+    postings.insert(10, "junk".into());
+    postings.insert(20, "granted".into());
+    let (held, failed) = try_all(&m, &postings).await;
+    assert!(failed >= 1, "the junk item must be refused");
+    let mut tokens: Vec<u64> = held.iter().map(|g| g.fencing_token().get()).collect();
+    let granted = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the queued waiter is served")
+        .unwrap()
+        .unwrap();
+    tokens.push(granted.fencing_token().get());
+    let distinct: HashSet<u64> = tokens.iter().copied().collect();
+    assert_eq!(distinct.len(), tokens.len(), "a token issued twice: {tokens:?}");
+    let highest = *tokens.iter().max().unwrap();
+    assert!(
+        counter(&s) >= highest,
+        "the counter {} is below a token already handed out ({highest}); tokens {tokens:?}",
+        counter(&s)
+    );
+    // Rolled back below every token: the next ones must still be above all of them.
+    let _: () = s.cmd(&["SET", FENCE, "5"]);
+    let (later, _) = try_all(&m, &(0..8).map(|i| format!("later-{i}")).collect::<Vec<_>>()).await;
+    for g in &later {
+        assert!(
+            g.fencing_token().get() > highest,
+            "token {} after the rollback is not above {highest}",
+            g.fencing_token().get()
+        );
+    }
+    drop(g0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_renewals_never_shorten_nor_extend_a_lock_that_is_not_the_holders() {
+    let s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    let ttl = Duration::from_millis(1500);
+    let names = ["held", "stolen", "lost", "junk", "long", "given"];
+    let mut guards = Vec::new();
+    for n in names {
+        let mut o = AcquireOptions::new().ttl(ttl);
+        if n == "given" {
+            o = o.holder("instance-7");
+        }
+        guards.push(m.acquire(&key(n), &o).await.unwrap());
+    }
+    // Between two keeper rounds: steal one, delete one, junk one, lengthen one by hand,
+    // and move the given id's lock to a holder id of someone else.
+    let _: () = s.cmd(&["SET", &lock_of("stolen"), "thief", "PX", "800"]);
+    let _: i64 = s.cmd(&["DEL", &lock_of("lost")]);
+    let _: i64 = s.cmd(&["DEL", &lock_of("junk")]);
+    let _: i64 = s.cmd(&["HSET", &lock_of("junk"), "f", "v"]);
+    let _: i64 = s.cmd(&["PEXPIRE", &lock_of("long"), "60000"]);
+    let _: () = s.cmd(&["SET", &lock_of("given"), "instance-8", "PX", "900"]);
+    // Three renewal rounds (every 500 ms).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(holder_in_redis(&s, "held").as_deref(), Some(guards[0].holder().as_str()));
+    assert!(!guards[0].is_lost(), "a renewed lease is lost: {:?}", guards[0].lease().lost_reason());
+    assert!(s.cmd::<i64>(&["PTTL", &lock_of("held")]) > 0);
+    for (p, who, most) in [("stolen", "thief", 800), ("given", "instance-8", 900)] {
+        if let Some(v) = holder_in_redis(&s, p) {
+            assert_eq!(v, who, "{p}: its holder changed");
+            let left: i64 = s.cmd(&["PTTL", &lock_of(p)]);
+            assert!(left <= most, "{p}: a renewal extended someone else's lock to {left} ms");
+        }
+    }
+    assert_eq!(holder_in_redis(&s, "lost"), None, "a lost lock was brought back");
+    let kind: String = s.cmd(&["TYPE", &lock_of("junk")]);
+    assert_eq!(kind, "hash", "junk was overwritten");
+    assert_eq!(s.cmd::<i64>(&["PTTL", &lock_of("junk")]), -1, "junk was given a ttl");
+    let long: i64 = s.cmd(&["PTTL", &lock_of("long")]);
+    assert!(long > 55_000, "a renewal shortened a lock to {long} ms");
+    // Each lease that is not its holder's any more is told so by its deadline.
+    for g in &guards[1..4] {
+        until(Duration::from_secs(3), "a lost lease to be told", || g.is_lost()).await;
+    }
+    until(Duration::from_secs(3), "the given id's lease to be told", || guards[5].is_lost()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lease_after_a_quiet_long_one_is_renewed_in_time() {
+    let s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    // A long lease teaches the keeper a long idle sleep (its renewal interval: 10 s).
+    let long = m
+        .acquire(&key("long"), &AcquireOptions::new().ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(long.release().await.unwrap());
+    // Quiet: the keeper goes to its long idle sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let short_ttl = Duration::from_millis(100);
+    let short = m
+        .acquire(&key("short"), &AcquireOptions::new().ttl(short_ttl))
+        .await
+        .unwrap();
+    // Ten ttls: renewed all along, or the lease says it was lost.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !short.is_lost(),
+        "the 100 ms lease was not renewed in time: {:?}",
+        short.lease().lost_reason()
+    );
+    assert_eq!(holder_in_redis(&s, "short").as_deref(), Some(short.holder().as_str()));
+    // And with the long lease held while the short one comes.
+    let long = m
+        .acquire(&key("long"), &AcquireOptions::new().ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let short2 = m
+        .acquire(&key("short2"), &AcquireOptions::new().ttl(short_ttl))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!short2.is_lost(), "second short lease lost: {:?}", short2.lease().lost_reason());
+    assert_eq!(holder_in_redis(&s, "short2").as_deref(), Some(short2.holder().as_str()));
+    assert!(!long.is_lost());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path() {
+    let s = RedisServer::start();
+    let h = redis_manager(&s.url()).await;
+    let w = no_polling_manager(&s.url()).await;
+    let postings: Vec<String> = (0..16).map(|i| format!("rel-{i}")).collect();
+    let mut held = Vec::new();
+    for p in &postings {
+        held.push(h.acquire(&key(p), &AcquireOptions::new()).await.unwrap());
+    }
+    // rel-3: a queued waiter whose wait marker is then gone (the queue outlived it).
+    let queued = {
+        let (w, k) = (w.clone(), key("rel-3"));
+        tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || queue_len(&s, "rel-3") == 1).await;
+    let _: i64 = s.cmd(&["DEL", "bid_lock_wait:upwork:rel-3"]);
+    // rel-9: a waiter with its own holder id (it does not queue: a marker only).
+    let marked = {
+        let (w, k) = (w.clone(), key("rel-9"));
+        let o = wait_for(Duration::from_secs(20)).holder("instance-9");
+        tokio::spawn(async move { w.acquire(&k, &o).await })
+    };
+    until(Duration::from_secs(5), "the marker", || {
+        s.cmd::<i64>(&["EXISTS", "bid_lock_wait:upwork:rel-9"]) == 1
+    })
+    .await;
+    // All released at once: one or few script calls.
+    let releases = held.into_iter().map(|g| async move { g.release().await.unwrap() });
+    assert!(futures_util::future::join_all(releases).await.into_iter().all(|r| r));
+    // The waiters never poll: only a grant or a message can move them on this soon.
+    for (name, t) in [("queued (handed over)", queued), ("marked (published)", marked)] {
+        let g = tokio::time::timeout(Duration::from_secs(3), t)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: not woken by the release"))
+            .unwrap()
+            .unwrap();
+        assert!(!g.is_lost(), "{name}");
+    }
+}
