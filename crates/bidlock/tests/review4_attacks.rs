@@ -14,6 +14,11 @@
 //!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
 //! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
 //!   one call, one with a queue whose marker is gone, one with a marker and no queue.
+//! - `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: fair
+//!   handover (first come, first served across managers). A queued waiter whose place was
+//!   cleared (junk in the queue key, deleted by the next script) is answered "held, not
+//!   queued"; its manager must not conclude that the store does not queue, or a waiter
+//!   arriving meanwhile waits only locally and one of another manager overtakes it.
 
 mod common;
 
@@ -21,7 +26,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager};
-use bidlock_testkit::RedisServer;
+use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::{holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for};
 
@@ -232,4 +237,66 @@ async fn a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path()
             .unwrap();
         assert!(!g.is_lost(), "{name}");
     }
+}
+
+/// How many holder ids the queue of `p` lists (0 when it is absent or not a queue).
+fn zcard(s: &RedisServer, p: &str) -> i64 {
+    let q = common::queue_of(p);
+    match s.cmd::<String>(&["TYPE", &q]).as_str() {
+        "zset" => s.cmd(&["ZCARD", &q]),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues() {
+    let s = RedisServer::start();
+    let proxy = FaultProxy::start(s.port()).await;
+    let h = no_polling_manager(&s.url()).await;
+    let m1 = no_polling_manager(&proxy.url()).await;
+    let m2 = no_polling_manager(&s.url()).await;
+    let p = "stay-unteaches";
+    let k = key(p);
+    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t0 = tokio::time::Instant::now();
+    let spawn_waiter = |m: &BidLockManager, name: &'static str| {
+        let (m, k, order) = (m.clone(), k.clone(), order.clone());
+        tokio::spawn(async move {
+            let g = m.acquire(&k, &wait_for(Duration::from_secs(30))).await.unwrap();
+            order.lock().unwrap().push(format!("{name} at {:?}", t0.elapsed()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(g.release().await.unwrap());
+        })
+    };
+    // A (M1) queues in Redis: M1 has learnt that the store queues.
+    let a = spawn_waiter(&m1, "A");
+    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    // Junk in the queue key (rule 7: deleted by the next script, the lock goes on), and
+    // M1's replies slowed down (its requests are not).
+    let _: () = s.cmd(&["SET", &common::queue_of(p), "junk"]);
+    proxy.set_for(Role::Commands, Some(Direction::ToClient), Fault::Delay(Duration::from_millis(800)));
+    // A release message for the key: A tries to stay queued, finds its place gone, and
+    // joins again as a fresh id (that try reaches Redis at once; its answer comes late).
+    let _: i64 = s.cmd(&["PUBLISH", "bid_lock_released", &lock_of(p)]);
+    until(Duration::from_secs(5), "A to queue again", || zcard(&s, p) == 1).await;
+    // B (M1) arrives now, C (M2) clearly after it.
+    let b = spawn_waiter(&m1, "B");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = spawn_waiter(&m2, "C");
+    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.set(Fault::None);
+    let queued_before_release = zcard(&s, p);
+    assert!(g.release().await.unwrap());
+    for t in [a, b, c] {
+        tokio::time::timeout(Duration::from_secs(20), t).await.unwrap().unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
+    assert_eq!(
+        names,
+        ["A", "B", "C"],
+        "B called acquire before C but was served after it; order {order:?}, {queued_before_release} queued in Redis at the release"
+    );
 }
