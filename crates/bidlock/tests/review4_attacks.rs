@@ -14,6 +14,9 @@
 //!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
 //! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
 //!   one call, one with a queue whose marker is gone, one with a marker and no queue.
+//! - `a_renewal_that_fails_waits_its_pause_before_trying_again`: not a stated promise but
+//!   the keeper's own rule (renewal.rs: a failed renewal is retried after ttl/10, at
+//!   least 5 ms): a renewal refused for junk in the lock key is retried in a busy loop.
 //! - `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: fair
 //!   handover (first come, first served across managers). A queued waiter whose place was
 //!   cleared (junk in the queue key, deleted by the next script) is answered "held, not
@@ -26,6 +29,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager};
+use bidlock_testkit::acl::Monitor;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::{holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for};
@@ -35,6 +39,14 @@ const FENCE: &str = "bid_lock_fence";
 fn counter(s: &RedisServer) -> u64 {
     let v: String = s.cmd(&["GET", FENCE]);
     v.parse().unwrap()
+}
+
+/// How many `EVALSHA` lines `mon` saw that name every one of `names`.
+fn evalsha_lines(mon: &Monitor, names: &[&str]) -> usize {
+    mon.lines()
+        .iter()
+        .filter(|l| l.contains("EVALSHA") && names.iter().all(|n| l.contains(&format!("\"{n}\""))))
+        .count()
 }
 
 /// Tries `postings` at once on `m` (so that they go in one script call, or few); returns
@@ -79,8 +91,12 @@ async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_
     let mut postings: Vec<String> = (0..40).map(|i| format!("batch-{i}")).collect();
     postings.insert(10, "junk".into());
     postings.insert(20, "granted".into());
+    let mon = Monitor::start(s.port());
     let (held, failed) = try_all(&m, &postings).await;
     assert!(failed >= 1, "the junk item must be refused");
+    // The first try goes alone; the others wait for it and go together.
+    let mixed = evalsha_lines(&mon, &[&lock_of("junk"), &lock_of("granted"), &lock_of("batch-5")]);
+    assert!(mixed >= 1, "setup: the junk item and the grant did not share a script call");
     let mut tokens: Vec<u64> = held.iter().map(|g| g.fencing_token().get()).collect();
     let granted = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
@@ -131,8 +147,13 @@ async fn batched_renewals_never_shorten_nor_extend_a_lock_that_is_not_the_holder
     let _: i64 = s.cmd(&["HSET", &lock_of("junk"), "f", "v"]);
     let _: i64 = s.cmd(&["PEXPIRE", &lock_of("long"), "60000"]);
     let _: () = s.cmd(&["SET", &lock_of("given"), "instance-8", "PX", "900"]);
+    let mon = Monitor::start(s.port());
     // Three renewal rounds (every 500 ms).
     tokio::time::sleep(Duration::from_millis(1300)).await;
+    let names_of = |ps: &[&str]| ps.iter().map(|p| lock_of(p)).collect::<Vec<_>>();
+    let all = names_of(&names);
+    let mixed = evalsha_lines(&mon, &all.iter().map(String::as_str).collect::<Vec<_>>());
+    eprintln!("renewal calls with all six items: {mixed}");
     assert_eq!(holder_in_redis(&s, "held").as_deref(), Some(guards[0].holder().as_str()));
     assert!(!guards[0].is_lost(), "a renewed lease is lost: {:?}", guards[0].lease().lost_reason());
     assert!(s.cmd::<i64>(&["PTTL", &lock_of("held")]) > 0);
@@ -299,4 +320,25 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
         ["A", "B", "C"],
         "B called acquire before C but was served after it; order {order:?}, {queued_before_release} queued in Redis at the release"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
+    let s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    let ttl = Duration::from_secs(3);
+    let g = m.acquire(&key("junk"), &AcquireOptions::new().ttl(ttl)).await.unwrap();
+    // Junk in its lock key (rule 7): every renewal is refused, naming it, until the lease
+    // runs out (at 3 s); the keeper retries each ttl/10 = 300 ms.
+    let _: i64 = s.cmd(&["DEL", &lock_of("junk")]);
+    let _: i64 = s.cmd(&["HSET", &lock_of("junk"), "f", "v"]);
+    let mon = Monitor::start(s.port());
+    // From the first renewal (at 1 s) to 2 s: about 4 tries at that pace.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let tries = evalsha_lines(&mon, &[&lock_of("junk")]);
+    assert!(
+        tries <= 20,
+        "{tries} renewals of one lease in one second of refusals (a retry every 300 ms: about 4)"
+    );
+    drop(g);
 }
