@@ -67,43 +67,51 @@ async fn try_all(m: &BidLockManager, postings: &[String]) -> (Vec<bidlock::LockG
     (held, failed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_token() {
-    let s = RedisServer::start();
-    let m = redis_manager(&s.url()).await;
+/// One script call of many tries on `m` in which one item meets junk (a hash in its lock
+/// key) and one hands a freed lock to a waiter of another manager queued in Redis
+/// (acquire.lua -> hand_to). Returns every token handed out, the guards kept.
+async fn batch_with_junk_and_grant(s: &RedisServer, m: &BidLockManager, round: u32) -> (Vec<u64>, Vec<bidlock::LockGuard>) {
     let h = no_polling_manager(&s.url()).await;
     let w = no_polling_manager(&s.url()).await;
-    // A waiter of another manager queues on "granted"; its holder's lock then vanishes
-    // (a foreign DEL: no message), so the next try of "granted" hands it to the waiter
-    // inside the batch (acquire.lua -> hand_to).
-    let g0 = h.acquire(&key("granted"), &AcquireOptions::new()).await.unwrap();
+    let (granted, junk) = (format!("granted-{round}"), format!("junk-{round}"));
+    let g0 = h.acquire(&key(&granted), &AcquireOptions::new()).await.unwrap();
     let waiter = {
-        let (w, k) = (w.clone(), key("granted"));
+        let (w, k) = (w.clone(), key(&granted));
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
     };
-    until(Duration::from_secs(5), "the waiter to queue", || {
-        queue_len(&s, "granted") == 1
-    })
-    .await;
-    let _: i64 = s.cmd(&["DEL", &lock_of("granted")]);
-    // Junk in one posting's lock key: that item is refused, the others go on.
-    let _: i64 = s.cmd(&["HSET", &lock_of("junk"), "f", "v"]);
-    let mut postings: Vec<String> = (0..40).map(|i| format!("batch-{i}")).collect();
-    postings.insert(10, "junk".into());
-    postings.insert(20, "granted".into());
+    until(Duration::from_secs(5), "the waiter to queue", || zcard(s, &granted) == 1).await;
+    // Its holder's lock vanishes (a foreign DEL: no message); the next try hands it over.
+    let _: i64 = s.cmd(&["DEL", &lock_of(&granted)]);
+    let _: i64 = s.cmd(&["HSET", &lock_of(&junk), "f", "v"]);
+    let mut postings: Vec<String> = (0..40).map(|i| format!("batch-{round}-{i}")).collect();
+    postings.insert(10, junk.clone());
+    postings.insert(20, granted.clone());
     let mon = Monitor::start(s.port());
-    let (held, failed) = try_all(&m, &postings).await;
+    let (mut held, failed) = try_all(m, &postings).await;
     assert!(failed >= 1, "the junk item must be refused");
     // The first try goes alone; the others wait for it and go together.
-    let mixed = evalsha_lines(&mon, &[&lock_of("junk"), &lock_of("granted"), &lock_of("batch-5")]);
-    assert!(mixed >= 1, "setup: the junk item and the grant did not share a script call");
-    let mut tokens: Vec<u64> = held.iter().map(|g| g.fencing_token().get()).collect();
-    let granted = tokio::time::timeout(Duration::from_secs(10), waiter)
+    let one = [lock_of(&junk), lock_of(&granted), lock_of(&format!("batch-{round}-5"))];
+    let one: Vec<&str> = one.iter().map(String::as_str).collect();
+    // MONITOR's lines arrive on their own thread: give them a moment.
+    until(Duration::from_secs(3), "setup: the junk item and the grant in one script call", || {
+        evalsha_lines(&mon, &one) >= 1
+    })
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the queued waiter is served")
         .unwrap()
         .unwrap();
-    tokens.push(granted.fencing_token().get());
+    held.push(got);
+    drop(g0);
+    (held.iter().map(|g| g.fencing_token().get()).collect(), held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_token() {
+    let s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    let (tokens, _held) = batch_with_junk_and_grant(&s, &m, 0).await;
     let distinct: HashSet<u64> = tokens.iter().copied().collect();
     assert_eq!(distinct.len(), tokens.len(), "a token issued twice: {tokens:?}");
     let highest = *tokens.iter().max().unwrap();
@@ -116,13 +124,32 @@ async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_
     let _: () = s.cmd(&["SET", FENCE, "5"]);
     let (later, _) = try_all(&m, &(0..8).map(|i| format!("later-{i}")).collect::<Vec<_>>()).await;
     for g in &later {
-        assert!(
-            g.fencing_token().get() > highest,
-            "token {} after the rollback is not above {highest}",
-            g.fencing_token().get()
-        );
+        assert!(g.fencing_token().get() > highest, "token {} after the rollback is not above {highest}", g.fencing_token().get());
     }
-    drop(g0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_stay_above_a_batch_with_a_grant_after_restoring_an_older_snapshot() {
+    let mut s = RedisServer::start();
+    let m = redis_manager(&s.url()).await;
+    let mut seen: Vec<u64> = Vec::new();
+    for round in 0..3 {
+        // A snapshot with the counter of before the batch; then the batch; then the
+        // server comes back from that snapshot (an old backup, an RDB older than the last
+        // writes). Every token after must be above every token before.
+        let snap = s.snapshot();
+        let (tokens, held) = batch_with_junk_and_grant(&s, &m, round).await;
+        seen.extend(&tokens);
+        drop(held);
+        s.restore_snapshot(&snap);
+        let highest = *seen.iter().max().unwrap();
+        let k = key(&format!("after-restore-{round}"));
+        let g = common::acquire_eventually(&m, &k, &AcquireOptions::new(), Duration::from_secs(10)).await;
+        let t = g.fencing_token().get();
+        assert!(t > highest, "round {round}: token {t} after the restore is not above {highest}");
+        seen.push(t);
+        let _ = g.release().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
