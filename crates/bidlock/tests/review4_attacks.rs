@@ -32,7 +32,9 @@ use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::acl::Monitor;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
-use common::{holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for};
+use common::{
+    holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for,
+};
 
 const FENCE: &str = "bid_lock_fence";
 
@@ -70,16 +72,26 @@ async fn try_all(m: &BidLockManager, postings: &[String]) -> (Vec<bidlock::LockG
 /// One script call of many tries on `m` in which one item meets junk (a hash in its lock
 /// key) and one hands a freed lock to a waiter of another manager queued in Redis
 /// (acquire.lua -> hand_to). Returns every token handed out, the guards kept.
-async fn batch_with_junk_and_grant(s: &RedisServer, m: &BidLockManager, round: u32) -> (Vec<u64>, Vec<bidlock::LockGuard>) {
+async fn batch_with_junk_and_grant(
+    s: &RedisServer,
+    m: &BidLockManager,
+    round: u32,
+) -> (Vec<u64>, Vec<bidlock::LockGuard>) {
     let h = no_polling_manager(&s.url()).await;
     let w = no_polling_manager(&s.url()).await;
     let (granted, junk) = (format!("granted-{round}"), format!("junk-{round}"));
-    let g0 = h.acquire(&key(&granted), &AcquireOptions::new()).await.unwrap();
+    let g0 = h
+        .acquire(&key(&granted), &AcquireOptions::new())
+        .await
+        .unwrap();
     let waiter = {
         let (w, k) = (w.clone(), key(&granted));
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
     };
-    until(Duration::from_secs(5), "the waiter to queue", || zcard(s, &granted) == 1).await;
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        zcard(s, &granted) == 1
+    })
+    .await;
     // Its holder's lock vanishes (a foreign DEL: no message); the next try hands it over.
     let _: i64 = s.cmd(&["DEL", &lock_of(&granted)]);
     let _: i64 = s.cmd(&["HSET", &lock_of(&junk), "f", "v"]);
@@ -90,12 +102,18 @@ async fn batch_with_junk_and_grant(s: &RedisServer, m: &BidLockManager, round: u
     let (mut held, failed) = try_all(m, &postings).await;
     assert!(failed >= 1, "the junk item must be refused");
     // The first try goes alone; the others wait for it and go together.
-    let one = [lock_of(&junk), lock_of(&granted), lock_of(&format!("batch-{round}-5"))];
+    let one = [
+        lock_of(&junk),
+        lock_of(&granted),
+        lock_of(&format!("batch-{round}-5")),
+    ];
     let one: Vec<&str> = one.iter().map(String::as_str).collect();
     // MONITOR's lines arrive on their own thread: give them a moment.
-    until(Duration::from_secs(3), "setup: the junk item and the grant in one script call", || {
-        evalsha_lines(&mon, &one) >= 1
-    })
+    until(
+        Duration::from_secs(3),
+        "setup: the junk item and the grant in one script call",
+        || evalsha_lines(&mon, &one) >= 1,
+    )
     .await;
     let got = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
@@ -113,7 +131,11 @@ async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_
     let m = redis_manager(&s.url()).await;
     let (tokens, _held) = batch_with_junk_and_grant(&s, &m, 0).await;
     let distinct: HashSet<u64> = tokens.iter().copied().collect();
-    assert_eq!(distinct.len(), tokens.len(), "a token issued twice: {tokens:?}");
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "a token issued twice: {tokens:?}"
+    );
     let highest = *tokens.iter().max().unwrap();
     assert!(
         counter(&s) >= highest,
@@ -122,9 +144,17 @@ async fn a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_
     );
     // Rolled back below every token: the next ones must still be above all of them.
     let _: () = s.cmd(&["SET", FENCE, "5"]);
-    let (later, _) = try_all(&m, &(0..8).map(|i| format!("later-{i}")).collect::<Vec<_>>()).await;
+    let (later, _) = try_all(
+        &m,
+        &(0..8).map(|i| format!("later-{i}")).collect::<Vec<_>>(),
+    )
+    .await;
     for g in &later {
-        assert!(g.fencing_token().get() > highest, "token {} after the rollback is not above {highest}", g.fencing_token().get());
+        assert!(
+            g.fencing_token().get() > highest,
+            "token {} after the rollback is not above {highest}",
+            g.fencing_token().get()
+        );
     }
 }
 
@@ -144,9 +174,13 @@ async fn tokens_stay_above_a_batch_with_a_grant_after_restoring_an_older_snapsho
         s.restore_snapshot(&snap);
         let highest = *seen.iter().max().unwrap();
         let k = key(&format!("after-restore-{round}"));
-        let g = common::acquire_eventually(&m, &k, &AcquireOptions::new(), Duration::from_secs(10)).await;
+        let g = common::acquire_eventually(&m, &k, &AcquireOptions::new(), Duration::from_secs(10))
+            .await;
         let t = g.fencing_token().get();
-        assert!(t > highest, "round {round}: token {t} after the restore is not above {highest}");
+        assert!(
+            t > highest,
+            "round {round}: token {t} after the restore is not above {highest}"
+        );
         seen.push(t);
         let _ = g.release().await;
     }
@@ -181,27 +215,53 @@ async fn batched_renewals_never_shorten_nor_extend_a_lock_that_is_not_the_holder
     let all = names_of(&names);
     let mixed = evalsha_lines(&mon, &all.iter().map(String::as_str).collect::<Vec<_>>());
     eprintln!("renewal calls with all six items: {mixed}");
-    assert_eq!(holder_in_redis(&s, "held").as_deref(), Some(guards[0].holder().as_str()));
-    assert!(!guards[0].is_lost(), "a renewed lease is lost: {:?}", guards[0].lease().lost_reason());
+    assert_eq!(
+        holder_in_redis(&s, "held").as_deref(),
+        Some(guards[0].holder().as_str())
+    );
+    assert!(
+        !guards[0].is_lost(),
+        "a renewed lease is lost: {:?}",
+        guards[0].lease().lost_reason()
+    );
     assert!(s.cmd::<i64>(&["PTTL", &lock_of("held")]) > 0);
     for (p, who, most) in [("stolen", "thief", 800), ("given", "instance-8", 900)] {
         if let Some(v) = holder_in_redis(&s, p) {
             assert_eq!(v, who, "{p}: its holder changed");
             let left: i64 = s.cmd(&["PTTL", &lock_of(p)]);
-            assert!(left <= most, "{p}: a renewal extended someone else's lock to {left} ms");
+            assert!(
+                left <= most,
+                "{p}: a renewal extended someone else's lock to {left} ms"
+            );
         }
     }
-    assert_eq!(holder_in_redis(&s, "lost"), None, "a lost lock was brought back");
+    assert_eq!(
+        holder_in_redis(&s, "lost"),
+        None,
+        "a lost lock was brought back"
+    );
     let kind: String = s.cmd(&["TYPE", &lock_of("junk")]);
     assert_eq!(kind, "hash", "junk was overwritten");
-    assert_eq!(s.cmd::<i64>(&["PTTL", &lock_of("junk")]), -1, "junk was given a ttl");
+    assert_eq!(
+        s.cmd::<i64>(&["PTTL", &lock_of("junk")]),
+        -1,
+        "junk was given a ttl"
+    );
     let long: i64 = s.cmd(&["PTTL", &lock_of("long")]);
     assert!(long > 55_000, "a renewal shortened a lock to {long} ms");
     // Each lease that is not its holder's any more is told so by its deadline.
     for g in &guards[1..4] {
-        until(Duration::from_secs(3), "a lost lease to be told", || g.is_lost()).await;
+        until(Duration::from_secs(3), "a lost lease to be told", || {
+            g.is_lost()
+        })
+        .await;
     }
-    until(Duration::from_secs(3), "the given id's lease to be told", || guards[5].is_lost()).await;
+    until(
+        Duration::from_secs(3),
+        "the given id's lease to be told",
+        || guards[5].is_lost(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +270,10 @@ async fn a_short_lease_after_a_quiet_long_one_is_renewed_in_time() {
     let m = redis_manager(&s.url()).await;
     // A long lease teaches the keeper a long idle sleep (its renewal interval: 10 s).
     let long = m
-        .acquire(&key("long"), &AcquireOptions::new().ttl(Duration::from_secs(30)))
+        .acquire(
+            &key("long"),
+            &AcquireOptions::new().ttl(Duration::from_secs(30)),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -229,10 +292,16 @@ async fn a_short_lease_after_a_quiet_long_one_is_renewed_in_time() {
         "the 100 ms lease was not renewed in time: {:?}",
         short.lease().lost_reason()
     );
-    assert_eq!(holder_in_redis(&s, "short").as_deref(), Some(short.holder().as_str()));
+    assert_eq!(
+        holder_in_redis(&s, "short").as_deref(),
+        Some(short.holder().as_str())
+    );
     // And with the long lease held while the short one comes.
     let long = m
-        .acquire(&key("long"), &AcquireOptions::new().ttl(Duration::from_secs(30)))
+        .acquire(
+            &key("long"),
+            &AcquireOptions::new().ttl(Duration::from_secs(30)),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -241,8 +310,15 @@ async fn a_short_lease_after_a_quiet_long_one_is_renewed_in_time() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(!short2.is_lost(), "second short lease lost: {:?}", short2.lease().lost_reason());
-    assert_eq!(holder_in_redis(&s, "short2").as_deref(), Some(short2.holder().as_str()));
+    assert!(
+        !short2.is_lost(),
+        "second short lease lost: {:?}",
+        short2.lease().lost_reason()
+    );
+    assert_eq!(
+        holder_in_redis(&s, "short2").as_deref(),
+        Some(short2.holder().as_str())
+    );
     assert!(!long.is_lost());
 }
 
@@ -261,7 +337,10 @@ async fn a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path()
         let (w, k) = (w.clone(), key("rel-3"));
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
     };
-    until(Duration::from_secs(5), "the waiter to queue", || queue_len(&s, "rel-3") == 1).await;
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, "rel-3") == 1
+    })
+    .await;
     let _: i64 = s.cmd(&["DEL", "bid_lock_wait:upwork:rel-3"]);
     // rel-9: a waiter with its own holder id (it does not queue: a marker only).
     let marked = {
@@ -274,10 +353,18 @@ async fn a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path()
     })
     .await;
     // All released at once: one or few script calls.
-    let releases = held.into_iter().map(|g| async move { g.release().await.unwrap() });
-    assert!(futures_util::future::join_all(releases).await.into_iter().all(|r| r));
+    let releases = held
+        .into_iter()
+        .map(|g| async move { g.release().await.unwrap() });
+    assert!(futures_util::future::join_all(releases)
+        .await
+        .into_iter()
+        .all(|r| r));
     // The waiters never poll: only a grant or a message can move them on this soon.
-    for (name, t) in [("queued (handed over)", queued), ("marked (published)", marked)] {
+    for (name, t) in [
+        ("queued (handed over)", queued),
+        ("marked (published)", marked),
+    ] {
         let g = tokio::time::timeout(Duration::from_secs(3), t)
             .await
             .unwrap_or_else(|_| panic!("{name}: not woken by the release"))
@@ -311,8 +398,14 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
     let spawn_waiter = |m: &BidLockManager, name: &'static str| {
         let (m, k, order) = (m.clone(), k.clone(), order.clone());
         tokio::spawn(async move {
-            let g = m.acquire(&k, &wait_for(Duration::from_secs(30))).await.unwrap();
-            order.lock().unwrap().push(format!("{name} at {:?}", t0.elapsed()));
+            let g = m
+                .acquire(&k, &wait_for(Duration::from_secs(30)))
+                .await
+                .unwrap();
+            order
+                .lock()
+                .unwrap()
+                .push(format!("{name} at {:?}", t0.elapsed()));
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert!(g.release().await.unwrap());
         })
@@ -323,11 +416,18 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
     // Junk in the queue key (rule 7: deleted by the next script, the lock goes on), and
     // M1's replies slowed down (its requests are not).
     let _: () = s.cmd(&["SET", &common::queue_of(p), "junk"]);
-    proxy.set_for(Role::Commands, Some(Direction::ToClient), Fault::Delay(Duration::from_millis(800)));
+    proxy.set_for(
+        Role::Commands,
+        Some(Direction::ToClient),
+        Fault::Delay(Duration::from_millis(800)),
+    );
     // A release message for the key: A tries to stay queued, finds its place gone, and
     // joins again as a fresh id (that try reaches Redis at once; its answer comes late).
     let _: i64 = s.cmd(&["PUBLISH", "bid_lock_released", &lock_of(p)]);
-    until(Duration::from_secs(5), "A to queue again", || zcard(&s, p) == 1).await;
+    until(Duration::from_secs(5), "A to queue again", || {
+        zcard(&s, p) == 1
+    })
+    .await;
     // B (M1) arrives now, C (M2) clearly after it.
     let b = spawn_waiter(&m1, "B");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -338,7 +438,10 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
     let queued_before_release = zcard(&s, p);
     assert!(g.release().await.unwrap());
     for t in [a, b, c] {
-        tokio::time::timeout(Duration::from_secs(20), t).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let order = order.lock().unwrap().clone();
     let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
@@ -354,7 +457,10 @@ async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
     let s = RedisServer::start();
     let m = redis_manager(&s.url()).await;
     let ttl = Duration::from_secs(3);
-    let g = m.acquire(&key("junk"), &AcquireOptions::new().ttl(ttl)).await.unwrap();
+    let g = m
+        .acquire(&key("junk"), &AcquireOptions::new().ttl(ttl))
+        .await
+        .unwrap();
     // Junk in its lock key (rule 7): every renewal is refused, naming it, until the lease
     // runs out (at 3 s); the keeper retries each ttl/10 = 300 ms.
     let _: i64 = s.cmd(&["DEL", &lock_of("junk")]);
