@@ -14,6 +14,9 @@
 //!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
 //! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
 //!   one call, one with a queue whose marker is gone, one with a marker and no queue.
+//! - `a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues`: the
+//!   same without junk: a waiter whose link stalled past its entry's life is skipped by
+//!   a release; its late stay-try is answered "not queued".
 //! - `a_renewal_that_fails_waits_its_pause_before_trying_again`: not a stated promise but
 //!   the keeper's own rule (renewal.rs: a failed renewal is retried after ttl/10, at
 //!   least 5 ms): a renewal refused for junk in the lock key is retried in a busy loop.
@@ -474,4 +477,78 @@ async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
         "{tries} renewals of one lease in one second of refusals (a retry every 300 ms: about 4)"
     );
     drop(g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues() {
+    let s = RedisServer::start();
+    let proxy = FaultProxy::start(s.port()).await;
+    let h = no_polling_manager(&s.url()).await;
+    let m1 = no_polling_manager(&proxy.url()).await;
+    let m2 = no_polling_manager(&s.url()).await;
+    let p = "stall-unteaches";
+    let k = key(p);
+    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t0 = tokio::time::Instant::now();
+    let spawn_waiter = |m: &BidLockManager, name: &'static str, hold: Duration| {
+        let (m, k, order) = (m.clone(), k.clone(), order.clone());
+        tokio::spawn(async move {
+            let g = m
+                .acquire(&k, &wait_for(Duration::from_secs(30)))
+                .await
+                .unwrap();
+            order
+                .lock()
+                .unwrap()
+                .push(format!("{name} at {:?}", t0.elapsed()));
+            tokio::time::sleep(hold).await;
+            assert!(g.release().await.unwrap());
+        })
+    };
+    let short = Duration::from_millis(20);
+    // A (M1) queues; then M1's requests stall past its entry's life (1.5 s by default).
+    let a = spawn_waiter(&m1, "A", short);
+    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::Blackhole);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // C (M2) queues behind A's dead entry; the release skips A and hands C the lock.
+    let c = spawn_waiter(&m2, "C", Duration::from_millis(2500));
+    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) == 2).await;
+    assert!(g.release().await.unwrap());
+    until(Duration::from_secs(5), "C to be handed the lock", || {
+        zcard(&s, p) == 0
+    })
+    .await;
+    // The stall ends (A's late stay-try reaches Redis: "not queued"); M1's replies slow.
+    proxy.set_for(
+        Role::Commands,
+        Some(Direction::ToClient),
+        Fault::Delay(Duration::from_millis(800)),
+    );
+    proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::None);
+    until(Duration::from_secs(5), "A to queue again", || {
+        zcard(&s, p) == 1
+    })
+    .await;
+    // B (M1) arrives now, D (M2) clearly after it.
+    let b = spawn_waiter(&m1, "B", short);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = spawn_waiter(&m2, "D", short);
+    until(Duration::from_secs(5), "D to queue", || zcard(&s, p) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.set(Fault::None);
+    for t in [c, a, b, d] {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
+    assert_eq!(
+        names,
+        ["C", "A", "B", "D"],
+        "B called acquire before D but was served after it; order {order:?}"
+    );
 }
