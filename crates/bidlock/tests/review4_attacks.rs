@@ -14,26 +14,31 @@
 //!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
 //! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
 //!   one call, one with a queue whose marker is gone, one with a marker and no queue.
-//! - `a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues`: the
+//! - (there too) `a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues`: the
 //!   same without junk: a waiter whose link stalled past its entry's life is skipped by
 //!   a release; its late stay-try is answered "not queued".
+//! - `every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it`: the ACL
+//!   model (`acl/needs.rs`, asked per key kind by `health`) against what MONITOR shows
+//!   the scripts send on each kind of key, over the fast paths, a handover and junk.
 //! - `a_renewal_that_fails_waits_its_pause_before_trying_again`: not a stated promise but
 //!   the keeper's own rule (renewal.rs: a failed renewal is retried after ttl/10, at
 //!   least 5 ms): a renewal refused for junk in the lock key is retried in a busy loop.
-//! - `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: fair
+//! - (in `review4_attacks/store_queues.rs`) `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: fair
 //!   handover (first come, first served across managers). A queued waiter whose place was
 //!   cleared (junk in the queue key, deleted by the next script) is answered "held, not
 //!   queued"; its manager must not conclude that the store does not queue, or a waiter
 //!   arriving meanwhile waits only locally and one of another manager overtakes it.
 
 mod common;
+#[path = "review4_attacks/store_queues.rs"]
+mod store_queues;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::acl::Monitor;
-use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
+use bidlock_testkit::RedisServer;
 
 use common::{
     holder_in_redis, key, lock_of, no_polling_manager, queue_len, redis_manager, until, wait_for,
@@ -387,75 +392,6 @@ fn zcard(s: &RedisServer, p: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues() {
-    let s = RedisServer::start();
-    let proxy = FaultProxy::start(s.port()).await;
-    let h = no_polling_manager(&s.url()).await;
-    let m1 = no_polling_manager(&proxy.url()).await;
-    let m2 = no_polling_manager(&s.url()).await;
-    let p = "stay-unteaches";
-    let k = key(p);
-    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let t0 = tokio::time::Instant::now();
-    let spawn_waiter = |m: &BidLockManager, name: &'static str| {
-        let (m, k, order) = (m.clone(), k.clone(), order.clone());
-        tokio::spawn(async move {
-            let g = m
-                .acquire(&k, &wait_for(Duration::from_secs(30)))
-                .await
-                .unwrap();
-            order
-                .lock()
-                .unwrap()
-                .push(format!("{name} at {:?}", t0.elapsed()));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            assert!(g.release().await.unwrap());
-        })
-    };
-    // A (M1) queues in Redis: M1 has learnt that the store queues.
-    let a = spawn_waiter(&m1, "A");
-    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
-    // Junk in the queue key (rule 7: deleted by the next script, the lock goes on), and
-    // M1's replies slowed down (its requests are not).
-    let _: () = s.cmd(&["SET", &common::queue_of(p), "junk"]);
-    proxy.set_for(
-        Role::Commands,
-        Some(Direction::ToClient),
-        Fault::Delay(Duration::from_millis(800)),
-    );
-    // A release message for the key: A tries to stay queued, finds its place gone, and
-    // joins again as a fresh id (that try reaches Redis at once; its answer comes late).
-    let _: i64 = s.cmd(&["PUBLISH", "bid_lock_released", &lock_of(p)]);
-    until(Duration::from_secs(5), "A to queue again", || {
-        zcard(&s, p) == 1
-    })
-    .await;
-    // B (M1) arrives now, C (M2) clearly after it.
-    let b = spawn_waiter(&m1, "B");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let c = spawn_waiter(&m2, "C");
-    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) >= 2).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    proxy.set(Fault::None);
-    let queued_before_release = zcard(&s, p);
-    assert!(g.release().await.unwrap());
-    for t in [a, b, c] {
-        tokio::time::timeout(Duration::from_secs(20), t)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let order = order.lock().unwrap().clone();
-    let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
-    assert_eq!(
-        names,
-        ["A", "B", "C"],
-        "B called acquire before C but was served after it; order {order:?}, {queued_before_release} queued in Redis at the release"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
     let s = RedisServer::start();
     let m = redis_manager(&s.url()).await;
@@ -479,76 +415,108 @@ async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
     drop(g);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues() {
-    let s = RedisServer::start();
-    let proxy = FaultProxy::start(s.port()).await;
-    let h = no_polling_manager(&s.url()).await;
-    let m1 = no_polling_manager(&proxy.url()).await;
-    let m2 = no_polling_manager(&s.url()).await;
-    let p = "stall-unteaches";
-    let k = key(p);
-    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let t0 = tokio::time::Instant::now();
-    let spawn_waiter = |m: &BidLockManager, name: &'static str, hold: Duration| {
-        let (m, k, order) = (m.clone(), k.clone(), order.clone());
-        tokio::spawn(async move {
-            let g = m
-                .acquire(&k, &wait_for(Duration::from_secs(30)))
-                .await
-                .unwrap();
-            order
-                .lock()
-                .unwrap()
-                .push(format!("{name} at {:?}", t0.elapsed()));
-            tokio::time::sleep(hold).await;
-            assert!(g.release().await.unwrap());
-        })
-    };
-    let short = Duration::from_millis(20);
-    // A (M1) queues; then M1's requests stall past its entry's life (1.5 s by default).
-    let a = spawn_waiter(&m1, "A", short);
-    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
-    proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::Blackhole);
-    tokio::time::sleep(Duration::from_millis(1700)).await;
-    // C (M2) queues behind A's dead entry; the release skips A and hands C the lock.
-    let c = spawn_waiter(&m2, "C", Duration::from_millis(2500));
-    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) == 2).await;
-    assert!(g.release().await.unwrap());
-    until(Duration::from_secs(5), "C to be handed the lock", || {
-        zcard(&s, p) == 0
-    })
-    .await;
-    // The stall ends (A's late stay-try reaches Redis: "not queued"); M1's replies slow.
-    proxy.set_for(
-        Role::Commands,
-        Some(Direction::ToClient),
-        Fault::Delay(Duration::from_millis(800)),
-    );
-    proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::None);
-    until(Duration::from_secs(5), "A to queue again", || {
-        zcard(&s, p) == 1
-    })
-    .await;
-    // B (M1) arrives now, D (M2) clearly after it.
-    let b = spawn_waiter(&m1, "B", short);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let d = spawn_waiter(&m2, "D", short);
-    until(Duration::from_secs(5), "D to queue", || zcard(&s, p) >= 2).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    proxy.set(Fault::None);
-    for t in [c, a, b, d] {
-        tokio::time::timeout(Duration::from_secs(20), t)
-            .await
-            .unwrap()
-            .unwrap();
+/// The kind of a bidlock key under the default prefix, by its head.
+fn kind_of(name: &str) -> Option<&'static str> {
+    let heads = [
+        ("bid_lock_waiters:", "waiters"),
+        ("bid_lock_queue:", "queue"),
+        ("bid_lock_wait:", "marker"),
+        ("bid_done:", "record"),
+        ("bid_lock_fence", "counter"),
+        ("bid_lock:", "lock"),
+    ];
+    heads
+        .iter()
+        .find(|(h, _)| name.starts_with(h))
+        .map(|(_, k)| *k)
+}
+
+/// What `crates/bidlock/src/backend/redis/acl/needs.rs` (`key_checks`) lists per kind.
+fn needs_rs_lists(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "lock" => &["get", "set", "del", "exists", "type", "pttl", "pexpire"],
+        "record" => &["get", "set", "del", "exists", "pttl"],
+        "marker" => &["set", "del", "exists", "pttl", "pexpire"],
+        "queue" => &[
+            "zadd", "zrem", "zscore", "zrange", "zcard", "exists", "pttl", "pexpire", "del",
+        ],
+        "waiters" => &["hset", "hget", "hdel", "pttl", "pexpire", "del"],
+        "counter" => &["get", "set"],
+        _ => &[],
     }
-    let order = order.lock().unwrap().clone();
-    let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
-    assert_eq!(
-        names,
-        ["C", "A", "B", "D"],
-        "B called acquire before D but was served after it; order {order:?}"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it() {
+    let s = RedisServer::start();
+    let mon = Monitor::start(s.port());
+    let m = redis_manager(&s.url()).await;
+    let w = no_polling_manager(&s.url()).await;
+    // The common pair (fast paths), renewals, a handover, then junk of each kind.
+    let g = m
+        .acquire(
+            &key("pair"),
+            &AcquireOptions::new().ttl(Duration::from_millis(600)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let waiter = {
+        let (w, k) = (w.clone(), key("pair"));
+        tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(10))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        zcard(&s, "pair") == 1
+    })
+    .await;
+    assert!(g.release().await.unwrap());
+    let got = waiter.await.unwrap().unwrap();
+    assert!(got.release().await.unwrap());
+    let _: () = s.cmd(&["SET", &common::queue_of("q"), "junk"]);
+    let _ = m
+        .try_acquire(&key("q"), &AcquireOptions::new())
+        .await
+        .map(drop);
+    let _: () = s.cmd(&["SET", "bid_done:upwork:d", "1"]);
+    let _: i64 = s.cmd(&["DEL", "bid_done:upwork:d"]);
+    let _: i64 = s.cmd(&["HSET", "bid_done:upwork:d", "f", "v"]);
+    assert!(m
+        .try_acquire(&key("d"), &AcquireOptions::new())
+        .await
+        .is_err());
+    let _: () = s.cmd(&["SET", FENCE, "not-a-number"]);
+    assert!(m
+        .try_acquire(&key("c"), &AcquireOptions::new())
+        .await
+        .is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every command a script ran on a key, by the key's kind.
+    let mut unlisted = std::collections::BTreeSet::new();
+    for line in mon.lines().iter().filter(|l| l.contains(" lua] ")) {
+        let words: Vec<String> = line
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let Some((cmd, args)) = words.split_first() else {
+            continue;
+        };
+        let cmd = cmd.to_lowercase();
+        let keys: &[String] = match cmd.as_str() {
+            "exists" | "del" => args,
+            _ => &args[..args.len().min(1)],
+        };
+        for k in keys {
+            if let Some(kind) = kind_of(k) {
+                if !needs_rs_lists(kind).contains(&cmd.as_str()) {
+                    unlisted.insert(format!("{cmd} on the {kind} ({k})"));
+                }
+            }
+        }
+    }
+    assert!(
+        unlisted.is_empty(),
+        "scripts send these on keys whose kind needs.rs does not list them for (health asks per kind): {unlisted:#?}"
     );
 }
