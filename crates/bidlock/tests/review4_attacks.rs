@@ -20,6 +20,9 @@
 //! - `every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it`: the ACL
 //!   model (`acl/needs.rs`, asked per key kind by `health`) against what MONITOR shows
 //!   the scripts send on each kind of key, over the fast paths, a handover and junk.
+//! - `a_user_whose_per_kind_permissions_health_approves_can_take_a_lock`: the same as a
+//!   deployment: a Redis user that grants each key kind exactly what needs.rs lists for
+//!   it (ACL selectors) is approved by `health`, so the lock path must work under it.
 //! - `a_renewal_that_fails_waits_its_pause_before_trying_again`: not a stated promise but
 //!   the keeper's own rule (renewal.rs: a failed renewal is retried after ttl/10, at
 //!   least 5 ms): a renewal refused for junk in the lock key is retried in a busy loop.
@@ -518,5 +521,48 @@ async fn every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it
     assert!(
         unlisted.is_empty(),
         "scripts send these on keys whose kind needs.rs does not list them for (health asks per kind): {unlisted:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_per_kind_permissions_health_approves_can_take_a_lock() {
+    let s = RedisServer::start();
+    // Root: the keyless commands and the scripts (over every kind of key); each key
+    // kind, in a selector of its own, gets what needs.rs lists for it.
+    let mut rules: Vec<String> =
+        "reset on ~bid_lock:* ~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* \
+        ~bid_lock_waiters:* ~bid_lock_fence ~bid_lock_fence:* &bid_lock_released \
+        &bid_lock_released:* &bid_lock_grants:* -@all +evalsha +script|load +time +publish \
+        +subscribe +ping +info +scan"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+    for (pattern, kind) in [
+        ("~bid_lock:*", "lock"),
+        ("~bid_done:*", "record"),
+        ("~bid_lock_wait:*", "marker"),
+        ("~bid_lock_queue:*", "queue"),
+        ("~bid_lock_waiters:*", "waiters"),
+        ("~bid_lock_fence", "counter"),
+    ] {
+        let cmds: Vec<String> = needs_rs_lists(kind)
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect();
+        rules.push(format!("({pattern} {})", cmds.join(" ")));
+    }
+    let args = bidlock_testkit::acl::setuser_args("perkind", &rules, "pw-4");
+    let _: () = s.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let url = bidlock_testkit::acl::with_credentials(&s.url(), "perkind", "pw-4");
+    let m = redis_manager(&url).await;
+    let health = m.health().await.unwrap();
+    let missing = health.missing_permissions.clone().unwrap_or_default();
+    let taken = m
+        .acquire(&key("perkind"), &AcquireOptions::new().no_wait())
+        .await;
+    assert!(
+        !missing.is_empty() || taken.is_ok(),
+        "health names no missing permission, yet the acquire fails: {:?}",
+        taken.err()
     );
 }
