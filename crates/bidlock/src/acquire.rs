@@ -378,8 +378,10 @@ impl<'a> Acquiring<'a> {
                 ttl_left,
                 queued,
             } => {
-                if queue != Queue::No {
-                    // What the store does with a try that may queue: learnt, not configured.
+                if matches!(queue, Queue::Join(_)) {
+                    // What the store does with a try that asks to join: learnt, not
+                    // configured. (A try that stays found its place gone — skipped as
+                    // dead, cleared as junk — which says nothing of the store.)
                     self.inner.store_queues.learn(queued);
                 }
                 if !refreshing {

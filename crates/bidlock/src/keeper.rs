@@ -264,10 +264,13 @@ impl LeaseKeeper {
             lease.mark_check();
             Some(Instant::now())
         } else {
-            // An extend meanwhile may have moved the deadline earlier than `at`.
-            match (at, due(lease)) {
+            // A time asked for (a retry after a failed renewal) stands, unless an extend
+            // meanwhile moved the deadline before it; not the renewal point, which after a
+            // failed renewal has passed already (a retry at once, over and over).
+            match (at, lease.deadline()) {
                 (Some(a), Some(d)) => Some(a.min(d)),
-                (a, d) => a.or(d),
+                (Some(a), None) => Some(a),
+                (None, _) => due(lease),
             }
         };
         match at {

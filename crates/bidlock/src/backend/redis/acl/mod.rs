@@ -79,13 +79,23 @@ fn diagnose(checks: &[Check], answers: &[i64]) -> Vec<Missing> {
     let mut missing = Vec::new();
     let mut explained = BTreeSet::new();
     let patterns: BTreeSet<&Pattern> = checks.iter().filter_map(|c| c.on.as_ref()).collect();
-    for p in patterns {
+    // Single patterns first: a check on several names at once (one EXISTS over a posting's
+    // names) is explained by any of its names' patterns found missing.
+    let (single, together): (Vec<&Pattern>, Vec<&Pattern>) =
+        patterns.into_iter().partition(|p| !p.pattern.contains(' '));
+    let mut missing_patterns: BTreeSet<&str> = BTreeSet::new();
+    for p in single.into_iter().chain(together) {
         let on: Vec<&(usize, &Check)> = all
             .iter()
             .filter(|(i, c)| c.on.as_ref() == Some(p) && answer(*i) >= 0)
             .collect();
         let refused = !on.is_empty() && on.iter().all(|(i, _)| answer(*i) == 0);
+        if refused && p.pattern.split(' ').any(|q| missing_patterns.contains(q)) {
+            explained.extend(on.iter().map(|(i, _)| *i));
+            continue;
+        }
         if refused && on.iter().any(|(_, c)| allowed_elsewhere(c.command, p)) {
+            missing_patterns.insert(p.pattern.as_str());
             explained.extend(on.iter().map(|(i, _)| *i));
             missing.push(Missing {
                 what: format!("{} {} ({})", p.kind, p.pattern, p.holds),

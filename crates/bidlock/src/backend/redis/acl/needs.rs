@@ -84,7 +84,7 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
             keys.done_key(posting),
             classic.done_pattern(),
             "completion records",
-            &["get", "set", "del", "exists", "pttl"],
+            &["get", "set", "del", "exists", "type", "pttl"],
         ),
         (
             keys.wait_key(posting),
@@ -97,14 +97,17 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
             classic.queue_pattern(),
             "wait queues",
             &[
-                "zadd", "zrem", "zscore", "zrange", "zcard", "exists", "pttl", "pexpire", "del",
+                "zadd", "zrem", "zscore", "zrange", "zcard", "exists", "type", "pttl", "pexpire",
+                "del",
             ],
         ),
         (
             keys.waiters_key(posting),
             classic.waiters_pattern(),
             "queued waiters",
-            &["hset", "hget", "hdel", "pttl", "pexpire", "del"],
+            &[
+                "hset", "hget", "hdel", "exists", "type", "pttl", "pexpire", "del",
+            ],
         ),
         (fence, fence_pattern, "the fencing counter", &["get", "set"]),
     ];
@@ -121,6 +124,31 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
             on: Some(on.clone()),
         }));
     }
+    // acquire.lua and release.lua ask about several names of a posting in one EXISTS: a
+    // user whose ACL has selectors needs one selector that covers them all.
+    let together = [
+        keys.done_key(posting),
+        keys.wait_key(posting),
+        keys.queue_key(posting),
+        keys.waiters_key(posting),
+    ];
+    out.push(Check {
+        command: "exists",
+        args: std::iter::once("exists".to_owned())
+            .chain(together)
+            .collect(),
+        on: Some(Pattern {
+            kind: "keys",
+            pattern: [
+                classic.done_pattern(),
+                classic.wait_pattern(),
+                classic.queue_pattern(),
+                classic.waiters_pattern(),
+            ]
+            .join(" "),
+            holds: "a posting's record, wait marker, queue and waiters together (one EXISTS)",
+        }),
+    });
     out
 }
 
