@@ -83,7 +83,7 @@ pub enum Error {
         /// The backend's URL with any password hidden.
         url: String,
         /// What the client or the server said. It is the client's own error (with redis-rs,
-        /// a `redis::RedisError` that [`std::error::Error::downcast_ref`] finds), boxed so
+        /// a `redis::RedisError` that `downcast_ref` on `dyn Error` finds), boxed so
         /// that bidlock's signatures name no type of its Redis client.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
