@@ -225,8 +225,11 @@ impl RedisServer {
         if s.write_all(b"PING\r\n").is_err() {
             return false;
         }
+        // Any answer but "still loading the dataset" (an error such as NOAUTH means it
+        // is up; LOADING means commands would fail for a while yet).
         let mut buf = [0u8; 64];
-        matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+        matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-')
+            && !buf.starts_with(b"-LOADING"))
     }
 
     /// The port.
