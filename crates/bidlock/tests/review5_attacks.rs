@@ -1,0 +1,328 @@
+//! Fifth review's attacks on the stated guarantees (docs/GUARANTEES.md, docs/HANDOVER.md),
+//! aimed at review 4's fixes (8a1947d: `StoreQueues` taught only by joins, the keeper's
+//! retry pause, `acl/needs.rs`; ae10677: Sentinel renewals; 01a8927: the speed work). A
+//! failing test here shows a hole; each says which promise it attacks and the history it
+//! drives.
+//!
+//! - `acl_lock_and_marker_in_separate_selectors_pass_health_but_a_release_is_refused`:
+//!   "a permission it lacks is named at connect and by `bidlock health`, never a
+//!   half-done change". needs.rs asks about each key kind alone and about one EXISTS over
+//!   a posting's record, marker, queue and waiters; release.lua, complete.lua and
+//!   force_release.lua also send `DEL lock marker`, which a user whose selectors keep
+//!   locks apart from markers may not run.
+//! - `acl_health_refuses_a_user_under_which_every_command_of_the_lock_path_is_allowed`:
+//!   the other way round: the four-name EXISTS that health asks about is sent by no
+//!   script; a user that can run every command the lock path sends (checked one by one
+//!   with `ACL DRYRUN` over what MONITOR saw) is refused at connect.
+//! - `a_transient_error_on_a_queued_waiters_stay_try_lets_a_later_waiter_overtake_it`:
+//!   fair handover (first come, first served across managers). One failed refresh (its
+//!   connection dropped) gives up the waiter's place in Redis' queue.
+//! - `a_manager_whose_first_lease_was_kept_in_another_runtime_still_reports_loss`:
+//!   "loss is reported no later than the deadline" and "while a guard lives its lock is
+//!   renewed": the keeper task is spawned once, in the runtime of the first lease.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, BidLockManager};
+use bidlock_testkit::acl::Monitor;
+use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
+
+use common::{key, lock_of, no_polling_manager, queue_of, redis_config, until, wait_for};
+
+/// Root rules shared by the ACL attacks: the keyless commands and the scripts over every
+/// kind of key; the data commands come from selectors.
+const ROOT: &str = "reset on ~bid_lock:* ~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* \
+    ~bid_lock_waiters:* ~bid_lock_fence &bid_lock_released &bid_lock_grants:* -@all \
+    +evalsha +script|load +time +publish +subscribe +ping +info +scan";
+
+const LOCK_CMDS: &str = "+get +set +del +exists +type +pttl +pexpire";
+const RECORD_CMDS: &str = "+get +set +del +exists +type +pttl";
+const MARKER_CMDS: &str = "+set +del +exists +pttl +pexpire";
+const QUEUE_CMDS: &str = "+zadd +zrem +zscore +zrange +zcard +exists +type +pttl +pexpire +del";
+const WAITERS_CMDS: &str = "+hset +hget +hdel +exists +type +pttl +pexpire +del";
+
+/// Creates user `name` with `ROOT` and the given selectors; returns its URL.
+fn restricted_user(s: &RedisServer, name: &str, selectors: &[String]) -> String {
+    let mut rules: Vec<String> = ROOT.split_whitespace().map(str::to_owned).collect();
+    rules.extend(selectors.iter().cloned());
+    let args = bidlock_testkit::acl::setuser_args(name, &rules, "pw-5");
+    let _: () = s.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    bidlock_testkit::acl::with_credentials(&s.url(), name, "pw-5")
+}
+
+fn zcard(s: &RedisServer, p: &str) -> i64 {
+    let q = queue_of(p);
+    match s.cmd::<String>(&["TYPE", &q]).as_str() {
+        "zset" => s.cmd(&["ZCARD", &q]),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_lock_and_marker_in_separate_selectors_pass_health_but_a_release_is_refused() {
+    let s = RedisServer::start();
+    // Locks in one selector; a posting's record, marker, queue and waiters together in
+    // another (what needs.rs's one-EXISTS check asks for); the counter in a third.
+    let selectors = vec![
+        format!("(~bid_lock:* {LOCK_CMDS})"),
+        format!(
+            "(~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* ~bid_lock_waiters:* \
+             {RECORD_CMDS} {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS})"
+        ),
+        "(~bid_lock_fence +get +set)".to_owned(),
+    ];
+    let url = restricted_user(&s, "split", &selectors);
+    let m = BidLockManager::new(redis_config(&url).build().unwrap())
+        .await
+        .expect("connect-time check approves the user");
+    let health = m.health().await.unwrap();
+    let missing = health.missing_permissions.clone().unwrap_or_default();
+    assert!(
+        missing.is_empty(),
+        "setup: health names {missing:?} (this attack needs a user health approves)"
+    );
+    // The plain lock path: take a lock, a second try meets it (marks that someone waits),
+    // then the holder releases.
+    let k = key("split");
+    let g = m
+        .acquire(&k, &AcquireOptions::new().renew(false))
+        .await
+        .unwrap();
+    let busy = m.try_acquire(&k, &AcquireOptions::new()).await;
+    assert!(busy.is_err(), "setup: the second try meets the lock");
+    let _: i64 = s.cmd(&["EXISTS", "bid_lock_wait:upwork:split"]);
+    let released = g.release().await;
+    let still: Option<String> = s.cmd(&["GET", &lock_of("split")]);
+    assert!(
+        matches!(released, Ok(true)),
+        "health named no missing permission ({missing:?}), yet the release of a lock \
+         someone tried was refused: {released:?}; the lock is left to its ttl (Redis \
+         shows {still:?})"
+    );
+}
+
+/// Every `(command, args)` a Lua script of bidlock ran, as MONITOR showed it.
+fn lua_commands(mon: &Monitor) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for line in mon.lines().iter().filter(|l| l.contains(" lua] ")) {
+        let words: Vec<String> = line
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        if !words.is_empty() && !out.contains(&words) {
+            out.push(words);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_health_refuses_a_user_under_which_every_command_of_the_lock_path_is_allowed() {
+    let s = RedisServer::start();
+    // Selectors that cover every multi-key command the scripts send (EXISTS over record,
+    // queue and waiters; over marker, queue and waiters; DEL of lock and marker), but no
+    // one selector covers record, marker, queue and waiters together.
+    let selectors = vec![
+        format!("(~bid_lock:* ~bid_lock_wait:* {LOCK_CMDS} {MARKER_CMDS})"),
+        format!(
+            "(~bid_done:* ~bid_lock_queue:* ~bid_lock_waiters:* {RECORD_CMDS} {QUEUE_CMDS} \
+             {WAITERS_CMDS})"
+        ),
+        format!("(~bid_lock_wait:* ~bid_lock_queue:* ~bid_lock_waiters:* {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS})"),
+        "(~bid_lock_fence +get +set)".to_owned(),
+    ];
+    let url = restricted_user(&s, "covered", &selectors);
+    // The lock path, run by the default user while MONITOR records what the scripts send:
+    // the fast pair, a conflict, a queued waiter and a handover, renewals, an extend, a
+    // release with a marker and no queue, bids recorded with and without someone waiting.
+    let mon = Monitor::start(s.port());
+    let m = common::redis_manager(&s.url()).await;
+    let w = no_polling_manager(&s.url()).await;
+    let fast = key("fast");
+    let g = m
+        .acquire(
+            &fast,
+            &AcquireOptions::new().ttl(Duration::from_millis(600)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    g.extend(Duration::from_millis(900)).await.unwrap();
+    assert!(g.release().await.unwrap());
+    let pair = key("pair");
+    let g = m.acquire(&pair, &AcquireOptions::new()).await.unwrap();
+    let waiter = {
+        let (w, k) = (w.clone(), pair.clone());
+        tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(10))).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        zcard(&s, "pair") == 1
+    })
+    .await;
+    assert!(g.release().await.unwrap());
+    let got = waiter.await.unwrap().unwrap();
+    assert!(w.try_acquire(&pair, &AcquireOptions::new()).await.is_err());
+    assert!(got.release().await.unwrap());
+    for (p, contend) in [("bid-alone", false), ("bid-contended", true)] {
+        let k = key(p);
+        let outcome = m
+            .bid_once(&k, &AcquireOptions::new(), |_lease| async {
+                if contend {
+                    let _ = w.try_acquire(&k, &AcquireOptions::new()).await;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+        assert!(outcome.is_ok(), "setup: bid {p} recorded: {outcome:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = lua_commands(&mon);
+    assert!(
+        sent.len() > 20,
+        "setup: MONITOR saw {} script commands",
+        sent.len()
+    );
+    // Each of them, asked of the restricted user.
+    let mut refused = Vec::new();
+    for words in &sent {
+        let mut args: Vec<&str> = vec!["ACL", "DRYRUN", "covered"];
+        args.extend(words.iter().map(String::as_str));
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        let answer: redis::RedisResult<String> = c.query(&mut s.client());
+        if answer.as_deref() != Ok("OK") {
+            refused.push(format!("{words:?}: {answer:?}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "setup: the user must be able to run every script command: {refused:#?}"
+    );
+    // So the user can run the whole lock path: connect and health must approve it.
+    let connected = BidLockManager::new(redis_config(&url).build().unwrap()).await;
+    let m2 = match connected {
+        Ok(m2) => m2,
+        Err(e) => panic!(
+            "every one of the {} commands the lock path's scripts sent is allowed to this \
+             user (ACL DRYRUN), yet the connect refuses it: {e}",
+            sent.len()
+        ),
+    };
+    let health = m2.health().await.unwrap();
+    assert!(
+        health
+            .missing_permissions
+            .clone()
+            .unwrap_or_default()
+            .is_empty(),
+        "health names permissions the lock path never uses: {:?}",
+        health.missing_permissions
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_on_a_queued_waiters_stay_try_lets_a_later_waiter_overtake_it() {
+    let s = RedisServer::start();
+    let proxy = FaultProxy::start(s.port()).await;
+    let h = no_polling_manager(&s.url()).await;
+    let m1 = no_polling_manager(&proxy.url()).await;
+    let m2 = no_polling_manager(&s.url()).await;
+    let p = "blip";
+    let k = key(p);
+    let g = h.acquire(&k, &AcquireOptions::new()).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let t0 = tokio::time::Instant::now();
+    let spawn_waiter = |m: &BidLockManager, name: &'static str| {
+        let (m, k, order) = (m.clone(), k.clone(), order.clone());
+        tokio::spawn(async move {
+            let r = m.acquire(&k, &wait_for(Duration::from_secs(30))).await;
+            order.lock().unwrap().push(format!(
+                "{name} at {:?}: {:?}",
+                t0.elapsed(),
+                r.as_ref().map(|_| ())
+            ));
+            if let Ok(g) = r {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = g.release().await;
+            }
+        })
+    };
+    // A (M1) queues first, B (M2) clearly after it.
+    let a = spawn_waiter(&m1, "A");
+    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    let b = spawn_waiter(&m2, "B");
+    until(Duration::from_secs(5), "B to queue", || zcard(&s, p) == 2).await;
+    let first: Vec<String> = s.cmd(&["ZRANGE", &queue_of(p), "0", "-1"]);
+    // A's link blips: its replies are held back while a release message makes every
+    // waiter refresh its place; then its connections drop (the refresh fails with an I/O
+    // error: a transient error, the kind a wait retries).
+    proxy.set_for(Role::Commands, Some(Direction::ToClient), Fault::Blackhole);
+    let _: i64 = s.cmd(&["PUBLISH", "bid_lock_released", &lock_of(p)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.drop_connections();
+    proxy.set(Fault::None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now: Vec<String> = s.cmd(&["ZRANGE", &queue_of(p), "0", "-1"]);
+    assert!(g.release().await.unwrap());
+    for t in [a, b] {
+        tokio::time::timeout(Duration::from_secs(40), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let names: Vec<&str> = order.iter().map(|o| &o[..1]).collect();
+    assert_eq!(
+        names,
+        ["A", "B"],
+        "A queued before B (Redis' queue {first:?}) and stayed a live waiter, but one \
+         failed refresh gave up its place (queue before the release: {now:?}); order {order:?}"
+    );
+}
+
+#[test]
+fn a_manager_whose_first_lease_was_kept_in_another_runtime_still_reports_loss() {
+    // "Building a manager needs no runtime" (manager.rs): one manager, used first from a
+    // short-lived runtime (a setup step, a sync wrapper), then from the application's.
+    let prefix = common::unique_prefix();
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = setup
+        .block_on(BidLockManager::new(common::memory_config(&prefix)))
+        .unwrap();
+    let short = AcquireOptions::new()
+        .renew(false)
+        .ttl(Duration::from_millis(300));
+    setup.block_on(async {
+        let g = m.acquire(&key("warm-up"), &short).await.unwrap();
+        assert!(g.release().await.unwrap());
+    });
+    drop(setup);
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    app.block_on(async {
+        let g = m.acquire(&key("later"), &short).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        // The lease (no renewal) ends 300 ms after its try was sent.
+        let told = tokio::time::timeout(Duration::from_millis(1500), g.lost()).await;
+        assert!(
+            told.is_ok(),
+            "a 300 ms lease without renewal: lost() did not resolve {:?} after it was \
+             taken (is_lost: {}); the keeper task died with the runtime of the first lease",
+            t0.elapsed(),
+            g.is_lost()
+        );
+    });
+}
