@@ -10,6 +10,9 @@
 //!   a posting's record, marker, queue and waiters; release.lua, complete.lua and
 //!   force_release.lua also send `DEL lock marker`, which a user whose selectors keep
 //!   locks apart from markers may not run.
+//! - `acl_lock_and_marker_in_separate_selectors_pass_health_but_every_bid_is_unrecorded`:
+//!   the same user: complete.lua deletes lock and marker in one DEL on every completion,
+//!   so no `bid_once` can record its bid ("exactly once, or told": told, but every time).
 //! - `acl_health_refuses_a_user_under_which_every_command_of_the_lock_path_is_allowed`:
 //!   the other way round: the four-name EXISTS that health asks about is sent by no
 //!   script; a user that can run every command the lock path sends (checked one by one
@@ -20,6 +23,8 @@
 //! - `a_manager_whose_first_lease_was_kept_in_another_runtime_still_reports_loss`:
 //!   "loss is reported no later than the deadline" and "while a guard lives its lock is
 //!   renewed": the keeper task is spawned once, in the runtime of the first lease.
+//! - `a_lease_renewed_through_dropped_connections_and_latency_is_kept_and_never_outlives_its_lock`:
+//!   the keeper's retry pause after a transient error (passes: coverage).
 
 mod common;
 
@@ -104,6 +109,49 @@ async fn acl_lock_and_marker_in_separate_selectors_pass_health_but_a_release_is_
     );
 }
 
+/// The user of the first ACL attack: locks, the posting's other names, the counter, each
+/// group in a selector of its own.
+fn split_user(s: &RedisServer) -> String {
+    let selectors = vec![
+        format!("(~bid_lock:* {LOCK_CMDS})"),
+        format!(
+            "(~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* ~bid_lock_waiters:* \
+             {RECORD_CMDS} {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS})"
+        ),
+        "(~bid_lock_fence +get +set)".to_owned(),
+    ];
+    restricted_user(s, "split2", &selectors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_lock_and_marker_in_separate_selectors_pass_health_but_every_bid_is_unrecorded() {
+    let s = RedisServer::start();
+    let url = split_user(&s);
+    let m = BidLockManager::new(redis_config(&url).build().unwrap())
+        .await
+        .expect("connect-time check approves the user");
+    let missing = m
+        .health()
+        .await
+        .unwrap()
+        .missing_permissions
+        .unwrap_or_default();
+    assert!(missing.is_empty(), "setup: health names {missing:?}");
+    // A bid nobody contends: complete.lua deletes lock and marker in one DEL.
+    let k = key("bid");
+    let outcome = m
+        .bid_once(&k, &AcquireOptions::new(), |_lease| async {
+            Ok::<_, std::io::Error>(42)
+        })
+        .await;
+    let record: Option<String> = s.cmd(&["GET", "bid_done:upwork:bid"]);
+    assert!(
+        matches!(outcome, Ok(bidlock::BidOutcome::Placed(_))),
+        "health named no missing permission, yet a plain bid_once could not record its \
+         bid: {outcome:?} (record in Redis: {record:?})"
+    );
+}
+
 /// Every `(command, args)` a Lua script of bidlock ran, as MONITOR showed it.
 fn lua_commands(mon: &Monitor) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = Vec::new();
@@ -178,7 +226,10 @@ async fn acl_health_refuses_a_user_under_which_every_command_of_the_lock_path_is
                 Ok::<_, std::io::Error>(())
             })
             .await;
-        assert!(outcome.is_ok(), "setup: bid {p} recorded: {outcome:?}");
+        assert!(
+            matches!(&outcome, Ok(o) if o.is_recorded()),
+            "setup: bid {p} recorded: {outcome:?}"
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = lua_commands(&mon);
@@ -325,4 +376,59 @@ fn a_manager_whose_first_lease_was_kept_in_another_runtime_still_reports_loss() 
             g.is_lost()
         );
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_renewed_through_dropped_connections_and_latency_is_kept_and_never_outlives_its_lock(
+) {
+    // The keeper's retry pause (8a1947d): a renewal that fails is retried ttl/10 later,
+    // never past the deadline. The connections are dropped every second for 3 s (a
+    // renewal at a third of a 900 ms ttl is in flight at some of them), with 30 ms of
+    // latency each way. Two promises: the lease is kept (a retry lands in time), and the
+    // guard never says held while Redis does not show its lock. (With drops every 400 ms
+    // and 60 ms each way, the reconnect alone takes about 300 ms and the lease is lost at
+    // its deadline, as it should be: loss is reported, not hidden.)
+    let s = RedisServer::start();
+    let proxy = FaultProxy::start(s.port()).await;
+    let m = common::redis_manager_with_timeout(&proxy.url(), Duration::from_millis(500)).await;
+    let p = "renew-blips";
+    let g = m
+        .acquire(
+            &key(p),
+            &AcquireOptions::new().ttl(Duration::from_millis(900)),
+        )
+        .await
+        .unwrap();
+    let holder = g.holder().as_str().to_owned();
+    proxy.set_for(
+        Role::Commands,
+        None,
+        Fault::Delay(Duration::from_millis(30)),
+    );
+    let t0 = tokio::time::Instant::now();
+    let mut next_drop = t0 + Duration::from_millis(300);
+    let mut held_while_gone = Vec::new();
+    while t0.elapsed() < Duration::from_secs(3) {
+        if tokio::time::Instant::now() >= next_drop {
+            proxy.drop_connections();
+            next_drop += Duration::from_millis(1000);
+        }
+        // Read the guard first: if it says held, Redis must show the lock then.
+        let claimed = !g.is_lost();
+        let shown: Option<String> = s.cmd(&["GET", &lock_of(p)]);
+        if claimed && shown.as_deref() != Some(holder.as_str()) {
+            held_while_gone.push(format!("{:?}: {shown:?}", t0.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.set(Fault::None);
+    assert!(
+        held_while_gone.is_empty(),
+        "the guard said held while Redis did not show its lock: {held_while_gone:?}"
+    );
+    assert!(
+        !g.is_lost(),
+        "a 900 ms lease whose renewals met dropped connections was lost: {:?}",
+        g.lease().lost_reason()
+    );
 }
