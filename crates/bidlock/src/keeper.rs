@@ -9,7 +9,7 @@
 //! Leases that their store keeps alive by itself (no deadline) are not kept here at all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -61,6 +61,14 @@ pub(crate) enum Keeping {
 }
 
 impl State {
+    /// The lease kept under `id`, scheduled or out for attention.
+    fn kept(&self, id: u64) -> Option<&Lease> {
+        match self.by_id.get(&id) {
+            Some(at) => self.due.get(&(*at, id)),
+            None => self.out.get(&id),
+        }
+    }
+
     fn forget(&mut self, key: &LockKey, id: u64) {
         if let Some(at) = self.by_id.remove(&id) {
             self.due.remove(&(at, id));
@@ -84,6 +92,8 @@ pub(crate) struct LeaseKeeper {
     /// When the keeper task will next wake, in µs since the clock base (u64::MAX: idle).
     pub(crate) target: AtomicU64,
     next_id: AtomicU64,
+    /// Whether the keeper task runs (`renewal::start` starts one when it does not).
+    pub(crate) running: AtomicBool,
     /// The shortest time from a lease's confirmation to its first attention seen so far,
     /// in µs (0: no lease yet). An idle keeper sleeps that long instead of for ever, so
     /// that the next lease (due at least about that far ahead) need not wake it: one
@@ -142,6 +152,7 @@ impl LeaseKeeper {
         if st.closed {
             return Keeping::Closed;
         }
+        let superseded = Self::supersede(&mut st, lease);
         st.by_key.entry(lease.key().clone()).or_default().push(id);
         let since = lease.confirmed_at();
         let doubted = st.noticed.get(lease.key()).is_some_and(|t| *t >= since)
@@ -153,7 +164,37 @@ impl LeaseKeeper {
             at
         };
         self.insert(&mut st, lease.clone(), at);
+        drop(st);
+        for other in superseded {
+            other.mark_lost("the store gave the lock to another holder of this manager");
+        }
         Keeping::Kept
+    }
+
+    /// The store gave `lease`'s key to its holder with a higher token than a lease of
+    /// another holder kept here: that one cannot hold the key any more. It is forgotten
+    /// here and (by `register`) said lost before `lease` is handed out, so that within one manager no section is told
+    /// held while an earlier one still runs on the key. (A release message races the
+    /// grant it leads to: the check the message asks for is a round trip, the waiter's
+    /// try is one too.) The same holder id twice is one holder to the store: left alone.
+    fn supersede(st: &mut State, lease: &Lease) -> Vec<Lease> {
+        let Some(ids) = st.by_key.get(lease.key()) else {
+            return Vec::new();
+        };
+        let superseded: Vec<Lease> = ids
+            .iter()
+            .filter_map(|id| st.kept(*id))
+            .filter(|o| {
+                o.holder() != lease.holder()
+                    && o.fencing_token() < lease.fencing_token()
+                    && !o.is_released()
+            })
+            .cloned()
+            .collect();
+        for other in &superseded {
+            st.forget(other.key(), other.keeper_id());
+        }
+        superseded
     }
 
     /// Stops keeping `lease` (released, completed or dropped). Attention in flight will
@@ -282,6 +323,18 @@ impl LeaseKeeper {
     /// The lease is done with (lost or ran out): forget it.
     pub(crate) fn finished(&self, lease: &Lease) {
         self.state().forget(lease.key(), lease.keeper_id());
+    }
+
+    /// A new keeper task starts: leases the last one had out for attention (their tasks
+    /// ended with its runtime) are due at once.
+    pub(crate) fn take_back_out(&self) {
+        let mut st = self.state();
+        let now = Instant::now();
+        let out: Vec<Lease> = std::mem::take(&mut st.out).into_values().collect();
+        for lease in out {
+            st.recheck.remove(&lease.keeper_id());
+            self.insert(&mut st, lease, now);
+        }
     }
 
     pub(crate) fn drain(&self) -> Vec<Lease> {

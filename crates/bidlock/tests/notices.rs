@@ -19,9 +19,13 @@
 //! - `a_grant_taken_up_after_a_force_release_message_is_not_told_held`: the force
 //!   release's message and a grant arrive together; a lease confirmed from before the
 //!   notice must be checked at once when it is taken up.
+//! - `within_one_manager_a_waiter_is_told_held_only_after_the_holder_is_told_lost`: the
+//!   message wakes a waiter of the holder's own manager, whose try can be answered
+//!   before the holder's check.
 //!
-//! The last three were found by the randomized checker and the review of issue 20
-//! (issue 20's hole 4: the release script published only when someone waited).
+//! The three before the last were found by the randomized checker and the review of
+//! issue 20 (issue 20's hole 4: the release script published only when someone waited);
+//! the last by the long checker (scripts/reliability.sh --long at 01a8927).
 
 mod common;
 
@@ -369,4 +373,58 @@ async fn a_grant_taken_up_after_a_force_release_message_is_not_told_held() {
         "{} of 6 rounds: {broken:#?}",
         broken.len()
     );
+}
+
+/// Promise: docs/GUARANTEES.md, within one manager a section is never told "held" while
+/// another section of that manager may still hold the key (the long checker's
+/// forced-release finding at 01a8927: overlapping leases of one instance, 1 ms apart).
+///
+/// Interleaving: A holds the key (renewal 100 s away); B, a waiter of the same manager,
+/// queues. An operator force-releases, cleans up, or releases A's id. The one release
+/// message wakes B (whose try takes the lock) and asks for A's lease to be checked: two
+/// round trips on one link, in either order. Before the fix, B was told held first in
+/// about half of the rounds. The manager now says A lost when the store gives the key to
+/// B with a higher token, before B's acquire returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_one_manager_a_waiter_is_told_held_only_after_the_holder_is_told_lost() {
+    let s = RedisServer::start();
+    let (m, operator) = (
+        no_polling_manager(&s.url()).await,
+        no_polling_manager(&s.url()).await,
+    );
+    let mut broken = Vec::new();
+    for round in 0..24 {
+        let how = ["force_release", "cleanup_all", "release by holder id"][round % 3];
+        let p = format!("one-manager{round}");
+        let k = key(&p);
+        let opts = AcquireOptions::new()
+            .holder(format!("a-{round}"))
+            .ttl(Duration::from_secs(300));
+        let a = m.acquire(&k, &opts).await.unwrap();
+        let waiter = {
+            let (m, k) = (m.clone(), k.clone());
+            tokio::spawn(async move { m.acquire(&k, &wait_for(Duration::from_secs(20))).await })
+        };
+        until(Duration::from_secs(5), "the waiter to queue", || {
+            queue_len(&s, &p) == 1
+        })
+        .await;
+        match how {
+            "force_release" => assert!(operator.force_release(&k).await.unwrap()),
+            "cleanup_all" => assert_eq!(operator.cleanup_all().await.unwrap(), 1),
+            _ => assert!(operator.release(&k, a.holder()).await.unwrap()),
+        }
+        let b = waiter.await.unwrap().unwrap();
+        if !a.is_lost() {
+            broken.push(format!(
+                "round {round} ({how}): B told held (token {}) while A (token {}) is not lost",
+                b.fencing_token(),
+                a.fencing_token()
+            ));
+        }
+        assert!(b.fencing_token() > a.fencing_token());
+        assert!(b.release().await.unwrap());
+        drop(a);
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
 }
