@@ -124,31 +124,50 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
             on: Some(on.clone()),
         }));
     }
-    // acquire.lua and release.lua ask about several names of a posting in one EXISTS: a
-    // user whose ACL has selectors needs one selector that covers them all.
-    let together = [
-        keys.done_key(posting),
-        keys.wait_key(posting),
-        keys.queue_key(posting),
-        keys.waiters_key(posting),
-    ];
-    out.push(Check {
-        command: "exists",
-        args: std::iter::once("exists".to_owned())
-            .chain(together)
-            .collect(),
-        on: Some(Pattern {
-            kind: "keys",
-            pattern: [
-                classic.done_pattern(),
-                classic.wait_pattern(),
-                classic.queue_pattern(),
-                classic.waiters_pattern(),
-            ]
-            .join(" "),
-            holds: "a posting's record, wait marker, queue and waiters together (one EXISTS)",
-        }),
-    });
+    // Some script commands name several keys of a posting at once, and Redis wants one
+    // selector of a user's ACL that covers every key of a command: each of those
+    // commands is asked as the scripts send it (a smaller set inside one of these, like
+    // release.lua's EXISTS of queue and waiters, is covered by it).
+    let (lock, done, marker, queue, waiters) = (
+        (keys.lock_key(posting), classic.scan_pattern(None)),
+        (keys.done_key(posting), classic.done_pattern()),
+        (keys.wait_key(posting), classic.wait_pattern()),
+        (keys.queue_key(posting), classic.queue_pattern()),
+        (keys.waiters_key(posting), classic.waiters_pattern()),
+    );
+    for (command, names, holds) in [
+        (
+            "exists",
+            vec![&done, &queue, &waiters],
+            "a posting's record, queue and waiters together (acquire.lua's one EXISTS)",
+        ),
+        (
+            "exists",
+            vec![&marker, &queue, &waiters],
+            "a posting's wait marker, queue and waiters together (release.lua's one EXISTS)",
+        ),
+        (
+            "del",
+            vec![&lock, &marker],
+            "a lock and its wait marker together (the one DEL of release, completion and force release)",
+        ),
+    ] {
+        out.push(Check {
+            command,
+            args: std::iter::once(command.to_owned())
+                .chain(names.iter().map(|(name, _)| name.clone()))
+                .collect(),
+            on: Some(Pattern {
+                kind: "keys",
+                pattern: names
+                    .iter()
+                    .map(|(_, pattern)| pattern.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                holds,
+            }),
+        });
+    }
     out
 }
 
