@@ -37,8 +37,6 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) keeper: Arc<LeaseKeeper>,
-    /// The keeper task is spawned once, with the first lease it keeps.
-    pub(crate) renewal_started: std::sync::Once,
     /// What the store tells this manager, kept alive here: the in-process store holds it
     /// weakly (it outlives its managers), so without this its removals reach no one.
     pub(crate) notices: Option<Arc<crate::notices::Notices>>,

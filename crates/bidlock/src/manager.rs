@@ -147,7 +147,6 @@ impl BidLockManager {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             keeper,
-            renewal_started: std::sync::Once::new(),
             notices: connected.notices,
         });
         if let Some(notices) = &inner.notices {

@@ -15,19 +15,39 @@ use crate::keeper::LeaseKeeper;
 use crate::lease::Lease;
 
 /// Starts the keeper task of `inner` if it is not running (called before the keeper is
-/// given a lease, inside the runtime that runs the acquire).
+/// given a lease, inside the runtime that runs the acquire). A task whose runtime shut
+/// down (a manager used from a short-lived runtime first, then from another) has
+/// stopped running: a new one starts here, and takes up the leases the old one had out
+/// for attention (their tasks died with it).
 pub(crate) fn start(inner: &Arc<Inner>) {
-    inner.renewal_started.call_once(|| {
-        if tokio::runtime::Handle::try_current().is_err() {
-            tracing::error!(target: "bidlock::manager", "no tokio runtime: leases will not be renewed");
-            return;
-        }
-        inner.tasks.spawn(run(
-            Arc::downgrade(inner),
-            inner.keeper.clone(),
-            inner.shutdown.clone(),
-        ));
+    if inner.keeper.running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        inner.keeper.running.store(false, Ordering::Release);
+        tracing::error!(target: "bidlock::manager", "no tokio runtime: leases will not be renewed");
+        return;
+    }
+    inner.keeper.take_back_out();
+    let (weak, keeper, shutdown) = (
+        Arc::downgrade(inner),
+        inner.keeper.clone(),
+        inner.shutdown.clone(),
+    );
+    let running = Running(keeper.clone());
+    inner.tasks.spawn(async move {
+        let _running = running;
+        run(weak, keeper, shutdown).await;
     });
+}
+
+/// Says the keeper task stopped when it ends, or when its runtime drops it unfinished.
+struct Running(Arc<LeaseKeeper>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+    }
 }
 
 /// The keeper task. Holds the manager weakly so that dropping the manager ends it.
