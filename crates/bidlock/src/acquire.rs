@@ -471,6 +471,13 @@ impl<'a> Acquiring<'a> {
             Keeping::Untracked => false,
             // Closed while the try was out: let it go (`leave` releases it).
             Keeping::Closed => return Err(Error::Closed),
+            // The store gave the key to a later section of this manager meanwhile: this
+            // answer is stale. Let go (the lock is not ours any more) and wait as usual.
+            Keeping::Superseded => {
+                tracing::debug!(target: "bidlock::manager", key = %self.key, "answer taken up after a later holder of this manager got the key; trying again");
+                drop(leave);
+                return Ok(Step::Watch);
+            }
         };
         if let Err(closed) = self.inner.check_open() {
             self.inner.keeper.unregister(&lease);

@@ -58,6 +58,10 @@ pub(crate) enum Keeping {
     Untracked,
     /// The manager closed meanwhile: the lease must not be handed out.
     Closed,
+    /// A lease of another holder id on the key, with a higher token, is kept already:
+    /// the store gave the key to it after this one (this answer was taken up late), so
+    /// this lease must not be handed out.
+    Superseded,
 }
 
 impl State {
@@ -152,6 +156,9 @@ impl LeaseKeeper {
         if st.closed {
             return Keeping::Closed;
         }
+        if Self::is_superseded(&st, lease) {
+            return Keeping::Superseded;
+        }
         let superseded = Self::supersede(&mut st, lease);
         st.by_key.entry(lease.key().clone()).or_default().push(id);
         let since = lease.confirmed_at();
@@ -195,6 +202,19 @@ impl LeaseKeeper {
             st.forget(other.key(), other.keeper_id());
         }
         superseded
+    }
+
+    /// Whether a lease of another holder id with a higher token is kept on `lease`'s key
+    /// (the other half of [`Self::supersede`]: whichever answer is taken up first). The
+    /// store gave the key to that one after this one, which cannot hold it any more. (One
+    /// released meanwhile is not kept: then the notice of the removal that let it in, if
+    /// any, has this lease checked at once, as for any other manager.)
+    fn is_superseded(st: &State, lease: &Lease) -> bool {
+        st.by_key.get(lease.key()).is_some_and(|ids| {
+            ids.iter()
+                .filter_map(|id| st.kept(*id))
+                .any(|o| o.holder() != lease.holder() && o.fencing_token() > lease.fencing_token())
+        })
     }
 
     /// Stops keeping `lease` (released, completed or dropped). Attention in flight will

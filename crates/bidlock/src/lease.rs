@@ -218,23 +218,33 @@ impl Lease {
     ///
     /// It resolves when a renewal finds the lock gone or taken, when the lease runs out
     /// without a confirmed renewal (then no later than its end, give or take the
-    /// scheduler), or when the manager is closed.
+    /// scheduler: this future watches the deadline itself, so it does even when nothing
+    /// renews the lease), or when the manager is closed.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe; it only observes.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let shared = self.0.clone();
+        let lease = self.clone();
         async move {
             loop {
-                let notified = shared.lost_notify.notified();
+                let notified = lease.0.lost_notify.notified();
                 tokio::pin!(notified);
                 // Register before checking, so a loss in between is not missed.
                 notified.as_mut().enable();
-                if shared.lost.load(Ordering::Acquire) {
+                if lease.is_lost() {
                     return;
                 }
-                notified.await;
+                match lease.deadline() {
+                    // Renewals move the deadline: look again when it comes.
+                    Some(end) => {
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = tokio::time::sleep_until(end) => {}
+                        }
+                    }
+                    None => notified.await,
+                }
             }
         }
     }

@@ -366,6 +366,12 @@ impl BidLockManager {
         self.inner.tasks.close();
         let _ =
             tokio::time::timeout(self.inner.config.response_timeout, self.inner.tasks.wait()).await;
+        // The keeper task marks every lease lost and releases it as it stops; one that
+        // could not (its runtime shut down, or is not running now) left them: here.
+        let left = self.inner.keeper.drain();
+        if !left.is_empty() {
+            crate::renewal::release_all(&self.inner, left).await;
+        }
         self.inner.store.close().await;
         self.inner.queues.signal_all();
     }

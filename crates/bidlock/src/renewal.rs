@@ -100,7 +100,7 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
 
 /// Closing: every lease is marked lost first, then its lock released, so no local guard
 /// still says "held" once another instance can take the lock.
-async fn release_all(inner: &Inner, leases: Vec<Lease>) {
+pub(crate) async fn release_all(inner: &Inner, leases: Vec<Lease>) {
     for l in &leases {
         l.mark_lost("the manager was closed");
         l.set_released();

@@ -109,7 +109,12 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
                 "hset", "hget", "hdel", "exists", "type", "pttl", "pexpire", "del",
             ],
         ),
-        (fence, fence_pattern, "the fencing counter", &["get", "set"]),
+        (
+            fence.clone(),
+            fence_pattern.clone(),
+            "the fencing counter",
+            &["get", "set"],
+        ),
     ];
     let mut out = Vec::new();
     for (name, pattern, holds, commands) in names {
@@ -135,6 +140,30 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
         (keys.queue_key(posting), classic.queue_pattern()),
         (keys.waiters_key(posting), classic.waiters_pattern()),
     );
+    // A script call names every key its script touches, and Redis checks the call on
+    // each (read and write): acquire.lua's names all six kinds of a posting at once.
+    let counter = (fence.clone(), fence_pattern.clone());
+    out.push(Check {
+        command: "evalsha",
+        args: ["evalsha", "0000000000000000000000000000000000000000", "6"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(
+                [&lock, &counter, &done, &marker, &queue, &waiters]
+                    .iter()
+                    .map(|(name, _)| name.clone()),
+            )
+            .collect(),
+        on: Some(Pattern {
+            kind: "keys",
+            pattern: [&lock, &counter, &done, &marker, &queue, &waiters]
+                .iter()
+                .map(|(_, pattern)| pattern.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            holds: "every name of a posting in one script call (acquire.lua's EVALSHA)",
+        }),
+    });
     for (command, names, holds) in [
         (
             "exists",
