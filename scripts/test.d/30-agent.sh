@@ -8,5 +8,8 @@ dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize yes --logfile "$dir/redis.log"
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# The binary cargo test built (scripts/test.sh runs this after it): `cargo run` would
+# build it again with other features for the library, some 45 s on 2 cores.
+[ -x target/debug/bidlock-agent ] || cargo build -q -p bidlock-agent
 REDIS_URL="redis://127.0.0.1:$port/0" USE_REDIS_LOCKS=true \
-  cargo run -q -p bidlock-agent -- --instances 3 --tasks 4 --seconds 5 --rate 500
+  target/debug/bidlock-agent --instances 3 --tasks 4 --seconds 5 --rate 500

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package as users install it: the wheel that scripts/build-wheel.sh builds
-# (once, in release), installed into a fresh virtualenv whose PATH has no cargo or rustc,
-# then its pytest suite against real redis-server processes (the fixtures start them)
+# (once, in the dev profile unless BIDLOCK_WHEEL_PROFILE says otherwise), installed
+# into a fresh virtualenv whose PATH has no cargo or rustc, then its pytest suite against real redis-server processes (the fixtures start them)
 # and the CLI built by cargo test, stubtest against the installed package, and
 # mypy --strict on the package and on the guide's example.
 set -euo pipefail
@@ -13,6 +13,9 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 fi
+# The dev profile: what is tested is the packaging and the code, not its speed (the
+# bench measures the release build); 41-python-sdist builds on the same profile.
+export BIDLOCK_WHEEL_PROFILE=${BIDLOCK_WHEEL_PROFILE:-dev}
 scripts/build-wheel.sh
 wheel=$(ls target/wheels/bidlock-*.whl)
 # The CLI for the interop tests, built now: the tests run where cargo is not.

@@ -22,7 +22,8 @@ fi
 tools="$PWD/target/py-build"
 built="$PWD/target/sdist-wheel"
 rm -rf "$built"
-CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--zig --compatibility manylinux2014" PATH="$tools/bin:$PATH" \
+export BIDLOCK_WHEEL_PROFILE=${BIDLOCK_WHEEL_PROFILE:-dev}
+CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--zig --compatibility manylinux2014 --profile $BIDLOCK_WHEEL_PROFILE" PATH="$tools/bin:$PATH" \
   "$tools/bin/pip" wheel -q --disable-pip-version-check --no-build-isolation --no-deps -w "$built" "$sdist"
 venv="$PWD/target/py-sdist-test"
 python3 -m venv --clear "$venv"
