@@ -100,7 +100,7 @@ async fn batch_with_junk_and_grant(
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(20))).await })
     };
     until(Duration::from_secs(5), "the waiter to queue", || {
-        zcard(s, &granted) == 1
+        common::queue_len(s, &granted) == 1
     })
     .await;
     // Its holder's lock vanishes (a foreign DEL: no message); the next try hands it over.
@@ -385,15 +385,6 @@ async fn a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path()
     }
 }
 
-/// How many holder ids the queue of `p` lists (0 when it is absent or not a queue).
-fn zcard(s: &RedisServer, p: &str) -> i64 {
-    let q = common::queue_of(p);
-    match s.cmd::<String>(&["TYPE", &q]).as_str() {
-        "zset" => s.cmd(&["ZCARD", &q]),
-        _ => 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_that_fails_waits_its_pause_before_trying_again() {
     let s = RedisServer::start();
@@ -471,7 +462,7 @@ async fn every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(10))).await })
     };
     until(Duration::from_secs(5), "the waiter to queue", || {
-        zcard(&s, "pair") == 1
+        common::queue_len(&s, "pair") == 1
     })
     .await;
     assert!(g.release().await.unwrap());

@@ -31,36 +31,12 @@ use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::acl::Monitor;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
-use common::{key, lock_of, no_polling_manager, queue_of, redis_config, until, wait_for};
-
-/// Root rules shared by the ACL attacks: the keyless commands and the scripts over every
-/// kind of key; the data commands come from selectors.
-const ROOT: &str = "reset on ~bid_lock:* ~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* \
-    ~bid_lock_waiters:* ~bid_lock_fence &bid_lock_released &bid_lock_grants:* -@all \
-    +evalsha +script|load +time +publish +subscribe +ping +info +scan";
-
-const LOCK_CMDS: &str = "+get +set +del +exists +type +pttl +pexpire";
-const RECORD_CMDS: &str = "+get +set +del +exists +type +pttl";
-const MARKER_CMDS: &str = "+set +del +exists +pttl +pexpire";
-const QUEUE_CMDS: &str = "+zadd +zrem +zscore +zrange +zcard +exists +type +pttl +pexpire +del";
-const WAITERS_CMDS: &str = "+hset +hget +hdel +exists +type +pttl +pexpire +del";
-
-/// Creates user `name` with `ROOT` and the given selectors; returns its URL.
-fn restricted_user(s: &RedisServer, name: &str, selectors: &[String]) -> String {
-    let mut rules: Vec<String> = ROOT.split_whitespace().map(str::to_owned).collect();
-    rules.extend(selectors.iter().cloned());
-    let args = bidlock_testkit::acl::setuser_args(name, &rules, "pw-5");
-    let _: () = s.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    bidlock_testkit::acl::with_credentials(&s.url(), name, "pw-5")
-}
-
-fn zcard(s: &RedisServer, p: &str) -> i64 {
-    let q = queue_of(p);
-    match s.cmd::<String>(&["TYPE", &q]).as_str() {
-        "zset" => s.cmd(&["ZCARD", &q]),
-        _ => 0,
-    }
-}
+use common::acl_users::{
+    user_with_selectors, LOCK_CMDS, MARKER_CMDS, QUEUE_CMDS, RECORD_CMDS, WAITERS_CMDS,
+};
+use common::{
+    key, lock_of, no_polling_manager, queue_len, queue_of, redis_config, until, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_a_user_that_splits_a_lock_from_its_marker_is_refused_at_connect_or_can_release() {
@@ -75,7 +51,7 @@ async fn acl_a_user_that_splits_a_lock_from_its_marker_is_refused_at_connect_or_
         ),
         "(~bid_lock_fence +get +set)".to_owned(),
     ];
-    let url = restricted_user(&s, "split", &selectors);
+    let url = user_with_selectors(&s, "split", &selectors);
     // Either the connect names what the user lacks, or the release works.
     let Some(m) = connect_or_told(&url).await else {
         return;
@@ -142,7 +118,7 @@ fn split_user(s: &RedisServer) -> String {
         ),
         "(~bid_lock_fence +get +set)".to_owned(),
     ];
-    restricted_user(s, "split2", &selectors)
+    user_with_selectors(s, "split2", &selectors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +176,7 @@ async fn acl_a_user_allowed_every_command_the_scripts_send_passes_connect_and_he
         format!("(~bid_lock_wait:* ~bid_lock_queue:* ~bid_lock_waiters:* {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS})"),
         "(~bid_lock_fence +get +set)".to_owned(),
     ];
-    let url = restricted_user(&s, "covered", &selectors);
+    let url = user_with_selectors(&s, "covered", &selectors);
     // The lock path, run by the default user while MONITOR records what the scripts send:
     // the fast pair, a conflict, a queued waiter and a handover, renewals, an extend, a
     // release with a marker and no queue, bids recorded with and without someone waiting.
@@ -225,7 +201,7 @@ async fn acl_a_user_allowed_every_command_the_scripts_send_passes_connect_and_he
         tokio::spawn(async move { w.acquire(&k, &wait_for(Duration::from_secs(10))).await })
     };
     until(Duration::from_secs(5), "the waiter to queue", || {
-        zcard(&s, "pair") == 1
+        queue_len(&s, "pair") == 1
     })
     .await;
     assert!(g.release().await.unwrap());
@@ -323,9 +299,15 @@ async fn a_queued_waiter_whose_try_fails_joins_again_at_the_end_and_is_still_ser
     };
     // A (M1) queues first, B (M2) clearly after it.
     let a = spawn_waiter(&m1, "A");
-    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    until(Duration::from_secs(5), "A to queue", || {
+        queue_len(&s, p) == 1
+    })
+    .await;
     let b = spawn_waiter(&m2, "B");
-    until(Duration::from_secs(5), "B to queue", || zcard(&s, p) == 2).await;
+    until(Duration::from_secs(5), "B to queue", || {
+        queue_len(&s, p) == 2
+    })
+    .await;
     let first: Vec<String> = s.cmd(&["ZRANGE", &queue_of(p), "0", "-1"]);
     // A's link blips: its replies are held back while a release message makes every
     // waiter refresh its place; then its connections drop (the refresh fails with an I/O

@@ -37,6 +37,9 @@ use std::time::Duration;
 use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
+use common::acl_users::{
+    user_with_rules, LOCK_CMDS, MARKER_CMDS, QUEUE_CMDS, RECORD_CMDS, WAITERS_CMDS,
+};
 use common::{key, redis_config};
 
 // ---------------------------------------------------------------------------------------
@@ -276,20 +279,6 @@ fn close_after_the_keepers_runtime_shut_down_marks_leases_lost_and_releases() {
 // 4663bb8: the ACL check
 // ---------------------------------------------------------------------------------------
 
-const LOCK_CMDS: &str = "+get +set +del +exists +type +pttl +pexpire";
-const RECORD_CMDS: &str = "+get +set +del +exists +type +pttl";
-const MARKER_CMDS: &str = "+set +del +exists +pttl +pexpire";
-const QUEUE_CMDS: &str = "+zadd +zrem +zscore +zrange +zcard +exists +type +pttl +pexpire +del";
-const WAITERS_CMDS: &str = "+hset +hget +hdel +exists +type +pttl +pexpire +del";
-
-/// Creates user `name` with `rules`; returns its URL.
-fn acl_user(s: &RedisServer, name: &str, rules: &str) -> String {
-    let rules: Vec<String> = rules.split_whitespace().map(str::to_owned).collect();
-    let args = bidlock_testkit::acl::setuser_args(name, &rules, "pw-6");
-    let _: () = s.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    bidlock_testkit::acl::with_credentials(&s.url(), name, "pw-6")
-}
-
 /// Promise (docs/GUARANTEES.md, Secrets and permissions): "a permission it lacks is named
 /// at connect and by `bidlock health` (exit 69), never a half-done change".
 ///
@@ -309,7 +298,7 @@ async fn acl_a_user_whose_script_calls_are_refused_is_named_at_connect_or_acquir
          +script|load +time +publish +subscribe +ping +info +scan {LOCK_CMDS} {RECORD_CMDS} \
          {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS} (~bid_lock_fence +get +set)"
     );
-    let url = acl_user(&s, "fence-apart", &rules);
+    let url = user_with_rules(&s, "fence-apart", &rules);
     // Setup: the user may run every command a script sends on the counter.
     for words in [
         ["GET", "bid_lock_fence", ""],

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod acl_users;
 pub mod checker;
 
 use std::time::Duration;
@@ -278,7 +279,12 @@ pub fn waiters_of(p: &str) -> String {
 
 /// How many waiters are queued in Redis for the `upwork` posting `p`.
 pub fn queue_len(s: &RedisServer, p: &str) -> i64 {
-    s.cmd(&["ZCARD", &queue_of(p)])
+    let q = queue_of(p);
+    match s.cmd::<String>(&["TYPE", &q]).as_str() {
+        "zset" => s.cmd(&["ZCARD", &q]),
+        // Absent, or junk of another type: nobody is queued.
+        _ => 0,
+    }
 }
 
 /// The holder id Redis shows for the `upwork` posting `p`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
+use super::common::queue_len;
 use super::common::{key, lock_of, no_polling_manager, until, wait_for};
-use super::zcard;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues() {
@@ -40,7 +40,10 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
     };
     // A (M1) queues in Redis: M1 has learnt that the store queues.
     let a = spawn_waiter(&m1, "A");
-    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    until(Duration::from_secs(5), "A to queue", || {
+        queue_len(&s, p) == 1
+    })
+    .await;
     // Junk in the queue key (rule 7: deleted by the next script, the lock goes on), and
     // M1's replies slowed down (its requests are not).
     let _: () = s.cmd(&["SET", &super::common::queue_of(p), "junk"]);
@@ -53,17 +56,20 @@ async fn a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_qu
     // joins again as a fresh id (that try reaches Redis at once; its answer comes late).
     let _: i64 = s.cmd(&["PUBLISH", "bid_lock_released", &lock_of(p)]);
     until(Duration::from_secs(5), "A to queue again", || {
-        zcard(&s, p) == 1
+        queue_len(&s, p) == 1
     })
     .await;
     // B (M1) arrives now, C (M2) clearly after it.
     let b = spawn_waiter(&m1, "B");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = spawn_waiter(&m2, "C");
-    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) >= 2).await;
+    until(Duration::from_secs(5), "C to queue", || {
+        queue_len(&s, p) >= 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     proxy.set(Fault::None);
-    let queued_before_release = zcard(&s, p);
+    let queued_before_release = queue_len(&s, p);
     assert!(g.release().await.unwrap());
     for t in [a, b, c] {
         tokio::time::timeout(Duration::from_secs(20), t)
@@ -110,15 +116,21 @@ async fn a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_
     let short = Duration::from_millis(20);
     // A (M1) queues; then M1's requests stall past its entry's life (1.5 s by default).
     let a = spawn_waiter(&m1, "A", short);
-    until(Duration::from_secs(5), "A to queue", || zcard(&s, p) == 1).await;
+    until(Duration::from_secs(5), "A to queue", || {
+        queue_len(&s, p) == 1
+    })
+    .await;
     proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::Blackhole);
     tokio::time::sleep(Duration::from_millis(1700)).await;
     // C (M2) queues behind A's dead entry; the release skips A and hands C the lock.
     let c = spawn_waiter(&m2, "C", Duration::from_millis(2500));
-    until(Duration::from_secs(5), "C to queue", || zcard(&s, p) == 2).await;
+    until(Duration::from_secs(5), "C to queue", || {
+        queue_len(&s, p) == 2
+    })
+    .await;
     assert!(g.release().await.unwrap());
     until(Duration::from_secs(5), "C to be handed the lock", || {
-        zcard(&s, p) == 0
+        queue_len(&s, p) == 0
     })
     .await;
     // The stall ends (A's late stay-try reaches Redis: "not queued"); M1's replies slow.
@@ -129,14 +141,17 @@ async fn a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_
     );
     proxy.set_for(Role::Commands, Some(Direction::ToServer), Fault::None);
     until(Duration::from_secs(5), "A to queue again", || {
-        zcard(&s, p) == 1
+        queue_len(&s, p) == 1
     })
     .await;
     // B (M1) arrives now, D (M2) clearly after it.
     let b = spawn_waiter(&m1, "B", short);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let d = spawn_waiter(&m2, "D", short);
-    until(Duration::from_secs(5), "D to queue", || zcard(&s, p) >= 2).await;
+    until(Duration::from_secs(5), "D to queue", || {
+        queue_len(&s, p) >= 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     proxy.set(Fault::None);
     for t in [c, a, b, d] {
