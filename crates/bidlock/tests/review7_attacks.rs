@@ -1,0 +1,218 @@
+//! Attacks on the stated guarantees (docs/GUARANTEES.md) by the seventh review, aimed at
+//! review 6's fixes (9e147fd, dcb96e1): `supersede` both ways in the keeper, `lost()`
+//! watching the lease's deadline itself, `close()` draining the keeper, and the ACL
+//! check's EVALSHA with a posting's six names.
+
+mod common;
+
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, BidLockManager};
+use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
+
+use common::key;
+
+/// Polls `fut` once with the current task's waker.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// dcb96e1: close() drains the keeper and releases what is left
+// ---------------------------------------------------------------------------------------
+
+/// Promise (docs/GUARANTEES.md, "No orphans, and no release of someone else's lock"): "A
+/// holder id *you* give is never released in the background (it may hold a later
+/// acquisition by then) ... once its lease is lost, neither `release()`, `extend()` nor a
+/// completion touches the lock"; the stated limit of two owners of one id covers only
+/// two acquisitions *at the same time*.
+///
+/// Interleaving: manager M1 holds posting P with the holder id `instance-x` (ttl 30 s).
+/// A foreign client deletes the lock (`redis-cli DEL`: no message). M1's guard extends:
+/// `LockLost`, the lease is lost (and `release()` would now answer `Ok(false)` without
+/// touching Redis). Only then, M2 acquires P with the same id `instance-x`: one owner at a
+/// time. M1 closes: its keeper still keeps the lost lease (an extend that finds the lock
+/// gone marks the lease lost but leaves it in the keeper until its next renewal, ttl/3
+/// away), the drain hands it to `release_all`, which releases by holder id whatever the
+/// lease's state: M2's lock is deleted while M2 is told held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_never_releases_a_later_acquisition_of_a_lost_lease_of_a_given_id() {
+    let s = RedisServer::start();
+    let m1 = common::redis_manager(&s.url()).await;
+    let m2 = common::redis_manager(&s.url()).await;
+    let p = "close-given";
+    let k = key(p);
+    let opts = AcquireOptions::new()
+        .ttl(Duration::from_secs(30))
+        .holder("instance-x");
+    let g1 = m1.acquire(&k, &opts).await.unwrap();
+    let deleted: i64 = s.cmd(&["DEL", &common::lock_of(p)]);
+    assert_eq!(deleted, 1);
+    let extended = g1.extend(Duration::from_secs(30)).await;
+    assert!(
+        matches!(extended, Err(bidlock::Error::LockLost { .. })),
+        "setup: {extended:?}"
+    );
+    assert!(g1.is_lost());
+    let g2 = m2.acquire(&k, &opts).await.unwrap();
+    assert!(!g2.is_lost());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        common::holder_in_redis(&s, p).as_deref(),
+        Some("instance-x"),
+        "setup: M2 holds P before M1 closes"
+    );
+    m1.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shown = common::holder_in_redis(&s, p);
+    assert!(
+        shown.as_deref() == Some("instance-x"),
+        "M1's lease of `instance-x` was lost (its extend said so) before M2 acquired P \
+         with that id; M1.close() then deleted M2's lock: Redis shows {shown:?}, M2's \
+         guard says is_lost={} ({:?})",
+        g2.is_lost(),
+        g2.lease().lost_reason()
+    );
+    drop(g1);
+    drop(g2);
+}
+
+// ---------------------------------------------------------------------------------------
+// dcb96e1: lost() watches the deadline itself
+// ---------------------------------------------------------------------------------------
+
+/// Promise (docs/GUARANTEES.md, "A holder is never told held after its lock may be
+/// gone"): "An extend first lowers the deadline to what it alone guarantees ... Loss is
+/// reported no later than the deadline"; `Lease::lost`: "no later than its end ... this
+/// future watches the deadline itself".
+///
+/// `lost()` reads the deadline once and sleeps until it; a lowering of the deadline is
+/// not a notification. The keeper would say it lost at the new deadline, but not while
+/// a renewal of the lease is out: that renewal's timeout is the deadline read when it was
+/// sent, and `reschedule` leaves a lease that is out alone.
+///
+/// Interleaving: a 3 s lease with renewal; a section awaits `lost()` (polled: it sleeps
+/// until the 3 s deadline). At ~0.8 s the link to Redis goes dark (a partition), so the
+/// renewal sent at 1 s hangs. The section shortens its lease: `extend(300 ms)`, which
+/// gets no answer and is given up after 100 ms; the lease's deadline is lowered to
+/// ~1.5 s (`expires_at()` and `is_lost()` say so). `lost()` resolves only when the keeper's
+/// renewal times out at the old deadline (~3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_resolves_by_a_deadline_that_a_shortening_extend_brought_forward() {
+    let s = RedisServer::start();
+    let proxy = FaultProxy::start(s.port()).await;
+    let m = common::redis_manager_with_timeout(&proxy.url(), Duration::from_secs(5)).await;
+    let k = key("shortened");
+    let t0 = tokio::time::Instant::now();
+    let g = m
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let mut lost = Box::pin(g.lost());
+    assert!(poll_once(&mut lost).await.is_pending());
+    tokio::time::sleep_until(t0 + Duration::from_millis(800)).await;
+    // A link that delivers nothing for 10 s (a partition whose bytes are counted).
+    proxy.set_for(
+        Role::Commands,
+        Some(Direction::ToServer),
+        Fault::Delay(Duration::from_secs(10)),
+    );
+    common::until(
+        Duration::from_secs(2),
+        "the renewal to be held back",
+        || proxy.traffic().held(Role::Commands, Direction::ToServer) > 0,
+    )
+    .await;
+    let shortened = tokio::time::timeout(
+        Duration::from_millis(100),
+        g.extend(Duration::from_millis(300)),
+    )
+    .await;
+    assert!(shortened.is_err(), "setup: the extend was answered");
+    let end = tokio::time::Instant::from_std(g.lease().expires_at().unwrap());
+    let slack = Duration::from_millis(250);
+    let told = tokio::time::timeout_at(end + slack, &mut lost).await;
+    if told.is_err() {
+        let late = tokio::time::timeout(Duration::from_secs(5), &mut lost).await;
+        proxy.set(Fault::None);
+        panic!(
+            "the lease's deadline was brought forward to {:?} after the acquire (is_lost() \
+             now: {}), yet lost() was still pending {:?} after it; it resolved {}",
+            end - t0,
+            g.is_lost(),
+            slack,
+            match late {
+                Ok(()) => format!("at {:?} after the acquire", t0.elapsed()),
+                Err(_) => "not within 5 s more".to_owned(),
+            }
+        );
+    }
+    proxy.set(Fault::None);
+    drop(g);
+}
+
+/// Promise: as above, within the stated limit of the keeper's runtime: "While that
+/// runtime is shut down or not being driven ... nothing renews: the lease runs out at its
+/// ttl, and `lost()`, which watches the deadline itself, resolves then."
+///
+/// The keeper lives in a sync wrapper's idle current-thread runtime. In the application's
+/// runtime a 30 s lease is taken and a section awaits `lost()` (sleeping until 30 s);
+/// then the section shortens the lease to 300 ms (answered). The lease runs out at
+/// ~300 ms (`is_lost()` says so), and `lost()` sleeps on until the old 30 s deadline.
+#[test]
+fn with_an_idle_keeper_lost_resolves_at_a_shortened_deadline() {
+    let prefix = common::unique_prefix();
+    let sync_rt = current_thread();
+    let m = sync_rt
+        .block_on(BidLockManager::new(common::memory_config(&prefix)))
+        .unwrap();
+    sync_rt.block_on(async {
+        let g = m
+            .acquire(&key("sync"), &AcquireOptions::new())
+            .await
+            .unwrap();
+        assert!(g.release().await.unwrap());
+    });
+    let app = multi_thread();
+    app.block_on(async {
+        let g = m
+            .acquire(
+                &key("app"),
+                &AcquireOptions::new().ttl(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        let mut lost = Box::pin(g.lost());
+        assert!(poll_once(&mut lost).await.is_pending());
+        g.extend(Duration::from_millis(300)).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let told = tokio::time::timeout(Duration::from_millis(1500), &mut lost).await;
+        assert!(
+            told.is_ok(),
+            "a lease shortened to 300 ms, its keeper idle: {:?} later is_lost()={} but \
+             lost() is still pending (it sleeps until the deadline it read before the \
+             extend, 30 s)",
+            t0.elapsed(),
+            g.is_lost()
+        );
+        drop(g);
+    });
+    drop(sync_rt);
+}
