@@ -216,3 +216,91 @@ fn with_an_idle_keeper_lost_resolves_at_a_shortened_deadline() {
     });
     drop(sync_rt);
 }
+
+// ---------------------------------------------------------------------------------------
+// dcb96e1: the ACL check
+// ---------------------------------------------------------------------------------------
+
+/// Creates user `name` with `rules`; returns its URL.
+fn acl_user(s: &RedisServer, name: &str, rules: &str) -> String {
+    let rules: Vec<String> = rules.split_whitespace().map(str::to_owned).collect();
+    let args = bidlock_testkit::acl::setuser_args(name, &rules, "pw-7");
+    let _: () = s.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    bidlock_testkit::acl::with_credentials(&s.url(), name, "pw-7")
+}
+
+/// `ACL DRYRUN user words...`: "OK" or Redis' reason.
+fn dryrun(s: &RedisServer, user: &str, words: &[&str]) -> String {
+    let mut c = redis::cmd("ACL");
+    c.arg("DRYRUN").arg(user);
+    for w in words {
+        c.arg(*w);
+    }
+    c.query(&mut s.client()).unwrap()
+}
+
+/// Promises (docs/GUARANTEES.md, "Secrets and permissions"): "a permission it lacks is
+/// named at connect and by `bidlock health`"; ("Bad input and junk in the keys"): "a
+/// ... counter of another kind ... is an error naming the key, and nothing changes".
+///
+/// hlc.lua, prepended to every script that issues tokens, sends `TYPE` on the fencing
+/// counter when the counter is not a string (to name what it holds). needs.rs asks `TYPE`
+/// on locks, records, queues and waiters, and only `GET`/`SET` on the counter. A user
+/// whose root reaches every name of a posting with every command bidlock asks but `TYPE`,
+/// which a selector grants on the names needs.rs asks it on, passes connect (the EVALSHA
+/// with six names included) and `health()`; the day the counter holds junk, every acquire
+/// is refused with NOPERM instead of naming the junk key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_a_user_without_type_on_the_counter_is_named_at_connect_or_told_the_junk() {
+    let s = RedisServer::start();
+    let rules = "reset on ~bid_lock:* ~bid_done:* ~bid_lock_wait:* ~bid_lock_queue:* \
+         ~bid_lock_waiters:* ~bid_lock_fence &bid_lock_released &bid_lock_grants:* -@all \
+         +evalsha +script|load +get +set +del +exists +pttl +pexpire +zadd +zrem +zscore \
+         +zrange +zcard +hset +hget +hdel +time +publish +subscribe +scan +ping +info \
+         (~bid_lock:* ~bid_done:* ~bid_lock_queue:* ~bid_lock_waiters:* +type)";
+    let url = acl_user(&s, "no-type-on-fence", rules);
+    // Setup: what the user may and may not run on the counter.
+    assert_eq!(
+        dryrun(&s, "no-type-on-fence", &["GET", "bid_lock_fence"]),
+        "OK"
+    );
+    assert_ne!(
+        dryrun(&s, "no-type-on-fence", &["TYPE", "bid_lock_fence"]),
+        "OK"
+    );
+    let m = match BidLockManager::new(common::redis_config(&url).build().unwrap()).await {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("type") && e.contains("bid_lock_fence"),
+                "refused at connect without naming TYPE on the counter: {e}"
+            );
+            return;
+        }
+        Ok(m) => m,
+    };
+    let missing = m
+        .health()
+        .await
+        .unwrap()
+        .missing_permissions
+        .unwrap_or_default();
+    // The user takes and releases locks.
+    let k = key("acl-junk");
+    let g = m.try_acquire(&k, &AcquireOptions::new()).await.unwrap();
+    assert!(g.release().await.unwrap());
+    // Someone writes junk into the counter.
+    let _: i64 = s.cmd(&["DEL", "bid_lock_fence"]);
+    let _: i64 = s.cmd(&["RPUSH", "bid_lock_fence", "junk"]);
+    let got = m.try_acquire(&k, &AcquireOptions::new()).await;
+    let shown = common::holder_in_redis(&s, "acl-junk");
+    match got {
+        Err(bidlock::Error::WrongType { key, .. }) => assert_eq!(key, "bid_lock_fence"),
+        other => panic!(
+            "connect approved the user and health names {missing:?} missing; with junk in \
+             the counter the acquire answers {:?} instead of naming the junk key (Redis \
+             shows the lock held by {shown:?})",
+            other.map(|g| g.holder().clone()).map_err(|e| e.to_string())
+        ),
+    }
+}
