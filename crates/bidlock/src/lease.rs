@@ -291,7 +291,16 @@ impl Lease {
         let mut st = self.extends();
         st.confirmed_at = micros_since_base(sent);
         let until = st.confirmed_at.saturating_add(micros(validity));
-        self.0.valid_until.store(until, Ordering::Release);
+        self.set_valid_until(until);
+    }
+
+    /// Sets the deadline; one brought forward wakes every `lost()`, which sleeps until
+    /// the deadline it last read.
+    fn set_valid_until(&self, until: u64) {
+        let before = self.0.valid_until.swap(until, Ordering::AcqRel);
+        if until < before {
+            self.0.lost_notify.notify_waiters();
+        }
     }
 
     /// An extend to `ttl`, promising `validity`, is about to be sent at `sent`. Renewals
@@ -312,7 +321,9 @@ impl Lease {
         if how == Extend::Exact {
             let d = validity;
             let floor = micros_since_base(sent).saturating_add(st.bounded(d));
-            self.0.valid_until.fetch_min(floor, Ordering::AcqRel);
+            if self.0.valid_until.fetch_min(floor, Ordering::AcqRel) > floor {
+                self.0.lost_notify.notify_waiters();
+            }
             st.unsure
                 .get_or_insert_default()
                 .pending
@@ -333,7 +344,7 @@ impl Lease {
         }
         st.confirmed_at = micros_since_base(sent);
         let until = st.confirmed_at.saturating_add(st.bounded(validity));
-        self.0.valid_until.store(until, Ordering::Release);
+        self.set_valid_until(until);
         true
     }
 

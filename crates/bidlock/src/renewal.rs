@@ -99,19 +99,26 @@ async fn run(inner: Weak<Inner>, keeper: Arc<LeaseKeeper>, shutdown: Cancellatio
 }
 
 /// Closing: every lease is marked lost first, then its lock released, so no local guard
-/// still says "held" once another instance can take the lock.
+/// still says "held" once another instance can take the lock. A lease with a caller-given id that was lost before (`owns_its_id`) is not released:
+/// a later acquisition may hold the lock under the same id.
 pub(crate) async fn release_all(inner: &Inner, leases: Vec<Lease>) {
+    let ours: Vec<bool> = leases.iter().map(Lease::owns_its_id).collect();
     for l in &leases {
         l.mark_lost("the manager was closed");
         l.set_released();
     }
-    let releases = leases.iter().map(|l| inner.release_lease(l));
+    let releases = leases
+        .iter()
+        .zip(ours)
+        .filter(|(_, ours)| *ours)
+        .map(|(l, _)| inner.release_lease(l));
     let _ = futures_util::future::join_all(releases).await;
 }
 
 /// One renewal, check, or end of a lease.
 async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
-    if lease.is_released() {
+    // Released, or found lost elsewhere (an extend, a release): nothing to keep.
+    if lease.is_released() || lease.is_marked_lost() {
         keeper.finished(&lease);
         return;
     }

@@ -437,7 +437,7 @@ fn needs_rs_lists(kind: &str) -> &'static [&'static str] {
         "waiters" => &[
             "hset", "hget", "hdel", "exists", "type", "pttl", "pexpire", "del",
         ],
-        "counter" => &["get", "set"],
+        "counter" => &["get", "set", "type"],
         _ => &[],
     }
 }

@@ -174,7 +174,9 @@ async fn acl_a_user_allowed_every_command_the_scripts_send_passes_connect_and_he
              {WAITERS_CMDS})"
         ),
         format!("(~bid_lock_wait:* ~bid_lock_queue:* ~bid_lock_waiters:* {MARKER_CMDS} {QUEUE_CMDS} {WAITERS_CMDS})"),
-        "(~bid_lock_fence +get +set)".to_owned(),
+        // TYPE on the counter is sent only when it holds junk (MONITOR does not see it
+        // here); the connect asks it so that junk is named, not refused as NOPERM.
+        "(~bid_lock_fence +get +set +type)".to_owned(),
     ];
     let url = user_with_selectors(&s, "covered", &selectors);
     // The lock path, run by the default user while MONITOR records what the scripts send:

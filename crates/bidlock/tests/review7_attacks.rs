@@ -1,24 +1,24 @@
 //! Attacks on the stated guarantees (docs/GUARANTEES.md) by the seventh review, aimed at
 //! review 6's fixes (9e147fd, dcb96e1): `supersede` both ways in the keeper, `lost()`
 //! watching the lease's deadline itself, `close()` draining the keeper, and the ACL
-//! check's EVALSHA with a posting's six names. Four fail on 2276f2c (every run of four),
-//! one passes:
+//! check's EVALSHA with a posting's six names. Four failed on 2276f2c (every run of
+//! four); each is fixed:
 //!
-//! - `close_never_releases_a_later_acquisition_of_a_lost_lease_of_a_given_id` (fails): an
-//!   extend that finds the lock gone marks the lease lost but leaves it in the keeper;
-//!   `close()` releases every drained lease by holder id, so a later acquisition of the
-//!   same given id by another manager is deleted.
-//! - `lost_resolves_by_a_deadline_that_a_shortening_extend_brought_forward` (fails): a
-//!   `lost()` polled before a shortening extend sleeps until the old deadline; the keeper,
-//!   its renewal out in a partition, times out at the old deadline too (deadline 1.3 s,
-//!   told at 3.0 s).
-//! - `with_an_idle_keeper_lost_resolves_at_a_shortened_deadline` (fails): the same with
-//!   the keeper in an idle runtime (the stated limit promises `lost()` at the end).
-//! - `acl_a_user_without_type_on_the_counter_is_named_at_connect_or_told_the_junk`
-//!   (fails): hlc.lua's `TYPE` on the counter is not asked at connect; with junk in the
-//!   counter every acquire is NOPERM, not the named junk.
+//! - `close_never_releases_a_later_acquisition_of_a_lost_lease_of_a_given_id`: an extend
+//!   that finds the lock gone marks the lease lost but leaves it in the keeper; close
+//!   (and the keeper's own shutdown) released every drained lease by holder id, so a
+//!   later acquisition of the same given id by another manager was deleted. Now a lease
+//!   that no longer owns its id is marked lost and not released.
+//! - `lost_resolves_by_a_deadline_that_a_shortening_extend_brought_forward`: a `lost()`
+//!   polled before a shortening extend slept until the old deadline (deadline 1.3 s, told
+//!   at 3.0 s). A deadline brought forward now wakes every `lost()`.
+//! - `with_an_idle_keeper_lost_resolves_at_a_shortened_deadline`: the same with the
+//!   keeper in an idle runtime (the stated limit promises `lost()` at the end).
+//! - `acl_a_user_without_type_on_the_counter_is_named_at_connect_or_told_the_junk`:
+//!   hlc.lua's `TYPE` on a counter that holds junk was not asked at connect; with junk in
+//!   the counter every acquire was NOPERM, not the named junk. Now asked.
 //! - `a_superseded_answer_of_a_given_id_waits_and_is_served_after_the_newer_holder`
-//!   (passes).
+//!   (passed).
 
 mod common;
 

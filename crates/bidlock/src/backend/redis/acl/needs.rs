@@ -113,7 +113,8 @@ fn key_checks(keys: &KeySpace, posting: &LockKey) -> Vec<Check> {
             fence.clone(),
             fence_pattern.clone(),
             "the fencing counter",
-            &["get", "set"],
+            // TYPE when it holds junk: the error then names what it holds.
+            &["get", "set", "type"],
         ),
     ];
     let mut out = Vec::new();
