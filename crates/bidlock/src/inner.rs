@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::keeper::LeaseKeeper;
 use crate::key::LockKey;
 use crate::keyspace::KeySpace;
-use crate::lease::{Holder, Lease};
+use crate::lease::{Extended, Holder, Lease};
 use crate::metrics::{Counter, Metrics};
 use crate::waiters::WaitQueues;
 
@@ -155,8 +155,10 @@ impl Inner {
             Ok(true) => {
                 self.metrics
                     .count(Counter::Extensions, Some(lease.key().marketplace()));
-                if lease.finish_extend(n, sent, validity) {
-                    self.keeper.reschedule(lease);
+                match lease.finish_extend(n, sent, validity) {
+                    Extended::Applied => self.keeper.reschedule(lease),
+                    Extended::Older => {}
+                    Extended::TooLate => return Ok(false),
                 }
                 Ok(true)
             }

@@ -118,6 +118,17 @@ struct Unsure {
     uncertain: Option<u64>,
 }
 
+/// What an extend's success did to the lease ([`Lease::finish_extend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extended {
+    /// The deadline moved to what the extend promised.
+    Applied,
+    /// A newer extend was sent since: its answer decides.
+    Older,
+    /// The lease was lost before the answer came (it stays lost).
+    TooLate,
+}
+
 pub(crate) struct LeaseShared {
     pub(crate) key: LockKey,
     pub(crate) holder: Holder,
@@ -334,18 +345,24 @@ impl Lease {
 
     /// Extend number `n`, sent at `sent`, succeeded. Only the newest extend moves the
     /// deadline forward (an older reply says nothing about what a newer request did), and
-    /// never past what an unanswered older exact extend promises. Returns whether it was
-    /// applied.
-    pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Duration) -> bool {
+    /// never past what an unanswered older exact extend promises; and none revives a
+    /// lease that is lost, also by the clock (once told lost, a lease stays lost: with a
+    /// given id, the answer may be about a later acquisition of the id).
+    pub(crate) fn finish_extend(&self, n: u64, sent: Instant, validity: Duration) -> Extended {
         let mut st = self.extends();
         st.forget(n);
+        if self.is_lost() {
+            drop(st);
+            self.mark_lost("the lease ran out before its extend was answered");
+            return Extended::TooLate;
+        }
         if st.started != n {
-            return false;
+            return Extended::Older;
         }
         st.confirmed_at = micros_since_base(sent);
         let until = st.confirmed_at.saturating_add(st.bounded(validity));
         self.set_valid_until(until);
-        true
+        Extended::Applied
     }
 
     /// Extend number `n` ended without a known outcome (an error, or its future was

@@ -198,8 +198,15 @@ async fn extends_landing_out_of_order_never_leave_the_deadline_after_the_expiry(
         let g = g.clone();
         tokio::spawn(async move { g.extend(Duration::from_secs(60)).await })
     };
-    e1.await.unwrap().unwrap();
-    e2.await.unwrap().unwrap();
+    // Each extend succeeds, or (a loaded machine: the keeper's renewal through the slow
+    // link missed the deadline E1 lowered) says the lease was lost before its answer.
+    for e in [e1, e2] {
+        match e.await.unwrap() {
+            Ok(_) => {}
+            Err(bidlock::Error::LockLost { .. }) => assert!(g.is_lost()),
+            Err(other) => panic!("extend failed: {other}"),
+        }
+    }
     p.set(Fault::None);
     let pttl: i64 = s.cmd(&["PTTL", "bid_lock:upwork:noscript-order"]);
     let local_left = g

@@ -7,8 +7,10 @@
 //!   a given id whose keeper is idle (the stated limit: it runs out at its ttl and `lost()`
 //!   says so) is told lost; its lock expires and another manager takes the same id; the
 //!   lease's extend, sent before its end and delivered late, lands on that later lock and
-//!   its answer makes the lost lease "held" again (`is_lost()` false), so its `release()`
-//!   deletes the later acquisition.
+//!   its answer made the lost lease "held" again (`is_lost()` false), so its `release()`
+//!   deleted the later acquisition (failed 3 of 3 on bd0008c). Now an extend's answer
+//!   never revives a lease lost by the clock: the lease is marked lost and the extend
+//!   says so.
 //! - `close_leaves_a_later_acquisition_of_a_given_id_alone_and_releases_a_held_one`
 //!   (passes).
 
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, BidLockManager};
+use bidlock::AcquireOptions;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::key;
