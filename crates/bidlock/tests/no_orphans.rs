@@ -486,6 +486,18 @@ async fn redlock_a_busy_try_never_releases_another_acquisition_of_its_holder_id(
     let k = key("redlock-given");
     let mine = AcquireOptions::new().holder("instance-1");
     let a = m.acquire(&k, &mine).await.unwrap();
+    // An acquire returns once a majority took the lock: A's write to the third node may
+    // still be on its way, and a try that overtakes it there takes that node's copy (its
+    // own write, released when the try loses, while A keeps its majority). The attack is
+    // on a lock held everywhere: wait until A's third write landed.
+    until(Duration::from_secs(5), "A's lock on every node", || {
+        servers.iter().all(|s| {
+            s.cmd::<Option<String>>(&["GET", "bid_lock:upwork:redlock-given"])
+                .as_deref()
+                == Some("instance-1")
+        })
+    })
+    .await;
     // A second task of the same instance tries the same posting: it must just fail.
     let e = m.try_acquire(&k, &mine).await.unwrap_err();
     assert!(e.is_not_acquired(), "{e}");
