@@ -353,7 +353,11 @@ impl Lease {
         st.forget(n);
         if self.is_lost() {
             drop(st);
-            self.mark_lost("the lease ran out before its extend was answered");
+            // Released meanwhile: the lock was let go while held; a late answer after
+            // that is no loss (nor counted as one).
+            if !self.is_released() {
+                self.mark_lost("the lease ran out before its extend was answered");
+            }
             return Extended::TooLate;
         }
         if st.started != n {
