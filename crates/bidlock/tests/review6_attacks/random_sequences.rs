@@ -1,0 +1,235 @@
+//! The sixth review's random sequences: acquires, tries, extends, drops and releases over
+//! three managers, with generated and given ids, while an operator force-releases,
+//! cleans up and releases by holder id; no two sections of one manager on a key unlost
+//! at once, none across managers without an operator action since the older acquire.
+
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, BidLockManager};
+use bidlock_testkit::RedisServer;
+
+use super::common::{self, key};
+
+/// A small seeded generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// A section told held: its manager, key, the epoch of operator actions on the key when
+/// its acquire was sent, and its lease.
+struct Section {
+    id: u64,
+    manager: usize,
+    key: usize,
+    epoch: u64,
+    lease: bidlock::Lease,
+}
+
+#[derive(Default)]
+struct Book {
+    next: u64,
+    live: Vec<Section>,
+    /// Operator actions begun, per key.
+    epochs: [u64; 2],
+    violations: Vec<String>,
+    held: u64,
+}
+
+/// Checks a section just told held against every other live one on its key: within one
+/// manager, another holder id's section must be said lost by then (9e147fd, whatever the
+/// operator did); across managers, one of the two must be lost unless an operator acted
+/// on the key since the older one's acquire was sent (the stated operator limit).
+fn enter(
+    book: &std::sync::Mutex<Book>,
+    manager: usize,
+    k: usize,
+    epoch: u64,
+    lease: &bidlock::Lease,
+) -> u64 {
+    let mut b = book.lock().unwrap();
+    b.held += 1;
+    let now_epoch = b.epochs[k];
+    let mut found = Vec::new();
+    for o in b.live.iter().filter(|o| o.key == k) {
+        if o.lease.holder() == lease.holder() || o.lease.is_lost() || lease.is_lost() {
+            continue;
+        }
+        let older_epoch = o.epoch.min(epoch);
+        if o.manager == manager {
+            found.push(format!(
+                "manager {manager} key {k}: section told held (token {}) while section {} \
+                 of the same manager (token {}) is not lost",
+                lease.fencing_token(),
+                o.id,
+                o.lease.fencing_token()
+            ));
+        } else if older_epoch == now_epoch {
+            found.push(format!(
+                "key {k}: manager {manager} told held (token {}) while manager {}'s \
+                 section {} (token {}) is not lost, no operator action since",
+                lease.fencing_token(),
+                o.manager,
+                o.id,
+                o.lease.fencing_token()
+            ));
+        }
+    }
+    b.violations.extend(found);
+    b.next += 1;
+    let id = b.next;
+    b.live.push(Section {
+        id,
+        manager,
+        key: k,
+        epoch,
+        lease: lease.clone(),
+    });
+    id
+}
+
+fn leave(book: &std::sync::Mutex<Book>, id: u64) {
+    book.lock().unwrap().live.retain(|s| s.id != id);
+}
+
+async fn random_sequences(managers: Vec<BidLockManager>, operator: BidLockManager, seed: u64) {
+    use std::sync::{Arc, Mutex};
+    let book = Arc::new(Mutex::new(Book::default()));
+    let keys = [key("rand-0"), key("rand-1")];
+    let run_for = Duration::from_secs(4);
+    let t0 = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (mi, m) in managers.iter().enumerate() {
+        for w in 0..3u64 {
+            let (m, book, keys) = (m.clone(), book.clone(), keys.clone());
+            let mut rng = Rng(seed ^ ((mi as u64 + 1) << 32) ^ (w + 1).wrapping_mul(0x9e37_79b9));
+            tasks.push(tokio::spawn(async move {
+                while t0.elapsed() < run_for {
+                    let k = rng.below(2) as usize;
+                    let ttl = Duration::from_millis(200 + rng.below(800));
+                    let mut opts = AcquireOptions::new().ttl(ttl);
+                    if rng.below(4) == 0 {
+                        opts = opts.renew(false);
+                    }
+                    // A holder id of the worker's own now and then: never shared by two
+                    // sections at once, never released in the background.
+                    if rng.below(4) == 0 {
+                        opts = opts.holder(format!("m{mi}-w{w}"));
+                    }
+                    let epoch = book.lock().unwrap().epochs[k];
+                    let got = if rng.below(3) == 0 {
+                        m.try_acquire(&keys[k], &opts).await
+                    } else {
+                        m.acquire(&keys[k], &opts.timeout(Duration::from_millis(300)))
+                            .await
+                    };
+                    let Ok(g) = got else {
+                        continue;
+                    };
+                    let id = enter(&book, mi, k, epoch, g.lease());
+                    tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+                    if rng.below(4) == 0 {
+                        let _ = g.extend(Duration::from_millis(300 + rng.below(500))).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+                    leave(&book, id);
+                    if rng.below(3) == 0 {
+                        drop(g);
+                    } else {
+                        let _ = g.release().await;
+                    }
+                }
+            }));
+        }
+    }
+    let mut rng = Rng(seed.rotate_left(17) | 1);
+    while t0.elapsed() < run_for {
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(120))).await;
+        let k = rng.below(2) as usize;
+        let what = rng.below(3);
+        {
+            let mut b = book.lock().unwrap();
+            if what == 1 {
+                b.epochs = b.epochs.map(|e| e + 1);
+            } else {
+                b.epochs[k] += 1;
+            }
+        }
+        match what {
+            0 => {
+                let _ = operator.force_release(&keys[k]).await;
+            }
+            1 => {
+                let _ = operator.cleanup_all().await;
+            }
+            _ => {
+                let holder = operator.status(&keys[k]).await.ok().and_then(|s| s.holder);
+                if let Some(h) = holder {
+                    let _ = operator.release(&keys[k], &bidlock::Holder::new(h)).await;
+                }
+            }
+        }
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a worker hung")
+            .unwrap();
+    }
+    let b = book.lock().unwrap();
+    assert!(b.held > 50, "setup: only {} sections held", b.held);
+    assert!(
+        b.violations.is_empty(),
+        "seed {seed}: {} violations in {} sections: {:#?}",
+        b.violations.len(),
+        b.held,
+        b.violations
+    );
+}
+
+fn seed() -> u64 {
+    std::env::var("REVIEW6_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_random_sequences_with_an_operator_keep_each_managers_sections_apart() {
+    let s = RedisServer::start();
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        managers.push(common::redis_manager(&s.url()).await);
+    }
+    let operator = common::redis_manager(&s.url()).await;
+    random_sequences(managers, operator, seed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_random_sequences_with_an_operator_keep_each_managers_sections_apart() {
+    let prefix = common::unique_prefix();
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        managers.push(
+            BidLockManager::new(common::memory_config(&prefix))
+                .await
+                .unwrap(),
+        );
+    }
+    let operator = BidLockManager::new(common::memory_config(&prefix))
+        .await
+        .unwrap();
+    random_sequences(managers, operator, seed()).await;
+}
