@@ -32,8 +32,6 @@ mod common;
 #[path = "review6_attacks/random_sequences.rs"]
 mod random_sequences;
 
-use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager};
@@ -42,16 +40,12 @@ use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 use common::acl_users::{
     user_with_rules, LOCK_CMDS, MARKER_CMDS, QUEUE_CMDS, RECORD_CMDS, WAITERS_CMDS,
 };
+use common::runtimes::{current_thread, multi_thread, poll_once};
 use common::{key, redis_config};
 
 // ---------------------------------------------------------------------------------------
 // 9e147fd: supersede
 // ---------------------------------------------------------------------------------------
-
-/// Polls `fut` once with the current task's waker.
-async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
-}
 
 /// Promise (docs/GUARANTEES.md, Exclusion, "Limit: operators"): "Within one manager the
 /// order holds: when the store gives the key to one of its sections with a higher token,
@@ -143,21 +137,6 @@ async fn within_one_manager_a_section_answered_after_a_newer_one_is_not_told_hel
 // ---------------------------------------------------------------------------------------
 // 0fc35b0: the keeper task across runtimes
 // ---------------------------------------------------------------------------------------
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Promise (LockGuard's docs): "While the guard lives, its lease is renewed every ttl/3";
 /// `Lease::lost`: "It resolves ... when the lease runs out without a confirmed renewal

@@ -16,35 +16,14 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bidlock::AcquireOptions;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::key;
-
-/// Polls `fut` once with the current task's waker.
-async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::runtimes::{current_thread, multi_thread, poll_once};
 
 // ---------------------------------------------------------------------------------------
 // lease.rs: a lease told lost is told held again

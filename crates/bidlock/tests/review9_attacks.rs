@@ -35,23 +35,9 @@ use bidlock::{AcquireOptions, BidLockManager, BidOutcome};
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::key;
+use common::runtimes::{current_thread, multi_thread};
 
 const TOO_LATE: &str = "the lease ran out before its extend was answered";
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Runs `rt` (and so the keeper task that lives in it) until `at`.
 fn drive_until(rt: &tokio::runtime::Runtime, at: Instant) {

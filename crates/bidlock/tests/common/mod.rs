@@ -5,6 +5,7 @@
 
 pub mod acl_users;
 pub mod checker;
+pub mod runtimes;
 
 use std::time::Duration;
 
