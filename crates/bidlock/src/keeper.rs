@@ -178,24 +178,26 @@ impl LeaseKeeper {
         Keeping::Kept
     }
 
-    /// The store gave `lease`'s key to its holder with a higher token than a lease of
-    /// another holder kept here: that one cannot hold the key any more. It is forgotten
-    /// here and (by `register`) said lost before `lease` is handed out, so that within one manager no section is told
-    /// held while an earlier one still runs on the key. (A release message races the
-    /// grant it leads to: the check the message asks for is a round trip, the waiter's
-    /// try is one too.) The same holder id twice is one holder to the store: left alone.
-    fn supersede(st: &mut State, lease: &Lease) -> Vec<Lease> {
-        let Some(ids) = st.by_key.get(lease.key()) else {
-            return Vec::new();
-        };
-        let superseded: Vec<Lease> = ids
-            .iter()
+    /// The kept leases of other holder ids on `lease`'s key (the same holder id twice is
+    /// one holder to the store: never a rival).
+    fn rivals<'a>(st: &'a State, lease: &'a Lease) -> impl Iterator<Item = &'a Lease> + 'a {
+        st.by_key
+            .get(lease.key())
+            .into_iter()
+            .flatten()
             .filter_map(|id| st.kept(*id))
-            .filter(|o| {
-                o.holder() != lease.holder()
-                    && o.fencing_token() < lease.fencing_token()
-                    && !o.is_released()
-            })
+            .filter(|o| o.holder() != lease.holder())
+    }
+
+    /// The store gave `lease`'s key to its holder with a higher token than a rival kept
+    /// here: that one cannot hold the key any more. It is forgotten here and (by
+    /// `register`) said lost before `lease` is handed out, so that within one manager no
+    /// section is told held while an earlier one still runs on the key. (A release
+    /// message races the grant it leads to: the check the message asks for is a round
+    /// trip, the waiter's try is one too.)
+    fn supersede(st: &mut State, lease: &Lease) -> Vec<Lease> {
+        let superseded: Vec<Lease> = Self::rivals(st, lease)
+            .filter(|o| o.fencing_token() < lease.fencing_token() && !o.is_released())
             .cloned()
             .collect();
         for other in &superseded {
@@ -204,17 +206,13 @@ impl LeaseKeeper {
         superseded
     }
 
-    /// Whether a lease of another holder id with a higher token is kept on `lease`'s key
-    /// (the other half of [`Self::supersede`]: whichever answer is taken up first). The
-    /// store gave the key to that one after this one, which cannot hold it any more. (One
-    /// released meanwhile is not kept: then the notice of the removal that let it in, if
-    /// any, has this lease checked at once, as for any other manager.)
+    /// Whether a rival with a higher token is kept (the other half of [`Self::supersede`]:
+    /// whichever answer is taken up first). The store gave the key to that one after this
+    /// one, which cannot hold it any more. (One released meanwhile is not kept: then the
+    /// notice of the removal that let it in, if any, has this lease checked at once, as
+    /// for any other manager.)
     fn is_superseded(st: &State, lease: &Lease) -> bool {
-        st.by_key.get(lease.key()).is_some_and(|ids| {
-            ids.iter()
-                .filter_map(|id| st.kept(*id))
-                .any(|o| o.holder() != lease.holder() && o.fencing_token() > lease.fencing_token())
-        })
+        Self::rivals(st, lease).any(|o| o.fencing_token() > lease.fencing_token())
     }
 
     /// Stops keeping `lease` (released, completed or dropped). Attention in flight will
