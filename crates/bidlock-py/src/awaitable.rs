@@ -1,17 +1,21 @@
-//! Rust futures as asyncio awaitables: the future runs on the process's tokio runtime
-//! (pyo3-async-runtimes'), and its result is handed to the event loop's own thread
-//! through the loop's inbox ([`crate::inbox`]).
+//! Rust futures as asyncio awaitables. A future is polled once on the calling thread
+//! (the GIL let go meanwhile): one that is ready at once (the in-process store, a guard
+//! already let go) resolves without leaving the thread. Otherwise it runs on the
+//! process's tokio runtime (pyo3-async-runtimes'), and its result is handed to the event
+//! loop's own thread through the loop's inbox ([`crate::inbox`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt as _;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt as _;
 use tokio::sync::oneshot;
 
-use crate::inbox::{inbox_of, Ready, Task};
+use crate::inbox::{inbox_of, settle_with, InFlight, Ready, Task};
 use crate::panic::panic_error;
 
 /// What cancelling the asyncio future (`task.cancel()`, `asyncio.wait_for`) does to the
@@ -39,9 +43,24 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
-    let receiver = inbox_of(&event_loop)?;
-    let inbox = receiver.get().inbox().clone();
     let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let receiver = inbox_of(&event_loop)?;
+    let mut fut = Box::pin(fut);
+    // Polled here only while none of the loop's futures is out: with many in flight
+    // (32 tasks on Redis) a poll here rarely finds an answer, and batches sent to the
+    // runtime cost the loop's thread less (measured).
+    if receiver.get().is_idle() {
+        if let Some(outcome) = py.detach(|| poll_once(fut.as_mut())) {
+            // Ready at once: no runtime task, no wake-up of the loop (measured: a memory
+            // `with_lock` pair from about 190 µs to under 10 µs).
+            let result = converter(outcome)(py);
+            if let Err(e) = settle_with(py, &py_fut, result) {
+                e.write_unraisable(py, Some(&py_fut));
+            }
+            return Ok(py_fut);
+        }
+    }
+    let in_flight = InFlight::new(receiver.get().inbox());
     let cancelled = match on_cancel {
         OnCancel::Stop => {
             let (tx, rx) = oneshot::channel::<()>();
@@ -65,16 +84,9 @@ where
             },
             None => run.await,
         };
-        let convert: crate::inbox::Convert = match outcome {
-            Ok(result) => Box::new(move |py| result.and_then(|v| v.into_py_any(py))),
-            Err(panic) => {
-                let e = panic_error(&*panic);
-                Box::new(move |_| Err(e))
-            }
-        };
-        inbox.push(Ready {
+        in_flight.push(Ready {
             py_fut: handle,
-            convert,
+            convert: converter(outcome),
         });
     });
     if receiver.get().enqueue(task) {
@@ -82,6 +94,34 @@ where
         event_loop.call_method1(pyo3::intern!(py, "call_soon"), (flush,))?;
     }
     Ok(py_fut)
+}
+
+/// What a finished future (or its panic) becomes on the loop thread.
+fn converter<T>(outcome: std::thread::Result<PyResult<T>>) -> crate::inbox::Convert
+where
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    match outcome {
+        Ok(result) => Box::new(move |py| result.and_then(|v| v.into_py_any(py))),
+        Err(panic) => {
+            let e = panic_error(&*panic);
+            Box::new(move |_| Err(e))
+        }
+    }
+}
+
+/// Polls `fut` once, inside the runtime's context (its timers and I/O are at hand),
+/// catching a panic. `None`: not ready; the future then goes to the runtime, whose first
+/// poll gives it the waker that counts (a future wakes only the waker of its latest poll,
+/// so the no-op one here loses nothing).
+fn poll_once<F: Future>(fut: Pin<&mut F>) -> Option<std::thread::Result<F::Output>> {
+    let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
+        Ok(Poll::Ready(v)) => Some(Ok(v)),
+        Ok(Poll::Pending) => None,
+        Err(panic) => Some(Err(panic)),
+    }
 }
 
 /// The asyncio future's done callback: tells the runtime task when it was cancelled.

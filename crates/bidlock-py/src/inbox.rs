@@ -26,6 +26,7 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
@@ -57,6 +58,8 @@ struct Queue {
 pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     wake: UnixStream,
+    /// The loop's futures on the runtime or on their way there.
+    in_flight: AtomicUsize,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,9 +68,33 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Counts one future of a loop as in flight while it lives (see [`LoopInbox::is_idle`]).
+pub(crate) struct InFlight(Arc<Inbox>);
+
+impl InFlight {
+    pub(crate) fn new(inbox: &Arc<Inbox>) -> InFlight {
+        inbox.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(inbox.clone())
+    }
+
+    /// Hands the finished future's result to the loop, counted out first: when the loop
+    /// sees the result, the future no longer counts as in flight.
+    pub(crate) fn push(self, ready: Ready) {
+        let inbox = Arc::clone(&self.0);
+        drop(self);
+        inbox.push(ready);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Inbox {
     /// Queues a result and wakes the loop unless a wake-up is already on its way.
-    pub(crate) fn push(&self, ready: Ready) {
+    fn push(&self, ready: Ready) {
         let wake = {
             let mut q = locked(&self.queue);
             q.ready.push(ready);
@@ -104,6 +131,11 @@ impl LoopInbox {
         let mut outgoing = locked(&self.outgoing);
         outgoing.push(task);
         outgoing.len() == 1
+    }
+
+    /// Whether none of this loop's futures is on the runtime or on its way there.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.inbox.in_flight.load(Ordering::Acquire) == 0
     }
 
     fn take_outgoing(&self) -> Vec<Task> {
@@ -180,7 +212,7 @@ fn settle(py: Python<'_>, r: Ready) -> PyResult<()> {
 
 /// Sets `outcome` on `fut`, unless it was cancelled meanwhile (then the outcome is
 /// dropped: a guard in it releases itself). The common case costs one call into asyncio.
-fn settle_with(
+pub(crate) fn settle_with(
     py: Python<'_>,
     fut: &Bound<'_, PyAny>,
     outcome: PyResult<Py<PyAny>>,
@@ -244,6 +276,7 @@ pub(crate) fn inbox_of<'py>(event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'p
             inbox: Arc::new(Inbox {
                 queue: Mutex::default(),
                 wake,
+                in_flight: AtomicUsize::new(0),
             }),
             woken,
             outgoing: Mutex::default(),

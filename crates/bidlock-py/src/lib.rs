@@ -39,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logging::reset_log_cache, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown::shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(testing::_panic_in_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(testing::_panic_at_once, m)?)?;
     m.add(
         "RustPanic",
         py.get_type::<pyo3_async_runtimes::err::RustPanic>(),

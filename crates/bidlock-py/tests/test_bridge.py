@@ -38,6 +38,42 @@ async def test_panics_in_many_tasks_each_reach_their_own(backend):
     assert await manager.acquire_lock("upwork", "job_1", timeout=1)
 
 
+async def test_a_panic_on_the_first_poll_raises_in_its_own_task(backend):
+    """A future is polled once on the caller's thread before it goes to the runtime: a
+    panic there is the same `RustPanic`, raised when awaited, and nothing else stops."""
+    manager = await get_bid_lock_manager()
+    results = await asyncio.gather(
+        _native._panic_at_once("boom at once"),
+        manager.acquire_lock("upwork", "job_1", timeout=1),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], bidlock.RustPanic), results
+    assert str(results[0]) == "rust future panicked: boom at once"
+    assert results[1] is True
+
+
+async def test_an_answer_ready_at_once_needs_no_pass_of_the_loop():
+    """On the in-process store nothing waits: the awaitable is resolved when it is made
+    (no runtime task, no wake-up of the loop) unless another of the loop's futures is out
+    on the runtime, and a contended acquire still waits."""
+    manager = bidlock.BidLockManager()
+    native = manager._native
+    taken = native.acquire("upwork", "job_9", 5.0, None, None)
+    assert taken.done()
+    guard = taken.result()
+    waiting = native.acquire("upwork", "job_9", 5.0, None, None)
+    assert not waiting.done()
+    # While a future of the loop is out on the runtime, the others go there too.
+    assert not native.status("upwork", "job_8").done()
+    released = guard.release()
+    assert await released is True
+    second = await asyncio.wait_for(waiting, 5)
+    assert native.status("upwork", "job_8").done()
+    assert second.fencing_token > guard.fencing_token
+    assert await second.release() is True
+    await manager.close()
+
+
 async def test_cancelling_a_wait_stops_it_and_leaves_the_lock_alone(backend):
     manager = await get_bid_lock_manager()
     async with manager.with_lock("upwork", "job_123") as first:

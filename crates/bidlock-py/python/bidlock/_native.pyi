@@ -18,6 +18,7 @@ __all__ = [
     "reset_log_cache",
     "shutdown",
     "_panic_in_runtime",
+    "_panic_at_once",
     "RustPanic",
     "DEFAULT_TTL",
     "DEFAULT_TIMEOUT",
@@ -186,5 +187,9 @@ def shutdown() -> None:
     """Called at interpreter exit: closes open managers, then stops calls into Python."""
 
 def _panic_in_runtime(message: str) -> Awaitable[None]:
-    """An awaitable whose Rust future panics with `message` (tests of the panic path):
-    it raises `RustPanic`, and other operations in flight are unaffected."""
+    """An awaitable whose Rust future panics with `message` in the runtime (tests of the
+    panic path): it raises `RustPanic`, and other operations in flight are unaffected."""
+
+def _panic_at_once(message: str) -> Awaitable[None]:
+    """An awaitable whose Rust future panics on its first poll, on the caller's thread:
+    it raises `RustPanic` when awaited, like a panic in the runtime."""
