@@ -93,7 +93,6 @@ pub use error::{ConfigError, Error};
 pub use guard::LockGuard;
 pub use health::Health;
 pub use key::{validate_marketplace, InvalidKey, LockKey, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN};
-pub use keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
 pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
 pub use metrics::{Histogram, MetricsSnapshot};

@@ -92,13 +92,13 @@ pub(crate) async fn release(
         _ => m.force_release(&key).await?,
     };
     if g.json {
-        print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }))?;
+        print_json(&json!({ "released": released, "key": m.config().redis_key(&key) }))?;
     } else if released {
-        print(&format!("released {}\n", m.config().keys().lock_key(&key)))?;
+        print(&format!("released {}\n", m.config().redis_key(&key)))?;
     } else {
         print(&format!(
             "not released: {} is not held{}\n",
-            m.config().keys().lock_key(&key),
+            m.config().redis_key(&key),
             if force { "" } else { " by that holder" }
         ))?;
     }
@@ -114,11 +114,11 @@ pub(crate) async fn cleanup(g: &Global, yes: bool) -> Result<u8, CliError> {
     let m = g.manager(true).await?;
     let n = m.cleanup_all().await?;
     if g.json {
-        print_json(&json!({ "removed": n, "prefix": m.config().keys().prefix() }))?;
+        print_json(&json!({ "removed": n, "prefix": m.config().key_prefix() }))?;
     } else {
         print(&format!(
             "removed {n} locks with prefix {}\n",
-            m.config().keys().prefix()
+            m.config().key_prefix()
         ))?;
     }
     Ok(exit::OK)

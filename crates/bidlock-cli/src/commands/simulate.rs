@@ -375,8 +375,7 @@ async fn records(
 ) -> Result<Records, CliError> {
     let pattern = m
         .config()
-        .keys()
-        .done_key(&LockKey::new(MARKETPLACE, format!("{run}-*"))?);
+        .done_redis_key(&LockKey::new(MARKETPLACE, format!("{run}-*"))?);
     let fate = match (m.backend(), keep) {
         (bidlock::Backend::Memory, _) => "memory",
         (_, true) => "kept",

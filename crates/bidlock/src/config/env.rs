@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(c.backend(), Backend::Auto);
         assert_eq!(c.ttl(), Duration::from_secs(300));
         assert!(c.redis_targets().is_empty());
-        assert_eq!(c.keys().prefix(), "bid_lock");
+        assert_eq!(c.key_prefix(), "bid_lock");
     }
     #[test]
     fn url_and_components() {
