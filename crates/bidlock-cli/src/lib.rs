@@ -9,6 +9,7 @@ pub mod output;
 mod commands;
 mod durations;
 mod keep;
+mod latency;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -95,7 +95,7 @@ pub use health::Health;
 pub use key::{validate_marketplace, InvalidKey, LockKey, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN};
 pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
-pub use metrics::{Histogram, MetricsSnapshot};
+pub use metrics::MetricsSnapshot;
 pub use options::{AcquireOptions, DEFAULT_WAIT};
 pub use stats::{FleetStats, MarketplaceStats};
 pub use ttl::{parse_seconds, Ttl};
