@@ -30,7 +30,12 @@ impl Latencies {
     /// Records one duration (whole microseconds).
     pub(crate) fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.read(|h| h.saturating_record(us));
+        // `record` grows the histogram to fit; `saturating_record` would clamp instead.
+        self.read(|h| {
+            if h.record(us).is_err() {
+                h.saturating_record(us);
+            }
+        });
     }
 
     /// How many durations were recorded.

@@ -299,7 +299,8 @@ impl Default for Micros {
 impl Micros {
     fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.0.lock().unwrap().saturating_record(us);
+        // Grows to fit (`saturating_record` would clamp at the current bound).
+        self.0.lock().unwrap().record(us).unwrap();
     }
 
     fn quantile_us(&self, q: f64) -> u64 {
