@@ -10,6 +10,7 @@ mod commands;
 mod durations;
 mod keep;
 mod latency;
+mod seconds;
 
 use std::process::ExitCode;
 use std::time::Duration;

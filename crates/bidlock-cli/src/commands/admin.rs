@@ -10,13 +10,15 @@ use crate::output::{human_duration, human_ms, print, print_json, table};
 use crate::{lock_key, Global, MetricsFormat};
 
 pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
-    if let Some(m) = marketplace {
-        // Validate before connecting: bad input touches nothing.
-        bidlock::validate_marketplace(m)
-            .map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
-    }
     let m = g.manager(true).await?;
-    let locks = m.locks(marketplace).await?;
+    // The library checks the marketplace id before it reads anything: bad input touches
+    // nothing.
+    let locks = match m.locks(marketplace).await {
+        Err(bidlock::Error::InvalidKey(e)) => {
+            return Err(CliError::usage(format!("invalid --marketplace: {e}")))
+        }
+        other => other?,
+    };
     if g.json {
         print_json(
             &json!({ "backend": m.backend().to_string(), "count": locks.len(), "locks": locks }),
