@@ -38,12 +38,10 @@ impl ConfigBuilder {
     ///
     /// Empty values count as unset. Later builder calls override what the environment set.
     ///
-    /// A `redis+cluster://` URL selects the cluster key layout ([`Layout::Cluster`]). It
+    /// A `redis+cluster://` URL selects the cluster key layout (docs/REDIS.md). It
     /// names one whole cluster, so it cannot be combined with other URLs; whether the
     /// servers are what the URL says (cluster nodes, or a single server for `redis://`) is
     /// checked at connect, and a URL of the wrong kind is refused with the one to use.
-    ///
-    /// [`Layout::Cluster`]: crate::Layout::Cluster
     ///
     /// # Errors
     ///
