@@ -40,7 +40,7 @@ pub(crate) struct Args {
 
     /// Stop after this many seconds, as on SIGTERM. Without it, run until SIGTERM or
     /// SIGINT.
-    #[arg(long, value_name = "S", value_parser = bidlock::parse_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "S", value_parser = crate::seconds::seconds, allow_negative_numbers = true)]
     pub(crate) seconds: Option<Duration>,
 
     /// Serve Prometheus metrics at /metrics, readiness at /ready (the lock backend
@@ -51,7 +51,7 @@ pub(crate) struct Args {
 
     /// After a stop, how long running bids may take to finish before they are cut off.
     /// Closing the managers takes at most 1.5 s more.
-    #[arg(long, value_name = "S", default_value = "3", value_parser = bidlock::parse_seconds,
+    #[arg(long, value_name = "S", default_value = "3", value_parser = crate::seconds::seconds,
           allow_negative_numbers = true)]
     pub(crate) grace: Duration,
 
@@ -77,7 +77,7 @@ pub(crate) struct Args {
 }
 
 fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
-    let d = bidlock::parse_seconds(s)?;
+    let d = crate::seconds::seconds(s)?;
     if d < Duration::from_secs(1) {
         return Err(format!("{s:?} is less than one second"));
     }

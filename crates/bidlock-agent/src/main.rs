@@ -13,6 +13,9 @@ mod exposition;
 mod fleet;
 mod market;
 mod outcome;
+/// The CLI's parser of durations in seconds, so that both read `2.5` and refuse `-1` alike.
+#[path = "../../bidlock-cli/src/seconds.rs"]
+mod seconds;
 mod service;
 mod summary;
 

@@ -1,12 +1,12 @@
 //! Durations from the command line (`--wait`, `--ttl`, `--grace`, ...): the library
-//! parses them, and its refusals say in one wording what was given and what is accepted
-//! (the same words `BID_LOCK_TTL` gets).
+//! parses ttls, [`crate::seconds`] the rest, and their refusals say in one wording what
+//! was given and what is accepted (the same words `BID_LOCK_TTL` gets).
 
 use std::time::Duration;
 
 /// `--wait`, `--grace` and the like: 0 to 30 days.
 pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
-    bidlock::parse_seconds(s)
+    crate::seconds::seconds(s)
 }
 
 /// `--ttl`: the library's ttl rule (10 ms to 30 days), in its words.

@@ -9,6 +9,8 @@ pub mod output;
 mod commands;
 mod durations;
 mod keep;
+mod latency;
+mod seconds;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 
 pub mod acl;
 mod cluster;
+pub mod keys;
 mod link;
 mod persistence;
 pub mod process;

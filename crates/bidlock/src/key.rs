@@ -94,7 +94,7 @@ pub(crate) fn is_id_char(c: char) -> bool {
 /// # Errors
 ///
 /// [`InvalidKey`] naming what is wrong.
-pub fn validate_marketplace(marketplace: &str) -> Result<(), InvalidKey> {
+pub(crate) fn validate_marketplace(marketplace: &str) -> Result<(), InvalidKey> {
     if marketplace.is_empty() {
         return Err(InvalidKey::EmptyMarketplace);
     }

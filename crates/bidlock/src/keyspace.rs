@@ -5,7 +5,7 @@
 use crate::key::{is_id_char, InvalidKey, LockKey};
 
 /// The default key prefix, compatible with the original Python system.
-pub const DEFAULT_PREFIX: &str = "bid_lock";
+pub(crate) const DEFAULT_PREFIX: &str = "bid_lock";
 
 /// What the names derived from a prefix end with. A prefix ending in one of them is
 /// refused: its locks would be another prefix's records, markers or counters.
@@ -22,7 +22,7 @@ const DERIVED_SUFFIXES: &[&str] = &[
 /// How the names of one posting are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[non_exhaustive]
-pub enum Layout {
+pub(crate) enum Layout {
     /// One Redis server (incl. Sentinel and each Redlock node): the original system's
     /// names, one fencing counter per prefix, one release channel per prefix.
     #[default]
@@ -81,7 +81,7 @@ pub enum Layout {
 /// layouts cannot alias either: after its head, a cluster name goes on with `{`, which no
 /// marketplace id (and so no classic name) starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySpace {
+pub(crate) struct KeySpace {
     prefix: String,
     done_prefix: String,
     layout: Layout,
@@ -169,7 +169,7 @@ impl KeySpace {
     /// [`InvalidKey::Prefix`] when the prefix is not `[A-Za-z0-9_.-]{1,64}` (other
     /// characters would make keys ambiguous or SCAN patterns unsafe), or when its names
     /// could reach another prefix's keys (see the type's docs).
-    pub fn new(prefix: &str) -> Result<KeySpace, InvalidKey> {
+    pub(crate) fn new(prefix: &str) -> Result<KeySpace, InvalidKey> {
         if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(is_id_char) {
             return Err(refuse(prefix, "use 1-64 of A-Z, a-z, 0-9, '_', '.', '-'"));
         }
@@ -199,18 +199,18 @@ impl KeySpace {
 
     /// The same prefix in another layout.
     #[must_use]
-    pub fn with_layout(mut self, layout: Layout) -> KeySpace {
+    pub(crate) fn with_layout(mut self, layout: Layout) -> KeySpace {
         self.layout = layout;
         self
     }
 
     /// The layout of the names.
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         self.layout
     }
 
     /// The prefix.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
@@ -235,46 +235,46 @@ impl KeySpace {
     }
 
     /// The lock's Redis key.
-    pub fn lock_key(&self, key: &LockKey) -> String {
+    pub(crate) fn lock_key(&self, key: &LockKey) -> String {
         self.name_of(Name::Lock, key).to_string()
     }
 
     /// The completion record's Redis key.
-    pub fn done_key(&self, key: &LockKey) -> String {
+    pub(crate) fn done_key(&self, key: &LockKey) -> String {
         self.name_of(Name::Done, key).to_string()
     }
 
     /// The wait marker's Redis key: set by a try that found the lock held, so that the
     /// release publishes; without waiters, releases publish nothing.
-    pub fn wait_key(&self, key: &LockKey) -> String {
+    pub(crate) fn wait_key(&self, key: &LockKey) -> String {
         self.name_of(Name::Wait, key).to_string()
     }
 
     /// The wait queue's Redis key: a ZSET of the waiters that take handoffs, by arrival.
-    pub fn queue_key(&self, key: &LockKey) -> String {
+    pub(crate) fn queue_key(&self, key: &LockKey) -> String {
         self.name_of(Name::Queue, key).to_string()
     }
 
     /// The waiters' Redis key: a HASH of each queued waiter's entry (how long it is alive,
     /// its grant ttl and channel), or of the token a release handed it.
-    pub fn waiters_key(&self, key: &LockKey) -> String {
+    pub(crate) fn waiters_key(&self, key: &LockKey) -> String {
         self.name_of(Name::Waiters, key).to_string()
     }
 
     /// The pub/sub channel on which releases hand locks to the waiters of manager `uid`
     /// (classic layout only: on a cluster, waiters do not queue).
-    pub fn grant_channel(&self, uid: &str) -> String {
+    pub(crate) fn grant_channel(&self, uid: &str) -> String {
         format!("{}_grants:{uid}", self.prefix)
     }
 
     /// The prefix-wide fencing counter of the classic layout (also what Redlock raises).
-    pub fn fence_key(&self) -> String {
+    pub(crate) fn fence_key(&self) -> String {
         format!("{}_fence", self.prefix)
     }
 
     /// The fencing counter an acquire of `key` uses: the prefix's one counter, or on a
     /// cluster the posting's own (no key can live in every slot).
-    pub fn fence_key_of(&self, key: &LockKey) -> String {
+    pub(crate) fn fence_key_of(&self, key: &LockKey) -> String {
         match self.layout {
             Layout::Classic => self.fence_key(),
             Layout::Cluster => self.name_of(Name::Fence, key).to_string(),
@@ -282,7 +282,7 @@ impl KeySpace {
     }
 
     /// The prefix-wide pub/sub channel of the classic layout.
-    pub fn release_channel(&self) -> String {
+    pub(crate) fn release_channel(&self) -> String {
         self.release_channel_name().to_string()
     }
 
@@ -299,7 +299,7 @@ impl KeySpace {
 
     /// The channel a release of `key` is announced on: the prefix's channel, or on a
     /// cluster the posting's sharded channel, in the slot of the posting's keys.
-    pub fn release_channel_of(&self, key: &LockKey) -> String {
+    pub(crate) fn release_channel_of(&self, key: &LockKey) -> String {
         match self.layout {
             Layout::Classic => self.release_channel(),
             Layout::Cluster => self.name(&self.release_channel(), key),
@@ -317,7 +317,7 @@ impl KeySpace {
     /// The SCAN pattern for locks, optionally of one marketplace. Marketplace ids cannot
     /// contain glob characters (nor do prefixes, and `{` is not one), so the pattern
     /// matches exactly what it says.
-    pub fn scan_pattern(&self, marketplace: Option<&str>) -> String {
+    pub(crate) fn scan_pattern(&self, marketplace: Option<&str>) -> String {
         let head = self.pattern_head(&self.prefix);
         match marketplace {
             Some(m) => format!("{head}{m}:*"),
@@ -326,22 +326,22 @@ impl KeySpace {
     }
 
     /// The SCAN pattern for completion records.
-    pub fn done_pattern(&self) -> String {
+    pub(crate) fn done_pattern(&self) -> String {
         format!("{}*", self.pattern_head(&self.done_prefix))
     }
 
     /// The SCAN pattern for wait markers.
-    pub fn wait_pattern(&self) -> String {
+    pub(crate) fn wait_pattern(&self) -> String {
         format!("{}*", self.pattern_head(&format!("{}_wait", self.prefix)))
     }
 
     /// The SCAN pattern for wait queues.
-    pub fn queue_pattern(&self) -> String {
+    pub(crate) fn queue_pattern(&self) -> String {
         format!("{}*", self.pattern_head(&format!("{}_queue", self.prefix)))
     }
 
     /// The SCAN pattern for the queued waiters' entries.
-    pub fn waiters_pattern(&self) -> String {
+    pub(crate) fn waiters_pattern(&self) -> String {
         format!(
             "{}*",
             self.pattern_head(&format!("{}_waiters", self.prefix))
@@ -351,7 +351,7 @@ impl KeySpace {
     /// Parses a lock key (or, on a cluster, a release channel's payload, which is the
     /// lock key) back into its ids; `None` when the name is not a valid lock key of this
     /// prefix and layout.
-    pub fn parse_lock_key(&self, redis_key: &str) -> Option<LockKey> {
+    pub(crate) fn parse_lock_key(&self, redis_key: &str) -> Option<LockKey> {
         let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
         let rest = match self.layout {
             Layout::Classic => rest,

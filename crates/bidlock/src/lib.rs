@@ -92,14 +92,13 @@ pub use config::{
 pub use error::{ConfigError, Error};
 pub use guard::LockGuard;
 pub use health::Health;
-pub use key::{validate_marketplace, InvalidKey, LockKey, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN};
-pub use keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
+pub use key::{InvalidKey, LockKey, MAX_MARKETPLACE_LEN, MAX_POSTING_LEN};
 pub use lease::{FencingToken, Holder, Lease};
 pub use manager::{connect, BidLockManager};
-pub use metrics::{Histogram, MetricsSnapshot};
+pub use metrics::MetricsSnapshot;
 pub use options::{AcquireOptions, DEFAULT_WAIT};
 pub use stats::{FleetStats, MarketplaceStats};
-pub use ttl::{parse_seconds, Ttl};
+pub use ttl::Ttl;
 
 /// The README's and every docs page's Rust examples, compiled as doctests so they cannot
 /// rot (docs/RUST.md holds most of them; a page without Rust adds nothing).

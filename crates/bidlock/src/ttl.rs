@@ -1,6 +1,6 @@
 //! [`Ttl`]: a lock's time to live, checked once wherever it comes from (builder,
-//! environment, acquire options, `extend`, the CLI), and [`parse_seconds`], the one way
-//! durations are read from operators (`BID_LOCK_TTL`, `--wait`, `--ttl`, `--grace`).
+//! environment, acquire options, `extend`, the CLI), and read from seconds with one
+//! wording (`BID_LOCK_TTL`, `--ttl`).
 
 use std::fmt;
 use std::time::Duration;
@@ -106,21 +106,9 @@ fn refusal(s: &str, accepted: &str, min: f64) -> String {
 }
 
 /// Parses a duration written in seconds, decimals allowed (`2.5`): zero or more, at most
-/// 30 days.
-///
-/// # Errors
-///
-/// A message saying what was given and what is accepted (`expected seconds from 0 to
-/// 2592000 (30 days), decimals allowed: "soon" is not a number`).
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(bidlock::parse_seconds("0.25"), Ok(Duration::from_millis(250)));
-/// assert!(bidlock::parse_seconds("-1").is_err());
-/// ```
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+/// 30 days; the refusal says what was given and what is accepted (`expected seconds from
+/// 0 to 2592000 (30 days), decimals allowed: "soon" is not a number`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(secs) if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) => {
             Ok(Duration::from_secs_f64(secs))

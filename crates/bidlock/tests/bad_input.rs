@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bidlock::{
-    AcquireOptions, Backend, BidLockManager, Config, ConfigBuilder, InvalidKey, KeySpace, Layout,
-    LockKey, RedisTarget, ENV_VARS,
+    AcquireOptions, Backend, BidLockManager, Config, ConfigBuilder, InvalidKey, LockKey,
+    RedisTarget, ENV_VARS,
 };
+use bidlock_testkit::keys::{Names, DEFAULT_PREFIX};
 use bidlock_testkit::RedisServer;
 use proptest::prelude::*;
 
@@ -55,13 +56,19 @@ proptest! {
             prop_assert_eq!(r.is_ok(), valid_marketplace(&m) && valid_posting(&p), "{:?} {:?} -> {:?}", m, p, r);
             match r {
                 Ok(k) => {
-                    let ks = KeySpace::default();
-                    prop_assert_eq!(ks.parse_lock_key(&ks.lock_key(&k)), Some(k.clone()));
-                    prop_assert!(ks.lock_key(&k).starts_with("bid_lock:"));
-                    let cluster = KeySpace::default().with_layout(Layout::Cluster);
-                    prop_assert_eq!(cluster.parse_lock_key(&cluster.lock_key(&k)), Some(k.clone()));
-                    let tagged = cluster.lock_key(&k).starts_with("bid_lock:{");
-                    prop_assert!(tagged);
+                    // The library names the lock as docs/REDIS.md says, in both layouts,
+                    // and the name gives the ids back.
+                    let ids = Some((m.clone(), p.clone()));
+                    let ks = Names::default();
+                    prop_assert_eq!(Config::default().redis_key(&k), ks.lock(&k));
+                    prop_assert_eq!(ks.parse_lock(&ks.lock(&k)), ids.clone());
+                    let cluster = Names::cluster(DEFAULT_PREFIX);
+                    let on_cluster = Config::builder()
+                        .redis_url("redis+cluster://127.0.0.1:7000")
+                        .build()
+                        .unwrap();
+                    prop_assert_eq!(on_cluster.redis_key(&k), cluster.lock(&k));
+                    prop_assert_eq!(cluster.parse_lock(&cluster.lock(&k)), ids);
                 }
                 Err(e) => {
                     let msg = e.to_string();

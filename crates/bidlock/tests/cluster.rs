@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bidlock::{
-    AcquireOptions, Backend, BidLockManager, BidOutcome, Config, ConfigBuilder, Layout, LockKey,
+    AcquireOptions, Backend, BidLockManager, BidOutcome, Config, ConfigBuilder, LockKey,
     RetryPolicy, Topology,
 };
+use bidlock_testkit::keys::Names;
 use bidlock_testkit::{RedisCluster, RedisServer, ServerOptions};
 use common::checker::{self, Workload};
 
@@ -55,12 +56,15 @@ fn key(m: &str, p: &str) -> LockKey {
     LockKey::new(m, p).unwrap()
 }
 
+/// The cluster names of `m`'s prefix, as docs/REDIS.md states them.
+fn names(m: &BidLockManager) -> Names {
+    Names::cluster(m.config().key_prefix())
+}
+
 /// The masters that serve the lock keys of these postings (default prefix).
 fn masters_of(c: &RedisCluster, keys: &[LockKey]) -> BTreeSet<u16> {
-    let ks = bidlock::KeySpace::default().with_layout(Layout::Cluster);
-    keys.iter()
-        .map(|k| c.master_of_key(&ks.lock_key(k)))
-        .collect()
+    let ks = Names::cluster(bidlock_testkit::keys::DEFAULT_PREFIX);
+    keys.iter().map(|k| c.master_of_key(&ks.lock(k))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,12 +102,12 @@ async fn contention_over_postings_on_every_master() {
         "the contended postings must cover every master"
     );
     // Each posting has its own counter, in its own slot, kept beyond the lock's ttl.
-    let ks = managers[0].config().keys().clone();
+    let ks = names(&managers[0]);
     for k in &used {
-        let fence = ks.fence_key_of(k);
+        let fence = ks.fence_of(k);
         let pttl: i64 = c.cmd_for_key(&fence, &["PTTL", &fence]);
         assert!(pttl > 23 * 3600 * 1000, "{fence}: {pttl}");
-        assert_eq!(c.slot_of(&fence), c.slot_of(&ks.lock_key(k)));
+        assert_eq!(c.slot_of(&fence), c.slot_of(&ks.lock(k)));
     }
     for m in managers {
         m.close().await;
@@ -162,8 +166,8 @@ async fn bid_once_runs_each_posting_exactly_once() {
 async fn postings_with_braces_keep_every_name_in_one_slot() {
     let c = cluster().await;
     let (a, b) = (manager(&c, |b| b).await, manager(&c, |b| b).await);
-    let ks = a.config().keys().clone();
-    assert_eq!(ks.layout(), Layout::Cluster);
+    let ks = names(&a);
+    assert_eq!(a.config().redis_key(&key("brace", "x")), ks.lock("brace:x"));
     for posting in ["a}b", "{x}", "}{", "job:{1}", "{}", "}"] {
         let k = key("brace", posting);
         let g = a.acquire(&k, &AcquireOptions::new()).await.unwrap();
@@ -174,10 +178,10 @@ async fn postings_with_braces_keep_every_name_in_one_slot() {
             .unwrap_err()
             .is_not_acquired());
         let names = [
-            ks.lock_key(&k),
-            ks.done_key(&k),
-            ks.wait_key(&k),
-            ks.fence_key_of(&k),
+            ks.lock(&k),
+            ks.done(&k),
+            ks.wait(&k),
+            ks.fence_of(&k),
             ks.release_channel_of(&k),
         ];
         let slots: BTreeSet<u16> = names.iter().map(|n| c.slot_of(n)).collect();
@@ -227,7 +231,7 @@ async fn every_operation_works_on_a_cluster() {
     .await;
     assert!(!g.is_lost(), "{:?}", g.lease().lost_reason());
     g.extend(Duration::from_secs(30)).await.unwrap();
-    let lock = m.config().keys().lock_key(&k);
+    let lock = names(&m).lock(&k);
     let pttl: i64 = c.cmd_for_key(&lock, &["PTTL", &lock]);
     assert!(pttl > 20_000, "{pttl}");
     let st = m.status(&k).await.unwrap();
@@ -252,7 +256,7 @@ async fn every_operation_works_on_a_cluster() {
     assert!(g.release().await.unwrap());
     // A key of another type at a lock's name is refused, never overwritten.
     let foreign = key("ops", "foreign");
-    let name = m.config().keys().lock_key(&foreign);
+    let name = names(&m).lock(&foreign);
     let _: i64 = c.cmd_for_key(&name, &["HSET", &name, "f", "v"]);
     assert!(m
         .acquire(&foreign, &AcquireOptions::new().no_wait())
@@ -272,10 +276,10 @@ async fn locks_and_cleanup_see_every_master() {
     let postings: Vec<LockKey> = (0..30)
         .map(|i| key(if i % 2 == 0 { "m1" } else { "m2" }, &format!("p{i}")))
         .collect();
-    let ks = a.config().keys().clone();
+    let ks = names(&a);
     let on: BTreeSet<u16> = postings
         .iter()
-        .map(|k| c.master_of_key(&ks.lock_key(k)))
+        .map(|k| c.master_of_key(&ks.lock(k)))
         .collect();
     assert_eq!(on.len(), 3, "the locks must live on every master");
     let opts = AcquireOptions::new().ttl(Duration::from_secs(60));
@@ -289,7 +293,7 @@ async fn locks_and_cleanup_see_every_master() {
     let listed = b.locks(None).await.unwrap();
     assert_eq!(listed.len(), postings.len(), "{listed:?}");
     for (l, g) in listed.iter().zip(sorted_by_key(&ks, &guards)) {
-        assert_eq!(l.redis_key, ks.lock_key(g.key()));
+        assert_eq!(l.redis_key, ks.lock(g.key()));
         assert_eq!(l.holder, g.holder().as_str());
         assert!(l.ttl_left_ms.is_some_and(|t| t > 50_000));
     }
@@ -304,12 +308,9 @@ async fn locks_and_cleanup_see_every_master() {
     drop(guards);
 }
 
-fn sorted_by_key<'a>(
-    ks: &bidlock::KeySpace,
-    guards: &'a [bidlock::LockGuard],
-) -> Vec<&'a bidlock::LockGuard> {
+fn sorted_by_key<'a>(ks: &Names, guards: &'a [bidlock::LockGuard]) -> Vec<&'a bidlock::LockGuard> {
     let mut v: Vec<&bidlock::LockGuard> = guards.iter().collect();
-    v.sort_by_key(|g| ks.lock_key(g.key()));
+    v.sort_by_key(|g| ks.lock(g.key()));
     v
 }
 
@@ -342,7 +343,7 @@ async fn a_sharded_message_wakes_a_waiter_and_channels_are_dropped_when_nobody_w
     let slow = RetryPolicy::new(Duration::from_secs(30), 1.0, Duration::from_secs(30));
     let waiter = manager(&c, |b| b.retry(slow)).await;
     let k = key("wake", "job_1");
-    let channel = holder.config().keys().release_channel_of(&k);
+    let channel = names(&holder).release_channel_of(&k);
     let long = AcquireOptions::new().ttl(Duration::from_secs(60));
     let g = holder.acquire(&k, &long).await.unwrap();
     assert_eq!(listeners(&c, &channel), 0, "nobody waits yet");
@@ -371,7 +372,7 @@ async fn a_sharded_message_wakes_a_waiter_and_channels_are_dropped_when_nobody_w
     })
     .await;
     let k = key("wake", "job_2");
-    let channel = holder.config().keys().release_channel_of(&k);
+    let channel = names(&holder).release_channel_of(&k);
     let g = holder.acquire(&k, &long).await.unwrap();
     let t = {
         let (w2, k) = (w2.clone(), k.clone());

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, KeySpace, Layout, LockKey};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::keys::{Names, DEFAULT_PREFIX};
 use bidlock_testkit::RedisCluster;
 use common::checker::{self, Workload};
 
@@ -28,8 +29,9 @@ async fn manager(c: &RedisCluster) -> BidLockManager {
     BidLockManager::new(cfg).await.unwrap()
 }
 
-fn names() -> KeySpace {
-    KeySpace::default().with_layout(Layout::Cluster)
+/// The default prefix's cluster names, as docs/REDIS.md states them.
+fn names() -> Names {
+    Names::cluster(DEFAULT_PREFIX)
 }
 
 /// A posting of `marketplace` whose names share a slot with `key`'s (a lock held across
@@ -37,10 +39,10 @@ fn names() -> KeySpace {
 fn same_slot_posting(marketplace: &str, key: &LockKey) -> LockKey {
     use redis::cluster_routing::Slot;
     let ks = names();
-    let slot = Slot::for_key(ks.lock_key(key));
+    let slot = Slot::for_key(ks.lock(key));
     (0..1_000_000)
         .map(|i| LockKey::new(marketplace, format!("pin{i}")).unwrap())
-        .find(|k| Slot::for_key(ks.lock_key(k)) == slot)
+        .find(|k| Slot::for_key(ks.lock(k)) == slot)
         .unwrap()
 }
 
@@ -82,10 +84,7 @@ async fn resharding_slots_that_hold_live_locks_while_clients_contend() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ks = names();
-    let slots: Vec<u16> = contended
-        .iter()
-        .map(|k| c.slot_of(&ks.lock_key(k)))
-        .collect();
+    let slots: Vec<u16> = contended.iter().map(|k| c.slot_of(&ks.lock(k))).collect();
     let (c, moves) = tokio::task::spawn_blocking(move || {
         let mut moves = Vec::new();
         for slot in slots {
@@ -109,11 +108,11 @@ async fn resharding_slots_that_hold_live_locks_while_clients_contend() {
     assert!(o.sections >= 30, "too little happened: {o:?}");
     for ((slot, _, to, live, moved), k) in moves.iter().zip(&contended) {
         assert!(*live > 0 && *moved > 0, "slot {slot} held no keys");
-        assert_eq!(c.master_of_key(&ks.lock_key(k)), *to);
+        assert_eq!(c.master_of_key(&ks.lock(k)), *to);
     }
     // The pinned lock moved with its slot and was kept: renewed on its new master.
     assert!(!pin.is_lost(), "{:?}", pin.lease().lost_reason());
-    let name = ks.lock_key(&pinned);
+    let name = ks.lock(&pinned);
     let holder: String = c.cmd_for_key(&name, &["GET", &name]);
     assert_eq!(holder, pin.holder().as_str());
     assert!(pin.release().await.unwrap());
@@ -163,7 +162,7 @@ async fn a_waiter_follows_its_channel_when_the_slot_moves(
     let waiter = BidLockManager::new(cfg).await.unwrap();
     let k = LockKey::new("moving", "job").unwrap();
     let ks = names();
-    let (lock, channel) = (ks.lock_key(&k), ks.release_channel_of(&k));
+    let (lock, channel) = (ks.lock(&k), ks.release_channel_of(&k));
     let g = holder
         .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(60)))
         .await
@@ -224,7 +223,7 @@ async fn a_killed_master_fails_over_and_holders_are_kept_or_told() {
     let victim = c.master_ports()[0];
     let on_victim: Vec<LockKey> = (0..200)
         .map(|i| LockKey::new("kill", format!("p{i}")).unwrap())
-        .filter(|k| c.master_of_key(&ks.lock_key(k)) == victim)
+        .filter(|k| c.master_of_key(&ks.lock(k)) == victim)
         .take(4)
         .collect();
     assert_eq!(on_victim.len(), 4);
@@ -255,7 +254,7 @@ async fn a_killed_master_fails_over_and_holders_are_kept_or_told() {
     assert!(c.master_ports().contains(&promoted));
     let mut kept = 0;
     for g in &guards {
-        let name = ks.lock_key(g.key());
+        let name = ks.lock(g.key());
         let on_new: Option<String> = c.node(promoted).cmd(&["GET", &name]);
         if kept_or_told(g, healed, ttl).await {
             kept += 1;
@@ -310,7 +309,7 @@ async fn a_waiter_keeps_waiting_while_its_slot_moves() {
         .unwrap();
     // Other keys in the slot, so that it stays half moved for a while.
     let ks = names();
-    let lock = ks.lock_key(&k);
+    let lock = ks.lock(&k);
     let slot = c.slot_of(&lock);
     let tag = format!("{{{}:{}}}", k.marketplace(), k.posting());
     for i in 0..12 {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, Histogram, LockKey};
+use bidlock::{AcquireOptions, LockKey};
 use bidlock_testkit::RedisServer;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -170,8 +170,8 @@ async fn hot_key_soak_with_64_waiters() {
         managers.push(common::redis_manager(&server.url()).await);
     }
     let last_release = Arc::new(Mutex::new(None::<(Instant, usize)>));
-    let gaps = Arc::new(Histogram::new());
-    let waits = Arc::new(Histogram::new());
+    let gaps = Arc::new(Micros::default());
+    let waits = Arc::new(Micros::default());
     let sections = Arc::new(AtomicU64::new(0));
     let overlaps = Arc::new(AtomicU64::new(0));
     let inside = Arc::new(AtomicU64::new(0));
@@ -285,4 +285,29 @@ async fn hot_key_soak_with_64_waiters() {
         rss_end < rss_start + 64 * 1024,
         "client memory grew from {rss_start} to {rss_end} KiB"
     );
+}
+
+/// Durations in µs, recorded from many tasks (an HdrHistogram behind a lock).
+struct Micros(Mutex<hdrhistogram::Histogram<u64>>);
+
+impl Default for Micros {
+    fn default() -> Self {
+        Micros(Mutex::new(hdrhistogram::Histogram::new(3).unwrap()))
+    }
+}
+
+impl Micros {
+    fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Grows to fit (`saturating_record` would clamp at the current bound).
+        self.0.lock().unwrap().record(us).unwrap();
+    }
+
+    fn quantile_us(&self, q: f64) -> u64 {
+        self.0.lock().unwrap().value_at_quantile(q)
+    }
+
+    fn max_us(&self) -> u64 {
+        self.0.lock().unwrap().max()
+    }
 }

@@ -14,7 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, KeySpace, Layout, LockKey};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockKey};
+use bidlock_testkit::keys::Names;
 use bidlock_testkit::RedisServer;
 use proptest::prelude::*;
 
@@ -38,8 +39,14 @@ fn valid_prefix(p: &str) -> bool {
         && p != "bid"
 }
 
-fn layout() -> impl Strategy<Value = Layout> {
-    prop_oneof![Just(Layout::Classic), Just(Layout::Cluster)]
+/// Whether a prefix is in the cluster layout.
+fn layout() -> impl Strategy<Value = bool> {
+    any::<bool>()
+}
+
+/// Whether the library takes `prefix`.
+fn accepted(prefix: &str) -> bool {
+    Config::builder().prefix(prefix).build().is_ok()
 }
 
 /// Prefixes built to collide: stems that are other prefixes' heads, with derived suffixes.
@@ -65,7 +72,7 @@ proptest! {
 
     #[test]
     fn prefixes_validate(p in prop_oneof![".{0,70}".boxed(), adversarial_prefix().boxed()]) {
-            let ok = KeySpace::new(&p).is_ok();
+            let ok = accepted(&p);
             prop_assert_eq!(ok, valid_prefix(&p), "{:?}", p);
         }
 
@@ -80,10 +87,11 @@ proptest! {
             la in layout(),
             lb in layout(),
         ) {
-            let (Ok(a), Ok(b)) = (KeySpace::new(&p), KeySpace::new(&q)) else {
+            if !accepted(&p) || !accepted(&q) {
                 return Ok(());
-            };
-            let (a, b) = (a.with_layout(la), b.with_layout(lb));
+            }
+            let a = Names { prefix: p.clone(), cluster: la };
+            let b = Names { prefix: q.clone(), cluster: lb };
             if p == q {
                 return Ok(());
             }
@@ -91,21 +99,25 @@ proptest! {
                 .iter()
                 .map(|m| LockKey::new(*m, &post).unwrap())
                 .collect();
-            let names = |ks: &KeySpace| -> Vec<String> {
-                let mut v = vec![ks.fence_key()];
+            let names = |ks: &Names| -> Vec<String> {
+                let mut v = vec![ks.fence()];
                 for k in &keys {
                     v.extend([
-                        ks.lock_key(k),
-                        ks.done_key(k),
-                        ks.wait_key(k),
-                        ks.queue_key(k),
-                        ks.waiters_key(k),
-                        ks.fence_key_of(k),
+                        ks.lock(k),
+                        ks.done(k),
+                        ks.wait(k),
+                        ks.queue(k),
+                        ks.waiters(k),
+                        ks.fence_of(k),
                     ]);
                 }
                 v
             };
-            let channels = |ks: &KeySpace| -> Vec<String> {
+            // The library writes where the documented names say.
+            let lib = Config::builder().prefix(&p).build().unwrap();
+            prop_assert_eq!(lib.redis_key(&keys[0]), Names::classic(&p).lock(&keys[0]));
+            prop_assert_eq!(lib.done_redis_key(&keys[0]), Names::classic(&p).done(&keys[0]));
+            let channels = |ks: &Names| -> Vec<String> {
                 keys.iter().map(|k| ks.release_channel_of(k)).collect()
             };
             let (na, nb) = (names(&a), names(&b));
@@ -119,7 +131,7 @@ proptest! {
             prop_assert_ne!(a.release_channel(), b.release_channel());
             // SCAN patterns are `head:*` (`head:{*` on a cluster) with no other glob
             // character: a name matches when it starts with what precedes the `*`.
-            for pattern in [a.scan_pattern(None), a.done_pattern(), a.wait_pattern()] {
+            for pattern in [a.lock_pattern(), a.done_pattern(), a.wait_pattern()] {
                 let head = pattern.strip_suffix('*').unwrap();
                 for n in &nb {
                     prop_assert!(!n.starts_with(head), "{}'s pattern {} matches {}'s {}", p, pattern, q, n);
@@ -130,8 +142,8 @@ proptest! {
     #[test]
     fn distinct_pairs_never_share_a_redis_key(a in "[a-z:]{1,6}", b in "[a-z:]{1,6}", c in "[a-z:]{1,6}", d in "[a-z:]{1,6}") {
             if let (Ok(k1), Ok(k2)) = (LockKey::new(&a, &b), LockKey::new(&c, &d)) {
-                let ks = KeySpace::default();
-                prop_assert_eq!(k1 == k2, ks.lock_key(&k1) == ks.lock_key(&k2));
+                let c = Config::default();
+                prop_assert_eq!(k1 == k2, c.redis_key(&k1) == c.redis_key(&k2));
             }
         }
 }

@@ -10,13 +10,15 @@ use crate::output::{human_duration, human_ms, print, print_json, table};
 use crate::{lock_key, Global, MetricsFormat};
 
 pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
-    if let Some(m) = marketplace {
-        // Validate before connecting: bad input touches nothing.
-        bidlock::validate_marketplace(m)
-            .map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
-    }
     let m = g.manager(true).await?;
-    let locks = m.locks(marketplace).await?;
+    // The library checks the marketplace id before it reads anything: bad input touches
+    // nothing.
+    let locks = match m.locks(marketplace).await {
+        Err(bidlock::Error::InvalidKey(e)) => {
+            return Err(CliError::usage(format!("invalid --marketplace: {e}")))
+        }
+        other => other?,
+    };
     if g.json {
         print_json(
             &json!({ "backend": m.backend().to_string(), "count": locks.len(), "locks": locks }),
@@ -92,13 +94,13 @@ pub(crate) async fn release(
         _ => m.force_release(&key).await?,
     };
     if g.json {
-        print_json(&json!({ "released": released, "key": m.config().keys().lock_key(&key) }))?;
+        print_json(&json!({ "released": released, "key": m.config().redis_key(&key) }))?;
     } else if released {
-        print(&format!("released {}\n", m.config().keys().lock_key(&key)))?;
+        print(&format!("released {}\n", m.config().redis_key(&key)))?;
     } else {
         print(&format!(
             "not released: {} is not held{}\n",
-            m.config().keys().lock_key(&key),
+            m.config().redis_key(&key),
             if force { "" } else { " by that holder" }
         ))?;
     }
@@ -114,11 +116,11 @@ pub(crate) async fn cleanup(g: &Global, yes: bool) -> Result<u8, CliError> {
     let m = g.manager(true).await?;
     let n = m.cleanup_all().await?;
     if g.json {
-        print_json(&json!({ "removed": n, "prefix": m.config().keys().prefix() }))?;
+        print_json(&json!({ "removed": n, "prefix": m.config().key_prefix() }))?;
     } else {
         print(&format!(
             "removed {n} locks with prefix {}\n",
-            m.config().keys().prefix()
+            m.config().key_prefix()
         ))?;
     }
     Ok(exit::OK)

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, BidLockManager, BidOutcome, FencingToken, Histogram, LockKey};
+use bidlock::{AcquireOptions, BidLockManager, BidOutcome, FencingToken, LockKey};
 use clap::Args;
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::exit::{self, CliError};
+use crate::latency::Latencies;
 use crate::output::{grouped, human_duration, human_number, print, print_json};
 use crate::Global;
 
@@ -191,7 +192,7 @@ struct Shared {
     run: String,
     ledger: Ledger,
     counts: Counts,
-    handover: Histogram,
+    handover: Latencies,
 }
 
 /// The run's managers: on memory (unless a backend or a Redis was asked for) one; on
@@ -375,8 +376,7 @@ async fn records(
 ) -> Result<Records, CliError> {
     let pattern = m
         .config()
-        .keys()
-        .done_key(&LockKey::new(MARKETPLACE, format!("{run}-*"))?);
+        .done_redis_key(&LockKey::new(MARKETPLACE, format!("{run}-*"))?);
     let fate = match (m.backend(), keep) {
         (bidlock::Backend::Memory, _) => "memory",
         (_, true) => "kept",

@@ -132,7 +132,7 @@ fn render(m: &BidLockManager, s: &FleetStats) -> String {
          handoff keys   {} (wait markers, queues, waiters' entries; each expires by itself)\n",
         m.location(),
         m.topology(),
-        m.config().keys().prefix(),
+        m.config().key_prefix(),
         grouped(s.locks),
         grouped(s.waiting),
         grouped(s.done_records),

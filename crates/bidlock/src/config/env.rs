@@ -38,12 +38,10 @@ impl ConfigBuilder {
     ///
     /// Empty values count as unset. Later builder calls override what the environment set.
     ///
-    /// A `redis+cluster://` URL selects the cluster key layout ([`Layout::Cluster`]). It
+    /// A `redis+cluster://` URL selects the cluster key layout (docs/REDIS.md). It
     /// names one whole cluster, so it cannot be combined with other URLs; whether the
     /// servers are what the URL says (cluster nodes, or a single server for `redis://`) is
     /// checked at connect, and a URL of the wrong kind is refused with the one to use.
-    ///
-    /// [`Layout::Cluster`]: crate::Layout::Cluster
     ///
     /// # Errors
     ///
@@ -192,7 +190,7 @@ mod tests {
         assert_eq!(c.backend(), Backend::Auto);
         assert_eq!(c.ttl(), Duration::from_secs(300));
         assert!(c.redis_targets().is_empty());
-        assert_eq!(c.keys().prefix(), "bid_lock");
+        assert_eq!(c.key_prefix(), "bid_lock");
     }
     #[test]
     fn url_and_components() {

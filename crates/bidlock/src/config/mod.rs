@@ -16,6 +16,7 @@ pub(crate) use target::SentinelSpec;
 use crate::backoff::RetryPolicy;
 use crate::error::ConfigError;
 use crate::human::duration as for_people;
+use crate::key::LockKey;
 use crate::keyspace::{KeySpace, Layout, DEFAULT_PREFIX};
 use crate::ttl::Ttl;
 
@@ -134,9 +135,24 @@ impl Config {
         self.ttl
     }
 
-    /// The key names in use.
-    pub fn keys(&self) -> &KeySpace {
-        &self.keys
+    /// The key prefix in use (`bid_lock` unless configured).
+    pub fn key_prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// The Redis key of `key`'s lock under this configuration (what
+    /// [`LockInfo::redis_key`](crate::LockInfo::redis_key) reports), for messages and
+    /// for looking at the lock with redis-cli. The layout is docs/REDIS.md's.
+    pub fn redis_key(&self, key: &LockKey) -> String {
+        self.keys.lock_key(key)
+    }
+
+    /// The Redis key of `key`'s completion record (what
+    /// [`BidLockManager::bid_once`](crate::BidLockManager::bid_once) and
+    /// [`LockGuard::complete`](crate::LockGuard::complete) write) under this
+    /// configuration.
+    pub fn done_redis_key(&self, key: &LockKey) -> String {
+        self.keys.done_key(key)
     }
 
     /// How long completion records are kept.
@@ -509,13 +525,13 @@ mod tests {
             .prefix("p")
             .build()
             .unwrap();
-        assert_eq!(c.keys().layout(), Layout::Cluster);
-        assert_eq!(c.keys().prefix(), "p");
+        assert_eq!(c.keys.layout(), Layout::Cluster);
+        assert_eq!(c.keys.prefix(), "p");
         let c = Config::builder()
             .redis_url("redis://127.0.0.1:7000")
             .build()
             .unwrap();
-        assert_eq!(c.keys().layout(), Layout::Classic);
+        assert_eq!(c.keys.layout(), Layout::Classic);
         let e = Config::builder()
             .redis_urls([
                 "redis+cluster://:pw@127.0.0.1:7000",

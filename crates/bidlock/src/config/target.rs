@@ -257,12 +257,6 @@ impl RedisTarget {
         &self.display
     }
 
-    /// The redis-rs connection settings, credentials included (for tools that talk to
-    /// the same server directly, such as the benchmark's raw baseline).
-    pub fn connection_info(&self) -> ConnectionInfo {
-        self.info.clone()
-    }
-
     /// Whether the connection uses TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// A lock-free log-linear histogram of durations in microseconds: 8 sub-buckets per
 /// power of two (relative error under 9%), up to about 2^40 µs (12 days).
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     max: AtomicU64,
@@ -25,7 +25,7 @@ impl Default for Histogram {
 
 impl Histogram {
     /// An empty histogram.
-    pub fn new() -> Histogram {
+    pub(crate) fn new() -> Histogram {
         Histogram {
             buckets: (0..(POWERS * SUB) as usize)
                 .map(|_| AtomicU64::new(0))
@@ -57,31 +57,31 @@ impl Histogram {
     }
 
     /// Records one duration.
-    pub fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.record_us(us);
     }
 
     /// Records one value in microseconds.
-    pub fn record_us(&self, us: u64) {
+    pub(crate) fn record_us(&self, us: u64) {
         self.buckets[Self::index(us)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.max.fetch_max(us, Relaxed);
     }
 
     /// How many values were recorded.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Relaxed)
     }
 
     /// The largest value recorded, in µs.
-    pub fn max_us(&self) -> u64 {
+    pub(crate) fn max_us(&self) -> u64 {
         self.max.load(Relaxed)
     }
 
     /// The value at quantile `q` (0..=1), in µs: the midpoint of the bucket holding it,
     /// capped at the maximum seen. 0 when empty.
-    pub fn quantile_us(&self, q: f64) -> u64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> u64 {
         let total: u64 = self.buckets.iter().map(|b| b.load(Relaxed)).sum();
         if total == 0 {
             return 0;

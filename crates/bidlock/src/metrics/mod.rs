@@ -8,7 +8,7 @@ mod prometheus;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-pub use histogram::Histogram;
+pub(crate) use histogram::Histogram;
 
 /// Declares the counters: `Variant => field, "help"`. The field is the snapshot's (and the
 /// original system's `get_metrics()` key); the exported name is `bidlock_{field}_total`.

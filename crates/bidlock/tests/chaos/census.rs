@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bidlock::KeySpace;
+use bidlock_testkit::keys::Names;
 
 /// What the census found.
 #[derive(Debug, Default, Clone)]
@@ -22,10 +22,10 @@ pub struct Census {
 }
 
 /// The kind of a key of this prefix, by its name.
-pub fn kind(keys: &KeySpace, name: &str) -> &'static str {
-    let p = keys.prefix();
+pub fn kind(keys: &Names, name: &str) -> &'static str {
+    let p = &keys.prefix;
     let rest = |suffix: &str| name.strip_prefix(&format!("{p}{suffix}"));
-    if name == keys.fence_key() {
+    if name == keys.fence() {
         "fence"
     } else if rest(":").is_some() {
         "lock"
@@ -43,7 +43,7 @@ pub fn kind(keys: &KeySpace, name: &str) -> &'static str {
 }
 
 /// Takes the census of the server at `127.0.0.1:port`.
-pub fn take(port: u16, keys: &KeySpace) -> Census {
+pub fn take(port: u16, keys: &Names) -> Census {
     let mut census = Census::default();
     match scan(port) {
         Ok(all) => {

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bidlock::{KeySpace, Lease, LockKey};
+use bidlock::{Lease, LockKey};
+use bidlock_testkit::keys::Names as KeyNames;
 
 use super::history::{History, Who};
 use super::watch::Watch;
@@ -204,12 +205,12 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn of(keys: &KeySpace, k: &LockKey) -> Names {
+    pub fn of(keys: &KeyNames, k: &LockKey) -> Names {
         Names {
-            lock: keys.lock_key(k),
-            marker: keys.wait_key(k),
-            queue: keys.queue_key(k),
-            waiters: keys.waiters_key(k),
+            lock: keys.lock(k),
+            marker: keys.wait(k),
+            queue: keys.queue(k),
+            waiters: keys.waiters(k),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bidlock::{KeySpace, LockKey, DEFAULT_PREFIX};
+use bidlock::LockKey;
+use bidlock_testkit::keys::Names as KeyNames;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -48,7 +49,8 @@ pub struct Round {
     pub reg: Arc<Registry>,
     pub board: Arc<Board>,
     pub slots: Vec<Arc<Slot>>,
-    pub keys: KeySpace,
+    /// The Redis names of the default prefix (docs/REDIS.md's layout).
+    pub keys: KeyNames,
     pub bin: PathBuf,
     pub started: Instant,
     /// Clients start nothing new after this.
@@ -57,7 +59,7 @@ pub struct Round {
 
 impl Round {
     pub fn redis_key(&self, k: &LockKey) -> String {
-        self.keys.lock_key(k)
+        self.keys.lock(k)
     }
 
     /// The keys an operator acts on: the hot keys, then the class's own.
@@ -115,7 +117,7 @@ async fn setup(
         reg: Arc::default(),
         board: Arc::default(),
         slots,
-        keys: KeySpace::new(DEFAULT_PREFIX).expect("default prefix"),
+        keys: KeyNames::default(),
         bin: bin.to_owned(),
         started,
         stop_at: started + len,
@@ -209,7 +211,7 @@ pub async fn run(index: usize, class: FaultClass, len: Duration, seed: u64, bin:
     let mon = (class == FaultClass::BatchLatency)
         .then(|| {
             let port = topo.observed.load(std::sync::atomic::Ordering::Acquire);
-            monitor::start(port, format!("{}:", round.keys.prefix()))
+            monitor::start(port, format!("{}:", round.keys.prefix))
         })
         .flatten();
     let obs = observer::start(

@@ -99,9 +99,7 @@ impl Topology {
     /// The fencing counter on the observed server (`None`: unreachable or unset).
     pub fn fence(&self) -> Option<u64> {
         let mut c = self.direct()?;
-        let key = bidlock::KeySpace::new(bidlock::DEFAULT_PREFIX)
-            .ok()?
-            .fence_key();
+        let key = bidlock_testkit::keys::Names::default().fence();
         redis::cmd("GET").arg(key).query(&mut c).ok()?
     }
 

@@ -124,7 +124,7 @@ impl Fx {
 
     /// The lock's Redis key (the prefix differs per test in memory).
     pub fn lock_key(&self, key: &bidlock::LockKey) -> String {
-        self.manager.config().keys().lock_key(key)
+        bidlock_testkit::keys::Names::classic(self.manager.config().key_prefix()).lock(key)
     }
 
     pub fn server(&self) -> &RedisServer {

@@ -176,10 +176,12 @@ impl RawClient {
 }
 
 /// A plain connection to the configured Redis: the same server, credentials and db as
-/// the manager (not a URL rebuilt from the redacted form).
+/// the manager, read from the URL given (`--redis-url`, `REDIS_URL`, `REDIS_URLS`, or
+/// `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`), never from the redacted form.
 pub(crate) async fn raw_connection(
     g: &Global,
 ) -> Result<redis::aio::MultiplexedConnection, CliError> {
+    // The library checks the configuration first: what it refuses is refused here too.
     let cfg = g.config(true)?.build()?;
     let target = match cfg.redis_targets().first() {
         Some(t) => t.clone(),
@@ -187,9 +189,53 @@ pub(crate) async fn raw_connection(
     };
     let unavailable =
         |e: redis::RedisError| CliError::new(exit::UNAVAILABLE, format!("{target}: {e}"));
-    let client = redis::Client::open(target.connection_info()).map_err(unavailable)?;
+    let client = redis::Client::open(raw_info(g).map_err(unavailable)?).map_err(unavailable)?;
     client
         .get_multiplexed_async_connection()
         .await
         .map_err(unavailable)
+}
+
+/// The redis-rs settings of the first configured server: its URL as given, with
+/// `REDIS_USERNAME` / `REDIS_PASSWORD` for a URL without its own (the library's rule).
+fn raw_info(g: &Global) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let url = match g.redis_url.first() {
+        Some(u) => u.clone(),
+        None => match (env("REDIS_URLS"), env("REDIS_URL")) {
+            (Some(urls), _) => urls.split(',').next().unwrap_or_default().trim().to_owned(),
+            (None, Some(url)) => url,
+            (None, None)
+                if env("REDIS_HOST").is_some()
+                    || env("REDIS_PORT").is_some()
+                    || env("REDIS_DB").is_some() =>
+            {
+                format!(
+                    "redis://{}:{}/{}",
+                    env("REDIS_HOST")
+                        .unwrap_or_else(|| "127.0.0.1".to_owned())
+                        .trim(),
+                    env("REDIS_PORT")
+                        .unwrap_or_else(|| "6379".to_owned())
+                        .trim(),
+                    env("REDIS_DB").unwrap_or_else(|| "0".to_owned()).trim(),
+                )
+            }
+            (None, None) => bidlock::DEFAULT_REDIS_URL.to_owned(),
+        },
+    };
+    let info = url.as_str().into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if settings.username().is_none() {
+        if let Some(u) = env("REDIS_USERNAME") {
+            settings = settings.set_username(u);
+        }
+    }
+    if settings.password().is_none() {
+        if let Some(p) = env("REDIS_PASSWORD") {
+            settings = settings.set_password(p);
+        }
+    }
+    Ok(info.set_redis_settings(settings))
 }

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bidlock::Histogram;
+use crate::latency::Latencies;
 use serde_json::{json, Value};
 
 /// What an uncontended loop counts.
 #[derive(Default)]
 pub(crate) struct PairStats {
-    pub(crate) acquire: Histogram,
+    pub(crate) acquire: Latencies,
     pairs: AtomicU64,
     errors: AtomicU64,
 }

@@ -112,7 +112,7 @@ async fn acquire(
         .unwrap_or_default();
     eprintln!(
         "bidlock: {} is held by {holder}{ttl}; waiting up to {}",
-        m.config().keys().lock_key(key),
+        m.config().redis_key(key),
         human_duration(wait)
     );
     let rest = wait.saturating_sub(start.elapsed());
@@ -137,7 +137,7 @@ pub(crate) async fn run(g: &Global, args: RunArgs) -> Result<u8, CliError> {
     }
     // Not acquired in time (75) and already done (76) are errors with their own codes.
     let guard = acquire(&m, &key, &opts, args.wait, args.quiet).await?;
-    let redis_key = m.config().keys().lock_key(&key);
+    let redis_key = m.config().redis_key(&key);
     if !args.once {
         say_if_recorded(&m, &key, &redis_key).await;
     }
