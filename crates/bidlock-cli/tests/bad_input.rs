@@ -12,7 +12,7 @@
 
 mod common;
 
-use bidlock_testkit::RedisServer;
+use bidlock_testkit::{free_port, RedisServer};
 
 use common::{stderr, TestCommand};
 
@@ -54,6 +54,20 @@ fn bad_input_exits_2_and_touches_nothing() {
         .env_remove("REDIS_URL");
     let out = t.assert_exit_code(2);
     assert!(stderr(&out).contains("REDIS_PORT"), "{}", stderr(&out));
+    // A bad filter is refused before connecting: 2, not 69, with no Redis at all.
+    let out = TestCommand::new(&[
+        "--redis-url",
+        &format!("redis://127.0.0.1:{}", free_port()),
+        "locks",
+        "--marketplace",
+        "a*",
+    ])
+    .assert_exit_code(2);
+    assert!(
+        stderr(&out).contains("invalid --marketplace"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

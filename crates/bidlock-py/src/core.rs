@@ -118,7 +118,7 @@ impl Core {
 
     /// The lock's Redis key.
     pub(crate) fn lock_key(&self, key: &LockKey) -> String {
-        self.config.keys().lock_key(key)
+        self.config.redis_key(key)
     }
 
     /// The guide's `acquire_lock`: true when taken (kept in the table), false when the

@@ -127,7 +127,7 @@ impl NativeManager {
     /// The key prefix.
     #[getter]
     fn prefix(&self) -> &str {
-        self.core.config.keys().prefix()
+        self.core.config.key_prefix()
     }
 
     /// Whether `close()` was called.

@@ -10,9 +10,14 @@ use crate::output::{human_duration, human_ms, print, print_json, table};
 use crate::{lock_key, Global, MetricsFormat};
 
 pub(crate) async fn locks(g: &Global, marketplace: Option<&str>) -> Result<u8, CliError> {
+    if let Some(m) = marketplace {
+        // Refused before connecting, whatever the state of Redis (exit 2, not 69): a
+        // marketplace id is valid exactly when it can name a lock, and `LockKey` checks
+        // the marketplace first.
+        LockKey::new(m, "-").map_err(|e| CliError::usage(format!("invalid --marketplace: {e}")))?;
+    }
     let m = g.manager(true).await?;
-    // The library checks the marketplace id before it reads anything: bad input touches
-    // nothing.
+    // The library checks the marketplace id again before it reads anything.
     let locks = match m.locks(marketplace).await {
         Err(bidlock::Error::InvalidKey(e)) => {
             return Err(CliError::usage(format!("invalid --marketplace: {e}")))
