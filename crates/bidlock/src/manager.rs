@@ -51,14 +51,16 @@ impl std::fmt::Debug for BidLockManager {
     }
 }
 
-/// Connects as the environment says ([`BidLockManager::from_env`]): Redis when
-/// configured and reachable, else the in-memory fallback.
+/// Reads the configuration from the environment and connects: Redis when configured
+/// and reachable, else the in-memory fallback (the original system's
+/// `get_bid_lock_manager()`). The same as `BidLockManager::new(Config::from_env()?)`.
 ///
 /// # Errors
 ///
-/// As [`BidLockManager::from_env`].
+/// [`Error::Config`] for a malformed variable; [`Error::Unavailable`] when Redis was
+/// required (`USE_REDIS_LOCKS=true`) and cannot be reached.
 pub async fn connect() -> Result<BidLockManager, Error> {
-    BidLockManager::from_env().await
+    BidLockManager::new(Config::from_env()?).await
 }
 
 fn holder_base() -> String {
@@ -76,16 +78,6 @@ fn holder_base() -> String {
 }
 
 impl BidLockManager {
-    /// Reads the configuration from the environment and connects.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for a malformed variable; [`Error::Unavailable`] when Redis was
-    /// required (`USE_REDIS_LOCKS=true`) and cannot be reached.
-    pub async fn from_env() -> Result<BidLockManager, Error> {
-        BidLockManager::new(Config::from_env()?).await
-    }
-
     /// Builds a manager for `config`.
     ///
     /// With [`Backend::Auto`], Redis is used when it answers within the detect timeout,
