@@ -1,6 +1,6 @@
 //! Rust futures as asyncio awaitables. A future is polled once on the calling thread
 //! (the GIL let go meanwhile): one that is ready at once (the in-process store, a guard
-//! already let go) resolves without leaving the thread. Otherwise it runs on the
+//! already let go) resolves in the loop's next pass without leaving the thread. Otherwise it runs on the
 //! process's tokio runtime (pyo3-async-runtimes'), and its result is handed to the event
 //! loop's own thread through the loop's inbox ([`crate::inbox`]).
 
@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt as _;
 use tokio::sync::oneshot;
 
-use crate::inbox::{inbox_of, settle_with, InFlight, Ready, Task};
+use crate::inbox::{inbox_of, InFlight, LoopInbox, Ready, Task};
 use crate::panic::panic_error;
 
 /// What cancelling the asyncio future (`task.cancel()`, `asyncio.wait_for`) does to the
@@ -51,12 +51,13 @@ where
     // runtime cost the loop's thread less (measured).
     if receiver.get().is_idle() {
         if let Some(outcome) = py.detach(|| poll_once(fut.as_mut())) {
-            // Ready at once: no runtime task, no wake-up of the loop (measured: a memory
-            // `with_lock` pair from about 190 µs to under 10 µs).
-            let result = converter(outcome)(py);
-            if let Err(e) = settle_with(py, &py_fut, result) {
-                e.write_unraisable(py, Some(&py_fut));
-            }
+            // Ready at once: no runtime task, no wake-up of the loop from another thread
+            // (measured: a memory `with_lock` pair from 130–186 µs to about 15 µs).
+            let ready = Ready {
+                py_fut: py_fut.clone().unbind(),
+                convert: converter(outcome),
+            };
+            LoopInbox::settle_soon(&receiver, &event_loop, ready)?;
             return Ok(py_fut);
         }
     }

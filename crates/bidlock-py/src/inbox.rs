@@ -118,6 +118,8 @@ pub(crate) struct LoopInbox {
     inbox: Arc<Inbox>,
     woken: UnixStream,
     outgoing: Mutex<Vec<Task>>,
+    /// Answers that were ready at once, set in the loop's next pass.
+    soon: Mutex<Vec<Ready>>,
 }
 
 impl LoopInbox {
@@ -191,17 +193,47 @@ impl LoopInbox {
             q.signalled = false;
             std::mem::take(&mut q.ready)
         };
-        for r in ready {
-            // Each future gets its own result, whatever happens to the others.
-            let py_fut = r.py_fut.clone_ref(py);
-            let settled = std::panic::catch_unwind(AssertUnwindSafe(|| settle(py, r)))
-                .unwrap_or_else(|panic| {
-                    settle_with(py, py_fut.bind(py), Err(panic_error(&*panic)))
-                });
-            if let Err(e) = settled {
-                // The asyncio future refused its result: nobody awaits it to be told.
-                e.write_unraisable(py, Some(py_fut.bind(py)));
-            }
+        settle_all(py, ready);
+    }
+
+    /// Called soon after the first answer of this iteration that was ready at once.
+    fn _settle_soon(&self, py: Python<'_>) {
+        settle_all(py, std::mem::take(&mut *locked(&self.soon)));
+    }
+}
+
+impl LoopInbox {
+    /// Sets an answer that was ready at once in the loop's next pass, not now: an
+    /// `await` still yields to the loop once, so a task that retries or polls in a loop
+    /// does not starve the others (the holder it waits for among them).
+    pub(crate) fn settle_soon(
+        slf: &Bound<'_, LoopInbox>,
+        event_loop: &Bound<'_, PyAny>,
+        ready: Ready,
+    ) -> PyResult<()> {
+        let first = {
+            let mut soon = locked(&slf.get().soon);
+            soon.push(ready);
+            soon.len() == 1
+        };
+        if first {
+            let py = slf.py();
+            let settle = slf.getattr(pyo3::intern!(py, "_settle_soon"))?;
+            event_loop.call_method1(pyo3::intern!(py, "call_soon"), (settle,))?;
+        }
+        Ok(())
+    }
+}
+
+fn settle_all(py: Python<'_>, ready: Vec<Ready>) {
+    for r in ready {
+        // Each future gets its own result, whatever happens to the others.
+        let py_fut = r.py_fut.clone_ref(py);
+        let settled = std::panic::catch_unwind(AssertUnwindSafe(|| settle(py, r)))
+            .unwrap_or_else(|panic| settle_with(py, py_fut.bind(py), Err(panic_error(&*panic))));
+        if let Err(e) = settled {
+            // The asyncio future refused its result: nobody awaits it to be told.
+            e.write_unraisable(py, Some(py_fut.bind(py)));
         }
     }
 }
@@ -212,7 +244,7 @@ fn settle(py: Python<'_>, r: Ready) -> PyResult<()> {
 
 /// Sets `outcome` on `fut`, unless it was cancelled meanwhile (then the outcome is
 /// dropped: a guard in it releases itself). The common case costs one call into asyncio.
-pub(crate) fn settle_with(
+fn settle_with(
     py: Python<'_>,
     fut: &Bound<'_, PyAny>,
     outcome: PyResult<Py<PyAny>>,
@@ -280,6 +312,7 @@ pub(crate) fn inbox_of<'py>(event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'p
             }),
             woken,
             outgoing: Mutex::default(),
+            soon: Mutex::default(),
         },
     )?;
     // Kept by the loop itself: it lives as long as the loop, and is found without a

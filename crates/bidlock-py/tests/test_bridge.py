@@ -52,24 +52,31 @@ async def test_a_panic_on_the_first_poll_raises_in_its_own_task(backend):
     assert results[1] is True
 
 
-async def test_an_answer_ready_at_once_needs_no_pass_of_the_loop():
-    """On the in-process store nothing waits: the awaitable is resolved when it is made
-    (no runtime task, no wake-up of the loop) unless another of the loop's futures is out
-    on the runtime, and a contended acquire still waits."""
+async def test_an_answer_ready_at_once_is_set_in_the_next_pass_of_the_loop():
+    """On the in-process store nothing waits: the answer is set in the loop's next pass
+    (no runtime task, no wake-up from another thread; an await still yields once), unless
+    another of the loop's futures is out on the runtime; a contended acquire still waits."""
     manager = bidlock.BidLockManager()
     native = manager._native
     taken = native.acquire("upwork", "job_9", 5.0, None, None)
+    assert not taken.done()  # an await yields to the loop once, as any I/O does
+    await asyncio.sleep(0)
     assert taken.done()
     guard = taken.result()
     waiting = native.acquire("upwork", "job_9", 5.0, None, None)
-    assert not waiting.done()
-    # While a future of the loop is out on the runtime, the others go there too.
-    assert not native.status("upwork", "job_8").done()
+    # While a future of the loop is out on the runtime, the others go there too: one
+    # pass of the loop is not enough for the runtime's answer to come back.
+    status = native.status("upwork", "job_8")
+    await asyncio.sleep(0)
+    assert not waiting.done() and not status.done()
     released = guard.release()
     assert await released is True
     second = await asyncio.wait_for(waiting, 5)
-    assert native.status("upwork", "job_8").done()
     assert second.fencing_token > guard.fencing_token
+    assert (await status)["holder"] is None
+    again = native.status("upwork", "job_8")
+    await asyncio.sleep(0)
+    assert again.done()
     assert await second.release() is True
     await manager.close()
 
