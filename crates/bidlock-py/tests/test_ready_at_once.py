@@ -49,22 +49,28 @@ async def settle(native, what: str, rounds: int = 400) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+async def holding_for_10ms(manager, posting: str) -> asyncio.Future:
+    """A task that holds the posting's lock for 10 ms of asyncio work, once it holds it."""
+    taken = asyncio.Event()
+
+    async def holder():
+        async with manager.with_lock("upwork", posting, timeout=1):
+            taken.set()
+            await asyncio.sleep(0.01)  # 10 ms of work, then release
+
+    task = asyncio.ensure_future(holder())
+    await asyncio.wait_for(taken.wait(), 5)
+    assert (await manager.status("upwork", posting)).holder is not None
+    return task
+
+
 async def test_a_try_once_retry_loop_lets_the_holder_run_and_release():
     """`timeout=0` is documented as "try once". A task that retries a try-once acquire
     in a loop must let the task holding the lock run (awaiting never blocks the event
     loop). Were an answer ready at once set before the await, nothing would yield: the
     holder, doing 10 ms of work (`asyncio.sleep(0.01)`), would never run again."""
     manager = bidlock.BidLockManager()
-    taken = asyncio.Event()
-
-    async def holder():
-        async with manager.with_lock("upwork", "spin", timeout=1):
-            taken.set()
-            await asyncio.sleep(0.01)  # 10 ms of work, then release
-
-    task = asyncio.ensure_future(holder())
-    await asyncio.wait_for(taken.wait(), 5)
-    assert (await manager.status("upwork", "spin")).holder is not None
+    task = await holding_for_10ms(manager, "spin")
     got = False
     tries = 0
     for tries in range(1, 20001):
@@ -84,16 +90,7 @@ async def test_a_try_once_retry_loop_lets_the_holder_run_and_release():
 async def test_polling_status_until_free_lets_the_holder_run():
     """A task that polls `status()` until the posting is free must let the holder run."""
     manager = bidlock.BidLockManager()
-    taken = asyncio.Event()
-
-    async def holder():
-        async with manager.with_lock("upwork", "poll", timeout=1):
-            taken.set()
-            await asyncio.sleep(0.01)
-
-    task = asyncio.ensure_future(holder())
-    await asyncio.wait_for(taken.wait(), 5)
-    assert (await manager.status("upwork", "poll")).holder is not None
+    task = await holding_for_10ms(manager, "poll")
     free = False
     polls = 0
     for polls in range(1, 20001):
