@@ -1,22 +1,23 @@
-//! Fourth review's attacks on the stated guarantees (docs/GUARANTEES.md, docs/HANDOVER.md),
-//! aimed at issue 25's changes for speed: the fencing counter written once per script
-//! (`hlc_flush`), release's one-EXISTS fast path, batched renewals (`renew.lua` with many
-//! items) and the keeper that sleeps while idle. A failing test here shows a hole.
+//! Attacks on the guarantees (docs/GUARANTEES.md, docs/HANDOVER.md) where the fast paths
+//! could skip them: the fencing counter written once per script (`hlc_flush`), release's
+//! one-EXISTS fast path, batched renewals (`renew.lua` with many items), the keeper that
+//! sleeps while idle, a manager's belief that the store queues (`StoreQueues`), and the ACL
+//! model those scripts must stay inside. Written by a fresh-context adversarial review; a
+//! failing test here shows a hole.
 //!
 //! - `a_batch_with_a_junk_item_and_a_grant_leaves_the_counter_at_its_highest_token`:
 //!   tokens never go back. One script call takes many locks, one item meets junk (a hash
 //!   in its lock key) and one hands a freed lock to a queued waiter of another manager;
 //!   the counter must then hold the highest token issued, and after it is rolled back
 //!   (SET lower) the next token must still be above all of them.
+//! - `tokens_stay_above_a_batch_with_a_grant_after_restoring_an_older_snapshot`: the same
+//!   with the counter restored from a snapshot taken before the batch.
 //! - `batched_renewals_never_shorten_nor_extend_a_lock_that_is_not_the_holders`: a keeper
 //!   round renewing held, stolen, lost, junk and longer-than-asked locks together.
 //! - `a_short_lease_after_a_quiet_long_one_is_renewed_in_time`: the idle keeper sleeps
 //!   the long lease's renewal interval; a 100 ms lease taken then must still be renewed.
 //! - `a_batch_of_releases_still_hands_over_and_publishes_past_the_fast_path`: releases in
 //!   one call, one with a queue whose marker is gone, one with a marker and no queue.
-//! - (there too) `a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues`: the
-//!   same without junk: a waiter whose link stalled past its entry's life is skipped by
-//!   a release; its late stay-try is answered "not queued".
 //! - `every_command_a_script_sends_on_a_key_kind_is_one_needs_rs_lists_for_it`: the ACL
 //!   model (`acl/needs.rs`, asked per key kind by `health`) against what MONITOR shows
 //!   the scripts send on each kind of key, over the fast paths, a handover and junk.
@@ -26,14 +27,19 @@
 //! - `a_renewal_that_fails_waits_its_pause_before_trying_again`: not a stated promise but
 //!   the keeper's own rule (renewal.rs: a failed renewal is retried after ttl/10, at
 //!   least 5 ms): a renewal refused for junk in the lock key is retried in a busy loop.
-//! - (in `review4_attacks/store_queues.rs`) `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: fair
-//!   handover (first come, first served across managers). A queued waiter whose place was
-//!   cleared (junk in the queue key, deleted by the next script) is answered "held, not
-//!   queued"; its manager must not conclude that the store does not queue, or a waiter
-//!   arriving meanwhile waits only locally and one of another manager overtakes it.
+//! - (in `fast_paths_attacks/store_queues.rs`) fair handover (first come, first served
+//!   across managers) against the manager's belief that the store queues:
+//!   - `a_stay_try_that_finds_its_place_gone_does_not_unteach_that_the_store_queues`: a
+//!     queued waiter whose place was cleared (junk in the queue key, deleted by the next
+//!     script) is answered "held, not queued"; its manager must not conclude that the
+//!     store does not queue, or a waiter arriving meanwhile waits only locally and one of
+//!     another manager overtakes it.
+//!   - `a_waiter_skipped_as_dead_after_a_stall_does_not_unteach_that_the_store_queues`:
+//!     the same without junk: a waiter whose link stalled past its entry's life is skipped
+//!     by a release; its late stay-try is answered "not queued".
 
 mod common;
-#[path = "review4_attacks/store_queues.rs"]
+#[path = "fast_paths_attacks/store_queues.rs"]
 mod store_queues;
 
 use std::collections::HashSet;

@@ -1,7 +1,8 @@
-//! The sixth review's random sequences: acquires, tries, extends, drops and releases over
-//! three managers, with generated and given ids, while an operator force-releases,
-//! cleans up and releases by holder id; no two sections of one manager on a key unlost
-//! at once, none across managers without an operator action since the older acquire.
+//! Random sequences against superseding within one manager: acquires, tries, extends,
+//! drops and releases over three managers, with generated and given ids, while an operator
+//! force-releases, cleans up and releases by holder id; no two sections of one manager on
+//! a key unlost at once, none across managers without an operator action since the older
+//! acquire.
 
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ async fn random_sequences(managers: Vec<BidLockManager>, operator: BidLockManage
 }
 
 fn seed() -> u64 {
-    std::env::var("REVIEW6_SEED")
+    std::env::var("BIDLOCK_SUPERSEDE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {

@@ -1,6 +1,9 @@
-//! Third review's attacks on the stated guarantees (README "Guarantees", "Waiting and
-//! handover", docs/HANDOVER.md). A failing test here shows a hole; each says which
-//! promise it attacks and the history it drives.
+//! Attacks on what managers of one store promise each other (README "Guarantees", "Waiting
+//! and handover", docs/HANDOVER.md): fair handover across managers, loss told at once when
+//! another manager's operator action removes a lock, a given holder id's later acquisition
+//! left alone by an earlier lapsed one, sections apart and tokens in order over several
+//! managers. Written by a fresh-context adversarial review; a failing test here shows a
+//! hole; each says which promise it attacks and the history it drives.
 //!
 //! - `a_waiter_that_arrived_before_its_manager_learnt_the_store_queues_is_not_overtaken`:
 //!   fair handover across managers. Two waiters of a fresh manager arrive back to back
@@ -22,7 +25,8 @@
 //!   `a_release_by_holder_id_through_another_manager_is_noticed_at_once`: as the force
 //!   release (the second on memory and Redis).
 //! - `random_sequences_keep_exclusion_and_token_order`: random API sequences over three
-//!   managers of one store (memory and Redis), seed printed, `REVIEW3_SEED` replays.
+//!   managers of one store (memory and Redis), seed printed, `BIDLOCK_ACROSS_MANAGERS_SEED`
+//!   replays.
 //! - `handover_with_late_grants_slow_commands_and_timeouts_keeps_the_invariants`: the
 //!   checker over four managers behind faults, then a key census.
 //! - `a_fault_on_subscribers_leaves_the_command_connection_alone`: the test kit's fault
@@ -307,7 +311,7 @@ async fn memory_a_cleanup_through_another_manager_is_noticed_at_once() {
 }
 
 /// A small deterministic generator (xorshift), so a failing sequence can be replayed
-/// with `REVIEW3_SEED`.
+/// with `BIDLOCK_ACROSS_MANAGERS_SEED`.
 struct Rng(u64);
 
 impl Rng {
@@ -326,7 +330,7 @@ impl Rng {
 /// order acquires returned. Holder ids are generated (a holder id of one's own and
 /// operator removals have tests of their own above).
 async fn random_sequences_keep_exclusion_and_token_order(fx: Fx) {
-    let seed = std::env::var("REVIEW3_SEED")
+    let seed = std::env::var("BIDLOCK_ACROSS_MANAGERS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -334,7 +338,7 @@ async fn random_sequences_keep_exclusion_and_token_order(fx: Fx) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64 | 1)
         });
-    eprintln!("REVIEW3_SEED={seed}");
+    eprintln!("BIDLOCK_ACROSS_MANAGERS_SEED={seed}");
     let mut rng = Rng(seed);
     let managers = [fx.manager.clone(), fx.instance().await, fx.instance().await];
     let keys: Vec<_> = (0..3)

@@ -1,14 +1,15 @@
-//! Attacks on the stated guarantees (docs/GUARANTEES.md, docs/HANDOVER.md) by the fifth
-//! review, aimed at review 4's fixes (8a1947d: `StoreQueues` taught only by joins, the
-//! keeper's retry pause, `acl/needs.rs`; ae10677: Sentinel renewals; 01a8927: the speed
-//! work). Four failed on 4c2014a; each is fixed or, for the fairness one, a stated limit.
+//! Attacks on the connect-time ACL check (docs/GUARANTEES.md, docs/OPERATING-REDIS.md): "a
+//! permission it lacks is named at connect and by `bidlock health`", and a user allowed
+//! what the scripts send is not refused; beside them, fair handover after a failed try and
+//! loss reported by a keeper whose first runtime is gone. Written by a fresh-context
+//! adversarial review; four failed when written, each is fixed or, for the fairness one, a
+//! stated limit.
 //!
 //! - `acl_a_user_that_splits_a_lock_from_its_marker_is_refused_at_connect_or_can_release`,
-//!   `..._or_records_bids`: "a permission it lacks is named at connect and by `bidlock
-//!   health`". release.lua, complete.lua and force_release.lua send `DEL lock marker`,
-//!   which a user whose selectors keep locks apart from markers may not run; needs.rs
-//!   asked about each key kind alone and about a four-name EXISTS, so such a user was
-//!   approved and then refused every release after a conflict and every recorded bid.
+//!   `..._or_records_bids`: release.lua, complete.lua and force_release.lua send `DEL lock
+//!   marker`, which a user whose selectors keep locks apart from markers may not run;
+//!   needs.rs asked about each key kind alone and about a four-name EXISTS, so such a user
+//!   was approved and then refused every release after a conflict and every recorded bid.
 //!   needs.rs now asks each multi-key command the scripts send.
 //! - `acl_a_user_allowed_every_command_the_scripts_send_passes_connect_and_health`: the
 //!   other way round (checked one by one with `ACL DRYRUN` over what MONITOR saw): the

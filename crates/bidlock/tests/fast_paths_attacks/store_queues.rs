@@ -1,7 +1,7 @@
-//! The fourth review's attacks on `StoreQueues` (inner.rs): fair handover, first come,
-//! first served across managers. A try that asked to stay queued and is answered "held,
-//! not queued" (its place was cleared) must not make its manager conclude that the store
-//! does not queue.
+//! Attacks on `StoreQueues` (inner.rs), a manager's belief that the store queues, against
+//! fair handover: first come, first served across managers. A try that asked to stay
+//! queued and is answered "held, not queued" (its place was cleared) must not make its
+//! manager conclude that the store does not queue.
 
 use std::time::Duration;
 

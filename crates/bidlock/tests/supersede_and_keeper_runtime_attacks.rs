@@ -1,9 +1,9 @@
-//! Attacks on the stated guarantees (docs/GUARANTEES.md) by the sixth review, aimed at
-//! review 5's fixes: 9e147fd (the keeper says older leases of other holder ids lost when
-//! a newer one on the key is registered), 0fc35b0 (the keeper task starts again when its
-//! runtime shut down) and 4663bb8 (the connect-time ACL check asks the multi-key commands
-//! the scripts send). Five failed on 0929a61 (every run of four); each is fixed, or its
-//! remainder is a stated limit (the keeper's runtime):
+//! Attacks on two guarantees (docs/GUARANTEES.md): within one manager, no two sections on a
+//! key are held at once when a newer lease of another holder id supersedes an older one;
+//! and loss is reported no later than the deadline (renewed or told lost) when the
+//! keeper's runtime shut down or is idle. One more on the ACL check's script calls.
+//! Written by a fresh-context adversarial review; five failed when written (every run of
+//! four); each is fixed, or its remainder is a stated limit (the keeper's runtime):
 //!
 //! - `within_one_manager_a_section_answered_after_a_newer_one_is_not_told_held`:
 //!   `supersede` dropped older leases when a newer one registered, but a lease with a
@@ -24,12 +24,13 @@
 //! - `memory_/redis_a_superseded_guard_misbehaves_nowhere` (pass): extend, release and
 //!   the keeper leave the newer holder alone; `locks_lost` counts the lease once.
 //! - `memory_/redis_random_sequences_with_an_operator_keep_each_managers_sections_apart`
-//!   (pass): random acquires, tries, extends, drops and releases over three managers,
-//!   with generated and given ids, while an operator force-releases, cleans up and
-//!   releases by holder id (`REVIEW6_SEED` replays a seed).
+//!   (pass, in `supersede_and_keeper_runtime_attacks/random_sequences.rs`): random
+//!   acquires, tries, extends, drops and releases over three managers, with generated and
+//!   given ids, while an operator force-releases, cleans up and releases by holder id
+//!   (`BIDLOCK_SUPERSEDE_SEED` replays a seed).
 
 mod common;
-#[path = "review6_attacks/random_sequences.rs"]
+#[path = "supersede_and_keeper_runtime_attacks/random_sequences.rs"]
 mod random_sequences;
 
 use std::time::Duration;

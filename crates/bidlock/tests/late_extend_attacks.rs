@@ -1,15 +1,16 @@
-//! Attacks on the stated guarantees (docs/GUARANTEES.md) by the ninth review, aimed at
-//! review 8's fix (487a235): `Lease::finish_extend` answers `Extended::TooLate` for an
-//! extend whose success comes after the lease ran out (marked lost, or past its deadline
-//! by the clock); the lease is then marked lost and `extend_lease` says `Ok(false)`.
+//! Attacks on extends and renewals answered after the lease ran out (docs/GUARANTEES.md):
+//! `Lease::finish_extend` answers `Extended::TooLate` for an extend whose success comes
+//! after the lease ran out (marked lost, or past its deadline by the clock); the lease is
+//! then marked lost and `extend_lease` says `Ok(false)`. Such a late answer must not count
+//! a released lease lost, nor keep a lock past its ttl, nor rerun a bid; and with no fault
+//! a lease is never lost. Written by a fresh-context adversarial review.
 //!
 //! - `a_lease_released_while_held_is_not_counted_lost_when_its_renewal_is_answered_late`
-//!   (failed, 4 of 4 runs on 043e265; fixed): the keeper's renewal is out when the guard releases
-//!   the lock (`release()` says `Ok(true)`); its `Ok` is taken up after the lease's end
-//!   and `finish_extend` marks the released lease lost (`locks_lost` +1, a lost reason, a
-//!   "lock lost" warning), where every other path that marks a lease lost checks
-//!   `is_released()` first ("a failure seen after this is not a loss"). New with 487a235
-//!   (before, that answer was `Applied` and the released lease left alone). A released
+//!   (failed, 4 of 4 runs when written; fixed): the keeper's renewal is out when the guard
+//!   releases the lock (`release()` says `Ok(true)`); its `Ok` is taken up after the
+//!   lease's end and `finish_extend` marked the released lease lost (`locks_lost` +1, a
+//!   lost reason, a "lock lost" warning), where every other path that marks a lease lost
+//!   checks `is_released()` first ("a failure seen after this is not a loss"). A released
 //!   lease is no longer marked lost by a late answer.
 //! - `an_extend_answered_late_is_told_lost_and_leaves_no_lock_past_its_ttl` (passes):
 //!   told `LockLost`, stays lost, counted once; a generated id's release still releases
@@ -17,12 +18,12 @@
 //! - `a_bid_once_whose_renewal_is_answered_late_still_records_and_says_so` (passes):
 //!   `PlacedAfterLoss`, the record is written, the lock expires after its ttl, no rerun.
 //! - `given_id_reused_after_a_loss_a_late_shortening_extend_of_the_earlier_owner_cuts_the_later_lock_short`
-//!   (failed as an attack, 4 of 4 runs; now a stated limit): the rest of review 8's history. 487a235 keeps M1 lost, but M1's
+//!   (failed as an attack, 4 of 4 runs; now a stated limit): M1 is kept lost, but M1's
 //!   late `extend` still lands on M2's later acquisition of the same id and cuts its 30 s
 //!   lock to 300 ms; M2 is told held (until its next renewal, 10 s away) while a third
-//!   manager takes the posting. Not new with 487a235. Redis cannot tell two owners of
-//!   one id apart: docs/GUARANTEES.md states it beside the late release, and the test
-//!   shows the history is that and nothing wider.
+//!   manager takes the posting. Redis cannot tell two owners of one id apart:
+//!   docs/GUARANTEES.md states it beside the late release, and the test shows the history
+//!   is that and nothing wider.
 //! - `short_ttl_leases_with_racing_extends_are_never_lost_without_a_fault` (passes): no
 //!   fault at all, 200 ms leases, user extends racing the keeper's renewals.
 
@@ -334,23 +335,24 @@ fn a_bid_once_whose_renewal_is_answered_late_still_records_and_says_so() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The rest of review 8's history: the later acquisition
+// A given id reused after a loss: the later acquisition
 // ---------------------------------------------------------------------------------------
 
 /// The stated limit (docs/GUARANTEES.md, No orphans, "Limit: one holder id, two
 /// owners"): a request of an earlier owner of a given holder id that Redis runs late acts
 /// on a later owner's lock. For a shortening extend the later owner is not told.
 ///
-/// Interleaving (review 8's, with a shortening extend): M1's keeper is idle; M1 takes P
-/// with `inst-r9` (ttl 1 s). At ~600 ms its link to Redis slows to 700 ms one way and the
-/// section calls `extend(300 ms)` (deadline lowered to ~900 ms). M1 is told lost; the
-/// lock expires; M2 takes P with `inst-r9`, ttl 30 s. At ~1.3 s M1's extend lands on M2's
-/// lock and sets it to 300 ms: M1 is told `LockLost` (and stays lost), M2's lock is cut
-/// short, expires at ~1.6 s, and M3 takes P while M2 is still told held. The test shows
-/// the history is that limit and nothing wider: the lock is shortened to the extend's
-/// ttl (not deleted, not lengthened), M1 stays lost, and M3's token is above M2's.
-/// (Found by review 9, which asked for it to hold; stated instead: Redis cannot tell two
-/// owners of one id apart, and a per-acquisition id, the default, never meets it.)
+/// Interleaving (that of `given_id_reuse_attacks.rs`, with a shortening extend): M1's
+/// keeper is idle; M1 takes P with `inst-r9` (ttl 1 s). At ~600 ms its link to Redis
+/// slows to 700 ms one way and the section calls `extend(300 ms)` (deadline lowered to
+/// ~900 ms). M1 is told lost; the lock expires; M2 takes P with `inst-r9`, ttl 30 s. At
+/// ~1.3 s M1's extend lands on M2's lock and sets it to 300 ms: M1 is told `LockLost`
+/// (and stays lost), M2's lock is cut short, expires at ~1.6 s, and M3 takes P while M2
+/// is still told held. The test shows the history is that limit and nothing wider: the
+/// lock is shortened to the extend's ttl (not deleted, not lengthened), M1 stays lost,
+/// and M3's token is above M2's. (Found by the adversarial review, which asked for it to
+/// hold; stated instead: Redis cannot tell two owners of one id apart, and a
+/// per-acquisition id, the default, never meets it.)
 #[test]
 fn given_id_reused_after_a_loss_a_late_shortening_extend_of_the_earlier_owner_cuts_the_later_lock_short(
 ) {

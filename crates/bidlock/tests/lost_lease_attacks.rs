@@ -1,8 +1,8 @@
-//! Attacks on the stated guarantees (docs/GUARANTEES.md) by the seventh review, aimed at
-//! review 6's fixes (9e147fd, dcb96e1): `supersede` both ways in the keeper, `lost()`
-//! watching the lease's deadline itself, `close()` draining the keeper, and the ACL
-//! check's EVALSHA with a posting's six names. Four failed on 2276f2c (every run of
-//! four); each is fixed:
+//! Attacks on what a lost lease may still do (docs/GUARANTEES.md): `lost()` resolves by the
+//! lease's deadline, also one a shortening extend brought forward; a lease that no longer
+//! owns its caller-given id is not released by `close()` nor answered held over the newer
+//! holder; and the ACL check asks TYPE on the fencing counter. Written by a fresh-context
+//! adversarial review; four failed when written (every run of four); each is fixed:
 //!
 //! - `close_never_releases_a_later_acquisition_of_a_lost_lease_of_a_given_id`: an extend
 //!   that finds the lock gone marks the lease lost but leaves it in the keeper; close

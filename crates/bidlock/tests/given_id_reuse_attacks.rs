@@ -1,14 +1,14 @@
-//! Attacks on the stated guarantees (docs/GUARANTEES.md) by the eighth review, aimed at
-//! review 7's fixes (bd0008c): `release_all` leaving alone a lease that no longer owns its
-//! caller-given id, `lost()` woken by a deadline brought forward, the keeper dropping a
-//! lease found lost elsewhere, TYPE on the fencing counter in the ACL check.
+//! Attacks on a caller-given holder id reused by another manager after a loss
+//! (docs/GUARANTEES.md): the earlier, lost lease must neither become held again nor remove
+//! the later acquisition, through a late extend's answer or through `close()`. Written by
+//! a fresh-context adversarial review.
 //!
 //! - `an_extend_answered_after_the_lease_ran_out_does_not_make_it_held_again`: a lease of
 //!   a given id whose keeper is idle (the stated limit: it runs out at its ttl and `lost()`
 //!   says so) is told lost; its lock expires and another manager takes the same id; the
 //!   lease's extend, sent before its end and delivered late, lands on that later lock and
 //!   its answer made the lost lease "held" again (`is_lost()` false), so its `release()`
-//!   deleted the later acquisition (failed 3 of 3 on bd0008c). Now an extend's answer
+//!   deleted the later acquisition (failed 3 of 3 when written). Now an extend's answer
 //!   never revives a lease lost by the clock: the lease is marked lost and the extend
 //!   says so.
 //! - `close_leaves_a_later_acquisition_of_a_given_id_alone_and_releases_a_held_one`
