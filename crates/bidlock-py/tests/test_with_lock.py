@@ -100,8 +100,13 @@ def test_released_on_keyboard_interrupt_in_the_body(redis_env, redis_client):
 
 
 SIGINT_SCRIPT = """
-import asyncio, sys
+import asyncio, signal, sys
 from bidlock import get_bid_lock_manager
+
+# Ctrl-C as a terminal delivers it, even when this test runs under a launcher that
+# started it with SIGINT ignored (a background job of a non-interactive shell): Python
+# then installs no KeyboardInterrupt handler, and asyncio.run none of its own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def main():
     manager = await get_bid_lock_manager()
