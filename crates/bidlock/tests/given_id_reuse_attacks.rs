@@ -23,7 +23,7 @@ use bidlock::AcquireOptions;
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::key;
-use common::runtimes::{current_thread, multi_thread, poll_once};
+use common::runtimes::{current_thread, multi_thread, poll_once, start_keeper_in};
 
 // ---------------------------------------------------------------------------------------
 // lease.rs: a lease told lost is told held again
@@ -57,13 +57,7 @@ fn an_extend_answered_after_the_lease_ran_out_does_not_make_it_held_again() {
     let m2 = app.block_on(common::redis_manager(&s.url()));
     // M1's keeper task starts in a runtime that is then never driven again.
     let sync_rt = current_thread();
-    sync_rt.block_on(async {
-        let g = m1
-            .acquire(&key("r8-warm"), &AcquireOptions::new())
-            .await
-            .unwrap();
-        assert!(g.release().await.unwrap());
-    });
+    start_keeper_in(&sync_rt, &m1, "r8-warm");
     app.block_on(async {
         let p = "r8-resurrect";
         let k = key(p);

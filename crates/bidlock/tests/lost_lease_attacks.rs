@@ -28,7 +28,7 @@ use bidlock::{AcquireOptions, BidLockManager};
 use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 
 use common::key;
-use common::runtimes::{current_thread, multi_thread, poll_once};
+use common::runtimes::{current_thread, multi_thread, poll_once, start_keeper_in};
 
 // ---------------------------------------------------------------------------------------
 // dcb96e1: close() drains the keeper and releases what is left
@@ -179,13 +179,7 @@ fn with_an_idle_keeper_lost_resolves_at_a_shortened_deadline() {
     let m = sync_rt
         .block_on(BidLockManager::new(common::memory_config(&prefix)))
         .unwrap();
-    sync_rt.block_on(async {
-        let g = m
-            .acquire(&key("sync"), &AcquireOptions::new())
-            .await
-            .unwrap();
-        assert!(g.release().await.unwrap());
-    });
+    start_keeper_in(&sync_rt, &m, "sync");
     let app = multi_thread();
     app.block_on(async {
         let g = m

@@ -41,7 +41,7 @@ use bidlock_testkit::{Direction, Fault, FaultProxy, RedisServer, Role};
 use common::acl_users::{
     user_with_rules, LOCK_CMDS, MARKER_CMDS, QUEUE_CMDS, RECORD_CMDS, WAITERS_CMDS,
 };
-use common::runtimes::{current_thread, multi_thread, poll_once};
+use common::runtimes::{current_thread, multi_thread, poll_once, start_keeper_in};
 use common::{key, redis_config};
 
 // ---------------------------------------------------------------------------------------
@@ -189,13 +189,7 @@ fn a_lease_taken_while_the_keeper_lives_in_an_idle_runtime_is_renewed_or_told_lo
         .block_on(BidLockManager::new(common::memory_config(&prefix)))
         .unwrap();
     // The sync wrapper's first use: the keeper task starts in `sync_rt`.
-    sync_rt.block_on(async {
-        let g = m
-            .acquire(&key("sync"), &AcquireOptions::new())
-            .await
-            .unwrap();
-        assert!(g.release().await.unwrap());
-    });
+    start_keeper_in(&sync_rt, &m, "sync");
     let app = multi_thread();
     app.block_on(async {
         let g = m

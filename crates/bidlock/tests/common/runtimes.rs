@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::task::Poll;
 
+use bidlock::{AcquireOptions, BidLockManager};
 use tokio::runtime::{Builder, Runtime};
 
 /// A current-thread runtime: it runs only inside its own `block_on` calls.
@@ -27,4 +28,17 @@ pub fn multi_thread() -> Runtime {
 /// Polls `fut` once with the current task's waker.
 pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// A sync wrapper's first use of `m`: one lease of `posting` taken and released inside
+/// `rt`, so `m`'s lease keeper task starts in `rt`, which (a current-thread runtime) then
+/// runs only when driven again.
+pub fn start_keeper_in(rt: &Runtime, m: &BidLockManager, posting: &str) {
+    rt.block_on(async {
+        let g = m
+            .acquire(&super::key(posting), &AcquireOptions::new())
+            .await
+            .unwrap();
+        assert!(g.release().await.unwrap());
+    });
 }
