@@ -92,6 +92,15 @@ impl SentinelCluster {
                 .cmd::<String>(&["INFO", "replication"])
                 .contains("master_link_status:up")
         });
+        if !cuttable {
+            // With a diskless sync the master holds the command stream back until the
+            // replica's first REPLCONF ACK (once a second): a write made before it may be
+            // missing on the replica a second later. Wait until a write has reached it.
+            assert!(
+                cluster.wait_replicated(Duration::from_secs(10)),
+                "the replica never acknowledged a write"
+            );
+        }
         cluster.wait_for(Duration::from_secs(15), |c| {
             c.sentinel_ports().iter().all(|p| {
                 c.ask(*p, &["SENTINEL", "replicas", SERVICE])
@@ -170,6 +179,28 @@ impl SentinelCluster {
             c.master_port().is_some_and(|p| p != old)
         });
         start.elapsed()
+    }
+
+    /// Waits until the replica has every write made on the current master so far, up to
+    /// `limit`: a probe written and deleted after them, then `WAIT` for it on the same
+    /// connection (the stream is in order). False when the replica did not acknowledge.
+    pub fn wait_replicated(&self, limit: Duration) -> bool {
+        let mut c = self.master().client();
+        let ms = limit.as_millis().to_string();
+        let acked: redis::RedisResult<i64> = redis::pipe()
+            .cmd("SET")
+            .arg("bidlock_testkit_probe")
+            .arg(1)
+            .ignore()
+            .cmd("DEL")
+            .arg("bidlock_testkit_probe")
+            .ignore()
+            .cmd("WAIT")
+            .arg(1)
+            .arg(ms)
+            .query::<(i64,)>(&mut c)
+            .map(|(n,)| n);
+        acked.is_ok_and(|n| n >= 1)
     }
 
     /// Cuts the replica's link to the master (started with

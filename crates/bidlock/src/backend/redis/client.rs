@@ -45,6 +45,9 @@ impl RedisSettings {
 pub(crate) struct Master {
     conn: RwLock<ConnectionManager>,
     client: RwLock<Client>,
+    /// Told on every swap, so the release subscriber moves at once instead of at its
+    /// next reconnect attempt (up to its 2 s backoff later).
+    moved: tokio::sync::Notify,
 }
 
 impl Master {
@@ -52,6 +55,7 @@ impl Master {
         Master {
             conn: RwLock::new(conn),
             client: RwLock::new(client),
+            moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -70,6 +74,14 @@ impl Master {
     pub(crate) fn replace(&self, conn: ConnectionManager, client: Client) {
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
         *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        // One listener (the store's subscriber); a swap while it is busy connecting is
+        // kept as a permit and seen at its next wait.
+        self.moved.notify_one();
+    }
+
+    /// Resolves at the next swap (or at once if one happened since the last call).
+    pub(crate) async fn moved(&self) {
+        self.moved.notified().await;
     }
 }
 

@@ -16,6 +16,15 @@ use crate::backoff::{Backoff, RetryPolicy};
 use crate::keyspace::KeySpace;
 use crate::notices::Notices;
 
+/// Why a subscription ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The connection closed or failed.
+    Dropped,
+    /// The store now points at another master.
+    Moved,
+}
+
 /// What the subscriber listens to, and whom it tells.
 pub(crate) struct Subscriber {
     pub(crate) master: Arc<Master>,
@@ -45,15 +54,23 @@ impl Subscriber {
                     }
                     // Releases may have happened while we were away.
                     self.notices.all();
-                    self.listen(stream).await;
-                    tracing::debug!(target: "bidlock::redis", url = self.url, "release subscriber disconnected; waiters poll until it is back");
+                    let ended = self.listen(stream).await;
+                    tracing::debug!(target: "bidlock::redis", url = self.url, ?ended, "release subscriber disconnected; waiters poll until it is back");
                     self.notices.all();
+                    if ended == Ended::Moved {
+                        continue;
+                    }
                 }
                 Err(why) => {
                     tracing::debug!(target: "bidlock::redis", url = self.url, %why, "release subscriber could not connect");
                 }
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            // A failover found by a command ends the pause: the new master's grant channel
+            // is listened to from the moment the store points at it.
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = self.master.moved() => backoff = Backoff::new(policy),
+            }
         }
     }
 
@@ -77,9 +94,18 @@ impl Subscriber {
         }
     }
 
-    async fn listen(&self, ps: redis::aio::PubSub) {
+    /// Passes messages on until the connection drops or the store moves to a new master
+    /// (a demoted master may stay up, still serving this subscription).
+    async fn listen(&self, ps: redis::aio::PubSub) -> Ended {
         let mut stream = ps.into_on_message();
-        while let Some(msg) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                msg = stream.next() => msg,
+                () = self.master.moved() => return Ended::Moved,
+            };
+            let Some(msg) = msg else {
+                return Ended::Dropped;
+            };
             let Ok(payload) = msg.get_payload::<String>() else {
                 continue;
             };
