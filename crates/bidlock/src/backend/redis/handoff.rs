@@ -65,6 +65,9 @@ impl RedisStore {
                 queued,
             } => {
                 self.held_on_cluster(req, &holder)?;
+                // A waiter queued on a master that was demoted while it stays writable
+                // would be answered "held" there until its deadline: ask the sentinels.
+                self.look_for_a_new_master();
                 Attempt::Held {
                     holder: Some(holder),
                     // -1: no ttl (never expires); -2: gone since the try looked (free now).

@@ -243,6 +243,10 @@ impl RedisStore {
             notices: self.notices.clone(),
             connect_timeout: settings.connect_timeout,
             url: self.target.redacted().to_owned(),
+            failover: self
+                .failover
+                .as_ref()
+                .map(|f| (f.clone(), self.background.clone())),
         };
         self.background.spawn(subscriber.run(ready_tx));
         let wait = if settings.lazy {
@@ -272,16 +276,14 @@ impl RedisStore {
 
     fn err(&self, op: &'static str, key: &str, e: RedisError) -> Error {
         self.metrics.count(Counter::RedisErrors, None);
-        if let (Some(f), Link::Single(master)) = (&self.failover, &self.link) {
-            let moved = e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_unrecoverable_error()
-                || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
-            if moved {
-                f.check(master, &self.notices, &self.background);
-            }
+        let moved = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+            || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+        if moved {
+            self.look_for_a_new_master();
         }
         if let Some(refused) = acl::refusal(op, &e) {
             tracing::warn!(target: "bidlock::redis", op, key, error = %refused, "Redis refused a permission");
@@ -304,6 +306,14 @@ impl RedisStore {
             op,
             url: self.target.redacted().to_owned(),
             source: Box::new(e),
+        }
+    }
+
+    /// Through Sentinel, a background check (at most one per 200 ms) that follows the
+    /// master if the sentinels name another. Nothing without Sentinel.
+    fn look_for_a_new_master(&self) {
+        if let (Some(f), Link::Single(master)) = (&self.failover, &self.link) {
+            f.check(master, &self.notices, &self.background);
         }
     }
 

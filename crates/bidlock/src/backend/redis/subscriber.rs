@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 
 use super::client::Master;
 use super::handoff::parse_grant;
+use super::sentinel::Failover;
+use super::Background;
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::keyspace::KeySpace;
 use crate::notices::Notices;
@@ -36,6 +38,9 @@ pub(crate) struct Subscriber {
     pub(crate) connect_timeout: Duration,
     /// The server's URL (password hidden), for logs.
     pub(crate) url: String,
+    /// Through Sentinel: whom to ask where the master went when it cannot be reached
+    /// (a store with only waiters sends no command that would fail and ask).
+    pub(crate) failover: Option<(Arc<Failover>, Background)>,
 }
 
 impl Subscriber {
@@ -60,9 +65,11 @@ impl Subscriber {
                     if ended == Ended::Moved {
                         continue;
                     }
+                    self.ask_where_the_master_is();
                 }
                 Err(why) => {
                     tracing::debug!(target: "bidlock::redis", url = self.url, %why, "release subscriber could not connect");
+                    self.ask_where_the_master_is();
                 }
             }
             // A failover found by a command ends the pause: the new master's grant channel
@@ -71,6 +78,15 @@ impl Subscriber {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
                 () = self.master.moved() => backoff = Backoff::new(policy),
             }
+        }
+    }
+
+    /// Through Sentinel, a lost or refused subscription may mean a failover: a check in
+    /// the background (at most one per 200 ms) follows the master if it moved, which
+    /// wakes this loop through [`Master::moved`].
+    fn ask_where_the_master_is(&self) {
+        if let Some((failover, background)) = &self.failover {
+            failover.check(&self.master, &self.notices, background);
         }
     }
 
