@@ -8,6 +8,9 @@
 //!   the command runs; it is stopped, 77, nothing recorded.
 //! - `run_once_records_a_command_that_finished_while_the_lease_lapsed`: the lease lapsed
 //!   before a command that finished: recorded anyway, 78.
+//! - `a_command_that_ended_just_before_the_loss_was_acted_on_is_recorded`: the command
+//!   exited 0 but its keeper had not yet reported it when `run` saw the loss and asked it
+//!   to stop: it finished on its own, so recorded, 78 (the checker found 77 there).
 //! - `a_completion_that_cannot_be_written_exits_79`: the command succeeded, the record
 //!   could not be written: 79.
 //! - `a_commands_own_reserved_code_becomes_1_under_once_and_passes_without`: a command's
@@ -101,6 +104,75 @@ fn a_lock_lost_while_the_command_runs_exits_77_and_records_nothing() {
     // Not recorded, so the next --once run runs it.
     TestCommand::on(&s, &["run", "upwork", "lost", "--once", "--", "true"]).assert_exit_code(0);
     assert!(recorded(&s, "lost"));
+}
+
+/// The randomized checker's history (forced-release round, seed 1060048341): the command
+/// printed its last line and exited 0, the loss was seen before its keeper reported the
+/// exit, `run` said 77 and recorded nothing for a bid that had been placed. Forced here:
+/// the keeper is frozen (SIGSTOP) while the command exits, so its exit is still on its way
+/// when the lock is force-released and `run` asks the keeper to stop the command.
+#[test]
+fn a_command_that_ended_just_before_the_loss_was_acted_on_is_recorded() {
+    use std::io::{BufRead, BufReader};
+    let s = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (pids, go) = (dir.path().join("pids"), dir.path().join("go"));
+    let script = format!(
+        "echo $PPID $$ > {pids}.tmp; mv {pids}.tmp {pids}; \
+         while [ ! -e {go} ]; do sleep 0.01; done; exit 0",
+        pids = pids.display(),
+        go = go.display()
+    );
+    let mut t = TestCommand::on(
+        &s,
+        &[
+            "run", "upwork", "raced", "--once", "--grace", "2", "--", "sh", "-c", &script,
+        ],
+    );
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut run = t.cmd.spawn().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let err = run.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    wait_for("the command to start", Duration::from_secs(10), || {
+        pids.exists()
+    });
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let mut it = text.split_whitespace().map(|p| p.parse::<i32>().unwrap());
+    let (keeper, command) = (it.next().unwrap(), it.next().unwrap());
+    kill(Pid::from_raw(keeper), Signal::SIGSTOP).unwrap();
+    std::fs::write(&go, "").unwrap();
+    // The command has exited; its parent, frozen, has not reaped it.
+    wait_for("the command to exit", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{command}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    TestCommand::on(&s, &["release", "upwork", "raced", "--force"]).assert_exit_code(0);
+    let mut said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("stopping the command"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => said.push(l),
+            Err(_) => panic!("run never acted on the loss: {said:?}"),
+        }
+    }
+    kill(Pid::from_raw(keeper), Signal::SIGCONT).unwrap();
+    let status = run.wait().unwrap();
+    reader.join().unwrap();
+    said.extend(lines.try_iter());
+    assert_eq!(status.code(), Some(78), "{said:#?}");
+    assert!(recorded(&s, "raced"), "78 means recorded");
 }
 
 #[test]

@@ -88,7 +88,8 @@ struct Keeper {
     grace: Duration,
 }
 
-/// Runs the keeper; its exit code is the command's (128 + n when a signal ended it).
+/// Runs the keeper; its exit code is the command's (128 + n when a signal ended it). When
+/// `run` asked it to stop a command that was still running, it dies of SIGKILL instead.
 pub(crate) fn keep(args: KeepArgs) -> u8 {
     match Keeper::start(&args) {
         Ok(keeper) => keeper.run(),
@@ -146,6 +147,7 @@ impl Keeper {
     }
 
     fn run(mut self) -> u8 {
+        let mut stopped = false;
         while self.status.is_none() {
             match self.next_event(None) {
                 Some(Event::Child) => {
@@ -155,13 +157,25 @@ impl Keeper {
                     self.kill_all();
                     return exit::FAILURE;
                 }
-                Some(Event::Stop) => break,
+                Some(Event::Stop) => {
+                    // The command may have ended before the stop came (its SIGCHLD still
+                    // queued behind it): then it finished on its own, and its code counts.
+                    self.reap();
+                    stopped = self.status.is_none();
+                    break;
+                }
                 Some(Event::Other) | None => {}
             }
         }
         // The command ended (or the lock was lost): whatever is left below it ends too,
         // before `run` releases the lock.
         self.stop_all();
+        if stopped {
+            // Tell `run` the command was stopped, whatever code it exited with then (a
+            // command may exit 0 on SIGTERM without having done its work): the keeper
+            // dies of a signal, which it never does otherwise.
+            let _ = nix::sys::signal::kill(self.me, Signal::SIGKILL);
+        }
         self.status.unwrap_or(exit::FAILURE)
     }
 

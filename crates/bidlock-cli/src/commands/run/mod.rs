@@ -244,14 +244,21 @@ async fn supervise(
     );
     keeper.stop();
     // The keeper gives the command `grace`; more than that means the keeper is stuck.
-    if tokio::time::timeout(grace + STOP_MARGIN, keeper.wait())
-        .await
-        .is_err()
-    {
-        keeper.kill_group();
-        let _ = keeper.wait().await;
+    match tokio::time::timeout(grace + STOP_MARGIN, keeper.wait()).await {
+        // The keeper exits normally only when the command had ended before the stop
+        // reached it (its exit was still on its way): it finished on its own, and its exit
+        // decides, as above. A stopped command's keeper dies of a signal.
+        Ok(Ok(status)) if status.signal().is_none() => {
+            eprintln!("bidlock: the command had already finished when the loss was seen");
+            Some(Ok(status))
+        }
+        Ok(_) => None,
+        Err(_) => {
+            keeper.kill_group();
+            let _ = keeper.wait().await;
+            None
+        }
     }
-    None
 }
 
 /// After the command: records completion (`--once` and exit 0) or releases.
