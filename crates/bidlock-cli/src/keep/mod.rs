@@ -29,7 +29,7 @@
 //! a kill of both `run` and its keeper at once (`pkill -KILL bidlock` matches both).
 
 mod spawn;
-mod tree;
+pub(crate) mod tree;
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -88,8 +88,17 @@ struct Keeper {
     grace: Duration,
 }
 
+/// Tells `run` the command was stopped while it ran, whatever code it exited with then (a
+/// command may exit 0 on SIGTERM without having done its work): the keeper dies of
+/// [`STOP`], the signal `run` asked with (blocked until now, its action the default:
+/// terminate). Nothing else makes the keeper die of it.
+fn report_stopped() {
+    let _ = SigSet::from(STOP).thread_unblock();
+    let _ = nix::sys::signal::raise(STOP);
+}
+
 /// Runs the keeper; its exit code is the command's (128 + n when a signal ended it). When
-/// `run` asked it to stop a command that was still running, it dies of SIGKILL instead.
+/// `run` asked it to stop a command that was still running, it dies of [`STOP`] instead.
 pub(crate) fn keep(args: KeepArgs) -> u8 {
     match Keeper::start(&args) {
         Ok(keeper) => keeper.run(),
@@ -171,10 +180,7 @@ impl Keeper {
         // before `run` releases the lock.
         self.stop_all();
         if stopped {
-            // Tell `run` the command was stopped, whatever code it exited with then (a
-            // command may exit 0 on SIGTERM without having done its work): the keeper
-            // dies of a signal, which it never does otherwise.
-            let _ = nix::sys::signal::kill(self.me, Signal::SIGKILL);
+            report_stopped();
         }
         self.status.unwrap_or(exit::FAILURE)
     }

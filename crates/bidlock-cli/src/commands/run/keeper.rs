@@ -79,8 +79,11 @@ impl Keeper {
         let _ = kill(self.pid, crate::keep::STOP);
     }
 
-    /// SIGKILL to the command's process group, keeper included.
-    pub(super) fn kill_group(&self) {
+    /// SIGKILL to everything below the keeper (also what left the group with `setsid`),
+    /// then to the command's process group, keeper included: for a keeper that does not
+    /// answer, and so cannot do it.
+    pub(super) fn kill_tree(&self) {
+        crate::keep::tree::signal_descendants(self.pid, Signal::SIGKILL);
         self.forward(Signal::SIGKILL);
     }
 
@@ -114,8 +117,8 @@ impl Keeper {
 
 /// Forks the keeper and waits for it, on a thread of its own: the kernel sends the
 /// parent-death signal when the *thread* that forked a process ends, so the forking
-/// thread must live as long as the keeper. If the keeper is killed (it never dies of a
-/// signal otherwise), the command's group is killed while the keeper's pid, which names
+/// thread must live as long as the keeper. If the keeper is killed (it dies of no signal
+/// otherwise, but of `STOP` when it stopped the command as asked), the command's group is killed while the keeper's pid, which names
 /// the group, cannot be reused yet (the keeper is not reaped before).
 fn watch(
     mut cmd: std::process::Command,
@@ -132,7 +135,12 @@ fn watch(
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let _ = started.send(Ok(pid));
     let ended = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
-    if let Ok(WaitStatus::Signaled(_, sig, _)) = ended {
+    // Dying of STOP is how the keeper reports a command it stopped (`crate::keep`).
+    if let Ok(WaitStatus::Signaled(_, sig, _)) = ended.as_ref().map(|s| *s) {
+        if sig == crate::keep::STOP {
+            let _ = exited.send(child.wait());
+            return;
+        }
         eprintln!(
             "bidlock: the command's keeper was killed ({sig}); killing the command's process group"
         );

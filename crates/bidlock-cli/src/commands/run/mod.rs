@@ -244,21 +244,32 @@ async fn supervise(
     );
     keeper.stop();
     // The keeper gives the command `grace`; more than that means the keeper is stuck.
-    match tokio::time::timeout(grace + STOP_MARGIN, keeper.wait()).await {
+    let waited = tokio::time::timeout(grace + STOP_MARGIN, keeper.wait()).await;
+    match waited.as_ref().map(|r| r.as_ref().map(|s| s.signal())) {
         // The keeper exits normally only when the command had ended before the stop
         // reached it (its exit was still on its way): it finished on its own, and its exit
-        // decides, as above. A stopped command's keeper dies of a signal.
-        Ok(Ok(status)) if status.signal().is_none() => {
+        // decides, as above.
+        Ok(Ok(None)) => {
             eprintln!("bidlock: the command had already finished when the loss was seen");
-            Some(Ok(status))
+            return waited.ok();
         }
-        Ok(_) => None,
+        // It stopped the command as asked.
+        Ok(Ok(Some(sig))) if sig == crate::keep::STOP as i32 => {}
+        Ok(_) => eprintln!(
+            "bidlock: the command's keeper died before it said how the command ended; \
+             counted as stopped (not recorded)"
+        ),
         Err(_) => {
-            keeper.kill_group();
+            eprintln!(
+                "bidlock: the command's keeper did not answer within {:?}; killing what is \
+                 left of the command; counted as stopped (not recorded)",
+                grace + STOP_MARGIN
+            );
+            keeper.kill_tree();
             let _ = keeper.wait().await;
-            None
         }
     }
+    None
 }
 
 /// After the command: records completion (`--once` and exit 0) or releases.
@@ -282,7 +293,7 @@ async fn finish(guard: LockGuard, once: bool, code: u8, redis_key: &str) -> Resu
     match guard.release().await {
         Ok(true) => {}
         Ok(false) => {
-            eprintln!("bidlock: lock {redis_key} was lost before the command finished");
+            eprintln!("bidlock: lock {redis_key} was lost while the command ran");
             return Ok(exit::LOCK_LOST);
         }
         Err(e) => eprintln!("bidlock: release failed ({e}); the lock expires after its ttl"),
