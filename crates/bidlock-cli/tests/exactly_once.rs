@@ -28,19 +28,7 @@ use bidlock_testkit::RedisServer;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use common::{stderr, stdout, TestCommand};
-
-fn recorded(s: &RedisServer, posting: &str) -> bool {
-    s.cmd::<i64>(&["EXISTS", &format!("bid_done:upwork:{posting}")]) == 1
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::{recorded, stderr, stdout, wait_for, TestCommand};
 
 #[test]
 fn once_records_completion_only_on_success_and_then_gives_76() {

@@ -22,21 +22,9 @@ use bidlock_testkit::RedisServer;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use common::TestCommand;
+use common::{recorded, wait_for, TestCommand};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn recorded(s: &RedisServer, posting: &str) -> bool {
-    s.cmd::<i64>(&["EXISTS", &format!("bid_done:upwork:{posting}")]) == 1
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn alive(pid: i32) -> bool {
     u32::try_from(pid)

@@ -31,7 +31,7 @@ use bidlock_testkit::RedisServer;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use common::{stderr, TestCommand};
+use common::{stderr, wait_for, TestCommand};
 
 /// How long a process may take to be gone after what should end it.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -190,14 +190,6 @@ fn check_no_overlap(s: &RedisServer, dir: &Path, posting: &str, pids: &[Pid], wh
             "{what}: the first holder's {name} beat at {last} µs, after the second holder \
              started at {second} µs"
         );
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -181,6 +181,15 @@ impl SentinelCluster {
         start.elapsed()
     }
 
+    /// Asks a sentinel for a planned failover (`SENTINEL FAILOVER`): the replica is
+    /// promoted and the old master stays up (a writable master until the sentinels demote
+    /// it, seconds later). Returns at once; [`SentinelCluster::wait_new_master`] waits.
+    pub fn planned_failover(&self) {
+        let port = self.sentinel_ports()[0];
+        let answer: Option<String> = self.ask(port, &["SENTINEL", "FAILOVER", SERVICE]);
+        assert_eq!(answer.as_deref(), Some("OK"), "SENTINEL FAILOVER refused");
+    }
+
     /// Waits until the replica has every write made on the current master so far, up to
     /// `limit`: a probe written and deleted after them, then `WAIT` for it on the same
     /// connection (the stream is in order). False when the replica did not acknowledge.

@@ -171,18 +171,7 @@ async fn a_planned_failover_never_lets_the_old_holder_run_beside_a_new_one() {
     let old = cluster.master_port().unwrap();
     // Let a renewal replicate, then ask the sentinels for a failover.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let sentinel = cluster.sentinel_ports()[0];
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{sentinel}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: String = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("bidmaster")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    cluster.planned_failover();
     let cluster = tokio::task::spawn_blocking(move || {
         assert!(cluster
             .wait_new_master(old, Duration::from_secs(30))

@@ -76,22 +76,6 @@ async fn follow(m: &BidLockManager, p: &str) {
     assert!(g.release().await.unwrap());
 }
 
-/// Asks a sentinel for a planned failover (`SENTINEL FAILOVER`): the old master stays up.
-async fn planned_failover(cluster: &SentinelCluster) {
-    let sentinel = cluster.sentinel_ports()[0];
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{sentinel}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: String = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("bidmaster")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-}
-
 // ---------------------------------------------------------------------------------------
 // A queued waiter of a manager that does nothing else, without polling, while the master
 // is killed. Its refresh fails on the dead master before the sentinels have moved (that
@@ -196,7 +180,7 @@ async fn a_planned_failover_does_not_leave_a_waiter_on_the_old_master_while_the_
     queued(&cluster, p, 1).await;
     assert!(cluster.wait_replicated(Duration::from_secs(5)));
     let old = cluster.master_port().unwrap();
-    planned_failover(&cluster).await;
+    cluster.planned_failover();
     let (cluster, new) = new_master(cluster, old).await;
     let flipped_at = started.elapsed();
     // The old master still takes commands, so `h` may not have moved yet: the holder lets

@@ -66,3 +66,22 @@ pub fn stderr(o: &Output) -> String {
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
+
+/// Whether the default prefix holds a completion record for `upwork`'s `posting`.
+#[allow(dead_code)]
+pub fn recorded(s: &bidlock_testkit::RedisServer, posting: &str) -> bool {
+    s.cmd::<i64>(&["EXISTS", &format!("bid_done:upwork:{posting}")]) == 1
+}
+
+/// Polls `f` every 10 ms until it holds; fails the test after `limit`.
+#[allow(dead_code)]
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
