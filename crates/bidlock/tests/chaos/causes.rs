@@ -159,13 +159,17 @@ pub fn shared_at_once<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a 
         second.acquired_at <= gone + CLOCK_SLACK
             && second.acquired_at < c.valid_end(first)
             && (removed_by(c, first, second.acquired_at).is_some()
-                || acted_just_before(c, &s.key, second.acquired_at).is_some())
+                || acted_just_before(c, &s.key, second.acquired_at).is_some()
+                || late_release(c, first, second.acquired_at).is_some())
     })
 }
 
-/// Another owner of `s`'s given holder id released while its lease was valid, lost the
-/// reply during a network fault, and `s` acquired the id after that release was sent and
-/// lost its lock (at `gone`) within [`LATE_DELIVERY`] of it: Redis ran the release late.
+/// Another owner of `s`'s given holder id released while its lease was valid, during a
+/// network or server fault, and `s` acquired the id after that release was sent and lost
+/// its lock (at `gone`) within [`LATE_DELIVERY`] of it: Redis ran the release late. The
+/// release's reply may be lost (an error, a timeout) or arrive in time saying "released"
+/// (a paused server that read the later acquisition's connection first); a `bidlock run`
+/// process releases (or completes) at its command's end, whatever its exit.
 pub fn late_release<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a Section> {
     if !s.given {
         return None;
@@ -174,12 +178,33 @@ pub fn late_release<'a>(c: &'a Ctx, s: &Section, gone: Instant) -> Option<&'a Se
         o.id != s.id
             && o.holder == s.holder
             && o.who != s.who
-            && (o.ending.starts_with("release Err") || o.ending.starts_with("release timed out"))
-            && c.valid_end(o) + CLOCK_SLACK >= o.work_end
+            && released_at_end(o)
+            && valid_when_released(c, o)
             && o.work_end <= s.acquired_at + CLOCK_SLACK
             && gone <= o.work_end + LATE_DELIVERY
             && network_fault(c, o, o.work_end, gone)
     })
+}
+
+/// Whether `o` sent a release of its holder id when its work ended.
+fn released_at_end(o: &Section) -> bool {
+    match o.who {
+        Who::Proc { .. } => o.ending.starts_with("exit"),
+        _ => ["release Err", "release timed out", "release Ok(true)"]
+            .iter()
+            .any(|e| o.ending.starts_with(e)),
+    }
+}
+
+/// Whether `o`'s lease was valid when it released. A process's lease is known only as
+/// far as the observer saw it (not during a fault that stops the server), and it lasts
+/// at least its first ttl from when it was told (a renewal only lengthens it).
+fn valid_when_released(c: &Ctx, o: &Section) -> bool {
+    let valid = match o.who {
+        Who::Proc { .. } => c.valid_end(o).max(o.acquired_at + o.ttl),
+        _ => c.valid_end(o),
+    };
+    valid + CLOCK_SLACK >= o.work_end
 }
 
 /// A fault on the network or the server (not a closed manager) between `from` and `to`
