@@ -88,7 +88,7 @@ impl Excuse {
             Excuse::DataLossRolledBack => "stated_limits.rs::exclusion_an_extend_rolled_back_with_the_data_ends_the_lock_before_the_lease",
             Excuse::OperatorRemoved => "stated_limits.rs::exclusion_an_operators_release_lets_a_second_holder_start_before_the_first_learns_within_a_second",
             Excuse::SharedIdAtOnce | Excuse::LossHiddenBySharedId => "stated_limits.rs::exclusion_two_owners_of_one_given_id_at_once_are_one_holder_to_redis",
-            Excuse::SharedIdLateRelease => "stated_limits.rs::exclusion_a_release_run_late_by_a_paused_server_removes_a_later_acquisition_of_its_given_id",
+            Excuse::SharedIdLateRelease => "stated_limits.rs::exclusion_a_release_run_late_with_its_reply_in_time_removes_a_later_acquisition_of_its_given_id",
             Excuse::ToldAfterRemoval => "stated_limits.rs::tokens_an_acquire_answered_after_an_operator_removed_its_lock_is_told_lost_at_once",
             Excuse::FrozenProcess => "crates/bidlock-cli/tests/holders.rs::a_holder_paused_past_its_ttl_is_told_lost_and_its_late_bid_is_fenced_off",
             Excuse::OrphanUnreachable => "stated_limits.rs::no_orphans_a_background_release_that_cannot_reach_redis_leaves_the_lock_to_its_ttl",
