@@ -184,10 +184,30 @@ impl SentinelCluster {
     /// Asks a sentinel for a planned failover (`SENTINEL FAILOVER`): the replica is
     /// promoted and the old master stays up (a writable master until the sentinels demote
     /// it, seconds later). Returns at once; [`SentinelCluster::wait_new_master`] waits.
+    /// A sentinel may refuse for a moment (`NOGOODSLAVE` until it has fresh word of the
+    /// replica): asked again every 100 ms, for up to 10 s.
     pub fn planned_failover(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
         let port = self.sentinel_ports()[0];
-        let answer: Option<String> = self.ask(port, &["SENTINEL", "FAILOVER", SERVICE]);
-        assert_eq!(answer.as_deref(), Some("OK"), "SENTINEL FAILOVER refused");
+        loop {
+            let answer = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut c| {
+                    redis::cmd("SENTINEL")
+                        .arg("FAILOVER")
+                        .arg(SERVICE)
+                        .query::<String>(&mut c)
+                });
+            match answer {
+                Ok(_) => return,
+                Err(e) if e.to_string().contains("INPROG") => return,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "SENTINEL FAILOVER refused for 10 s: {e}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the replica has every write made on the current master so far, up to
