@@ -12,9 +12,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bidlock::{AcquireOptions, Backend, BidLockManager, Config, RetryPolicy};
+use bidlock::{AcquireOptions, Backend, BidLockManager, Config, LockGuard, RetryPolicy};
 use bidlock_testkit::SentinelCluster;
 use common::{key, lock_of, queue_of};
+use tokio::task::JoinHandle;
 
 /// A manager through Sentinel; `poll`: the default retry policy, else only a release
 /// message, a grant or a queue refresh moves a waiter on (`common::no_polling`).
@@ -63,6 +64,41 @@ async fn queued(cluster: &SentinelCluster, p: &str, n: i64) {
     }
 }
 
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// `h` holds `p` for `ttl`; a waiter of `w` queues for it (giving up after `wait`), and its
+/// place has reached the replica. Returns the guard, the waiter and when it was started.
+async fn held_with_a_queued_waiter(
+    cluster: &SentinelCluster,
+    h: &BidLockManager,
+    w: &BidLockManager,
+    p: &'static str,
+    ttl: Duration,
+    wait: Duration,
+) -> (
+    LockGuard,
+    JoinHandle<Result<LockGuard, bidlock::Error>>,
+    Instant,
+) {
+    let g = h
+        .acquire(&key(p), &AcquireOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let waiter = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            w.acquire(&key(p), &AcquireOptions::new().timeout(wait))
+                .await
+        })
+    };
+    queued(cluster, p, 1).await;
+    assert!(cluster.wait_replicated(Duration::from_secs(5)));
+    (g, waiter, started)
+}
+
 /// Makes `m`'s store follow the master the sentinels name now: an acquire of a key of
 /// its own, retried while it fails (the first failures send the store to Sentinel).
 async fn follow(m: &BidLockManager, p: &str) {
@@ -91,23 +127,8 @@ async fn a_waiter_queued_before_the_master_is_killed_is_woken_by_the_release_on_
     let h = manager(cluster.url(), true).await;
     let w = manager(cluster.url(), false).await;
     let p = "killed";
-    let g = h
-        .acquire(&key(p), &AcquireOptions::new().ttl(Duration::from_secs(10)))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let waiter = {
-        let w = w.clone();
-        tokio::spawn(async move {
-            w.acquire(
-                &key(p),
-                &AcquireOptions::new().timeout(Duration::from_secs(14)),
-            )
-            .await
-        })
-    };
-    queued(&cluster, p, 1).await;
-    assert!(cluster.wait_replicated(Duration::from_secs(5)));
+    let (g, waiter, started) =
+        held_with_a_queued_waiter(&cluster, &h, &w, p, secs(10), secs(14)).await;
     let old = cluster.kill_master().unwrap();
     let killed_at = started.elapsed();
     let (cluster, new) = new_master(cluster, old).await;
@@ -162,23 +183,8 @@ async fn a_planned_failover_does_not_leave_a_waiter_on_the_old_master_while_the_
     // The default retry policy: a queued waiter's refreshes answer, so polling changes nothing.
     let w = manager(cluster.url(), true).await;
     let p = "planned";
-    let g = h
-        .acquire(&key(p), &AcquireOptions::new().ttl(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let waiter = {
-        let w = w.clone();
-        tokio::spawn(async move {
-            w.acquire(
-                &key(p),
-                &AcquireOptions::new().timeout(Duration::from_secs(10)),
-            )
-            .await
-        })
-    };
-    queued(&cluster, p, 1).await;
-    assert!(cluster.wait_replicated(Duration::from_secs(5)));
+    let (g, waiter, started) =
+        held_with_a_queued_waiter(&cluster, &h, &w, p, secs(20), secs(10)).await;
     let old = cluster.master_port().unwrap();
     cluster.planned_failover();
     let (cluster, new) = new_master(cluster, old).await;
