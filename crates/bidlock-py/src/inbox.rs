@@ -74,6 +74,7 @@ pub(crate) struct InFlight(Arc<Inbox>);
 impl InFlight {
     pub(crate) fn new(inbox: &Arc<Inbox>) -> InFlight {
         inbox.in_flight.fetch_add(1, Ordering::AcqRel);
+        crate::spin::call_sent();
         InFlight(inbox.clone())
     }
 
@@ -89,6 +90,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        crate::spin::call_answered();
     }
 }
 

@@ -22,6 +22,7 @@ mod outcome;
 mod panic;
 mod runtime;
 mod shutdown;
+mod spin;
 mod testing;
 
 /// The compiled module: classes, exceptions and factory functions used by
