@@ -148,6 +148,7 @@ impl Inner {
             holder: lease.holder(),
             ttl,
             how,
+            token: lease.fencing_token().get(),
         };
         let result = self.store.extend(&req).await;
         unanswered.answered();

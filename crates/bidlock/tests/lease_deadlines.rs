@@ -39,11 +39,13 @@ use common::{key, redis_manager_with_timeout, token_of, until, Fx};
 // The scripts as sent: their shared parts first (backend/redis/scripts.rs).
 const EXTEND_LUA: &str = concat!(
     include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/tenure.lua"),
     include_str!("../src/backend/scripts/extend.lua")
 );
 
 const RENEW_LUA: &str = concat!(
     include_str!("../src/backend/scripts/junk.lua"),
+    include_str!("../src/backend/scripts/tenure.lua"),
     include_str!("../src/backend/scripts/renew.lua")
 );
 

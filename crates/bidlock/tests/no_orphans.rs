@@ -207,6 +207,7 @@ async fn release_and_extend_refuse_a_guessed_holder() {
             "EVAL",
             concat!(
                 include_str!("../src/backend/scripts/junk.lua"),
+                include_str!("../src/backend/scripts/tenure.lua"),
                 include_str!("../src/backend/scripts/extend.lua")
             ),
             "1",

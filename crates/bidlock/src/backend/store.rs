@@ -75,6 +75,9 @@ pub(crate) struct ExtendLock<'a> {
     pub(crate) holder: &'a Holder,
     pub(crate) ttl: Duration,
     pub(crate) how: Extend,
+    /// The lease's fencing token: a lock its holder id holds under a later grant (a queue
+    /// entry of the id brought back by rolled-back data) is not the lease's.
+    pub(crate) token: u64,
 }
 
 /// A completion: the record is written whoever holds the lock now, and `holder`'s lock

@@ -129,16 +129,24 @@ pub(super) async fn send_renewals(
     keys: &KeySpace,
     items: &[Renewal],
 ) -> RedisResult<Vec<i64>> {
-    let mut cmd = evalsha(&RENEW, 2 * items.len());
+    let mut cmd = evalsha(&RENEW, 3 * items.len());
     for r in items {
-        for name in [Name::Lock, Name::Wait] {
+        for name in [Name::Lock, Name::Wait, Name::Waiters] {
             cmd.arg(Text(keys.name_of(name, &r.key)));
         }
     }
     for r in items {
-        cmd.arg(r.holder.as_str()).arg(r.ttl_ms);
+        cmd.arg(r.holder.as_str())
+            .arg(r.ttl_ms)
+            .arg(tenure_arg(r.token));
     }
     run(conn, &RENEW, &cmd).await
+}
+
+/// The fencing token a renewal or extend checks the last grant against (tenure.lua), or
+/// '' when the store never hands locks over.
+pub(super) fn tenure_arg(token: Option<u64>) -> String {
+    token.map_or_else(String::new, |t| t.to_string())
 }
 
 fn flag(on: bool) -> &'static str {

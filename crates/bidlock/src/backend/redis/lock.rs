@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::calls::send_renewals;
+use super::calls::{send_renewals, tenure_arg};
 use super::protocol::Renewal;
 use super::scripts::{COMPLETE, EXTEND};
 use super::RedisStore;
@@ -37,8 +37,10 @@ impl LockStore for RedisStore {
                 let mut inv = EXTEND.prepare_invoke();
                 inv.key(&lock)
                     .key(self.keys.wait_key(req.key))
+                    .key(self.keys.waiters_key(req.key))
                     .arg(req.holder.as_str())
-                    .arg(ms(req.ttl).max(1));
+                    .arg(ms(req.ttl).max(1))
+                    .arg(tenure_arg(self.tenure_token(req)));
                 inv.invoke_async(&mut self.call()).await
             }
             Extend::Renew => self.renew(req).await,
@@ -100,6 +102,13 @@ impl LockStore for RedisStore {
 }
 
 impl RedisStore {
+    /// The token a renewal or extend checks the key's last grant against (`tenure.lua`):
+    /// only where releases hand locks over to queued waiters (a holder id of a store
+    /// that never does has one tenure, and the lookup would be a command for nothing).
+    fn tenure_token(&self, req: &ExtendLock<'_>) -> Option<u64> {
+        self.grants.is_some().then_some(req.token)
+    }
+
     /// A renewal (`renew.lua`): on one server, with the others in flight (a keeper
     /// round's), as one script call.
     async fn renew(&self, req: &ExtendLock<'_>) -> redis::RedisResult<i64> {
@@ -107,6 +116,7 @@ impl RedisStore {
             key: req.key.clone(),
             holder: req.holder.clone(),
             ttl_ms: ms(req.ttl).max(1),
+            token: self.tenure_token(req),
         };
         match &self.batches {
             Some(b) => b.renewals.call(item).await,

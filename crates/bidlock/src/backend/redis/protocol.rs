@@ -24,11 +24,14 @@ pub(super) struct Take {
 }
 
 /// One renewal, as `renew.lua` takes it: the lock at least `ttl_ms` more, if `holder`
-/// holds it. Answered by a code: 1 renewed, 0 not held, -1 the key holds another kind.
+/// holds it under the tenure whose fencing token is `token` (`None`: a store that never
+/// hands locks over, where an id has one tenure). Answered by a code: 1 renewed, 0 not
+/// held, -1 the key holds another kind.
 pub(super) struct Renewal {
     pub(super) key: LockKey,
     pub(super) holder: Holder,
     pub(super) ttl_ms: u64,
+    pub(super) token: Option<u64>,
 }
 
 /// How a try treats the key's queue (`acquire.lua`'s `mode`; docs/HANDOVER.md).

@@ -22,8 +22,8 @@ scripts! {
     // queue's rules (queue.lua) are written once and prepended where they are used.
     ACQUIRE => ["hlc.lua", "junk.lua", "queue.lua", "acquire.lua"],
     RELEASE => ["hlc.lua", "junk.lua", "queue.lua", "release.lua"],
-    EXTEND => ["junk.lua", "extend.lua"],
-    RENEW => ["junk.lua", "renew.lua"],
+    EXTEND => ["junk.lua", "tenure.lua", "extend.lua"],
+    RENEW => ["junk.lua", "tenure.lua", "renew.lua"],
     COMPLETE => ["junk.lua", "complete.lua"],
     FORCE_RELEASE => ["junk.lua", "force_release.lua"],
     CLEANUP => ["cleanup.lua"],

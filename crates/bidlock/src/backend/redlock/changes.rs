@@ -130,7 +130,7 @@ impl RedlockStore {
     }
 
     pub(super) async fn extend_by_majority(&self, req: &ExtendLock<'_>) -> Result<bool, Error> {
-        let (ttl, how) = (req.ttl, req.how);
+        let (ttl, how, token) = (req.ttl, req.how, req.token);
         let extend_on = |i: usize| {
             let node = self.nodes[i].clone();
             let (key, holder) = (req.key.clone(), req.holder.clone());
@@ -140,6 +140,7 @@ impl RedlockStore {
                     holder: &holder,
                     ttl,
                     how,
+                    token,
                 };
                 node.extend(&req).await
             }

@@ -2,17 +2,18 @@
 -- round (a lone renewal is a batch of one): each lock's ttl becomes at least its wanted
 -- ms, never less, so a renewal that arrives late (even on a later acquisition that uses
 -- the same holder id) can never cut a lock short.
--- Item i (from 0): KEYS[2i+1] lock key, KEYS[2i+2] wait marker; ARGV[2i+1] holder id,
--- ARGV[2i+2] ttl in ms.
+-- Item i (from 0): KEYS[3i+1] lock key, KEYS[3i+2] wait marker, KEYS[3i+3] waiters' hash;
+-- ARGV[3i+1] holder id, ARGV[3i+2] ttl in ms, ARGV[3i+3] the lease's fencing token.
 -- Returns one code per item: 1 renewed (or already long enough), 0 not held by this
--- holder, -1 the key holds another kind of value.
-local function renew(lock, marker, holder, want)
+-- holder (or held by a later tenure of its id: tenure.lua), -1 the key holds another
+-- kind of value.
+local function renew(lock, marker, waiters, holder, want, token)
   -- GET fails only on a key of another kind.
   local current = redis.pcall('GET', lock)
   if type(current) == 'table' then
     return -1
   end
-  if current ~= holder then
+  if current ~= holder or later_tenure(waiters, holder, token) then
     return 0
   end
   if redis.call('PTTL', lock) < want then
@@ -28,7 +29,8 @@ local function renew(lock, marker, holder, want)
 end
 
 local out = {}
-for i = 0, #KEYS / 2 - 1 do
-  out[i + 1] = renew(KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2]))
+for i = 0, #KEYS / 3 - 1 do
+  out[i + 1] = renew(KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3], ARGV[3 * i + 1],
+    tonumber(ARGV[3 * i + 2]), ARGV[3 * i + 3])
 end
 return out
