@@ -51,6 +51,8 @@ async fn run_bid(r: &Round, m: &BidLockManager, who: Who, d: &Draw, behaviour: B
     let (hist, reg, k2) = (r.hist.clone(), r.reg.clone(), key.clone());
     let called_at = Instant::now();
     let closure = move |lease: bidlock::Lease| async move {
+        // Leases the acquire marked lost before it returned are stamped lost first.
+        reg.note_losses_on(&k2);
         let start = Instant::now();
         let id = hist.next_id();
         reg.register(id, who, &k2, &lease, ttl);

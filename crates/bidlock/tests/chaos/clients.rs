@@ -218,9 +218,11 @@ pub struct Open {
 
 impl Open {
     pub fn begin(r: &Round, who: Who, d: &Draw, g: &LockGuard, called_at: Instant) -> Open {
+        let key = r.redis_key(&d.key);
+        // Leases the acquire marked lost before it returned are stamped lost first.
+        r.reg.note_losses_on(&key);
         let acquired_at = Instant::now();
         let id = r.hist.next_id();
-        let key = r.redis_key(&d.key);
         r.reg.register(id, who, &key, g.lease(), d.ttl);
         Open {
             id,
