@@ -27,7 +27,11 @@
 //!   (pass, in `supersede_and_keeper_runtime_attacks/random_sequences.rs`): random
 //!   acquires, tries, extends, drops and releases over three managers, with generated and
 //!   given ids, while an operator force-releases, cleans up and releases by holder id
-//!   (`BIDLOCK_SUPERSEDE_SEED` replays a seed).
+//!   (`BIDLOCK_SUPERSEDE_SEED` replays a seed); `redis_random_sequences_with_a_slow_operator_
+//!   keep_each_managers_sections_apart`: the same with the operator's link 30 ms slow. An
+//!   operator action counts from its start to its end (its command can land in Redis
+//!   after an acquire sent while it ran); counted from its start only, the check failed
+//!   now and then in CI (seed 1796693548019224895) and every run with the slow operator.
 
 mod common;
 #[path = "supersede_and_keeper_runtime_attacks/random_sequences.rs"]
