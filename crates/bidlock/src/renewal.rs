@@ -173,7 +173,14 @@ async fn attend(inner: &Arc<Inner>, keeper: &LeaseKeeper, lease: Lease) {
 /// A notice named the key of a lease that does not renew: is the lock still its own?
 async fn verify(inner: &Inner, keeper: &LeaseKeeper, lease: &Lease, deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, inner.store.holds(lease.key(), lease.holder())).await {
+    match tokio::time::timeout(
+        left,
+        inner
+            .store
+            .holds(lease.key(), lease.holder(), lease.fencing_token().get()),
+    )
+    .await
+    {
         Ok(Ok(false)) => {
             keeper.finished(lease);
             if !lease.is_released() {

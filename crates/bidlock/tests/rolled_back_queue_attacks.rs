@@ -12,6 +12,10 @@
 //!   waiters' `''` field (`holder token`); a renewal or extend that finds its holder id
 //!   there with another token than the lease's finds a later tenure of the id, not its
 //!   own, and says the lease lost.
+//! - `a_holder_without_renewal_handed_its_lock_again_is_told_lost_at_the_reconnects_check`:
+//!   the same with a lease that does not renew; the check a reconnect asks for (a read of
+//!   the lock) found its id and kept it until its deadline (failed when written, 10 s
+//!   ttl: not told within 2 s). The read now looks at the last grant too.
 
 mod common;
 
@@ -25,12 +29,27 @@ use common::{holder_in_redis, key, queue_len, queue_of, until, waiters_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_handed_its_lock_again_by_its_rolled_back_queue_entry_is_told_lost() {
+    handed_again(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_without_renewal_handed_its_lock_again_is_told_lost_at_the_reconnects_check() {
+    handed_again(false).await;
+}
+
+/// The history of seed 1119661168's round 44, with a holder that renews or not (then the
+/// reconnect's check of every lease must find the later tenure, not its deadline).
+async fn handed_again(renew: bool) {
     let mut s = RedisServer::start_with(ServerOptions::default());
     let p = FaultProxy::start(s.port()).await;
     let first = common::redis_manager(&s.url()).await;
     let waiter = common::redis_manager_with_timeout(&p.url(), Duration::from_millis(500)).await;
     let k = key("resurrected");
-    let ttl = Duration::from_secs(3);
+    let ttl = if renew {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
     // The first holder's lock is short and not renewed: in the snapshot it has expired
     // by the time the snapshot is put back, while the waiter's entry there (alive for
     // three quarters of its 2 s grant ttl after its last refresh) is still alive.
@@ -51,6 +70,7 @@ async fn a_holder_handed_its_lock_again_by_its_rolled_back_queue_entry_is_told_l
                     &k,
                     &AcquireOptions::new()
                         .ttl(ttl)
+                        .renew(renew)
                         .timeout(Duration::from_secs(30)),
                 )
                 .await
@@ -73,7 +93,7 @@ async fn a_holder_handed_its_lock_again_by_its_rolled_back_queue_entry_is_told_l
     let queued: Vec<String> = s.cmd(&["ZRANGE", &queue_of("resurrected"), "0", "-1"]);
     assert!(queued.is_empty(), "the grant took the id out of the queue");
     assert_ne!(id, first_id);
-    // The snapshot's lock of the first holder has run out; the holder keeps renewing.
+    // The snapshot's lock of the first holder has run out.
     let expired_at = snap.taken_at + Duration::from_millis(550);
     tokio::time::sleep(expired_at.saturating_duration_since(std::time::Instant::now())).await;
     assert_eq!(holder_in_redis(&s, "resurrected").as_deref(), Some(&*id));
@@ -118,7 +138,9 @@ async fn a_holder_handed_its_lock_again_by_its_rolled_back_queue_entry_is_told_l
     );
     assert!(!g.is_lost(), "its links are stalled: it cannot know yet");
     p.set(Fault::None);
-    let limit = ttl / 3 + Duration::from_millis(500) + Duration::from_millis(500);
+    // A renewal (ttl/3) or the reconnect's check, and a response timeout for a request
+    // sent on a connection the restart killed.
+    let limit = Duration::from_secs(1) + Duration::from_millis(500) + Duration::from_millis(500);
     tokio::time::timeout(limit, g.lost())
         .await
         .unwrap_or_else(|_| {

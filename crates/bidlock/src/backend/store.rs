@@ -146,8 +146,9 @@ pub(crate) trait LockStore: Send + Sync + fmt::Debug {
     /// Writes the completion record, releasing the lock if it is still `req.holder`'s.
     async fn complete(&self, req: &Complete<'_>) -> Result<Completed, Error>;
 
-    /// Whether `holder` holds the lock of `key` (a read).
-    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error>;
+    /// Whether `holder` holds the lock of `key` (a read), under the tenure whose fencing
+    /// token is `token` where the store hands locks over (as for [`ExtendLock`]).
+    async fn holds(&self, key: &LockKey, holder: &Holder, token: u64) -> Result<bool, Error>;
 }
 
 /// What operators and the admin API need: reads, removals by force, and the store's

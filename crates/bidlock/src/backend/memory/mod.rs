@@ -238,7 +238,7 @@ impl LockStore for MemoryStore {
         Ok(true)
     }
 
-    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+    async fn holds(&self, key: &LockKey, holder: &Holder, _token: u64) -> Result<bool, Error> {
         Ok(self.shard(key).own(key, holder, Instant::now()).is_some())
     }
 

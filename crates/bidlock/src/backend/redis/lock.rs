@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::calls::{send_renewals, tenure_arg};
 use super::protocol::Renewal;
-use super::scripts::{COMPLETE, EXTEND};
+use super::scripts::{COMPLETE, EXTEND, HOLDS};
 use super::RedisStore;
 use crate::backend::memory::ms;
 use crate::backend::{
@@ -65,8 +65,20 @@ impl LockStore for RedisStore {
         Ok(true)
     }
 
-    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
+    async fn holds(&self, key: &LockKey, holder: &Holder, token: u64) -> Result<bool, Error> {
         let lock = self.keys.lock_key(key);
+        if self.grants.is_some() {
+            let mut inv = HOLDS.prepare_invoke();
+            inv.key(&lock)
+                .key(self.keys.waiters_key(key))
+                .arg(holder.as_str())
+                .arg(token);
+            let n: i64 = inv
+                .invoke_async(&mut self.call())
+                .await
+                .map_err(|e| self.err("holds", &lock, e))?;
+            return Ok(n == 1);
+        }
         let found: Option<Vec<u8>> = redis::cmd("GET")
             .arg(&lock)
             .query_async(&mut self.call())

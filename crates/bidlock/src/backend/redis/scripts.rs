@@ -24,6 +24,7 @@ scripts! {
     RELEASE => ["hlc.lua", "junk.lua", "queue.lua", "release.lua"],
     EXTEND => ["junk.lua", "tenure.lua", "extend.lua"],
     RENEW => ["junk.lua", "tenure.lua", "renew.lua"],
+    HOLDS => ["tenure.lua", "holds.lua"],
     COMPLETE => ["junk.lua", "complete.lua"],
     FORCE_RELEASE => ["junk.lua", "force_release.lua"],
     CLEANUP => ["cleanup.lua"],

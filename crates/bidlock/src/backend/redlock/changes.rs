@@ -155,11 +155,12 @@ impl RedlockStore {
         &self,
         key: &LockKey,
         holder: &Holder,
+        token: u64,
     ) -> Result<bool, Error> {
         let holds_on = |i: usize| {
             let node = self.nodes[i].clone();
             let (key, holder) = (key.clone(), holder.clone());
-            async move { node.holds(&key, &holder).await }
+            async move { node.holds(&key, &holder, token).await }
         };
         let counted = self
             .vote_on_all(self.response_timeout, holds_on, |a| Ok(Vote::of(a)))

@@ -266,8 +266,8 @@ impl LockStore for RedlockStore {
     }
 
     /// Whether a majority still has `holder` in the lock.
-    async fn holds(&self, key: &LockKey, holder: &Holder) -> Result<bool, Error> {
-        self.held_by_majority(key, holder).await
+    async fn holds(&self, key: &LockKey, holder: &Holder, token: u64) -> Result<bool, Error> {
+        self.held_by_majority(key, holder, token).await
     }
 
     /// Recorded once a majority wrote the record; released when a majority released.

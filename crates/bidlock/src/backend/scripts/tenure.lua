@@ -6,7 +6,7 @@
 -- id again, with a new token, after the rollback took the first tenure's lock away. The
 -- caller's lock was gone meanwhile (another holder may have run): its lease is lost.
 -- `token` is '' from a store that never hands locks over (a cluster, Redlock): nothing to
--- look at. Prepended at build time to renew.lua and extend.lua.
+-- look at. Prepended at build time to renew.lua, extend.lua and holds.lua.
 local function later_tenure(waiters, holder, token)
   if token == '' then
     return false
