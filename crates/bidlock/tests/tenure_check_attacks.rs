@@ -1,0 +1,166 @@
+//! Attacks on the tenure check of e791a61 and 235fc28 (`tenure.lua`: a renewal, extend or
+//! `holds` check that finds the waiters' `''` field naming the lease's holder id with
+//! another token than the lease's says the lease lost). Written by a fresh-context review.
+//!
+//! - `a_waiter_whose_grant_ran_out_unheard_and_then_took_the_free_lock_is_renewed`: a
+//!   queued waiter's grant message and its refresh are held back past the grant ttl; the
+//!   grant runs out, and its held-back refresh (a try that stays queued) finds the lock
+//!   free and takes it with `SET NX` and a new token. The `''` field still names its id
+//!   with the grant's token: the check takes the waiter's own, current lock for "a later
+//!   tenure of the id" and tells a lease lost whose lock Redis holds for it.
+//! - `..._without_renewal_can_extend`: the same for a lease that does not renew, through
+//!   an explicit `extend`.
+
+mod common;
+
+use std::time::Duration;
+
+use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
+use bidlock_testkit::{Fault, FaultProxy, RedisServer};
+
+use common::{holder_in_redis, key, queue_len, until, waiters_of};
+
+/// The last grant recorded in the waiters' `''` field, as (holder id, token).
+fn last_grant(s: &RedisServer, p: &str) -> Option<(String, u64)> {
+    let last: Option<String> = s.cmd(&["HGET", &waiters_of(p), ""]);
+    let (id, token) = last?.rsplit_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))?;
+    Some((id, token.parse().ok()?))
+}
+
+/// H holds `k`; W (through the proxy `p`, response timeout 10 s) queues behind it with
+/// `opts`. W's links stall; H releases, handing the lock to W's queued id; the grant
+/// runs out in Redis while W hears nothing; the links heal and W's held-back try that
+/// stays queued lands on the free lock and takes it. Returns W's guard, the id granted
+/// and the grant's token.
+async fn grant_runs_out_then_refresh_takes_it(
+    s: &RedisServer,
+    p: &FaultProxy,
+    h: &BidLockManager,
+    w: &BidLockManager,
+    k: &LockKey,
+    posting: &str,
+    opts: AcquireOptions,
+) -> (LockGuard, String, u64) {
+    let gh = h
+        .acquire(k, &AcquireOptions::new().ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let waiting = {
+        let (w, k) = (w.clone(), k.clone());
+        tokio::spawn(async move { w.acquire(&k, &opts).await })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(s, posting) == 1
+    })
+    .await;
+    // W's links stall (a GC pause, a partition): its grant message and its next refresh
+    // are held back, not lost.
+    p.set(Fault::Blackhole);
+    assert!(gh.release().await.unwrap(), "H's release");
+    let granted_id = holder_in_redis(s, posting).expect("the release handed the lock over");
+    let (named, t1) = last_grant(s, posting).expect("the grant is recorded in ''");
+    assert_eq!(named, granted_id, "the '' field names the id granted");
+    until(Duration::from_secs(5), "the unheard grant to run out", || {
+        holder_in_redis(s, posting).is_none()
+    })
+    .await;
+    assert_eq!(
+        last_grant(s, posting),
+        Some((granted_id.clone(), t1)),
+        "the '' field outlives the grant (waiters' ttl: grant ttl + 5 s)"
+    );
+    // The links heal: W's held-back refresh runs on the free lock.
+    p.set(Fault::None);
+    let g = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the waiter's acquire to return")
+        .unwrap()
+        .expect("the waiter acquires");
+    (g, granted_id, t1)
+}
+
+/// Promises attacked (README "leases renewed while held and told lost when lost";
+/// docs/GUARANTEES.md "Renewal follows `extend`": "While a guard lives its lock is
+/// renewed every third of its ttl"). The change under review says a lease lost when the
+/// `''` field names its id with another token; here that field is a stale record of the
+/// id's own grant, which ran out unheard before the same tenure took the free lock with
+/// `SET NX`. Redis holds the lock for this lease, no rollback happened, nobody else held
+/// the key: the lease must stay held and be renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_grant_ran_out_unheard_and_then_took_the_free_lock_is_renewed() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager_with_timeout(&p.url(), Duration::from_secs(10)).await;
+    let k = key("ran-out-unheard");
+    let ttl = Duration::from_secs(6);
+    let opts = AcquireOptions::new()
+        .ttl(ttl)
+        .renew(true)
+        .timeout(Duration::from_secs(30));
+    let (g, granted_id, t1) =
+        grant_runs_out_then_refresh_takes_it(&s, &p, &h, &w, &k, "ran-out-unheard", opts).await;
+    let t2 = g.fencing_token().get();
+    assert_eq!(
+        holder_in_redis(&s, "ran-out-unheard").as_deref(),
+        Some(g.holder().as_str()),
+        "Redis holds the lock for W's lease"
+    );
+    eprintln!(
+        "W holds under id {} with token {t2}; the grant that ran out was to {granted_id} with \
+         token {t1}; '' now: {:?}",
+        g.holder(),
+        last_grant(&s, "ran-out-unheard")
+    );
+    // Two renewal periods (ttl/3 = 2 s each) on a healthy link.
+    let watch_until = tokio::time::Instant::now() + Duration::from_millis(4500);
+    while tokio::time::Instant::now() < watch_until {
+        assert!(
+            !g.is_lost(),
+            "W's lease (id {}, token {t2}) was told lost while Redis holds its lock for it \
+             (GET = {:?}, '' = {:?}, pttl = {} ms): the stale '' record of the id's own grant \
+             (token {t1}), which ran out unheard, was taken for a later tenure",
+            g.holder(),
+            holder_in_redis(&s, "ran-out-unheard"),
+            last_grant(&s, "ran-out-unheard"),
+            s.cmd::<i64>(&["PTTL", &common::lock_of("ran-out-unheard")]),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        holder_in_redis(&s, "ran-out-unheard").as_deref(),
+        Some(g.holder().as_str())
+    );
+    assert!(g.release().await.unwrap());
+}
+
+/// Promises attacked (docs/GUARANTEES.md "Renewal follows `extend`"; README "leases ...
+/// told lost when lost"): the same history with a lease that does not renew; its holder
+/// extends it while Redis holds the lock for it, and must not be told `LockLost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_grant_ran_out_unheard_and_then_took_the_free_lock_without_renewal_can_extend(
+) {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager_with_timeout(&p.url(), Duration::from_secs(10)).await;
+    let k = key("ran-out-extend");
+    let opts = AcquireOptions::new()
+        .ttl(Duration::from_secs(6))
+        .renew(false)
+        .timeout(Duration::from_secs(30));
+    let (g, granted_id, t1) =
+        grant_runs_out_then_refresh_takes_it(&s, &p, &h, &w, &k, "ran-out-extend", opts).await;
+    let before = holder_in_redis(&s, "ran-out-extend");
+    assert_eq!(before.as_deref(), Some(g.holder().as_str()));
+    let extended = g.extend(Duration::from_secs(6)).await;
+    assert!(
+        extended.is_ok() && !g.is_lost(),
+        "W (id {}, token {}) holds the lock in Redis (GET = {before:?}) but its extend said \
+         {extended:?}: the stale '' record of the grant to {granted_id} with token {t1} was \
+         taken for a later tenure",
+        g.holder(),
+        g.fencing_token(),
+    );
+    assert!(g.release().await.unwrap());
+}
