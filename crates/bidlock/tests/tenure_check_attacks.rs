@@ -164,3 +164,118 @@ async fn a_waiter_whose_grant_ran_out_unheard_and_then_took_the_free_lock_withou
     );
     assert!(g.release().await.unwrap());
 }
+
+/// Promises attacked (docs/GUARANTEES.md "Renewal follows `extend`" and "No orphans":
+/// "A holder id *you* give ..." reused one owner at a time): a caller-given holder id
+/// never queues, so no grant ever names it; reused across tenures on a key whose `''`
+/// field records grants to other ids, each tenure must renew for as long as it holds.
+/// History: H holds; Y (generated) queues and is handed the lock (`''` = `Y t`); X with
+/// the given id `inst-x` waits (without queueing) and takes the lock when Y releases; X
+/// releases and takes it again uncontended; each of X's tenures must be renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_holder_id_reused_across_tenures_after_handovers_keeps_renewing() {
+    let s = RedisServer::start();
+    let (h, m1, m2) = (
+        common::redis_manager(&s.url()).await,
+        common::redis_manager(&s.url()).await,
+        common::redis_manager(&s.url()).await,
+    );
+    let k = key("given-reused");
+    let ttl = Duration::from_millis(1500);
+    let gh = h.acquire(&k, &AcquireOptions::new().ttl(ttl)).await.unwrap();
+    let y = {
+        let (m2, k) = (m2.clone(), k.clone());
+        tokio::spawn(async move {
+            m2.acquire(&k, &AcquireOptions::new().ttl(ttl).timeout(Duration::from_secs(10)))
+                .await
+        })
+    };
+    until(Duration::from_secs(5), "Y to queue", || {
+        queue_len(&s, "given-reused") == 1
+    })
+    .await;
+    assert!(gh.release().await.unwrap());
+    let gy = y.await.unwrap().unwrap();
+    assert_eq!(
+        last_grant(&s, "given-reused").map(|(id, _)| id).as_deref(),
+        Some(gy.holder().as_str()),
+        "Y was handed the lock"
+    );
+    let x = {
+        let (m1, k) = (m1.clone(), k.clone());
+        tokio::spawn(async move {
+            m1.acquire(
+                &k,
+                &AcquireOptions::new()
+                    .ttl(ttl)
+                    .holder("inst-x")
+                    .timeout(Duration::from_secs(10)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gy.release().await.unwrap());
+    let mut first = Some(
+        tokio::time::timeout(Duration::from_secs(10), x)
+            .await
+            .expect("X gets the lock once Y releases")
+            .unwrap()
+            .unwrap(),
+    );
+    for round in 0..2 {
+        let gx = match first.take() {
+            Some(g) => g,
+            None => m1
+                .acquire(&k, &AcquireOptions::new().ttl(ttl).holder("inst-x"))
+                .await
+                .unwrap(),
+        };
+        let until_at = tokio::time::Instant::now() + Duration::from_millis(2200);
+        while tokio::time::Instant::now() < until_at {
+            assert!(
+                !gx.is_lost(),
+                "X's tenure {round} (token {}) told lost; GET = {:?}, '' = {:?}",
+                gx.fencing_token(),
+                holder_in_redis(&s, "given-reused"),
+                last_grant(&s, "given-reused")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gx.release().await.unwrap());
+    }
+}
+
+/// Promise attacked (docs/GUARANTEES.md "No orphans": "a dropped guard release[s] their
+/// lock in the background"): after the false loss above, the holder that was told lost
+/// drops its guard (as `with_lock` does when the lease says lost); the lock Redis still
+/// holds under its generated id must go then, not stay until its ttl (6 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_of_a_waiter_told_lost_after_its_grant_ran_out_goes_with_its_guard() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager_with_timeout(&p.url(), Duration::from_secs(10)).await;
+    let k = key("ran-out-orphan");
+    let opts = AcquireOptions::new()
+        .ttl(Duration::from_secs(6))
+        .renew(true)
+        .timeout(Duration::from_secs(30));
+    let (g, _, _) =
+        grant_runs_out_then_refresh_takes_it(&s, &p, &h, &w, &k, "ran-out-orphan", opts).await;
+    // Whether told lost (the false loss) or not, the guard is dropped now.
+    let _ = tokio::time::timeout(Duration::from_secs(3), g.lost()).await;
+    let lost = g.is_lost();
+    drop(g);
+    let dropped_at = tokio::time::Instant::now();
+    until(
+        Duration::from_secs(2),
+        &format!("the dropped guard's lock to go (lease told lost: {lost})"),
+        || holder_in_redis(&s, "ran-out-orphan").is_none(),
+    )
+    .await;
+    eprintln!(
+        "lock gone {:?} after the drop (lease told lost: {lost})",
+        dropped_at.elapsed()
+    );
+}
