@@ -10,13 +10,23 @@
 //!   tenure of the id" and tells a lease lost whose lock Redis holds for it.
 //! - `..._without_renewal_can_extend`: the same for a lease that does not renew, through
 //!   an explicit `extend`.
+//! - `a_waiter_of_a_default_manager_whose_command_link_stalled_past_the_grant_is_renewed`:
+//!   the same with the default configuration (5 s response timeout) and only the command
+//!   link stalled (the grant message arrives): a 2.7 s stall of one waiter suffices. The
+//!   false loss needs a check while the waiters' hash lives (grant ttl + 5 s after the
+//!   grant): with a 30 s ttl and no notice the first renewal comes later and it passed.
+//!   These three FAIL at 235fc28 and pass at dd3afeb (before e791a61).
+//! - `a_given_holder_id_reused_across_tenures_after_handovers_keeps_renewing` (passes: a
+//!   given id never queues, so no grant names it).
+//! - `the_lock_of_a_waiter_told_lost_after_its_grant_ran_out_goes_with_its_guard`
+//!   (passes: after the false loss, dropping the guard frees the lock at once).
 
 mod common;
 
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
-use bidlock_testkit::{Fault, FaultProxy, RedisServer};
+use bidlock_testkit::{Fault, FaultProxy, RedisServer, Role};
 
 use common::{holder_in_redis, key, queue_len, until, waiters_of};
 
@@ -41,6 +51,21 @@ async fn grant_runs_out_then_refresh_takes_it(
     posting: &str,
     opts: AcquireOptions,
 ) -> (LockGuard, String, u64) {
+    stall_then_take(s, p, h, w, k, posting, opts, |p| p.set(Fault::Blackhole)).await
+}
+
+/// As [`grant_runs_out_then_refresh_takes_it`], with the stall `stall` sets on `p`.
+#[allow(clippy::too_many_arguments)]
+async fn stall_then_take(
+    s: &RedisServer,
+    p: &FaultProxy,
+    h: &BidLockManager,
+    w: &BidLockManager,
+    k: &LockKey,
+    posting: &str,
+    opts: AcquireOptions,
+    stall: impl Fn(&FaultProxy),
+) -> (LockGuard, String, u64) {
     let gh = h
         .acquire(k, &AcquireOptions::new().ttl(Duration::from_secs(10)))
         .await
@@ -55,7 +80,7 @@ async fn grant_runs_out_then_refresh_takes_it(
     .await;
     // W's links stall (a GC pause, a partition): its grant message and its next refresh
     // are held back, not lost.
-    p.set(Fault::Blackhole);
+    stall(p);
     assert!(gh.release().await.unwrap(), "H's release");
     let granted_id = holder_in_redis(s, posting).expect("the release handed the lock over");
     let (named, t1) = last_grant(s, posting).expect("the grant is recorded in ''");
@@ -278,4 +303,59 @@ async fn the_lock_of_a_waiter_told_lost_after_its_grant_ran_out_goes_with_its_gu
         "lock gone {:?} after the drop (lease told lost: {lost})",
         dropped_at.elapsed()
     );
+}
+
+/// Promises attacked (README "leases renewed while held and told lost when lost";
+/// docs/GUARANTEES.md "Renewal follows `extend`"): the first history with a manager of
+/// the default configuration (response timeout 5 s) whose command link alone stalls for
+/// a little over the grant ttl (2 s): the grant message arrives, but the waiter is then
+/// waiting for the answer of its refresh, which lands on the free lock and takes it. A
+/// stall of 2 to 5 s of one waiter's link is enough for the false loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_of_a_default_manager_whose_command_link_stalled_past_the_grant_is_renewed() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager(&p.url()).await;
+    let k = key("commands-stall");
+    // Renewed every 2 s: the first renewal comes while the waiters' hash, and its ''
+    // field, still lives (grant ttl + 5 s after the grant). With a 30 s ttl the field
+    // is gone by the first renewal (10 s) and the lease is kept (tried: passes).
+    let opts = AcquireOptions::new()
+        .ttl(Duration::from_secs(6))
+        .timeout(Duration::from_secs(30));
+    let (g, granted_id, t1) = stall_then_take(&s, &p, &h, &w, &k, "commands-stall", opts, |p| {
+        p.set_for(Role::Commands, None, Fault::Blackhole);
+        // The waiter's next refresh (every 500 ms) is sent into the stall: it waits for
+        // that answer, not for the grant message, when the release comes (its entry,
+        // refreshed less than 1.2 s before the release, lives 1.5 s).
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(700)));
+    })
+    .await;
+    assert_eq!(g.holder().as_str(), granted_id, "the tenure's own id took the lock");
+    eprintln!(
+        "W holds with token {} (the grant that ran out: {t1}); '' = {:?}",
+        g.fencing_token(),
+        last_grant(&s, "commands-stall")
+    );
+    assert_eq!(
+        holder_in_redis(&s, "commands-stall").as_deref(),
+        Some(g.holder().as_str()),
+        "Redis holds the lock for W (W told lost: {:?}, token {}, '' = {:?})",
+        g.lease().lost_reason(),
+        g.fencing_token(),
+        last_grant(&s, "commands-stall"),
+    );
+    let told = tokio::time::timeout(Duration::from_millis(4500), g.lost()).await;
+    assert!(
+        told.is_err(),
+        "W (token {}) was told lost ({:?}) while Redis holds its lock for it (GET = {:?}, \
+         pttl = {} ms, '' = {:?}; the grant that ran out unheard had token {t1})",
+        g.fencing_token(),
+        g.lease().lost_reason(),
+        holder_in_redis(&s, "commands-stall"),
+        s.cmd::<i64>(&["PTTL", &common::lock_of("commands-stall")]),
+        last_grant(&s, "commands-stall"),
+    );
+    assert!(g.release().await.unwrap());
 }
