@@ -70,8 +70,17 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
     if ARGV[a + 3] == '1' then
       redis.call('SET', marker, '1', 'PX', tonumber(ttl) + 5000)
     end
-    if mode == 'stay' and redis.call('ZREM', queue, holder) == 1 then
-      redis.call('HDEL', waiters, holder)
+    if mode == 'stay' then
+      if redis.call('ZREM', queue, holder) == 1 then
+        redis.call('HDEL', waiters, holder)
+      end
+      -- The tenure took the free lock itself: a grant to it that ran out unheard (its
+      -- link stalled past the grant ttl) is no later tenure of its id (tenure.lua); the
+      -- record of the last grant names this take now. The hash keeps its ttl.
+      local last = redis.pcall('HGET', waiters, '')
+      if type(last) == 'string' and string.match(last, '^(.*) %d+$') == holder then
+        redis.call('HSET', waiters, '', holder .. ' ' .. string.format('%d', token))
+      end
     end
     return {1, token, ''}
   end
