@@ -17,10 +17,11 @@
 //! server on the same machine is not kept waiting by it. At most one spinner runs.
 //!
 //! Measured (`bench/peers`, one task, 3 s runs interleaved with redis-py's `Lock`, four
-//! sessions of three, one redis-server on loopback, on 2 shared cores): 3,659-5,034
-//! `with_lock` pairs/s with the spinner against 2,426-3,067 without, redis-py 2,244-3,050
-//! in the same sessions; client CPU per pair 279-367 µs with it against 231-393 without
-//! (the wake-ups it saves cost CPU too). At 32 tasks it does not run (more than
+//! sessions of three while it was tuned, one redis-server on loopback, 2 shared cores,
+//! load 0.7-2.5): 2,619-5,034 `with_lock` pairs/s with a spinner against 1,434-3,067
+//! without, redis-py 2,038-3,050; in every run it led the run without it of its session.
+//! Client CPU per pair 279-451 µs with it, 231-393 without, redis-py 278-416 (the
+//! wake-ups it saves cost CPU too). At 32 tasks it does not run (more than
 //! [`MAX_OUT`] out); with it running there, throughput did not change.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
