@@ -20,20 +20,29 @@
 //!   given id never queues, so no grant names it).
 //! - `the_lock_of_a_waiter_told_lost_after_its_grant_ran_out_goes_with_its_guard`
 //!   (passes: after the false loss, dropping the guard frees the lock at once).
+//! - Second review, of 859ffa3 (the stay take rewrites `''`):
+//!   `a_stay_take_rolled_back_and_handed_again_is_told_lost` (passes; the snapshot's queue
+//!   entry is always dead by then: entry ttl is 3/4 of the grant ttl, which had to run out,
+//!   so another try takes the lock and W is told lost by GET, not by `''`) and
+//!   `the_stay_take_leaves_no_waiters_hash_it_wrote_without_a_ttl` (FAILS: the rewrite
+//!   writes into a waiters' hash an operator PERSISTed and, unlike write_entry and hand_to,
+//!   gives it no ttl; rule 4, operator-induced).
 
 mod common;
 
 use std::time::Duration;
 
 use bidlock::{AcquireOptions, BidLockManager, LockGuard, LockKey};
-use bidlock_testkit::{Fault, FaultProxy, RedisServer, Role};
+use bidlock_testkit::{Fault, FaultProxy, RedisServer, Role, ServerOptions};
 
-use common::{holder_in_redis, key, queue_len, until, waiters_of};
+use common::{holder_in_redis, key, queue_len, queue_of, until, waiters_of};
 
 /// The last grant recorded in the waiters' `''` field, as (holder id, token).
 fn last_grant(s: &RedisServer, p: &str) -> Option<(String, u64)> {
     let last: Option<String> = s.cmd(&["HGET", &waiters_of(p), ""]);
-    let (id, token) = last?.rsplit_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))?;
+    let (id, token) = last?
+        .rsplit_once(' ')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))?;
     Some((id, token.parse().ok()?))
 }
 
@@ -85,9 +94,11 @@ async fn stall_then_take(
     let granted_id = holder_in_redis(s, posting).expect("the release handed the lock over");
     let (named, t1) = last_grant(s, posting).expect("the grant is recorded in ''");
     assert_eq!(named, granted_id, "the '' field names the id granted");
-    until(Duration::from_secs(5), "the unheard grant to run out", || {
-        holder_in_redis(s, posting).is_none()
-    })
+    until(
+        Duration::from_secs(5),
+        "the unheard grant to run out",
+        || holder_in_redis(s, posting).is_none(),
+    )
     .await;
     assert_eq!(
         last_grant(s, posting),
@@ -207,12 +218,20 @@ async fn a_given_holder_id_reused_across_tenures_after_handovers_keeps_renewing(
     );
     let k = key("given-reused");
     let ttl = Duration::from_millis(1500);
-    let gh = h.acquire(&k, &AcquireOptions::new().ttl(ttl)).await.unwrap();
+    let gh = h
+        .acquire(&k, &AcquireOptions::new().ttl(ttl))
+        .await
+        .unwrap();
     let y = {
         let (m2, k) = (m2.clone(), k.clone());
         tokio::spawn(async move {
-            m2.acquire(&k, &AcquireOptions::new().ttl(ttl).timeout(Duration::from_secs(10)))
-                .await
+            m2.acquire(
+                &k,
+                &AcquireOptions::new()
+                    .ttl(ttl)
+                    .timeout(Duration::from_secs(10)),
+            )
+            .await
         })
     };
     until(Duration::from_secs(5), "Y to queue", || {
@@ -332,7 +351,11 @@ async fn a_waiter_of_a_default_manager_whose_command_link_stalled_past_the_grant
         tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(700)));
     })
     .await;
-    assert_eq!(g.holder().as_str(), granted_id, "the tenure's own id took the lock");
+    assert_eq!(
+        g.holder().as_str(),
+        granted_id,
+        "the tenure's own id took the lock"
+    );
     eprintln!(
         "W holds with token {} (the grant that ran out: {t1}); '' = {:?}",
         g.fencing_token(),
@@ -356,6 +379,184 @@ async fn a_waiter_of_a_default_manager_whose_command_link_stalled_past_the_grant
         holder_in_redis(&s, "commands-stall"),
         s.cmd::<i64>(&["PTTL", &common::lock_of("commands-stall")]),
         last_grant(&s, "commands-stall"),
+    );
+    assert!(g.release().await.unwrap());
+}
+
+/// Second review (859ffa3, the stay take rewrites `''`): question 1, can the rewrite
+/// re-open the rollback hole? History: H holds (2 s, no renewal); W queues; a snapshot is
+/// taken (W queued, `''` absent); W's link stalls; H releases, the grant to W's id runs
+/// out unheard; the link heals and W's held-back stay try takes the free lock (token T2,
+/// `''` rewritten to `W T2`). After H's lock in the snapshot has expired, the snapshot is
+/// restored (W's link stalled): W's id is queued again and a try by another manager hands
+/// it the lock again (`''` = `W T3`). W's lease (T2) lost its lock in the rollback and must
+/// be told lost once its link heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stay_take_rolled_back_and_handed_again_is_told_lost() {
+    let mut s = RedisServer::start_with(ServerOptions::default());
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager_with_timeout(&p.url(), Duration::from_secs(10)).await;
+    let k = key("take-rolled-back");
+    let pk = "take-rolled-back";
+    let gh = h
+        .acquire(
+            &k,
+            &AcquireOptions::new()
+                .ttl(Duration::from_secs(2))
+                .renew(false),
+        )
+        .await
+        .unwrap();
+    let waiting = {
+        let (w, k) = (w.clone(), k.clone());
+        tokio::spawn(async move {
+            w.acquire(
+                &k,
+                &AcquireOptions::new()
+                    .ttl(Duration::from_secs(6))
+                    .renew(true)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await
+        })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, pk) == 1
+    })
+    .await;
+    let snap = s.snapshot();
+    p.set(Fault::Blackhole);
+    assert!(gh.release().await.unwrap(), "H's release");
+    let (granted, t1) = last_grant(&s, pk).expect("the grant is recorded in ''");
+    until(
+        Duration::from_secs(8),
+        "the unheard grant to run out",
+        || holder_in_redis(&s, pk).is_none(),
+    )
+    .await;
+    p.set(Fault::None);
+    let g = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the waiter's acquire to return")
+        .unwrap()
+        .expect("the waiter acquires");
+    let t2 = g.fencing_token().get();
+    assert_eq!(
+        g.holder().as_str(),
+        granted,
+        "the tenure's own id took the free lock"
+    );
+    assert_eq!(
+        last_grant(&s, pk),
+        Some((granted.clone(), t2)),
+        "859ffa3 rewrote ''"
+    );
+    eprintln!("grant {granted} t1={t1} ran out; stay take t2={t2}");
+    // H's lock in the snapshot has run out by the restore.
+    let expired_at = snap.taken_at + Duration::from_millis(2100);
+    tokio::time::sleep(expired_at.saturating_duration_since(std::time::Instant::now())).await;
+    p.set(Fault::Blackhole);
+    s = tokio::task::spawn_blocking(move || {
+        s.restore_snapshot(&snap);
+        s
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        holder_in_redis(&s, pk),
+        None,
+        "the restore took the lock away"
+    );
+    let queued: Vec<String> = s.cmd(&["ZRANGE", &queue_of(pk), "0", "-1"]);
+    assert_eq!(
+        queued,
+        vec![granted.clone()],
+        "the restore put the id back in the queue"
+    );
+    // The entry's deadline (entry ttl = 3/4 of the grant ttl) may have passed by now: the
+    // try then drops it and takes the lock itself; else it hands the lock to W's id again.
+    let other = common::redis_manager(&s.url()).await;
+    let tried = other.try_acquire(&k, &AcquireOptions::new()).await;
+    let now_holder = holder_in_redis(&s, pk);
+    let (again, t3) = last_grant(&s, pk).unwrap_or_default();
+    eprintln!(
+        "after the restore: other's try = {:?}; lock = {now_holder:?}; '' = {again} {t3} \
+         (lease token {t2})",
+        tried.as_ref().map(|g| g.holder().as_str().to_owned())
+    );
+    p.set(Fault::None);
+    tokio::time::timeout(Duration::from_secs(6), g.lost())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "W's lease (id {granted}, token {t2}, from its stay take) lost its lock in the \
+                 rollback (now: lock {now_holder:?}, '' = {again} {t3}), but it was not told \
+                 lost within 6 s of its link healing"
+            )
+        });
+}
+
+/// Second review, question 3 (HANDOVER.md rule 4: every key a script writes has a ttl but
+/// the fencing counter): acquire.lua's other writes to the waiters' hash (write_entry,
+/// hand_to) give it a ttl when it has none (`PTTL < life`, -1 included); the rewrite of
+/// 859ffa3 assumes "the hash keeps its ttl". History: as the false-loss attack, and while
+/// the grant runs out unheard an operator (redis-cli) PERSISTs the waiters' hash; the
+/// stay take then writes `''` into a hash without a ttl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stay_take_leaves_no_waiters_hash_it_wrote_without_a_ttl() {
+    let s = RedisServer::start();
+    let p = FaultProxy::start(s.port()).await;
+    let h = common::redis_manager(&s.url()).await;
+    let w = common::redis_manager_with_timeout(&p.url(), Duration::from_secs(10)).await;
+    let k = key("take-ttl");
+    let pk = "take-ttl";
+    let gh = h
+        .acquire(&k, &AcquireOptions::new().ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let waiting = {
+        let (w, k) = (w.clone(), k.clone());
+        tokio::spawn(async move {
+            w.acquire(
+                &k,
+                &AcquireOptions::new()
+                    .ttl(Duration::from_secs(6))
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await
+        })
+    };
+    until(Duration::from_secs(5), "the waiter to queue", || {
+        queue_len(&s, pk) == 1
+    })
+    .await;
+    p.set(Fault::Blackhole);
+    assert!(gh.release().await.unwrap(), "H's release");
+    let (granted, t1) = last_grant(&s, pk).expect("the grant is recorded in ''");
+    let persisted: i64 = s.cmd(&["PERSIST", &waiters_of(pk)]);
+    assert_eq!(persisted, 1, "the hand_to gave the hash a ttl");
+    until(
+        Duration::from_secs(8),
+        "the unheard grant to run out",
+        || holder_in_redis(&s, pk).is_none(),
+    )
+    .await;
+    p.set(Fault::None);
+    let g = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the waiter's acquire to return")
+        .unwrap()
+        .expect("the waiter acquires");
+    let t2 = g.fencing_token().get();
+    let last = last_grant(&s, pk);
+    let pttl: i64 = s.cmd(&["PTTL", &waiters_of(pk)]);
+    eprintln!("grant {granted} t1={t1}; take t2={t2}; '' = {last:?}; waiters pttl = {pttl}");
+    assert_eq!(last, Some((granted.clone(), t2)), "the take wrote the hash");
+    assert!(
+        pttl > 0,
+        "the stay take wrote '' = {granted} {t2} into the waiters' hash and left it \
+         without a ttl (PTTL = {pttl}): rule 4"
     );
     assert!(g.release().await.unwrap());
 }
