@@ -15,18 +15,18 @@
 //!   link stalled (the grant message arrives): a 2.7 s stall of one waiter suffices. The
 //!   false loss needs a check while the waiters' hash lives (grant ttl + 5 s after the
 //!   grant): with a 30 s ttl and no notice the first renewal comes later and it passed.
-//!   These three FAIL at 235fc28 and pass at dd3afeb (before e791a61).
+//!   These three failed at 235fc28 (passing at dd3afeb, before e791a61); fixed by 859ffa3.
 //! - `a_given_holder_id_reused_across_tenures_after_handovers_keeps_renewing` (passes: a
 //!   given id never queues, so no grant names it).
 //! - `the_lock_of_a_waiter_told_lost_after_its_grant_ran_out_goes_with_its_guard`
 //!   (passes: after the false loss, dropping the guard frees the lock at once).
 //! - Second review, of 859ffa3 (the stay take rewrites `''`):
-//!   `a_stay_take_rolled_back_and_handed_again_is_told_lost` (passes; the snapshot's queue
-//!   entry is always dead by then: entry ttl is 3/4 of the grant ttl, which had to run out,
-//!   so another try takes the lock and W is told lost by GET, not by `''`) and
-//!   `the_stay_take_leaves_no_waiters_hash_it_wrote_without_a_ttl` (FAILS: the rewrite
-//!   writes into a waiters' hash an operator PERSISTed and, unlike write_entry and hand_to,
-//!   gives it no ttl; rule 4, operator-induced).
+//!   `a_stay_take_lost_in_a_rollback_is_told_lost` (passes; the snapshot's queue entry is
+//!   always dead by then: entry ttl is 3/4 of the grant ttl, which had to run out, so
+//!   another try takes the lock and W is told lost by GET, not by `''`) and
+//!   `the_stay_take_leaves_no_waiters_hash_it_wrote_without_a_ttl` (failed: the rewrite
+//!   wrote into a waiters' hash an operator PERSISTed and, unlike write_entry and hand_to,
+//!   gave it no ttl; rule 4, operator-induced; the rewrite now gives it grant ttl + 5 s).
 
 mod common;
 
@@ -388,11 +388,13 @@ async fn a_waiter_of_a_default_manager_whose_command_link_stalled_past_the_grant
 /// taken (W queued, `''` absent); W's link stalls; H releases, the grant to W's id runs
 /// out unheard; the link heals and W's held-back stay try takes the free lock (token T2,
 /// `''` rewritten to `W T2`). After H's lock in the snapshot has expired, the snapshot is
-/// restored (W's link stalled): W's id is queued again and a try by another manager hands
-/// it the lock again (`''` = `W T3`). W's lease (T2) lost its lock in the rollback and must
-/// be told lost once its link heals.
+/// restored (W's link stalled) and another manager tries. W's lease (T2) lost its lock in
+/// the rollback and must be told lost once its link heals. (The re-grant to W's id the
+/// attack aimed at cannot happen on this path: W's queue entry in the snapshot is dead by
+/// the restore, its life being 3/4 of the grant ttl that had to run out first; the other
+/// manager takes the lock itself, and W is told lost because the lock no longer names it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stay_take_rolled_back_and_handed_again_is_told_lost() {
+async fn a_stay_take_lost_in_a_rollback_is_told_lost() {
     let mut s = RedisServer::start_with(ServerOptions::default());
     let p = FaultProxy::start(s.port()).await;
     let h = common::redis_manager(&s.url()).await;

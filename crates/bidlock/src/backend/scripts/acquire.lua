@@ -76,10 +76,14 @@ local function acquire(lock, counter, done, marker, queue, waiters, a)
       end
       -- The tenure took the free lock itself: a grant to it that ran out unheard (its
       -- link stalled past the grant ttl) is no later tenure of its id (tenure.lua); the
-      -- record of the last grant names this take now. The hash keeps its ttl.
+      -- record of the last grant names this take now. The hash keeps its ttl, or gets
+      -- one (rule 4) if someone took it away (PERSIST).
       local last = redis.pcall('HGET', waiters, '')
       if type(last) == 'string' and string.match(last, '^(.*) %d+$') == holder then
         redis.call('HSET', waiters, '', holder .. ' ' .. string.format('%d', token))
+        if redis.call('PTTL', waiters) < 0 then
+          redis.call('PEXPIRE', waiters, tonumber(ARGV[a + 6]) + 5000)
+        end
       end
     end
     return {1, token, ''}
