@@ -6,12 +6,16 @@
 //!   command appends its start and end to one file, and an interleaving fails the test.
 //! - `health_shows_an_eviction_policy_that_can_drop_locks`: a server with
 //!   `maxmemory-policy allkeys-lru`.
+//! - `a_run_whose_given_id_is_taken_again_after_a_data_loss_is_never_told_lost`: the
+//!   stated limit "one holder id, two owners at once" for a `run` holder.
 
 mod common;
 
 use std::process::Stdio;
 
-use bidlock_testkit::{RedisServer, ServerOptions};
+use std::time::{Duration, Instant};
+
+use bidlock_testkit::{Fault, FaultProxy, RedisServer, ServerOptions};
 
 use common::{json, stderr, TestCommand};
 
@@ -111,4 +115,55 @@ fn health_shows_an_eviction_policy_that_can_drop_locks() {
         let out = TestCommand::on(&s, &["health"]).assert_exit_code(0);
         assert!(common::stdout(&out).contains(policy));
     }
+}
+
+/// The stated limit "one holder id, two owners at once" (docs/GUARANTEES.md, No orphans)
+/// for a `bidlock run` holder, as the randomized checker met it (seed 4146042333, round
+/// 14, `restart-no-persistence`, rule `loss_hidden_by_given_id`): Redis restarted without
+/// its data while `run --holder given-x` held the lock, and another owner took the key
+/// with the same holder id before the run noticed (here a raw `SET`, as the original
+/// system or redis-py's `Lock` would with that id). Redis cannot tell the two owners
+/// apart: the run's next check finds its id and keeps that lock, so the run is never told
+/// lost and its command runs to its end (exit 0, not 77); its release then removes the
+/// other owner's lock. The run's link is stalled across the restart and the `SET`, so the
+/// order is certain.
+#[test]
+fn a_run_whose_given_id_is_taken_again_after_a_data_loss_is_never_told_lost() {
+    let mut s = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = rt.block_on(FaultProxy::start(s.port()));
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let script = format!("touch {}; sleep 5", started.display());
+    let mut t = TestCommand::with_url(
+        Some(&p.url()),
+        &[
+            "run", "upwork", "shared", "--holder", "given-x", "--ttl", "3", "--grace", "1",
+            "--", "sh", "-c", &script,
+        ],
+    );
+    t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let run = t.cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.set(Fault::Blackhole);
+    // kill -9 and a restart without persistence: the run's lock is gone with the data.
+    s.restart();
+    let gone: Option<String> = s.cmd(&["GET", "bid_lock:upwork:shared"]);
+    assert_eq!(gone, None, "the restart kept the lock");
+    // The other owner of the id, before the run hears of anything.
+    let _: () = s.cmd(&["SET", "bid_lock:upwork:shared", "given-x", "PX", "60000"]);
+    p.set(Fault::None);
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run learned of the loss after all: {}",
+        stderr(&out)
+    );
+    let left: Option<String> = s.cmd(&["GET", "bid_lock:upwork:shared"]);
+    assert_eq!(left, None, "the run's release acts on whichever owner holds the id");
 }
