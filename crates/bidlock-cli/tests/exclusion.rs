@@ -138,8 +138,8 @@ fn a_run_whose_given_id_is_taken_again_after_a_data_loss_is_never_told_lost() {
     let mut t = TestCommand::with_url(
         Some(&p.url()),
         &[
-            "run", "upwork", "shared", "--holder", "given-x", "--ttl", "3", "--grace", "1",
-            "--", "sh", "-c", &script,
+            "run", "upwork", "shared", "--holder", "given-x", "--ttl", "3", "--grace", "1", "--",
+            "sh", "-c", &script,
         ],
     );
     t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -165,5 +165,8 @@ fn a_run_whose_given_id_is_taken_again_after_a_data_loss_is_never_told_lost() {
         stderr(&out)
     );
     let left: Option<String> = s.cmd(&["GET", "bid_lock:upwork:shared"]);
-    assert_eq!(left, None, "the run's release acts on whichever owner holds the id");
+    assert_eq!(
+        left, None,
+        "the run's release acts on whichever owner holds the id"
+    );
 }
