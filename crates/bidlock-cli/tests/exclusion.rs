@@ -13,11 +13,11 @@ mod common;
 
 use std::process::Stdio;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bidlock_testkit::{Fault, FaultProxy, RedisServer, ServerOptions};
 
-use common::{json, stderr, TestCommand};
+use common::{json, stderr, wait_for, TestCommand};
 
 #[test]
 fn twelve_concurrent_runs_on_one_key_never_overlap() {
@@ -144,11 +144,9 @@ fn a_run_whose_given_id_is_taken_again_after_a_data_loss_is_never_told_lost() {
     );
     t.cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let run = t.cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("the command to start", Duration::from_secs(10), || {
+        started.exists()
+    });
     p.set(Fault::Blackhole);
     // kill -9 and a restart without persistence: the run's lock is gone with the data.
     s.restart();
